@@ -17,8 +17,12 @@ class EngineCorrectnessError(BlockRAGError):
     """The cached-block path disagrees with the masked reference: the model must not be served."""
 
 
-class InvalidBlockError(BlockRAGError):
-    """A block or a prompt is malformed (empty, wrong shape, from another model...)."""
+class InvalidRequestError(BlockRAGError, ValueError):
+    """A request is malformed: empty prompt, out-of-range token ids, bad sampling settings."""
+
+
+class InvalidBlockError(InvalidRequestError):
+    """A block is malformed or does not fit the model (empty, wrong shape, other geometry)."""
 
 
 class KVCodecError(BlockRAGError):

@@ -1,0 +1,8 @@
+"""Block attention: block masks, rotary re-encoding, the engine and its reference."""
+
+from blockrag.attention.block_kv import BlockKV
+from blockrag.attention.engine import BlockAttentionEngine, PrefillOutput
+from blockrag.attention.gate import GateReport
+from blockrag.attention.rotary import RotaryReencoder
+
+__all__ = ["BlockAttentionEngine", "BlockKV", "GateReport", "PrefillOutput", "RotaryReencoder"]

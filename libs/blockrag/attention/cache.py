@@ -1,0 +1,86 @@
+"""BlockCache: a transformers Cache over preallocated buffers that context blocks are rotated
+straight into, and that decoding appends to without a torch.cat per step."""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from blockrag.attention.block_kv import BlockKV
+from blockrag.attention.rotary import RotaryReencoder
+
+
+class BufferLayer(DynamicLayer):
+    """One layer's cache: keys/values buffers [1, H, capacity, D], the first `length` rows valid."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.key_buffer, self.value_buffer = keys, values
+        self.dtype, self.device = keys.dtype, keys.device
+        self.length = 0
+        self.is_initialized = True
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self.key_buffer[:, :, : self.length]
+        self.values = self.value_buffer[:, :, : self.length]
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        pass  # buffers exist from the start
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self.key_buffer.shape[-2]:
+            self._grow(max(end, 2 * self.key_buffer.shape[-2]))
+        self.key_buffer[:, :, self.length : end].copy_(key_states)
+        self.value_buffer[:, :, self.length : end].copy_(value_states)
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def _grow(self, capacity: int) -> None:
+        shape = (*self.key_buffer.shape[:2], capacity, self.key_buffer.shape[-1])
+        for name in ("key_buffer", "value_buffer"):
+            bigger = torch.empty(shape, dtype=self.dtype, device=self.device)
+            bigger[:, :, : self.length].copy_(getattr(self, name)[:, :, : self.length])
+            setattr(self, name, bigger)
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def crop(self, max_length: int) -> None:
+        self.length = min(self.length, max_length if max_length >= 0 else self.length + max_length)
+        self._expose()
+
+    def reset(self) -> None:
+        self.length = 0
+        self._expose()
+
+
+class BlockCache(Cache):
+    """The KV of a prompt under assembly. keys/values: [layers, 1, kv_heads, capacity, D]."""
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (num_layers, 1, num_kv_heads, capacity, head_dim)
+        self.key_buffer = torch.empty(shape, dtype=dtype, device=device)
+        self.value_buffer = torch.empty(shape, dtype=dtype, device=device)
+        super().__init__(layers=[BufferLayer(self.key_buffer[i], self.value_buffer[i]) for i in range(num_layers)])
+
+    def write_block(self, kv: BlockKV, offset: int, reencoder: RotaryReencoder) -> None:
+        """Rotate one block's keys to [offset, offset + L) and copy its values there, all layers at once."""
+        end = offset + kv.num_tokens
+        keys = kv.keys.to(self.key_buffer.device, non_blocking=True)
+        values = kv.values.to(self.value_buffer.device, non_blocking=True)
+        # views [layers, H, L, D] into the buffers: the rotation writes in place, no concatenation
+        reencoder.rotate(keys, offset, out=self.key_buffer[:, 0, :, offset:end])
+        self.value_buffer[:, 0, :, offset:end].copy_(values)
+
+    def set_length(self, length: int) -> None:
+        """Mark the first `length` positions of every layer as filled (after write_block calls)."""
+        for layer in self.layers:
+            layer.length = length
+            layer._expose()

@@ -1,0 +1,212 @@
+"""BlockAttentionEngine: encode blocks once, assemble them anywhere, prefill only the final block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from blockrag.attention.block_kv import BlockKV
+from blockrag.attention.cache import BlockCache
+from blockrag.attention.gate import GateReport, check_engine
+from blockrag.attention.mask import additive_mask, block_mask
+from blockrag.attention.rotary import RotaryReencoder
+from blockrag.attention.sampling import sample_token
+from blockrag.errors import InvalidBlockError, InvalidRequestError, UnsupportedModelError
+
+TokenIds = Sequence[int] | torch.Tensor
+
+
+@dataclass
+class PrefillOutput:
+    """logits: [kept positions, vocab] float32 (all final-block positions unless fewer were asked);
+    cache: the assembled KV, ready for decoding; token counts by origin."""
+
+    logits: torch.Tensor
+    cache: BlockCache
+    cached_tokens: int
+    computed_tokens: int
+
+
+class BlockAttentionEngine:
+    """Block attention over any transformers causal LM with rotary positions (eval mode).
+
+    The engine inserts no token of its own: the caller's blocks are the prompt.
+    """
+
+    def __init__(self, model: PreTrainedModel, *, max_pack_tokens: int = 4096):
+        if model.config._attn_implementation not in ("sdpa", "eager"):
+            raise UnsupportedModelError(
+                f"attention implementation {model.config._attn_implementation!r} cannot take a "
+                "block mask; load the model with attn_implementation='sdpa'"
+            )
+        self.model = model.eval()
+        self.reencoder = RotaryReencoder.from_model(model)
+        config = model.config.get_text_config()
+        self.num_layers = config.num_hidden_layers
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.vocab_size = config.vocab_size
+        self.max_pack_tokens = max_pack_tokens
+        eos = [model.generation_config.eos_token_id, config.eos_token_id]
+        self.stop_ids = frozenset(t for e in eos for t in (e if isinstance(e, list) else [e]) if t is not None)
+
+    @classmethod
+    def for_serving(cls, model: PreTrainedModel, **kwargs) -> BlockAttentionEngine:
+        """An engine whose cached path has passed the correctness gate (EngineCorrectnessError if not)."""
+        engine = cls(model, **kwargs)
+        engine.gate_report = engine.verify()
+        return engine
+
+    def verify(self, seed: int = 0) -> GateReport:
+        """Run the correctness gate now; raises EngineCorrectnessError on disagreement."""
+        return check_engine(self, seed=seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        from blockrag.models.fingerprint import model_fingerprint
+
+        return model_fingerprint(self.model)
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def encode_block(self, token_ids: TokenIds) -> BlockKV:
+        """One block alone at local positions 0..L-1."""
+        return self.encode_blocks([token_ids])[0]
+
+    def encode_blocks(self, blocks: Sequence[TokenIds]) -> list[BlockKV]:
+        """Many blocks, packed into forwards of up to max_pack_tokens under a block-diagonal mask."""
+        ids = [self._token_ids(b) for b in blocks]
+        out: list[BlockKV] = []
+        for pack in _packs(ids, self.max_pack_tokens):
+            out.extend(self._encode_pack(pack))
+        return out
+
+    @torch.inference_mode()
+    def _encode_pack(self, pack: list[tuple[int, ...]]) -> list[BlockKV]:
+        device, lengths = self.device, [len(b) for b in pack]
+        ids = torch.tensor([t for b in pack for t in b], device=device)[None]  # [1, T]
+        positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]  # restarts per block
+        mask = None if len(pack) == 1 else additive_mask(block_mask(lengths, 0, device=device), self.dtype)
+        cache = DynamicCache()
+        # the decoder alone: no lm_head, whose [T, vocab] output nobody reads here
+        self.model.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask,
+                                 past_key_values=cache, use_cache=True)
+        keys = torch.stack([layer.keys[0] for layer in cache.layers])  # [layers, H, T, D]
+        values = torch.stack([layer.values[0] for layer in cache.layers])
+        blocks, start = [], 0
+        for block in pack:
+            end = start + len(block)
+            blocks.append(BlockKV(block, keys[:, :, start:end].clone(), values[:, :, start:end].clone()))
+            start = end
+        return blocks
+
+    # -- prefill and decoding ------------------------------------------------------------------
+
+    def prefill(self, kvs: Sequence[BlockKV], final_ids: TokenIds, *, logits_to_keep: int = 0,
+                reserve_tokens: int = 0) -> PrefillOutput:
+        """Rotate each block's keys to its offset, lay the blocks end to end, prefill the final block.
+
+        logits_to_keep: 0 keeps every final-block position, k keeps the last k.
+        reserve_tokens: spare cache rows for decoding after the prefill.
+        """
+        final = self._token_ids(final_ids)
+        for kv in kvs:
+            self._check_block(kv)
+        context = sum(kv.num_tokens for kv in kvs)
+        cache = BlockCache(self.num_layers, self.num_kv_heads, self.head_dim,
+                           context + len(final) + reserve_tokens, self.dtype, self.device)
+        with torch.inference_mode():
+            offset = 0
+            for kv in kvs:
+                cache.write_block(kv, offset, self.reencoder)
+                offset += kv.num_tokens
+            cache.set_length(context)
+            logits = self._forward(final, context, cache, logits_to_keep)
+        return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))
+
+    def full_prefill(self, token_ids: TokenIds, *, logits_to_keep: int = 0, reserve_tokens: int = 0) -> PrefillOutput:
+        """Plain causal attention over the whole prompt: the baseline block attention is measured against."""
+        return self.prefill([], token_ids, logits_to_keep=logits_to_keep, reserve_tokens=reserve_tokens)
+
+    def generate(self, kvs: Sequence[BlockKV], final_ids: TokenIds, max_new_tokens: int = 32,
+                 temperature: float = 0.0, *, stop_ids: Sequence[int] | None = None,
+                 seed: int | None = None) -> Iterator[int]:
+        """Stream new token ids after prefilling the final block over the cached blocks.
+
+        Stops after max_new_tokens or before a stop id (default: the model's eos ids), which is
+        not yielded. The prefill runs on the first next(), so timing it gives time to first token.
+        """
+        if max_new_tokens < 1:
+            raise InvalidRequestError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise InvalidRequestError(f"temperature must be >= 0, got {temperature}")
+        return self._generate(kvs, final_ids, max_new_tokens, temperature,
+                              self.stop_ids if stop_ids is None else frozenset(stop_ids), seed)
+
+    def _generate(self, kvs, final_ids, max_new_tokens, temperature, stops, seed) -> Iterator[int]:
+        out = self.prefill(kvs, final_ids, logits_to_keep=1, reserve_tokens=max_new_tokens)
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        logits, position = out.logits[-1], out.cached_tokens + out.computed_tokens
+        for step in range(max_new_tokens):
+            token = sample_token(logits, temperature, generator)
+            if token in stops:
+                return
+            yield token
+            if step + 1 < max_new_tokens:
+                with torch.inference_mode():
+                    logits = self._forward((token,), position, out.cache, 1)[-1]
+                position += 1
+
+    def _forward(self, ids: tuple[int, ...], start: int, cache: BlockCache, logits_to_keep: int) -> torch.Tensor:
+        device = self.device
+        input_ids = torch.tensor(ids, device=device)[None]  # [1, M]
+        positions = torch.arange(start, start + len(ids), device=device)[None]
+        out = self.model(input_ids=input_ids, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=logits_to_keep)
+        return out.logits[0].float()  # [kept, vocab]
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def _token_ids(self, ids: TokenIds) -> tuple[int, ...]:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.reshape(-1).tolist()
+        ids = tuple(int(t) for t in ids)
+        if not ids:
+            raise InvalidBlockError("a block or final prompt needs at least one token")
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise InvalidBlockError(f"token ids must lie in [0, {self.vocab_size}); got {min(ids)}..{max(ids)}")
+        return ids
+
+    def _check_block(self, kv: BlockKV) -> None:
+        expected = (self.num_layers, self.num_kv_heads, self.head_dim)
+        if (kv.num_layers, kv.num_kv_heads, kv.head_dim) != expected:
+            raise InvalidBlockError(
+                f"block of {kv.num_tokens} tokens has KV geometry (layers, kv heads, head dim) "
+                f"{(kv.num_layers, kv.num_kv_heads, kv.head_dim)}, the model needs {expected}: "
+                "it was encoded by another model; re-encode it"
+            )
+
+
+def _packs(blocks: list[tuple[int, ...]], max_tokens: int) -> Iterator[list[tuple[int, ...]]]:
+    """Consecutive groups of blocks of at most max_tokens in all (a longer block goes alone)."""
+    pack: list[tuple[int, ...]] = []
+    size = 0
+    for block in blocks:
+        if pack and size + len(block) > max_tokens:
+            yield pack
+            pack, size = [], 0
+        pack.append(block)
+        size += len(block)
+    if pack:
+        yield pack

@@ -1,0 +1,17 @@
+"""Next-token choice from the last position's logits."""
+
+from __future__ import annotations
+
+import torch
+
+from blockrag.errors import InvalidRequestError
+
+
+def sample_token(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> int:
+    """logits: [vocab]. temperature 0 is greedy (argmax); above 0, a draw from softmax(logits / T)."""
+    if temperature < 0:
+        raise InvalidRequestError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))

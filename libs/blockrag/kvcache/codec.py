@@ -1,0 +1,309 @@
+"""Byte serialization of one block's KV cache (BlockKV), for disk and remote stores.
+
+Frame layout:
+
+    b"BRKV"          4 bytes   magic
+    version          1 byte    FORMAT_VERSION
+    sha256           32 bytes  SHA-256 of everything after it (the payload)
+    payload          rest      a safetensors blob
+
+The safetensors blob holds the tensors "keys" and "values" ([layers, kv_heads, L, head_dim],
+float32 / bfloat16 / float16) and "token_ids" (int64 [L]); its string metadata holds the
+KVHeader fields except payload_sha256, which is the frame digest itself (a digest cannot be
+stored inside the bytes it covers).
+
+Bytes come from caches that may be stale, truncated or tampered with, so decode trusts nothing:
+it verifies the digest on every call, then checks the tensors against the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+
+from blockrag.attention.block_kv import BlockKV
+from blockrag.errors import InvalidBlockError, KVCodecError, KVIntegrityError
+from blockrag.kvcache.key import token_ids_digest
+
+MAGIC = b"BRKV"
+FORMAT_VERSION = 1
+_DIGEST_LEN = 32
+_PAYLOAD_START = len(MAGIC) + 1 + _DIGEST_LEN
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+_INT_FIELDS = ("format_version", "num_layers", "num_kv_heads", "head_dim", "num_tokens")
+_STR_FIELDS = ("model_fingerprint", "dtype", "token_ids_sha256")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
+class KVFingerprintMismatchError(KVCodecError):
+    """The entry was encoded for another model (or revision) than the one asking for it."""
+
+
+@dataclass(frozen=True)
+class KVHeader:
+    """What a KV frame says about itself; payload_sha256 is the (hex) frame digest."""
+
+    format_version: int
+    model_fingerprint: str
+    dtype: str
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    num_tokens: int
+    token_ids_sha256: str
+    payload_sha256: str
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def kv_shape(self) -> tuple[int, int, int, int]:
+        """Shape of both the keys and the values tensors."""
+        return (self.num_layers, self.num_kv_heads, self.num_tokens, self.head_dim)
+
+
+class KVCodec:
+    """Stateless encoder/decoder between BlockKV and the framed bytes described above."""
+
+    @staticmethod
+    def encode(kv: BlockKV, model_fingerprint: str) -> bytes:
+        """Serialize ``kv`` for the model ``model_fingerprint``.
+
+        Tensors may live on any device; they are copied to contiguous CPU memory first.
+        Raises ValueError for an empty fingerprint and InvalidBlockError for keys and values
+        of different or unsupported dtypes.
+        """
+        if not isinstance(model_fingerprint, str) or not model_fingerprint:
+            raise ValueError(
+                "model_fingerprint must be a non-empty str: it guards against serving KV "
+                "computed by another model"
+            )
+        if kv.keys.dtype != kv.values.dtype:
+            raise InvalidBlockError(
+                f"keys and values must share a dtype; got {kv.keys.dtype} and {kv.values.dtype}"
+            )
+        dtype_name = _DTYPE_NAMES.get(kv.keys.dtype)
+        if dtype_name is None:
+            raise InvalidBlockError(
+                f"cannot encode KV of dtype {kv.keys.dtype}; supported: {', '.join(_DTYPES)}"
+            )
+        keys, values = _host(kv.keys), _host(kv.values)
+        if _overlap(keys, values):
+            # safetensors refuses to save tensors that share memory.
+            values = values.clone()
+        metadata = {
+            "format_version": str(FORMAT_VERSION),
+            "model_fingerprint": model_fingerprint,
+            "dtype": dtype_name,
+            "num_layers": str(kv.num_layers),
+            "num_kv_heads": str(kv.num_kv_heads),
+            "head_dim": str(kv.head_dim),
+            "num_tokens": str(kv.num_tokens),
+            # Also validates the ids (int64 range) before torch.tensor sees them.
+            "token_ids_sha256": token_ids_digest(kv.token_ids),
+        }
+        token_ids = torch.tensor(kv.token_ids, dtype=torch.int64)
+        payload = _canonical(
+            safetensors.torch.save(
+                {"keys": keys, "values": values, "token_ids": token_ids}, metadata=metadata
+            )
+        )
+        digest = hashlib.sha256(payload).digest()
+        return b"".join((MAGIC, bytes((FORMAT_VERSION,)), digest, payload))
+
+    @staticmethod
+    def read_header(data: bytes, *, verify: bool = True) -> KVHeader:
+        """The header of a frame, without materializing its tensors.
+
+        With ``verify`` (the default) the frame digest is checked first, so the header can be
+        trusted; pass ``verify=False`` only for cheap inspection of trusted bytes.
+        Raises KVCodecError (KVIntegrityError on a digest mismatch).
+        """
+        payload = _open_frame(data, verify=verify)
+        digest = bytes(memoryview(data)[len(MAGIC) + 1 : _PAYLOAD_START]).hex()
+        return _parse_header(_read_metadata(payload), digest)
+
+    @staticmethod
+    def decode(
+        data: bytes,
+        expected_fingerprint: str | None = None,
+        device: torch.device | str = "cpu",
+    ) -> BlockKV:
+        """Deserialize a frame into a BlockKV on ``device``.
+
+        Verifies the frame digest (KVIntegrityError), the format and the agreement of the
+        tensors with the header (KVCodecError), and, when ``expected_fingerprint`` is given,
+        that the entry was made by that model (KVFingerprintMismatchError, a KVCodecError).
+        """
+        header = KVCodec.read_header(data, verify=True)
+        if expected_fingerprint is not None and header.model_fingerprint != expected_fingerprint:
+            raise KVFingerprintMismatchError(
+                f"KV entry was encoded for model fingerprint {header.model_fingerprint!r} but "
+                f"{expected_fingerprint!r} was expected; it belongs to another model or "
+                f"revision and must not be used (treat it as a cache miss)"
+            )
+        # safetensors wants bytes; this copies the payload once.
+        payload = bytes(memoryview(data)[_PAYLOAD_START:])
+        try:
+            tensors = safetensors.torch.load(payload)
+        except (SafetensorError, KeyError, ValueError, RuntimeError) as e:
+            raise KVCodecError(f"KV payload is not a readable safetensors blob: {e}") from e
+        keys, values, ids = _check_tensors(tensors, header)
+        token_ids = tuple(ids.tolist())
+        if token_ids_digest(token_ids) != header.token_ids_sha256:
+            raise KVCodecError("token_ids tensor does not match token_ids_sha256 in the header")
+        return BlockKV(token_ids, keys.to(device), values.to(device))
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous()
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two contiguous CPU tensors share any bytes."""
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes and a.nbytes > 0 and b.nbytes > 0
+
+
+def _canonical(blob: bytes) -> bytes:
+    """The blob with its JSON header keys sorted.
+
+    safetensors writes the metadata from a hash map, in a different order on every call; sorting
+    makes one block always encode to the same bytes (hence the same digest), which lets stores
+    deduplicate and compare entries. Readers accept any order, so this is only canonicalization.
+    """
+    (size,) = struct.unpack_from("<Q", blob, 0)
+    header = json.loads(blob[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:
+        # Cannot happen for the ASCII-safe JSON safetensors writes; keep its bytes if it does.
+        return blob
+    # safetensors itself pads the header with spaces (to align the data); so do we.
+    return blob[:8] + text.ljust(size, b" ") + blob[8 + size :]
+
+
+def _open_frame(data: bytes, *, verify: bool) -> memoryview:
+    """Check magic, version and (if ``verify``) the digest; return the payload view."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"KV data must be bytes, got {type(data).__name__}")
+    view = memoryview(data)
+    if len(view) < _PAYLOAD_START:
+        raise KVCodecError(
+            f"KV data is too short: {len(view)} bytes, a frame needs at least "
+            f"{_PAYLOAD_START} (magic, version, SHA-256); it is truncated or not a KV entry"
+        )
+    magic = bytes(view[: len(MAGIC)])
+    if magic != MAGIC:
+        raise KVCodecError(f"not a BlockRAG KV entry: magic is {magic!r}, expected {MAGIC!r}")
+    version = view[len(MAGIC)]
+    if version != FORMAT_VERSION:
+        raise KVCodecError(
+            f"unsupported KV format version {version}; this build reads version "
+            f"{FORMAT_VERSION} (re-encode the entry or upgrade blockrag)"
+        )
+    payload = view[_PAYLOAD_START:]
+    if verify:
+        stored = bytes(view[len(MAGIC) + 1 : _PAYLOAD_START])
+        actual = hashlib.sha256(payload).digest()
+        if actual != stored:
+            raise KVIntegrityError(
+                f"KV payload SHA-256 mismatch (header {stored.hex()[:16]}..., payload "
+                f"{actual.hex()[:16]}..., {len(payload)} payload bytes): the entry is "
+                f"truncated or corrupted; drop it and recompute"
+            )
+    return payload
+
+
+def _read_metadata(payload: memoryview) -> dict[str, str]:
+    """The ``__metadata__`` dict of a safetensors blob (8-byte LE length, then JSON)."""
+    if len(payload) < 8:
+        raise KVCodecError(
+            f"KV payload is too short for a safetensors header: {len(payload)} bytes"
+        )
+    (size,) = struct.unpack_from("<Q", payload, 0)
+    if size > len(payload) - 8:
+        raise KVCodecError(
+            f"safetensors header claims {size} bytes but only {len(payload) - 8} follow"
+        )
+    try:
+        header = json.loads(bytes(payload[8 : 8 + size]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KVCodecError(f"safetensors header is not valid JSON: {e}") from e
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise KVCodecError("safetensors header has no string __metadata__ with the KV header")
+    return meta
+
+
+def _parse_header(meta: dict[str, str], payload_sha256: str) -> KVHeader:
+    missing = [f for f in (*_INT_FIELDS, *_STR_FIELDS) if f not in meta]
+    if missing:
+        raise KVCodecError(f"KV header lacks field(s) {', '.join(missing)}")
+    bad = [f for f in _INT_FIELDS if not _DECIMAL.fullmatch(meta[f])]
+    if bad:
+        raise KVCodecError(
+            f"KV header field(s) {', '.join(bad)} must be non-negative decimal integers; "
+            f"got {[meta[f] for f in bad]}"
+        )
+    ints = {f: int(meta[f]) for f in _INT_FIELDS}
+    if ints["format_version"] != FORMAT_VERSION:
+        raise KVCodecError(
+            f"KV header says format version {ints['format_version']} inside a version "
+            f"{FORMAT_VERSION} frame"
+        )
+    if ints["num_tokens"] < 1:
+        raise KVCodecError("KV header says num_tokens=0; a block has at least one token")
+    if meta["dtype"] not in _DTYPES:
+        raise KVCodecError(
+            f"KV header has unsupported dtype {meta['dtype']!r}; "
+            f"expected one of {', '.join(_DTYPES)}"
+        )
+    if not _HEX_DIGEST.fullmatch(meta["token_ids_sha256"]):
+        raise KVCodecError("KV header token_ids_sha256 is not a hex SHA-256")
+    return KVHeader(
+        model_fingerprint=meta["model_fingerprint"],
+        dtype=meta["dtype"],
+        token_ids_sha256=meta["token_ids_sha256"],
+        payload_sha256=payload_sha256,
+        **ints,
+    )
+
+
+def _check_tensors(
+    tensors: dict[str, torch.Tensor], header: KVHeader
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """keys, values, token_ids, after checking that they agree with the header."""
+    expected = {"keys", "values", "token_ids"}
+    if set(tensors) != expected:
+        raise KVCodecError(
+            f"KV payload holds tensors {sorted(tensors)}; expected {sorted(expected)}"
+        )
+    for name in ("keys", "values"):
+        t = tensors[name]
+        if t.dtype != header.torch_dtype or tuple(t.shape) != header.kv_shape:
+            raise KVCodecError(
+                f"{name} tensor is {t.dtype} {tuple(t.shape)} but the header says "
+                f"{header.dtype} {header.kv_shape}"
+            )
+    ids = tensors["token_ids"]
+    if ids.dtype != torch.int64 or tuple(ids.shape) != (header.num_tokens,):
+        raise KVCodecError(
+            f"token_ids tensor is {ids.dtype} {tuple(ids.shape)} but the header says "
+            f"int64 ({header.num_tokens},)"
+        )
+    return tensors["keys"], tensors["values"], ids

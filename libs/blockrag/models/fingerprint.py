@@ -1,0 +1,36 @@
+"""A model fingerprint: part of every cache key, so that KV from other weights never matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from transformers import PreTrainedModel
+
+# Sampled elements per parameter. Hashing every byte of an 8B model means copying 16 GB to the
+# host; a strided sample plus a float64 sum of the whole tensor (computed where the tensor
+# lives) changes with any realistic weight update (fine-tune, merged LoRA, another checkpoint).
+_SAMPLE = 4096
+_IGNORED_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype"}
+
+
+@torch.no_grad()
+def model_fingerprint(model: PreTrainedModel) -> str:
+    """Hex SHA-256 over the config, the dtype and a sample of every parameter."""
+    cached = getattr(model, "_blockrag_fingerprint", None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _IGNORED_CONFIG_KEYS}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(str(model.dtype).encode())
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        flat = param.detach().reshape(-1)
+        step = max(1, flat.numel() // _SAMPLE)
+        sample = flat[::step][:_SAMPLE].float().cpu()
+        digest.update(f"{name}:{tuple(param.shape)}:{flat.double().sum().item():.17g}".encode())
+        digest.update(sample.numpy().tobytes())
+    fingerprint = digest.hexdigest()
+    model._blockrag_fingerprint = fingerprint
+    return fingerprint
