@@ -9,11 +9,12 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from blockrag.attention.block_kv import BlockKV
-from blockrag.attention.cache import BlockCache
+from blockrag.attention.cache import BlockCache, BufferPool
 from blockrag.attention.gate import GateReport, check_engine
 from blockrag.attention.mask import additive_mask, block_mask
 from blockrag.attention.rotary import RotaryReencoder
 from blockrag.attention.sampling import sample_token
+from blockrag.attention.sdpa import NAME as BLOCK_SDPA
 from blockrag.errors import InvalidBlockError, InvalidRequestError, UnsupportedModelError
 
 TokenIds = Sequence[int] | torch.Tensor
@@ -37,10 +38,10 @@ class BlockAttentionEngine:
     """
 
     def __init__(self, model: PreTrainedModel, *, max_pack_tokens: int = 4096):
-        if model.config._attn_implementation not in ("sdpa", "eager"):
+        if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
-                "block mask; load the model with attn_implementation='sdpa'"
+                f"block mask; load the model with attn_implementation={BLOCK_SDPA!r} or 'sdpa'"
             )
         self.model = model.eval()
         self.reencoder = RotaryReencoder.from_model(model)
@@ -50,6 +51,7 @@ class BlockAttentionEngine:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.vocab_size = config.vocab_size
         self.max_pack_tokens = max_pack_tokens
+        self.buffers = BufferPool()
         eos = [model.generation_config.eos_token_id, config.eos_token_id]
         self.stop_ids = frozenset(t for e in eos for t in (e if isinstance(e, list) else [e]) if t is not None)
 
@@ -125,7 +127,7 @@ class BlockAttentionEngine:
             self._check_block(kv)
         context = sum(kv.num_tokens for kv in kvs)
         cache = BlockCache(self.num_layers, self.num_kv_heads, self.head_dim,
-                           context + len(final) + reserve_tokens, self.dtype, self.device)
+                           context + len(final) + reserve_tokens, self.dtype, self.device, self.buffers)
         with torch.inference_mode():
             offset = 0
             for kv in kvs:

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from blockrag.attention.rotary import RotaryReencoder
+from blockrag.attention.sdpa import NAME as BLOCK_SDPA
 from blockrag.errors import ModelLoadError
 from blockrag.models.default import DEFAULT_MODEL_NAME, default_model_dir
 
@@ -49,7 +50,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         # SDPA takes the explicit block masks the engine builds; flash kernels would not.
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, attn_implementation="sdpa", **kwargs
+            source, dtype=torch_dtype, attn_implementation=BLOCK_SDPA, **kwargs
         )
     except (OSError, ValueError) as e:
         raise ModelLoadError(
