@@ -31,3 +31,7 @@ class KVCodecError(BlockRAGError):
 
 class KVIntegrityError(KVCodecError):
     """The payload's SHA-256 does not match the one in its header (tampered or truncated)."""
+
+
+class KVFingerprintMismatchError(KVCodecError):
+    """The entry was encoded for another model (or revision) than the one asking for it."""

@@ -95,10 +95,11 @@ class BlockAttentionEngine:
         return out
 
     @torch.inference_mode()
-    def _encode_pack(self, pack: list[tuple[int, ...]]) -> list[BlockKV]:
+    def _encode_pack(self, pack: list[tuple[int, ...]], start: int = 0) -> list[BlockKV]:
+        """start: first position of every block (0 for caching; the gate encodes at other offsets)."""
         device, lengths = self.device, [len(b) for b in pack]
         ids = torch.tensor([t for b in pack for t in b], device=device)[None]  # [1, T]
-        positions = torch.cat([torch.arange(n, device=device) for n in lengths])[None]  # restarts per block
+        positions = torch.cat([torch.arange(start, start + n, device=device) for n in lengths])[None]
         mask = None if len(pack) == 1 else additive_mask(block_mask(lengths, 0, device=device), self.dtype)
         cache = DynamicCache()
         # the decoder alone: no lm_head, whose [T, vocab] output nobody reads here

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 
 from blockrag.attention.block_kv import BlockKV
-from blockrag.errors import InvalidBlockError, KVCodecError, KVIntegrityError
+from blockrag.errors import InvalidBlockError, KVCodecError, KVFingerprintMismatchError, KVIntegrityError
 from blockrag.kvcache.key import token_ids_digest
 
 MAGIC = b"BRKV"
@@ -47,10 +47,6 @@ _INT_FIELDS = ("format_version", "num_layers", "num_kv_heads", "head_dim", "num_
 _STR_FIELDS = ("model_fingerprint", "dtype", "token_ids_sha256")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
-
-
-class KVFingerprintMismatchError(KVCodecError):
-    """The entry was encoded for another model (or revision) than the one asking for it."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The `blockrag` command line."""

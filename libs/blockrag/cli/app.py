@@ -1,0 +1,29 @@
+"""Entry point of the `blockrag` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from blockrag.cli import model
+from blockrag.cli.ask import ask
+from blockrag.errors import BlockRAGError
+
+app = typer.Typer(help="BlockRAG: retrieval-augmented generation with block attention.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.command()(ask)
+app.add_typer(model.app, name="model")
+
+
+def main() -> None:
+    """Run the CLI; library errors become one red line and exit status 1, no traceback."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars and spinners speak for the model
+    try:
+        app()
+    except BlockRAGError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        sys.exit(1)

@@ -1,0 +1,21 @@
+"""Session-wide fixtures: the default model is loaded once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """(model, tokenizer) of the embedded default, float32 on the CPU."""
+    from blockrag.models import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_model):
+    """A gated engine over the default model."""
+    from blockrag.attention import BlockAttentionEngine
+
+    return BlockAttentionEngine.for_serving(default_model[0])
