@@ -1,7 +1,7 @@
 """LocalPipeline: the whole ask path in one process, blocks cached in a local directory.
 
 This is the main job until the platform's services replace it: segment documents into blocks,
-look each block's KV up by cache key, encode the misses (packed), then prefill the question over
+look each block's KV up by cache key, encode the misses (batched), then prefill the question over
 the cached blocks and stream the answer.
 """
 
@@ -102,15 +102,15 @@ class LocalPipeline:
         return kv
 
     def _encode(self, blocks: list[tuple[int, ...]]) -> Iterator[BlockKV]:
-        """Encode in packs of up to the engine's max_pack_tokens, yielding as each pack finishes."""
-        pack: list[tuple[int, ...]] = []
+        """Encode in groups of about one engine batch, yielding as each group finishes (progress)."""
+        group: list[tuple[int, ...]] = []
         for block in blocks:
-            if pack and sum(map(len, pack)) + len(block) > self.engine.max_pack_tokens:
-                yield from self.engine.encode_blocks(pack)
-                pack = []
-            pack.append(block)
-        if pack:
-            yield from self.engine.encode_blocks(pack)
+            if group and sum(map(len, group)) + len(block) > self.engine.max_batch_tokens // 2:
+                yield from self.engine.encode_blocks(group)
+                group = []
+            group.append(block)
+        if group:
+            yield from self.engine.encode_blocks(group)
 
     def answer(self, kvs: Sequence[BlockKV], question: str, max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int | None = None) -> Answer:

@@ -67,9 +67,9 @@ def test_encode_blocks_equals_encode_block(engine):
         assert (kv.values - alone.values).abs().max().item() <= 1e-5
 
 
-def test_packs_split_by_max_pack_tokens():
-    engine = BlockAttentionEngine(tiny_model("qwen2"), max_pack_tokens=8)
-    blocks, final = _prompt([5, 5, 9, 1], seed=6)  # packs [5], [5], [9], [1] (9 goes alone)
+def test_batches_split_by_max_batch_tokens():
+    engine = BlockAttentionEngine(tiny_model("qwen2"), max_batch_tokens=10)
+    blocks, final = _prompt([5, 4, 9, 1, 3], seed=6)  # batches [9], [5, 4], [3, 1] (rows x longest <= 10)
     out = engine.prefill(engine.encode_blocks(blocks), final)
     assert (out.logits - reference_logits(engine.model, blocks, final)).abs().max().item() <= 1e-4
 

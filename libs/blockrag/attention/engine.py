@@ -11,7 +11,6 @@ from transformers import DynamicCache, PreTrainedModel
 from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.cache import BlockCache, BufferPool
 from blockrag.attention.gate import GateReport, check_engine
-from blockrag.attention.mask import additive_mask, block_mask
 from blockrag.attention.rotary import RotaryReencoder
 from blockrag.attention.sampling import sample_token
 from blockrag.attention.sdpa import NAME as BLOCK_SDPA
@@ -37,7 +36,7 @@ class BlockAttentionEngine:
     The engine inserts no token of its own: the caller's blocks are the prompt.
     """
 
-    def __init__(self, model: PreTrainedModel, *, max_pack_tokens: int = 4096):
+    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -50,7 +49,7 @@ class BlockAttentionEngine:
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.vocab_size = config.vocab_size
-        self.max_pack_tokens = max_pack_tokens
+        self.max_batch_tokens = max_batch_tokens
         self.buffers = BufferPool()
         eos = [model.generation_config.eos_token_id, config.eos_token_id]
         self.stop_ids = frozenset(t for e in eos for t in (e if isinstance(e, list) else [e]) if t is not None)
@@ -87,32 +86,37 @@ class BlockAttentionEngine:
         return self.encode_blocks([token_ids])[0]
 
     def encode_blocks(self, blocks: Sequence[TokenIds]) -> list[BlockKV]:
-        """Many blocks, packed into forwards of up to max_pack_tokens under a block-diagonal mask."""
+        """Many blocks, batched into forwards of up to max_batch_tokens (padded) tokens.
+
+        Each block is one row of the batch, right-padded to the longest row: under the causal
+        mask a row's real tokens never see its padding, so every row is encoded exactly as if
+        alone (the block-diagonal pattern), and SDPA runs its plain causal kernels with no mask
+        tensor at all. Blocks are sorted by length so that rows in a batch pad little.
+        """
         ids = [self._token_ids(b) for b in blocks]
-        out: list[BlockKV] = []
-        for pack in _packs(ids, self.max_pack_tokens):
-            out.extend(self._encode_pack(pack))
-        return out
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out: list[BlockKV | None] = [None] * len(ids)
+        for batch in _batches(order, [len(b) for b in ids], self.max_batch_tokens):
+            for i, kv in zip(batch, self._encode_batch([ids[i] for i in batch])):
+                out[i] = kv
+        return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _encode_pack(self, pack: list[tuple[int, ...]], start: int = 0) -> list[BlockKV]:
+    def _encode_batch(self, batch: list[tuple[int, ...]], start: int = 0) -> list[BlockKV]:
         """start: first position of every block (0 for caching; the gate encodes at other offsets)."""
-        device, lengths = self.device, [len(b) for b in pack]
-        ids = torch.tensor([t for b in pack for t in b], device=device)[None]  # [1, T]
-        positions = torch.cat([torch.arange(start, start + n, device=device) for n in lengths])[None]
-        mask = None if len(pack) == 1 else additive_mask(block_mask(lengths, 0, device=device), self.dtype)
+        device, longest = self.device, max(len(b) for b in batch)
+        ids = torch.zeros(len(batch), longest, dtype=torch.long)  # [B, Lmax]; id 0 pads (never attended)
+        for row, block in enumerate(batch):
+            ids[row, : len(block)] = torch.tensor(block)
+        positions = torch.arange(start, start + longest, device=device).expand(len(batch), -1)
         cache = DynamicCache()
-        # the decoder alone: no lm_head, whose [T, vocab] output nobody reads here
-        self.model.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask,
+        # the decoder alone: no lm_head, whose [B, L, vocab] output nobody reads here
+        self.model.get_decoder()(input_ids=ids.to(device), position_ids=positions,
                                  past_key_values=cache, use_cache=True)
-        keys = torch.stack([layer.keys[0] for layer in cache.layers])  # [layers, H, T, D]
-        values = torch.stack([layer.values[0] for layer in cache.layers])
-        blocks, start = [], 0
-        for block in pack:
-            end = start + len(block)
-            blocks.append(BlockKV(block, keys[:, :, start:end].clone(), values[:, :, start:end].clone()))
-            start = end
-        return blocks
+        # one copy per block: [layers, H, L, D] out of every layer's [B, H, Lmax, D]
+        return [BlockKV(block, torch.stack([layer.keys[row, :, : len(block)] for layer in cache.layers]),
+                        torch.stack([layer.values[row, :, : len(block)] for layer in cache.layers]))
+                for row, block in enumerate(batch)]
 
     # -- prefill and decoding ------------------------------------------------------------------
 
@@ -201,15 +205,14 @@ class BlockAttentionEngine:
             )
 
 
-def _packs(blocks: list[tuple[int, ...]], max_tokens: int) -> Iterator[list[tuple[int, ...]]]:
-    """Consecutive groups of blocks of at most max_tokens in all (a longer block goes alone)."""
-    pack: list[tuple[int, ...]] = []
-    size = 0
-    for block in blocks:
-        if pack and size + len(block) > max_tokens:
-            yield pack
-            pack, size = [], 0
-        pack.append(block)
-        size += len(block)
-    if pack:
-        yield pack
+def _batches(order: list[int], lengths: list[int], max_tokens: int) -> Iterator[list[int]]:
+    """Consecutive groups of `order` (longest first) whose padded size, rows x longest row,
+    stays within max_tokens; a block longer than max_tokens goes alone."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[batch[0]] > max_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

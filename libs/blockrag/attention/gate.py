@@ -61,7 +61,7 @@ def check_engine(engine: BlockAttentionEngine, seed: int = 0) -> GateReport:
     block = tuple(random_ids(11))
     local = engine.encode_block(block)
     for offset in _KEY_OFFSETS:
-        direct = engine._encode_pack([block], start=offset)[0]
+        direct = engine._encode_batch([block], start=offset)[0]
         key_error = max(key_error, _relative_error(engine.reencoder.rotate(local.keys, offset), direct.keys))
 
     logit_error = 0.0
