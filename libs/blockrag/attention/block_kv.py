@@ -58,10 +58,14 @@ class BlockKV:
     def nbytes(self) -> int:
         return self.keys.nbytes + self.values.nbytes
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> BlockKV:
-        """The same block on another device (pinned host -> GPU copies may be asynchronous)."""
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None, non_blocking: bool = False) -> BlockKV:
+        """The same block on another device and/or dtype (pinned host -> GPU copies may be asynchronous)."""
         return BlockKV(
             self.token_ids,
-            self.keys.to(device, non_blocking=non_blocking),
-            self.values.to(device, non_blocking=non_blocking),
+            self.keys.to(device, dtype, non_blocking=non_blocking),
+            self.values.to(device, dtype, non_blocking=non_blocking),
         )
+
+    def pin_memory(self) -> BlockKV:
+        """A copy in pinned (page-locked) host memory: GPUs copy it asynchronously or read it in place."""
+        return BlockKV(self.token_ids, self.keys.pin_memory(), self.values.pin_memory())

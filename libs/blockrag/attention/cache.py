@@ -10,6 +10,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from blockrag.attention.block_kv import BlockKV
+from blockrag.attention.placement import place_blocks_torch, place_blocks_triton, triton_available
 from blockrag.attention.rotary import RotaryReencoder
 
 
@@ -110,14 +111,24 @@ class BlockCache(Cache):
             weakref.finalize(self, pool.give, self.key_buffer, self.value_buffer)
         super().__init__(layers=[BufferLayer(self.key_buffer[i], self.value_buffer[i]) for i in range(num_layers)])
 
-    def write_block(self, kv: BlockKV, offset: int, reencoder: RotaryReencoder) -> None:
-        """Rotate one block's keys to [offset, offset + L) and copy its values there, all layers at once."""
-        end = offset + kv.num_tokens
-        keys = kv.keys.to(self.key_buffer.device, non_blocking=True)
-        values = kv.values.to(self.value_buffer.device, non_blocking=True)
-        # views [layers, H, L, D] into the buffers: the rotation writes in place, no concatenation
-        reencoder.rotate(keys, offset, out=self.key_buffer[:, 0, :, offset:end])
-        self.value_buffer[:, 0, :, offset:end].copy_(values)
+    def write_blocks(self, kvs: list[BlockKV], offsets: list[int], reencoder: RotaryReencoder,
+                     host_reads: str = "direct") -> None:
+        """Rotate each block's keys to its offset and copy its values there, all layers at once.
+
+        On CUDA one Triton launch places every block. Blocks in pinned host memory are read in
+        place by the kernel (host_reads="direct") or first copied to the device
+        (host_reads="staged"); other blocks are converted to the cache's device and dtype first.
+        """
+        device, dtype = self.key_buffer.device, self.key_buffer.dtype
+        if device.type == "cuda" and triton_available():
+            def ready(kv: BlockKV) -> bool:
+                resident = kv.keys.device == device or (host_reads == "direct" and kv.keys.is_pinned())
+                return resident and kv.dtype == dtype and kv.keys.is_contiguous() and kv.values.is_contiguous()
+
+            kvs = [kv if ready(kv) else kv.to(device, dtype, non_blocking=True) for kv in kvs]
+            place_blocks_triton(kvs, offsets, reencoder, self.key_buffer, self.value_buffer)
+        else:
+            place_blocks_torch(kvs, offsets, reencoder, self.key_buffer, self.value_buffer)
 
     def set_length(self, length: int) -> None:
         """Mark the first `length` positions of every layer as filled (after write_block calls)."""

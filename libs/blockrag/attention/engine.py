@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class BlockAttentionEngine:
     The engine inserts no token of its own: the caller's blocks are the prompt.
     """
 
-    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096):
+    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "direct"):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -50,6 +51,9 @@ class BlockAttentionEngine:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.vocab_size = config.vocab_size
         self.max_batch_tokens = max_batch_tokens
+        # how the GPU reads blocks kept in pinned host memory: "direct" (the placement kernel reads
+        # them over PCIe) or "staged" (copied to the device first)
+        self.host_reads = host_reads
         self.buffers = BufferPool()
         eos = [model.generation_config.eos_token_id, config.eos_token_id]
         self.stop_ids = frozenset(t for e in eos for t in (e if isinstance(e, list) else [e]) if t is not None)
@@ -133,11 +137,9 @@ class BlockAttentionEngine:
         context = sum(kv.num_tokens for kv in kvs)
         cache = BlockCache(self.num_layers, self.num_kv_heads, self.head_dim,
                            context + len(final) + reserve_tokens, self.dtype, self.device, self.buffers)
+        offsets = [0, *itertools.accumulate(kv.num_tokens for kv in kvs)][:-1] if kvs else []
         with torch.inference_mode():
-            offset = 0
-            for kv in kvs:
-                cache.write_block(kv, offset, self.reencoder)
-                offset += kv.num_tokens
+            cache.write_blocks(list(kvs), offsets, self.reencoder, self.host_reads)
             cache.set_length(context)
             logits = self._forward(final, context, cache, logits_to_keep)
         return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))

@@ -68,6 +68,11 @@ class RotaryReencoder:
             self._tables[key] = table
         return table
 
+    def cos_sin_table(self, offsets) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of offsets[i] * inv_freq: two fp32 CPU tensors [len(offsets), D/2] (angles in float64)."""
+        angle = torch.tensor(list(offsets), dtype=torch.float64)[:, None] * self.inv_freq[None, :]
+        return angle.cos().float(), angle.sin().float()
+
     def rotate(self, keys: torch.Tensor, offset: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """keys: [..., L, D] at local positions -> the same keys at positions offset + local.
 

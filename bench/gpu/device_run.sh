@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One device call: install the carried wheels, run the GPU tests, then the benchmark.
+#   run(command="bash bench/gpu/device_run.sh", carry=[".whl"])
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1
+OUT=${OUT:-bench/results}
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
+python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu tests/attention/test_sdpa.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -n 15
+python3 bench/gpu/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"

@@ -1,0 +1,234 @@
+"""GPU benchmark: checks and times block attention at the scale users run, in one process.
+
+For a Llama-3.1-8B-shaped model and a SmolLM2-135M-shaped one (random initialisation, bf16):
+- ceilings measured in the same run: bf16 matrix-multiply rate, device-to-device copy bandwidth,
+  pinned host-to-device bandwidth;
+- correctness: the correctness gate, and cached-path logits against the masked reference
+  (relative error; the run fails past the gate's bf16 bound);
+- time to first token at 4K-32K tokens of context in 512-token blocks plus a 64-token question:
+  full-attention prefill (the plain Hugging Face forward, SDPA) against cached-block prefill with
+  blocks in GPU memory and in pinned host memory (read in place, or staged by copies), beside
+  the bare host-to-device copy time of the same KV bytes; CUDA events, median of --runs;
+- re-encoding (rotate keys to their offsets, lay K and V into the cache) in GB/s against the
+  copy bandwidth, for the Triton kernel and the PyTorch loop;
+- precompute throughput: batches of 16 blocks of 512 tokens, tokens/s and model FLOP utilisation.
+
+    PYTHONPATH=libs python bench/gpu/run.py --out DIR      (bench/gpu/device_run.sh on the device)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from blockrag.attention import BlockAttentionEngine
+from blockrag.attention.cache import BlockCache
+from blockrag.attention.gate import LOGIT_ERROR_BOUND
+from blockrag.attention.placement import place_blocks_torch
+from blockrag.attention.reference import reference_logits
+
+BLOCK, QUESTION = 512, 64
+
+SHAPES = {
+    "llama-3.1-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5,
+                         max_position_embeddings=131072, tie_word_embeddings=False,
+                         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                          "original_max_position_embeddings": 8192}),
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, rms_norm_eps=1e-5,
+                         max_position_embeddings=65536, tie_word_embeddings=True,
+                         rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
+}
+
+
+def timed_ms(fn, runs: int, warmup: int = 2) -> float:
+    """Median milliseconds of fn() between CUDA events, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def ceilings(runs: int) -> dict:
+    """bf16 matmul TFLOP/s, device copy GB/s (read + write), pinned host-to-device GB/s."""
+    n = 8192
+    a, b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16), torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    matmul_ms = timed_ms(lambda: a @ b, runs, warmup=3)
+    src = torch.randn(1 << 30, device="cuda", dtype=torch.bfloat16)  # 2 GiB
+    dst = torch.empty_like(src)
+    copy_ms = timed_ms(lambda: dst.copy_(src), runs)
+    host = torch.empty(1 << 30, dtype=torch.bfloat16).pin_memory()
+    h2d_ms = timed_ms(lambda: dst.copy_(host, non_blocking=True), runs)
+    del a, b, src, dst, host
+    return {"matmul_tflops": 2 * n**3 / matmul_ms / 1e9, "copy_gbs": 2 * 2 * (1 << 30) / copy_ms / 1e6,
+            "h2d_gbs": 2 * (1 << 30) / h2d_ms / 1e6}
+
+
+def random_ids(vocab: int, n: int, g: torch.Generator) -> list[int]:
+    return torch.randint(vocab, (n,), generator=g).tolist()
+
+
+def correctness(model, engine, vocab: int, g: torch.Generator) -> dict:
+    """Cached-path logits against the masked reference at 4K context (8 blocks), bf16."""
+    blocks = [random_ids(vocab, BLOCK, g) for _ in range(8)]
+    final = random_ids(vocab, QUESTION, g)
+    cached = engine.prefill(engine.encode_blocks(blocks), final).logits
+    ref = reference_logits(model, blocks, final)
+    error = float((cached - ref).abs().max() / ref.abs().max())
+    agree = float((cached.argmax(-1) == ref.argmax(-1)).float().mean())
+    return {"relative_error": error, "bound": LOGIT_ERROR_BOUND[torch.bfloat16], "argmax_agreement": agree,
+            "gate": vars(engine.gate_report)}
+
+
+def ttft(model, engine, vocab: int, context: int, runs: int, g: torch.Generator) -> dict:
+    blocks = [random_ids(vocab, BLOCK, g) for _ in range(context // BLOCK)]
+    question = random_ids(vocab, QUESTION, g)
+    kvs = engine.encode_blocks(blocks)
+    prompt = torch.tensor([t for b in blocks for t in b] + question, device="cuda")[None]
+    row = {"context": context, "blocks": len(blocks)}
+    with torch.inference_mode():
+        row["full_ms"] = timed_ms(lambda: model(input_ids=prompt, logits_to_keep=1).logits[0, -1].argmax(), runs)
+    row["cached_gpu_ms"] = timed_ms(lambda: engine.prefill(kvs, question, logits_to_keep=1).logits[-1].argmax(), runs)
+    row["question_alone_ms"] = timed_ms(lambda: engine.full_prefill(question, logits_to_keep=1).logits[-1].argmax(), runs)
+
+    kv_bytes = sum(kv.nbytes for kv in kvs)
+    offsets = [i * BLOCK for i in range(len(kvs))]
+    cache = BlockCache(engine.num_layers, engine.num_kv_heads, engine.head_dim, context + QUESTION,
+                       engine.dtype, "cuda")
+    with torch.inference_mode():
+        row["reencode_triton_ms"] = timed_ms(lambda: cache.write_blocks(kvs, offsets, engine.reencoder), runs)
+        row["reencode_torch_ms"] = timed_ms(
+            lambda: place_blocks_torch(kvs, offsets, engine.reencoder, cache.key_buffer, cache.value_buffer), runs)
+    row["kv_gb"] = kv_bytes / 1e9
+    row["reencode_triton_gbs"] = 2 * kv_bytes / row["reencode_triton_ms"] / 1e6
+    row["reencode_torch_gbs"] = 2 * kv_bytes / row["reencode_torch_ms"] / 1e6
+
+    host = [kv.to("cpu").pin_memory() for kv in kvs]
+    del kvs
+    flat = torch.empty(kv_bytes // 2, dtype=torch.bfloat16).pin_memory()
+    landing = torch.empty(kv_bytes // 2, dtype=torch.bfloat16, device="cuda")
+    row["h2d_copy_ms"] = timed_ms(lambda: landing.copy_(flat, non_blocking=True), runs)
+    del flat, landing
+    for mode in ("direct", "staged"):
+        engine.host_reads = mode
+        row[f"cached_host_{mode}_ms"] = timed_ms(
+            lambda: engine.prefill(host, question, logits_to_keep=1).logits[-1].argmax(), runs)
+    engine.host_reads = "direct"
+    del host, cache
+    torch.cuda.empty_cache()
+    row["speedup_gpu"] = row["full_ms"] / row["cached_gpu_ms"]
+    row["host_direct_over_copy"] = row["cached_host_direct_ms"] / row["h2d_copy_ms"]
+    row["host_staged_over_copy"] = row["cached_host_staged_ms"] / row["h2d_copy_ms"]
+    return row
+
+
+def precompute(model, engine, vocab: int, runs: int, matmul_tflops: float, g: torch.Generator) -> dict:
+    """16 blocks of 512 tokens per batch: tokens/s and model FLOP utilisation."""
+    config = model.config
+    blocks = [random_ids(vocab, BLOCK, g) for _ in range(16)]
+    engine.max_batch_tokens = 16 * BLOCK
+    ms = timed_ms(lambda: engine.encode_blocks(blocks), runs)
+    params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+    heads_dim = config.num_attention_heads * config.head_dim
+    # per token: 2 FLOPs per weight, plus QK^T and PV over (L+1)/2 keys on average (causal)
+    flops = 16 * BLOCK * (2 * params + 4 * config.num_hidden_layers * heads_dim * (BLOCK + 1) / 2)
+    return {"batch_tokens": 16 * BLOCK, "ms": ms, "tokens_per_s": 16 * BLOCK / ms * 1e3,
+            "tflops": flops / ms / 1e9, "mfu": flops / ms / 1e9 / matmul_tflops}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(SHAPES))
+    parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384, 32768])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    g = torch.Generator().manual_seed(0)
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": args.runs}
+    import transformers
+    import triton
+
+    result["transformers"], result["triton"] = transformers.__version__, triton.__version__
+    result["ceilings"] = ceilings(args.runs)
+    print(json.dumps(result, indent=1), flush=True)
+    failed = False
+    for name in args.models:
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = AutoModelForCausalLM.from_config(LlamaConfig(**SHAPES[name]), dtype=torch.bfloat16,
+                                                     attn_implementation="block_sdpa").eval()
+        started = time.perf_counter()
+        engine = BlockAttentionEngine.for_serving(model)
+        entry = {"gate_s": time.perf_counter() - started}
+        vocab = model.config.vocab_size
+        entry["correctness"] = correctness(model, engine, vocab, g)
+        failed |= not entry["correctness"]["relative_error"] <= entry["correctness"]["bound"]
+        print(name, json.dumps(entry["correctness"]), flush=True)
+        entry["precompute"] = precompute(model, engine, vocab, args.runs, result["ceilings"]["matmul_tflops"], g)
+        print(name, json.dumps(entry["precompute"]), flush=True)
+        entry["ttft"] = []
+        for context in args.contexts:
+            row = ttft(model, engine, vocab, context, args.runs, g)
+            entry["ttft"].append(row)
+            print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        result[name] = entry
+        del model, engine
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_results.json").write_text(json.dumps(result, indent=2))
+    (args.out / "RESULTS.md").write_text(render(result, args.models))
+    print(render(result, args.models))
+    return 1 if failed else 0
+
+
+def render(result: dict, models: list[str]) -> str:
+    """A markdown report of one run."""
+    c = result["ceilings"]
+    lines = [f"Device: {result['device']}; torch {result['torch']}, transformers {result['transformers']}, "
+             f"triton {result['triton']}; median of {result['runs']} runs (CUDA events).", "",
+             f"Ceilings measured in this run: bf16 matmul {c['matmul_tflops']:.0f} TFLOP/s, device copy "
+             f"{c['copy_gbs'] / 1e3:.2f} TB/s (read + write), pinned host-to-device {c['h2d_gbs']:.1f} GB/s.", ""]
+    for name in models:
+        e = result[name]
+        k = e["correctness"]
+        lines += [f"## {name} (random init, bf16)", "",
+                  f"Correctness: cached vs masked reference at 4K context, relative error {k['relative_error']:.2e} "
+                  f"(bound {k['bound']}), argmax agreement {k['argmax_agreement']:.3f}; gate key error "
+                  f"{k['gate']['key_error']:.2e}, logit error {k['gate']['logit_error']:.2e}.", ""]
+        p = e["precompute"]
+        lines += [f"Precompute, 16 x 512-token blocks: {p['ms']:.1f} ms, {p['tokens_per_s']:.0f} tokens/s, "
+                  f"{p['tflops']:.0f} TFLOP/s = {100 * p['mfu']:.1f}% of the measured matmul rate.", "",
+                  "| context | full ms | cached (GPU) ms | speedup | question alone ms | host direct ms | host staged ms "
+                  "| bare H2D copy ms | direct/copy | staged/copy | re-encode Triton GB/s (% copy) | re-encode torch GB/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e["ttft"]:
+            lines.append(
+                f"| {r['context']} | {r['full_ms']:.1f} | {r['cached_gpu_ms']:.2f} | {r['speedup_gpu']:.1f}x "
+                f"| {r['question_alone_ms']:.2f} | {r['cached_host_direct_ms']:.1f} | {r['cached_host_staged_ms']:.1f} "
+                f"| {r['h2d_copy_ms']:.1f} | {r['host_direct_over_copy']:.2f} | {r['host_staged_over_copy']:.2f} "
+                f"| {r['reencode_triton_gbs']:.0f} ({100 * r['reencode_triton_gbs'] / c['copy_gbs']:.0f}%) "
+                f"| {r['reencode_torch_gbs']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

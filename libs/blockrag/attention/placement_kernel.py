@@ -1,0 +1,73 @@
+"""The Triton kernel behind place_blocks_triton (imported only where Triton and CUDA exist)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from blockrag.attention.block_kv import BlockKV
+from blockrag.attention.rotary import RotaryReencoder
+from blockrag.errors import InvalidBlockError
+
+_TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+_BLOCK_T = 32  # tokens per program: 32 x 128 dims x 2 bytes = 8 KB of keys and 8 KB of values
+
+
+@triton.jit
+def _place_kernel(key_ptrs, value_ptrs, lengths, offsets, cos, sin, dst_keys, dst_values, capacity,
+                  DTYPE: tl.constexpr, HALF: tl.constexpr, BLOCK_T: tl.constexpr):
+    # grid: (block, layer * H + head, token tile)
+    block = tl.program_id(0)
+    lh = tl.program_id(1).to(tl.int64)
+    tile = tl.program_id(2)
+    length = tl.load(lengths + block)
+    tokens = tile * BLOCK_T + tl.arange(0, BLOCK_T)
+    live = (tokens < length)[:, None]
+    offset = tl.load(offsets + block)
+    dims = tl.arange(0, HALF)[None, :]
+    src_k = tl.load(key_ptrs + block).to(tl.pointer_type(DTYPE))
+    src_v = tl.load(value_ptrs + block).to(tl.pointer_type(DTYPE))
+    src = (lh * length + tokens[:, None]) * (2 * HALF) + dims  # [BLOCK_T, HALF] in [layers*H, L, D]
+    dst = (lh * capacity + offset + tokens[:, None]) * (2 * HALF) + dims  # in [layers*H, cap, D]
+    k1 = tl.load(src_k + src, mask=live, other=0.0).to(tl.float32)
+    k2 = tl.load(src_k + src + HALF, mask=live, other=0.0).to(tl.float32)
+    c = tl.load(cos + block * HALF + dims)  # [1, HALF] fp32: cos/sin of this block's offset
+    s = tl.load(sin + block * HALF + dims)
+    tl.store(dst_keys + dst, (k1 * c - k2 * s).to(DTYPE), mask=live)
+    tl.store(dst_keys + dst + HALF, (k2 * c + k1 * s).to(DTYPE), mask=live)
+    v1 = tl.load(src_v + src, mask=live)
+    v2 = tl.load(src_v + src + HALF, mask=live)
+    tl.store(dst_values + dst, v1, mask=live)
+    tl.store(dst_values + dst + HALF, v2, mask=live)
+
+
+def launch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
+           key_buffer: torch.Tensor, value_buffer: torch.Tensor) -> None:
+    """One launch placing every block; see placement.py for the layouts."""
+    if not kvs:
+        return
+    device, dtype = key_buffer.device, key_buffer.dtype
+    for kv in kvs:
+        if kv.dtype != dtype or not (kv.keys.is_contiguous() and kv.values.is_contiguous()):
+            raise InvalidBlockError(f"blocks must be contiguous {dtype} to be placed by the kernel; got {kv.dtype}")
+        if kv.keys.device != device and not kv.keys.is_pinned():
+            raise InvalidBlockError("host blocks must be in pinned memory to be read by the kernel")
+    # small per-call tables: rows of key pointers, value pointers, lengths, offsets ([4, n], each
+    # row contiguous for the kernel), and the offsets' cos/sin; one small H2D copy each
+    table = torch.tensor([[kv.keys.data_ptr() for kv in kvs], [kv.values.data_ptr() for kv in kvs],
+                          [kv.num_tokens for kv in kvs], list(offsets)], dtype=torch.int64).pin_memory()
+    table = table.to(device, non_blocking=True)
+    cos, sin = reencoder.cos_sin_table(offsets)
+    cos, sin = cos.pin_memory().to(device, non_blocking=True), sin.pin_memory().to(device, non_blocking=True)
+    layers_x_heads = key_buffer.shape[0] * key_buffer.shape[2]
+    longest = max(kv.num_tokens for kv in kvs)
+    grid = (len(kvs), layers_x_heads, triton.cdiv(longest, _BLOCK_T))
+    # Sources must stay alive until the stream has run the kernel: prefill holds the blocks
+    # through the forward that follows on the same stream. The tables are stream-ordered by
+    # PyTorch's caching allocators.
+    _place_kernel[grid](table[0], table[1], table[2], table[3], cos, sin, key_buffer, value_buffer,
+                        key_buffer.shape[3], DTYPE=_TL_DTYPES[dtype], HALF=reencoder.half_dim,
+                        BLOCK_T=_BLOCK_T, num_warps=4)
