@@ -30,7 +30,6 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.attention.cache import BlockCache
-from blockrag.attention.gate import LOGIT_ERROR_BOUND
 from blockrag.attention.placement import place_blocks_torch
 from blockrag.attention.reference import reference_logits
 
@@ -85,15 +84,32 @@ def random_ids(vocab: int, n: int, g: torch.Generator) -> list[int]:
     return torch.randint(vocab, (n,), generator=g).tolist()
 
 
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max())
+
+
 def correctness(model, engine, vocab: int, g: torch.Generator) -> dict:
-    """Cached-path logits against the masked reference at 4K context (8 blocks), bf16."""
+    """bf16 cached-path logits at 4K context (8 blocks) against the masked reference.
+
+    The truth is the masked reference computed in fp32 with the same (bf16-valued) weights. The
+    plain bf16 forward of the reference is itself off from it by bf16 rounding; the cached path
+    must be no further than twice that (the bound, measured in the same run), or the run fails.
+    """
     blocks = [random_ids(vocab, BLOCK, g) for _ in range(8)]
     final = random_ids(vocab, QUESTION, g)
     cached = engine.prefill(engine.encode_blocks(blocks), final).logits
-    ref = reference_logits(model, blocks, final)
-    error = float((cached - ref).abs().max() / ref.abs().max())
-    agree = float((cached.argmax(-1) == ref.argmax(-1)).float().mean())
-    return {"relative_error": error, "bound": LOGIT_ERROR_BOUND[torch.bfloat16], "argmax_agreement": agree,
+    ref_bf16 = reference_logits(model, blocks, final)
+    with torch.device("cuda"):
+        exact = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32,
+                                                 attn_implementation="block_sdpa").eval()
+    exact.load_state_dict(model.state_dict())
+    ref_fp32 = reference_logits(exact, blocks, final)
+    del exact
+    torch.cuda.empty_cache()
+    plain, error = relative_error(ref_bf16, ref_fp32), relative_error(cached, ref_fp32)
+    return {"cached_vs_fp32": error, "bf16_reference_vs_fp32": plain, "bound": 2 * plain,
+            "cached_vs_bf16_reference": relative_error(cached, ref_bf16),
+            "argmax_agreement": float((cached.argmax(-1) == ref_fp32.argmax(-1)).float().mean()),
             "gate": vars(engine.gate_report)}
 
 
@@ -180,7 +196,7 @@ def main() -> int:
         entry = {"gate_s": time.perf_counter() - started}
         vocab = model.config.vocab_size
         entry["correctness"] = correctness(model, engine, vocab, g)
-        failed |= not entry["correctness"]["relative_error"] <= entry["correctness"]["bound"]
+        failed |= not entry["correctness"]["cached_vs_fp32"] <= entry["correctness"]["bound"]
         print(name, json.dumps(entry["correctness"]), flush=True)
         entry["precompute"] = precompute(model, engine, vocab, args.runs, result["ceilings"]["matmul_tflops"], g)
         print(name, json.dumps(entry["precompute"]), flush=True)
@@ -210,8 +226,11 @@ def render(result: dict, models: list[str]) -> str:
         e = result[name]
         k = e["correctness"]
         lines += [f"## {name} (random init, bf16)", "",
-                  f"Correctness: cached vs masked reference at 4K context, relative error {k['relative_error']:.2e} "
-                  f"(bound {k['bound']}), argmax agreement {k['argmax_agreement']:.3f}; gate key error "
+                  f"Correctness at 4K context (8 blocks + 64-token question), relative max error of the logits "
+                  f"against the masked reference in fp32: cached bf16 path {k['cached_vs_fp32']:.2e}, plain bf16 "
+                  f"reference forward {k['bf16_reference_vs_fp32']:.2e}; bound (2x the plain bf16 error) "
+                  f"{k['bound']:.2e}; cached vs bf16 reference {k['cached_vs_bf16_reference']:.2e}; argmax "
+                  f"agreement with fp32 {k['argmax_agreement']:.3f}. Gate: layer-0 key error "
                   f"{k['gate']['key_error']:.2e}, logit error {k['gate']['logit_error']:.2e}.", ""]
         p = e["precompute"]
         lines += [f"Precompute, 16 x 512-token blocks: {p['ms']:.1f} ms, {p['tokens_per_s']:.0f} tokens/s, "

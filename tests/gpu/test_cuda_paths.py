@@ -52,3 +52,24 @@ def test_cuda_prefill_equals_reference_fp32(arch):
     assert (out.logits - ref).abs().max().item() <= 1e-4
     pinned = [kv.to("cpu").pin_memory() for kv in engine.encode_blocks(blocks)]
     assert (engine.prefill(pinned, final).logits - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("heads,kv_heads,m,n,dim", [(32, 8, 64, 5000, 128), (9, 3, 24, 300, 64), (4, 2, 1, 77, 16),
+                                                    (4, 4, 7, 1000, 32), (8, 2, 130, 130, 64)])
+def test_final_block_kernel_equals_sdpa(dtype, heads, kv_heads, m, n, dim):
+    from blockrag.attention.final_block_kernel import final_block_attention
+
+    g = torch.Generator(device="cuda").manual_seed(n)
+    query = torch.randn(1, m, heads, dim, device="cuda", dtype=dtype, generator=g).transpose(1, 2)  # strided like HF
+    capacity = n + 37  # cache views stride over a larger capacity
+    key = torch.randn(1, kv_heads, capacity, dim, device="cuda", dtype=dtype, generator=g)[:, :, :n]
+    value = torch.randn(1, kv_heads, capacity, dim, device="cuda", dtype=dtype, generator=g)[:, :, :n]
+    got = final_block_attention(query, key, value, None)  # [1, M, Hq, D]
+    allowed = torch.ones(m, n, dtype=torch.bool, device="cuda").tril(diagonal=n - m)  # lower-right causal
+    groups = heads // kv_heads
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.float(), key.float().repeat_interleave(groups, 1), value.float().repeat_interleave(groups, 1),
+        attn_mask=allowed).transpose(1, 2)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got.float(), expected, rtol=tol, atol=tol)

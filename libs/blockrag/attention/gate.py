@@ -4,10 +4,14 @@ garbled answers on some models.
 
 Two checks, both on random token ids:
 - keys: a block encoded at positions 0..L-1 and rotated by o must equal the same block encoded
-  at o..o+L-1 directly, in every layer (hidden states under RoPE depend only on relative
-  positions). This isolates the re-rotation, so it stays sharp in bf16: a wrong rotary layout
-  is off by O(1), rounding by ~1e-2.
-- logits: prefill over cached blocks against the masked single-forward reference.
+  at o..o+L-1 directly. Checked on the first layer, whose keys differ between the two only by
+  the rotation, so the check stays sharp in bf16: a wrong rotary layout is off by O(1) (1.8
+  measured on an interleaved-RoPE model), rounding by ~1e-2. (Deeper layers agree too, but
+  carry the whole stack's rounding: 0.047 on a random 32-layer 8B model in bf16.)
+- logits: prefill over cached blocks against the masked single-forward reference. Exact in fp32
+  (1e-4); in half precision it catches gross errors only (a final block that cannot see its
+  context is off by O(1)), because two bf16 computations of a deep model already differ by
+  several percent (0.065 measured on a random Llama-3.1-8B shape, H200).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ if TYPE_CHECKING:
 # Bounds on max|cached - direct| / max|direct|. fp32 paths differ by summation order and by the
 # model's own fp32 angle (p * inv_freq, ~1e-5 rad at the offsets probed): measured ~1e-6.
 # bf16 has 8 mantissa bits (~4e-3 per rounding) and the two paths round differently.
-KEY_ERROR_BOUND = {torch.float32: 1e-3, torch.float16: 5e-2, torch.bfloat16: 1e-1}
-LOGIT_ERROR_BOUND = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+KEY_ERROR_BOUND = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+LOGIT_ERROR_BOUND = {torch.float32: 1e-4, torch.float16: 1e-1, torch.bfloat16: 1.5e-1}
 
 # (block lengths, final length) of the probe prompts; the first block repeats at the end (the
 # same KV twice in one prompt) and a 1-token block checks the smallest case.
@@ -62,7 +66,8 @@ def check_engine(engine: BlockAttentionEngine, seed: int = 0) -> GateReport:
     local = engine.encode_block(block)
     for offset in _KEY_OFFSETS:
         direct = engine._encode_batch([block], start=offset)[0]
-        key_error = max(key_error, _relative_error(engine.reencoder.rotate(local.keys, offset), direct.keys))
+        rotated = engine.reencoder.rotate(local.keys[:1], offset)  # layer 0: [1, H, L, D]
+        key_error = max(key_error, _relative_error(rotated, direct.keys[:1]))
 
     logit_error = 0.0
     for lengths, final_length in _PROBES:

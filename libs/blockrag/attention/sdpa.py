@@ -8,6 +8,9 @@ stock `sdpa` copies every layer's cached keys and values num_heads / num_kv_head
 - CPU: the kernel takes a mask and GQA together (enable_gqa=True).
 - CUDA: the query heads that share a KV head are stacked along the sequence ([B, Hkv, G*M, D]),
   the mask repeated to match, so each KV head is read once by the memory-efficient kernel.
+- CUDA, the engine's final block over its cache (the engine passes blockrag_final_block=True,
+  so the mask is known to be lower-right causal): a split-over-keys Triton kernel
+  (final_block_kernel.py); SDPA's kernels leave most of the GPU idle at long context.
 Everything else (no mask, decoding, softcap, biases) goes to the stock function.
 """
 
@@ -25,8 +28,14 @@ def block_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.
                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                        is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """query [B, Hq, M, D], key/value [B, Hkv, N, D], attention_mask [B, 1, M, N] additive or bool."""
+    final_block = kwargs.pop("blockrag_final_block", False)
     grouped = query.shape[1] != key.shape[1]
     plain = kwargs.get("position_bias") is None and kwargs.get("softcap") is None and kwargs.get("cache") is None
+    if final_block and plain and query.is_cuda and query.shape[0] == 1 and _triton_kernels():
+        from blockrag.attention.final_block_kernel import SUPPORTED_HEAD_DIMS, final_block_attention
+
+        if query.shape[-1] in SUPPORTED_HEAD_DIMS:
+            return final_block_attention(query, key, value, scaling), None
     if not (grouped and attention_mask is not None and query.shape[2] > 1 and plain):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
@@ -53,6 +62,12 @@ def stacked_gqa_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=mask,
                                                            dropout_p=dropout, scale=scaling)
     return out.reshape(b, heads, m, d)
+
+
+def _triton_kernels() -> bool:
+    from blockrag.attention.placement import triton_available
+
+    return triton_available()
 
 
 AttentionInterface.register(NAME, block_sdpa_forward)
