@@ -160,6 +160,7 @@ def precompute(model, engine, vocab: int, runs: int, matmul_tflops: float, g: to
     config = model.config
     blocks = [random_ids(vocab, BLOCK, g) for _ in range(16)]
     engine.max_batch_tokens = 16 * BLOCK
+    engine.encode_blocks(blocks)  # first call at this size compiles the fused modules
     ms = timed_ms(lambda: engine.encode_blocks(blocks), runs)
     params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
     heads_dim = config.num_attention_heads * config.head_dim
@@ -192,7 +193,7 @@ def main() -> int:
             model = AutoModelForCausalLM.from_config(LlamaConfig(**SHAPES[name]), dtype=torch.bfloat16,
                                                      attn_implementation="block_sdpa").eval()
         started = time.perf_counter()
-        engine = BlockAttentionEngine.for_serving(model)
+        engine = BlockAttentionEngine.for_serving(model)  # fuses RMSNorm/MLP for large inputs on CUDA
         entry = {"gate_s": time.perf_counter() - started}
         vocab = model.config.vocab_size
         entry["correctness"] = correctness(model, engine, vocab, g)

@@ -73,3 +73,17 @@ def test_final_block_kernel_equals_sdpa(dtype, heads, kv_heads, m, n, dim):
         attn_mask=allowed).transpose(1, 2)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(got.float(), expected, rtol=tol, atol=tol)
+
+
+def test_fused_modules_keep_the_outputs():
+    from blockrag.attention.fusion import fuse_elementwise
+
+    model = tiny_model("llama31").cuda()
+    ids = torch.randint(97, (1, 40), generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+        assert fuse_elementwise(model, min_tokens=16) == 3 * 3 + 1  # 2 norms + MLP a layer, final norm
+        assert fuse_elementwise(model, min_tokens=16) == 0  # idempotent
+        after_large, after_small = model(input_ids=ids).logits, model(input_ids=ids[:, :8]).logits
+    torch.testing.assert_close(after_large, before, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after_small, before[:, :8], rtol=1e-4, atol=1e-4)

@@ -11,7 +11,9 @@ from transformers import DynamicCache, PreTrainedModel
 
 from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.cache import BlockCache, BufferPool
+from blockrag.attention.fusion import fuse_elementwise
 from blockrag.attention.gate import GateReport, check_engine
+from blockrag.attention.placement import triton_available
 from blockrag.attention.rotary import RotaryReencoder
 from blockrag.attention.sampling import sample_token
 from blockrag.attention.sdpa import NAME as BLOCK_SDPA
@@ -35,9 +37,13 @@ class BlockAttentionEngine:
     """Block attention over any transformers causal LM with rotary positions (eval mode).
 
     The engine inserts no token of its own: the caller's blocks are the prompt.
+
+    fuse: compile the model's RMSNorm and MLP modules for large inputs (precompute), in place;
+    default: on CUDA where Triton exists (fusion.py says why and what it buys).
     """
 
-    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged"):
+    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
+                 fuse: bool | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -45,6 +51,8 @@ class BlockAttentionEngine:
             )
         self.model = model.eval()
         self.reencoder = RotaryReencoder.from_model(model)
+        if fuse if fuse is not None else (self.device.type == "cuda" and triton_available()):
+            fuse_elementwise(model)
         config = model.config.get_text_config()
         self.num_layers = config.num_hidden_layers
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads

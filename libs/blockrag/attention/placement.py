@@ -15,6 +15,7 @@ Layouts: source keys/values [layers, H, L, D] contiguous (BlockKV); destination 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ def place_blocks_torch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder
         value_buffer[:, 0, :, offset:end].copy_(values)
 
 
+@functools.cache
 def triton_available() -> bool:
     """True where the Triton kernel can run (CUDA device and triton importable)."""
     if not torch.cuda.is_available():

@@ -55,13 +55,12 @@ def launch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReen
             raise InvalidBlockError(f"blocks must be contiguous {dtype} to be placed by the kernel; got {kv.dtype}")
         if kv.keys.device != device and not kv.keys.is_pinned():
             raise InvalidBlockError("host blocks must be in pinned memory to be read by the kernel")
-    # small per-call tables: rows of key pointers, value pointers, lengths, offsets ([4, n], each
-    # row contiguous for the kernel), and the offsets' cos/sin; one small H2D copy each
+    # one small per-call table, one H2D copy: rows of key pointers, value pointers, lengths and
+    # offsets ([4, n], each row contiguous for the kernel); the offsets' cos/sin are formed on the
+    # device from it, in float64 (no pinned staging: a fresh pinned allocation costs milliseconds)
     table = torch.tensor([[kv.keys.data_ptr() for kv in kvs], [kv.values.data_ptr() for kv in kvs],
-                          [kv.num_tokens for kv in kvs], list(offsets)], dtype=torch.int64).pin_memory()
-    table = table.to(device, non_blocking=True)
-    cos, sin = reencoder.cos_sin_table(offsets)
-    cos, sin = cos.pin_memory().to(device, non_blocking=True), sin.pin_memory().to(device, non_blocking=True)
+                          [kv.num_tokens for kv in kvs], list(offsets)], dtype=torch.int64, device=device)
+    cos, sin = reencoder.cos_sin_on(table[3], device)
     layers_x_heads = key_buffer.shape[0] * key_buffer.shape[2]
     longest = max(kv.num_tokens for kv in kvs)
     grid = (len(kvs), layers_x_heads, triton.cdiv(longest, _BLOCK_T))

@@ -27,6 +27,7 @@ class RotaryReencoder:
         self.inv_freq = inv_freq.detach().to("cpu", torch.float64)
         self.half_dim = self.inv_freq.numel()
         self._tables: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._device_inv_freq: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
     def from_model(cls, model: PreTrainedModel) -> RotaryReencoder:
@@ -68,9 +69,13 @@ class RotaryReencoder:
             self._tables[key] = table
         return table
 
-    def cos_sin_table(self, offsets) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of offsets[i] * inv_freq: two fp32 CPU tensors [len(offsets), D/2] (angles in float64)."""
-        angle = torch.tensor(list(offsets), dtype=torch.float64)[:, None] * self.inv_freq[None, :]
+    def cos_sin_on(self, offsets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of offsets[i] * inv_freq for an int tensor of offsets: fp32 [n, D/2] on `device`,
+        the angles formed in float64."""
+        inv_freq = self._device_inv_freq.get(device)
+        if inv_freq is None:
+            inv_freq = self._device_inv_freq.setdefault(device, self.inv_freq.to(device))
+        angle = offsets.to(device, torch.float64)[:, None] * inv_freq[None, :]
         return angle.cos().float(), angle.sin().float()
 
     def rotate(self, keys: torch.Tensor, offset: int, out: torch.Tensor | None = None) -> torch.Tensor:
