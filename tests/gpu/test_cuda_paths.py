@@ -87,3 +87,21 @@ def test_fused_modules_keep_the_outputs():
         after_large, after_small = model(input_ids=ids).logits, model(input_ids=ids[:, :8]).logits
     torch.testing.assert_close(after_large, before, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(after_small, before[:, :8], rtol=1e-4, atol=1e-4)
+
+
+def test_graphed_prefill_equals_eager():
+    model = tiny_model("llama31").cuda()
+    graphed = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=256)
+    eager = BlockAttentionEngine(model, cuda_graphs=False)
+    g = torch.Generator().manual_seed(2)
+    for lengths, m in (([5, 1, 40], 7), ([100, 3], 20), ([], 9), ([60, 60], 16), ([300], 5)):  # the last: eager
+        blocks = [torch.randint(97, (n,), generator=g).tolist() for n in lengths]
+        final = torch.randint(97, (m,), generator=g).tolist()
+        kvs = eager.encode_blocks(blocks) if blocks else []
+        fast, slow = graphed.prefill(kvs, final), eager.prefill(kvs, final)
+        assert fast.logits.shape == slow.logits.shape == (m, 97)
+        assert (fast.logits - slow.logits).abs().max().item() <= 1e-4, (lengths, m)
+        assert (fast.logits - reference_logits(model, blocks, final)).abs().max().item() <= 1e-4
+        tokens = list(graphed.generate(kvs, final, max_new_tokens=6, stop_ids=[]))
+        assert tokens == list(eager.generate(kvs, final, max_new_tokens=6, stop_ids=[]))
+    assert sorted(graphed._graphs.graphs) == [16, 32]  # one graph per question bucket, reused across contexts

@@ -40,10 +40,14 @@ class BlockAttentionEngine:
 
     fuse: compile the model's RMSNorm and MLP modules for large inputs (precompute), in place;
     default: on CUDA where Triton exists (fusion.py says why and what it buys).
+    cuda_graphs: replay the final block's forward from CUDA graphs for contexts up to
+    graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
+    exists and the attention is block_sdpa. The workspace takes graph_context_tokens x the KV
+    bytes of a token of GPU memory (4.3 GB at 32K on an 8B model), allocated at first use.
     """
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
-                 fuse: bool | None = None):
+                 fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -64,6 +68,11 @@ class BlockAttentionEngine:
         # them over PCIe in place; 140 ms there)
         self.host_reads = host_reads
         self.buffers = BufferPool()
+        self.graph_context_tokens = graph_context_tokens
+        from blockrag.attention.final_block_kernel_support import graphs_supported
+
+        self.cuda_graphs = graphs_supported(self) if cuda_graphs is None else cuda_graphs
+        self._graphs = None
         eos = [model.generation_config.eos_token_id, config.eos_token_id]
         self.stop_ids = frozenset(t for e in eos for t in (e if isinstance(e, list) else [e]) if t is not None)
 
@@ -144,14 +153,30 @@ class BlockAttentionEngine:
         for kv in kvs:
             self._check_block(kv)
         context = sum(kv.num_tokens for kv in kvs)
+        offsets = [0, *itertools.accumulate(kv.num_tokens for kv in kvs)][:-1] if kvs else []
+        if self.cuda_graphs:
+            graphs = self._prefill_graphs()
+            if graphs.fits(context, len(final)):
+                logits, cache = graphs.prefill(list(kvs), offsets, final, self.reencoder, self.host_reads,
+                                               reserve_tokens, self.buffers)
+                if logits_to_keep:
+                    logits = logits[-logits_to_keep:]
+                return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))
         cache = BlockCache(self.num_layers, self.num_kv_heads, self.head_dim,
                            context + len(final) + reserve_tokens, self.dtype, self.device, self.buffers)
-        offsets = [0, *itertools.accumulate(kv.num_tokens for kv in kvs)][:-1] if kvs else []
         with torch.inference_mode():
             cache.write_blocks(list(kvs), offsets, self.reencoder, self.host_reads)
             cache.set_length(context)
             logits = self._forward(final, context, cache, logits_to_keep)
         return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))
+
+    def _prefill_graphs(self):
+        if self._graphs is None:
+            from blockrag.attention.graphs import PrefillGraphs
+
+            self._graphs = PrefillGraphs(self.model, self.num_layers, self.num_kv_heads, self.head_dim,
+                                         self.graph_context_tokens, self.dtype, self.device)
+        return self._graphs
 
     def full_prefill(self, token_ids: TokenIds, *, logits_to_keep: int = 0, reserve_tokens: int = 0) -> PrefillOutput:
         """Plain causal attention over the whole prompt: the baseline block attention is measured against."""

@@ -20,13 +20,20 @@ import torch
 import triton
 import triton.language as tl
 
+from blockrag.attention.final_block_kernel_support import SUPPORTED_HEAD_DIMS
+
+__all__ = ["SUPPORTED_HEAD_DIMS", "final_block_attention"]
+
 _BLOCK_R, _BLOCK_N = 64, 64
 
 
 @triton.jit
 def _partial_kernel(Q, K, V, O_part, L_part, stride_qh, stride_qm, stride_kh, stride_kn, stride_vh, stride_vn,
-                    n_keys, m_len, groups, chunk, n_splits, scale_log2,
-                    D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                    n_keys, len_ptr, m_len, groups, chunk, n_splits, scale_log2,
+                    D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                    LEN_FROM_PTR: tl.constexpr):
+    if LEN_FROM_PTR:  # CUDA graphs: the context length lives in device memory, set before each replay
+        n_keys = tl.load(len_ptr)
     kv_head = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # stacked rows r = g * M + m
     split = tl.program_id(2)
@@ -83,13 +90,13 @@ def _merge_kernel(O_part, L_part, Out, stride_om, stride_oh, m_len, groups, n_sp
     tl.store(Out + (row % m_len) * stride_om + q_head * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
-
-
 def final_block_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                          scaling: float | None) -> torch.Tensor:
+                          scaling: float | None, kv_length: torch.Tensor | None = None) -> torch.Tensor:
     """query [1, Hq, M, D], key/value [1, Hkv, N, D] (any strides over N, D contiguous)
-    -> [1, M, Hq, D], the layout transformers' attention functions return."""
+    -> [1, M, Hq, D], the layout transformers' attention functions return.
+
+    kv_length: a 0-d int64 device tensor holding how many of the N keys are valid (N is then the
+    capacity): the launch no longer depends on the length, so a CUDA graph can replay it."""
     _, heads, m_len, dim = query.shape
     kv_heads, n_keys = key.shape[1], key.shape[2]
     groups = heads // kv_heads
@@ -106,9 +113,11 @@ def final_block_attention(query: torch.Tensor, key: torch.Tensor, value: torch.T
     q, k, v = query[0], key[0], value[0]
     _partial_kernel[(kv_heads, row_tiles, n_splits)](
         q, k, v, o_part, l_part, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        n_keys, m_len, groups, chunk, n_splits, scale, D=dim, BLOCK_R=_BLOCK_R, BLOCK_N=_BLOCK_N,
+        n_keys, l_part if kv_length is None else kv_length, m_len, groups, chunk, n_splits, scale,
+        D=dim, BLOCK_R=_BLOCK_R, BLOCK_N=_BLOCK_N,
         # fp32 inputs get true fp32 products (the exactness tests hold them to 1e-4); tf32 would not
-        PRECISION="ieee" if query.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
+        PRECISION="ieee" if query.dtype == torch.float32 else "tf32", LEN_FROM_PTR=kv_length is not None,
+        num_warps=4, num_stages=2)
     out = torch.empty(1, m_len, heads, dim, device=query.device, dtype=query.dtype)
     _merge_kernel[(kv_heads, n_rows)](o_part, l_part, out, out.stride(1), out.stride(2), m_len, groups, n_splits,
                                       D=dim, S_PAD=max(2, triton.next_power_of_2(n_splits)), num_warps=1)

@@ -29,13 +29,16 @@ def block_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.
                        is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """query [B, Hq, M, D], key/value [B, Hkv, N, D], attention_mask [B, 1, M, N] additive or bool."""
     final_block = kwargs.pop("blockrag_final_block", False)
+    kv_length = kwargs.pop("blockrag_kv_length", None)  # set by CUDA-graph prefill (graphs.py)
     grouped = query.shape[1] != key.shape[1]
     plain = kwargs.get("position_bias") is None and kwargs.get("softcap") is None and kwargs.get("cache") is None
     if final_block and plain and query.is_cuda and query.shape[0] == 1 and _triton_kernels():
-        from blockrag.attention.final_block_kernel import SUPPORTED_HEAD_DIMS, final_block_attention
+        from blockrag.attention.final_block_kernel_support import SUPPORTED_HEAD_DIMS
 
         if query.shape[-1] in SUPPORTED_HEAD_DIMS:
-            return final_block_attention(query, key, value, scaling), None
+            from blockrag.attention.final_block_kernel import final_block_attention
+
+            return final_block_attention(query, key, value, scaling, kv_length), None
     if not (grouped and attention_mask is not None and query.shape[2] > 1 and plain):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
