@@ -51,3 +51,10 @@ def test_blockkv_shape_checks():
         BlockKV((1, 2), torch.zeros(2, 2, 2, 4), torch.zeros(2, 2, 3, 4))
     with pytest.raises(InvalidBlockError, match="one KV row per token"):
         BlockKV((1,), torch.zeros(2, 2, 2, 4), torch.zeros(2, 2, 2, 4))
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    from blockrag.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="cuda_graphs=True needs a CUDA device"):
+        BlockAttentionEngine(tiny_model("qwen2"), cuda_graphs=True)

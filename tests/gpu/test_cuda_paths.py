@@ -40,9 +40,11 @@ def test_triton_placement_equals_torch(dtype, host_reads):
     assert torch.equal(fast.value_buffer[:, :, :, :n].cpu(), slow.value_buffer[:, :, :, :n])
 
 
+@pytest.mark.parametrize("impl", ["sdpa", "block_sdpa"])
 @pytest.mark.parametrize("arch", ["llama31", "qwen2", "qwen3", "mistral"])
-def test_cuda_prefill_equals_reference_fp32(arch):
+def test_cuda_prefill_equals_reference_fp32(arch, impl):
     model = tiny_model(arch).cuda()
+    model.set_attn_implementation(impl)  # block_sdpa: split-over-keys kernel and CUDA graphs
     engine = BlockAttentionEngine.for_serving(model)
     g = torch.Generator().manual_seed(1)
     blocks = [torch.randint(97, (n,), generator=g).tolist() for n in (5, 1, 40)]
@@ -91,6 +93,7 @@ def test_fused_modules_keep_the_outputs():
 
 def test_graphed_prefill_equals_eager():
     model = tiny_model("llama31").cuda()
+    model.set_attn_implementation("block_sdpa")  # graphs need the split-over-keys kernel on every layer
     graphed = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=256)
     eager = BlockAttentionEngine(model, cuda_graphs=False)
     g = torch.Generator().manual_seed(2)

@@ -71,6 +71,12 @@ class BlockAttentionEngine:
         self.graph_context_tokens = graph_context_tokens
         from blockrag.attention.final_block_kernel_support import graphs_supported
 
+        if cuda_graphs and not graphs_supported(self):
+            raise UnsupportedModelError(
+                "cuda_graphs=True needs a CUDA device, Triton, attn_implementation='block_sdpa' and a head "
+                f"dim in (16, 32, 64, 128); this engine has {self.device.type}, "
+                f"{model.config._attn_implementation!r}, head dim {self.head_dim}"
+            )
         self.cuda_graphs = graphs_supported(self) if cuda_graphs is None else cuda_graphs
         self._graphs = None
         eos = [model.generation_config.eos_token_id, config.eos_token_id]
