@@ -11,6 +11,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.cache import BlockCache, BufferPool
+from blockrag.attention.final_block_kernel_support import graphs_supported
 from blockrag.attention.fusion import fuse_elementwise
 from blockrag.attention.gate import GateReport, check_engine
 from blockrag.attention.placement import triton_available
@@ -64,13 +65,13 @@ class BlockAttentionEngine:
         self.vocab_size = config.vocab_size
         self.max_batch_tokens = max_batch_tokens
         # how the GPU reads blocks kept in pinned host memory: "staged" (copied to the device by
-        # DMA first; 120 ms at 32K on an 8B model, H200) or "direct" (the placement kernel reads
-        # them over PCIe in place; 140 ms there)
+        # DMA first; 100 ms at 32K on an 8B model, H200) or "direct" (the placement kernel reads
+        # them over PCIe in place; 104 ms there). bench/gpu/RESULTS.md
+        if host_reads not in ("staged", "direct"):
+            raise InvalidRequestError(f"host_reads must be 'staged' or 'direct', got {host_reads!r}")
         self.host_reads = host_reads
         self.buffers = BufferPool()
         self.graph_context_tokens = graph_context_tokens
-        from blockrag.attention.final_block_kernel_support import graphs_supported
-
         if cuda_graphs and not graphs_supported(self):
             raise UnsupportedModelError(
                 "cuda_graphs=True needs a CUDA device, Triton, attn_implementation='block_sdpa' and a head "
