@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.attention.cache import BlockCache
+from blockrag.attention.gate import relative_error
 from blockrag.attention.placement import place_blocks_torch
 from blockrag.attention.reference import reference_logits
 
@@ -82,10 +83,6 @@ def ceilings(runs: int) -> dict:
 
 def random_ids(vocab: int, n: int, g: torch.Generator) -> list[int]:
     return torch.randint(vocab, (n,), generator=g).tolist()
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max())
 
 
 def correctness(model, engine, vocab: int, g: torch.Generator) -> dict:

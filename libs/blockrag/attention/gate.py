@@ -49,7 +49,8 @@ class GateReport:
     logit_bound: float
 
 
-def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max|actual - expected| / max|expected|, in float32."""
     return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6))
 
 
@@ -67,7 +68,7 @@ def check_engine(engine: BlockAttentionEngine, seed: int = 0) -> GateReport:
     for offset in _KEY_OFFSETS:
         direct = engine._encode_batch([block], start=offset)[0]
         rotated = engine.reencoder.rotate(local.keys[:1], offset)  # layer 0: [1, H, L, D]
-        key_error = max(key_error, _relative_error(rotated, direct.keys[:1]))
+        key_error = max(key_error, relative_error(rotated, direct.keys[:1]))
 
     logit_error = 0.0
     for lengths, final_length in _PROBES:
@@ -75,7 +76,7 @@ def check_engine(engine: BlockAttentionEngine, seed: int = 0) -> GateReport:
         blocks.append(blocks[0])
         final = random_ids(final_length)
         cached = engine.prefill(engine.encode_blocks(blocks), final).logits
-        logit_error = max(logit_error, _relative_error(cached, reference_logits(engine.model, blocks, final)))
+        logit_error = max(logit_error, relative_error(cached, reference_logits(engine.model, blocks, final)))
 
     report = GateReport(key_error, logit_error, KEY_ERROR_BOUND.get(engine.dtype, 1e-1),
                         LOGIT_ERROR_BOUND.get(engine.dtype, 5e-2))

@@ -21,6 +21,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from blockrag.attention.placement import triton_available
+
 NAME = "block_sdpa"
 
 
@@ -32,7 +34,7 @@ def block_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.
     kv_length = kwargs.pop("blockrag_kv_length", None)  # set by CUDA-graph prefill (graphs.py)
     grouped = query.shape[1] != key.shape[1]
     plain = kwargs.get("position_bias") is None and kwargs.get("softcap") is None and kwargs.get("cache") is None
-    if final_block and plain and query.is_cuda and query.shape[0] == 1 and _triton_kernels():
+    if final_block and plain and query.is_cuda and query.shape[0] == 1 and triton_available():
         from blockrag.attention.final_block_kernel_support import SUPPORTED_HEAD_DIMS
 
         if query.shape[-1] in SUPPORTED_HEAD_DIMS:
@@ -65,12 +67,6 @@ def stacked_gqa_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=mask,
                                                            dropout_p=dropout, scale=scaling)
     return out.reshape(b, heads, m, d)
-
-
-def _triton_kernels() -> bool:
-    from blockrag.attention.placement import triton_available
-
-    return triton_available()
 
 
 AttentionInterface.register(NAME, block_sdpa_forward)
