@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("host_reads", ["device", "direct", "staged"])
 def test_triton_placement_equals_torch(dtype, host_reads):
-    engine = BlockAttentionEngine(tiny_model("llama31", dtype=dtype).cuda(), host_reads=host_reads)
+    reads = "direct" if host_reads == "device" else host_reads  # the engine's setting for pinned sources
+    engine = BlockAttentionEngine(tiny_model("llama31", dtype=dtype).cuda(), host_reads=reads)
     g = torch.Generator().manual_seed(0)
     blocks = [torch.randint(97, (n,), generator=g).tolist() for n in (1, 33, 64, 7, 100)]
     kvs = engine.encode_blocks(blocks)
@@ -26,7 +27,7 @@ def test_triton_placement_equals_torch(dtype, host_reads):
     fast = BlockCache(*shape, 300, dtype, "cuda")
     fast.key_buffer.fill_(float("nan"))
     fast.value_buffer.fill_(float("nan"))
-    fast.write_blocks(kvs, offsets, engine.reencoder, host_reads if host_reads != "device" else "direct")
+    fast.write_blocks(kvs, offsets, engine.reencoder, reads)
     slow = BlockCache(*shape, 300, dtype, "cpu")
     from blockrag.attention.placement import place_blocks_torch
 
