@@ -72,17 +72,18 @@ class LocalPipeline:
         ids = [tuple(self.template.prefix_ids())] + [tuple(self.template.block_ids(p)) for p in passages]
         fingerprint = self.engine.fingerprint
         stats = BlockStats(blocks=len(ids), context_tokens=sum(map(len, ids)))
+        keys = {block: CacheKey.of(self.namespace, fingerprint, block) for block in ids}  # distinct blocks
         found: dict[tuple[int, ...], BlockKV] = {}
-        for block in dict.fromkeys(ids):  # each distinct block once
-            kv = self._load(CacheKey.of(self.namespace, fingerprint, block), fingerprint, stats)
+        for block, key in keys.items():
+            kv = self._load(key, fingerprint, stats)
             if kv is not None:
                 found[block] = kv
-        missing = [b for b in dict.fromkeys(ids) if b not in found]
+        missing = [b for b in keys if b not in found]
         started = time.perf_counter()
         for done, (block, kv) in enumerate(zip(missing, self._encode(missing)), start=1):
             found[block] = kv
             if self.store is not None:
-                self.store.put(CacheKey.of(self.namespace, fingerprint, block), KVCodec.encode(kv, fingerprint))
+                self.store.put(keys[block], KVCodec.encode(kv, fingerprint))
             if progress is not None:
                 progress(done, len(missing))
         stats.encode_seconds = time.perf_counter() - started
@@ -116,9 +117,8 @@ class LocalPipeline:
                temperature: float = 0.0, seed: int | None = None) -> Answer:
         """Stream the answer to `question` over the context blocks `kvs`."""
         final = self.template.final_ids(question)
-        answer = Answer(iter(()))
-        answer.pieces = self._stream(kvs, final, max_new_tokens, temperature, seed, answer.stats)
-        return answer
+        stats = AnswerStats()
+        return Answer(self._stream(kvs, final, max_new_tokens, temperature, seed, stats), stats)
 
     def _stream(self, kvs, final, max_new_tokens, temperature, seed, stats: AnswerStats) -> Iterator[str]:
         stats.cached_tokens = sum(kv.num_tokens for kv in kvs)

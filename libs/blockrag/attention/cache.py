@@ -112,7 +112,7 @@ class BlockCache(Cache):
         super().__init__(layers=[BufferLayer(self.key_buffer[i], self.value_buffer[i]) for i in range(num_layers)])
 
     def write_blocks(self, kvs: list[BlockKV], offsets: list[int], reencoder: RotaryReencoder,
-                     host_reads: str = "direct") -> None:
+                     host_reads: str = "staged") -> None:
         """Rotate each block's keys to its offset and copy its values there, all layers at once.
 
         On CUDA one Triton launch places every block. Blocks in pinned host memory are read in
@@ -131,7 +131,7 @@ class BlockCache(Cache):
             place_blocks_torch(kvs, offsets, reencoder, self.key_buffer, self.value_buffer)
 
     def set_length(self, length: int) -> None:
-        """Mark the first `length` positions of every layer as filled (after write_block calls)."""
+        """Mark the first `length` positions of every layer as filled (after write_blocks)."""
         for layer in self.layers:
             layer.length = length
             layer._expose()

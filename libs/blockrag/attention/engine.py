@@ -159,13 +159,14 @@ class BlockAttentionEngine:
         final = self._token_ids(final_ids)
         for kv in kvs:
             self._check_block(kv)
-        context = sum(kv.num_tokens for kv in kvs)
-        offsets = [0, *itertools.accumulate(kv.num_tokens for kv in kvs)][:-1] if kvs else []
+        ends = list(itertools.accumulate(kv.num_tokens for kv in kvs))
+        context = ends[-1] if ends else 0
+        offsets = [end - kv.num_tokens for end, kv in zip(ends, kvs)]  # where each block starts
         if self.cuda_graphs:
             graphs = self._prefill_graphs()
             if graphs.fits(context, len(final)):
-                logits, cache = graphs.prefill(list(kvs), offsets, final, self.reencoder, self.host_reads,
-                                               reserve_tokens, self.buffers)
+                logits, cache = graphs.prefill(list(kvs), offsets, context, final, self.reencoder,
+                                               self.host_reads, reserve_tokens, self.buffers)
                 if logits_to_keep:
                     logits = logits[-logits_to_keep:]
                 return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))

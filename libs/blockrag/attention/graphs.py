@@ -83,10 +83,11 @@ class PrefillGraphs:
         bucket = self.bucket(question_tokens)
         return bucket is not None and context_tokens + bucket <= self.capacity
 
-    def prefill(self, kvs: list[BlockKV], offsets: list[int], final: tuple[int, ...], reencoder: RotaryReencoder,
-                host_reads: str, reserve_tokens: int, pool: BufferPool) -> tuple[torch.Tensor, BlockCache]:
-        """logits [len(final), vocab] (float32) and the prompt's own cache (context + final)."""
-        context = offsets[-1] + kvs[-1].num_tokens if kvs else 0
+    def prefill(self, kvs: list[BlockKV], offsets: list[int], context: int, final: tuple[int, ...],
+                reencoder: RotaryReencoder, host_reads: str, reserve_tokens: int,
+                pool: BufferPool) -> tuple[torch.Tensor, BlockCache]:
+        """logits [len(final), vocab] (float32) and the prompt's own cache (context + final);
+        context = the blocks' total length (offsets[-1] + the last block's length)."""
         bucket = self.bucket(len(final))
         with self.lock, torch.inference_mode():
             graph = self.graphs.get(bucket) or self._capture(bucket)

@@ -26,7 +26,6 @@ class RotaryReencoder:
         # inv_freq: [D/2] frequencies exactly as the model uses them (rope scaling included).
         self.inv_freq = inv_freq.detach().to("cpu", torch.float64)
         self.half_dim = self.inv_freq.numel()
-        self._tables: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self._device_inv_freq: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
@@ -56,26 +55,13 @@ class RotaryReencoder:
             )
         return cls(rotary.inv_freq)
 
-    def cos_sin(self, offset: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of offset * inv_freq: two fp32 vectors [D/2]; the angle is formed in float64
-        because at 32K positions an fp32 product is off by ~4e-3 rad."""
-        key = (offset, torch.device(device))
-        table = self._tables.get(key)
-        if table is None:
-            angle = offset * self.inv_freq
-            table = (angle.cos().float().to(device), angle.sin().float().to(device))
-            if len(self._tables) > 4096:  # offsets repeat across prompts; keep the table bounded
-                self._tables.clear()
-            self._tables[key] = table
-        return table
-
     def cos_sin_on(self, offsets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of offsets[i] * inv_freq for an int tensor of offsets: fp32 [n, D/2] on `device`,
-        the angles formed in float64."""
-        inv_freq = self._device_inv_freq.get(device)
-        if inv_freq is None:
-            inv_freq = self._device_inv_freq.setdefault(device, self.inv_freq.to(device))
-        angle = offsets.to(device, torch.float64)[:, None] * inv_freq[None, :]
+        """cos, sin of offsets[i] * inv_freq for an int tensor of offsets: fp32 [n, D/2] on `device`.
+        The angle is formed in float64: at 32K positions an fp32 product is off by ~4e-3 rad."""
+        device = torch.device(device)
+        if device not in self._device_inv_freq:
+            self._device_inv_freq[device] = self.inv_freq.to(device)
+        angle = offsets.to(device, torch.float64)[:, None] * self._device_inv_freq[device][None, :]
         return angle.cos().float(), angle.sin().float()
 
     def rotate(self, keys: torch.Tensor, offset: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,7 +75,7 @@ class RotaryReencoder:
         if offset == 0:
             return out.copy_(keys)
         h = self.half_dim
-        cos, sin = self.cos_sin(offset, keys.device)
+        cos, sin = (t[0] for t in self.cos_sin_on(torch.tensor([offset]), keys.device))  # [D/2] each
         k = keys if keys.dtype == torch.float32 else keys.float()
         k1, k2 = k[..., :h], k[..., h:]
         # HF layout (rotate_half): x' = [x1 cos - x2 sin, x2 cos + x1 sin], one angle per pair.
