@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of protos/blockrag/v1 (protos/generate.py); do not edit."""
