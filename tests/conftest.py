@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["fixtures.s3", "fixtures.postgres", "fixtures.platform", "fixtures.prometheus"]
+
 
 @pytest.fixture(scope="session")
 def default_model():

@@ -35,3 +35,28 @@ class KVIntegrityError(KVCodecError):
 
 class KVFingerprintMismatchError(KVCodecError):
     """The entry was encoded for another model (or revision) than the one asking for it."""
+
+
+class NotFoundError(BlockRAGError):
+    """A named thing (block id, collection, model version) does not exist."""
+
+
+class LimitExceededError(InvalidRequestError):
+    """A request is larger than a configured limit (blocks, tokens, bytes)."""
+
+
+class ServiceUnavailableError(BlockRAGError):
+    """A dependency is not ready or failing: model not loaded, store unreachable. Retry later."""
+
+
+class StorageConfigError(BlockRAGError, ValueError):
+    """A storage URL or config is unusable: unknown scheme, missing credentials, bad bucket name,
+    or a location that belongs to another store than the one asked to read it."""
+
+
+class ObjectStoreError(BlockRAGError):
+    """The object store failed: S3 unreachable, credentials refused, bucket missing, disk I/O."""
+
+
+class CacheIndexError(BlockRAGError):
+    """The cache index database failed: unreachable, locked for too long, or schema mismatch."""

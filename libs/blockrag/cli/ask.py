@@ -1,88 +1,61 @@
-"""`blockrag ask`: answer a question over documents with block attention, in one process."""
+"""`blockrag ask`: ask the platform a question over a collection or explicit blocks, over gRPC."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockrag.cli.documents import read_documents
-from blockrag.segment import split_paragraphs
+from blockrag.cli.ingest import ADDRESS_HELP
 
 console = Console()
 
 
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
-    docs: Annotated[list[Path] | None, typer.Option("--docs", help="Files or directories (.md/.txt/.rst); default: the bundled samples.")] = None,
-    model: Annotated[str | None, typer.Option(help="Hub id, local directory or .gguf file; default: the embedded SmolLM2-135M-Instruct.")] = None,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
-    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 64,
-    temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.0,
-    cache_dir: Annotated[Path | None, typer.Option(help="Where block KV is kept between runs; default: $BLOCKRAG_HOME/kv.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Encode every block now; keep nothing.")] = False,
-    compare_full: Annotated[bool, typer.Option(help="Also time a full-attention prefill of the same prompt.")] = True,
+    collection: Annotated[str, typer.Option(help="Search this collection for the context blocks.")] = "default",
+    block: Annotated[list[str] | None, typer.Option("--block", help="Explicit context block id (repeatable, in prompt order); replaces --collection.")] = None,
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant namespace.")] = "",
+    top_k: Annotated[int, typer.Option(min=0, help="Blocks taken from the collection (0: the service default).")] = 0,
+    max_new_tokens: Annotated[int, typer.Option(min=0, max=4096, help="0: the service default.")] = 0,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 is greedy.")] = 0.0,
 ) -> None:
-    """Answer QUESTION over documents: blocks are encoded once (or read from the KV cache),
-    only the question is prefilled, the answer streams."""
-    from blockrag.attention import BlockAttentionEngine
-    from blockrag.kvcache.local_store import LocalDirectoryStore
-    from blockrag.models import load_model
-    from blockrag.models.default import model_home
-    from blockrag.pipeline import LocalPipeline
-    from blockrag.samples import sample_paths
+    """Answer QUESTION with block attention on the platform: cached blocks are reused, only the
+    question is prefilled, the answer streams."""
+    from blockrag.client import BlockRAGClient
+    from blockrag.v1 import generation_pb2 as pb
 
-    documents = read_documents(docs or [Path(p) for p in sample_paths()])
-    passages = [p for text in documents.values() for p in split_paragraphs(text)]
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
-
-    with console.status("Loading the model and checking its cached path against the reference..."):
-        started = time.perf_counter()
-        hf_model, tokenizer = load_model(model, dtype=dtype, device=device)
-        engine = BlockAttentionEngine.for_serving(hf_model)
-        loaded = time.perf_counter() - started
-    gate = engine.gate_report
-    console.print(f"[dim]model {model or 'smollm2-135m-instruct'} ({dtype}, {device}) ready in {loaded:.1f} s; "
-                  f"correctness gate passed (key error {gate.key_error:.1e}, logit error {gate.logit_error:.1e})[/dim]")
-
-    store = None if no_cache else LocalDirectoryStore(cache_dir or model_home().parent / "kv")
-    pipeline = LocalPipeline(engine, tokenizer, store)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task(f"Encoding blocks of {len(documents)} documents", total=None)
-        kvs, blocks = pipeline.context_blocks(
-            passages, progress=lambda done, total: progress.update(task, completed=done, total=total))
-
+    request = pb.GenerateRequest(question=question, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 tenant=tenant, top_k=top_k)
+    if block:
+        request.context.extend(pb.ContextBlock(block_id=b) for b in block)
+    else:
+        request.collection = collection
     console.print(f"[bold]Q:[/bold] {question}")
     console.print("[bold]A:[/bold] ", end="")
-    answer = pipeline.answer(kvs, question, max_new_tokens=max_new_tokens, temperature=temperature)
-    for piece in answer:
-        console.print(piece, end="", highlight=False, markup=False)
-        console.file.flush()
+    usage = None
+    with BlockRAGClient(address) as client:
+        for reply in client.generate(request):
+            console.print(reply.text, end="", highlight=False, markup=False)
+            console.file.flush()
+            if reply.done:
+                usage = reply.usage
     console.print()
+    if usage is not None:
+        console.print(usage_table(usage))
 
-    stats = answer.stats
-    table = Table(title="Cache statistics", show_header=False, title_justify="left")
-    table.add_row("context blocks", f"{blocks.blocks} ({blocks.from_store} from the KV cache, "
-                  f"{blocks.encoded} encoded now in {blocks.encode_seconds * 1000:.0f} ms"
-                  + (f", {blocks.corrupt} corrupt entries replaced" if blocks.corrupt else "") + ")")
-    table.add_row("prompt tokens", f"{stats.prompt_tokens}: {stats.cached_tokens} from cached blocks, "
-                  f"{stats.computed_tokens} computed (the question)")
-    table.add_row("time to first token", f"{stats.ttft_ms:.0f} ms")
-    if compare_full:
-        prompt = [t for kv in kvs for t in kv.token_ids] + pipeline.template.final_ids(question)
-        started = time.perf_counter()
-        engine.full_prefill(prompt, logits_to_keep=1)
-        full_ms = (time.perf_counter() - started) * 1000
-        table.add_row("full-attention prefill", f"{full_ms:.0f} ms ({full_ms / stats.ttft_ms:.1f}x the cached time to first token)")
-    if stats.new_tokens > 1:
-        rate = (stats.new_tokens - 1) / max((stats.total_ms - stats.ttft_ms) / 1000, 1e-9)
-        table.add_row("decoding", f"{stats.new_tokens} tokens, {rate:.1f} tokens/s")
-    console.print(table)
+
+def usage_table(usage) -> Table:
+    tiers = ", ".join(f"{n} from {tier}" for tier, n in sorted(usage.blocks_by_tier.items()) if n) or "none"
+    table = Table(title="Usage", show_header=False, title_justify="left")
+    table.add_row("context blocks", f"{len(usage.block_ids)}: {tiers}")
+    table.add_row("prompt tokens", f"{usage.prompt_tokens}: {usage.cached_tokens} cached, "
+                  f"{usage.computed_tokens} computed now")
+    table.add_row("time to first token", f"{usage.ttft_ms:.0f} ms")
+    table.add_row("answer", f"{usage.completion_tokens} tokens in {usage.e2e_ms:.0f} ms")
+    return table

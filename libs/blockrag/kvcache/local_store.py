@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from blockrag.kvcache.key import CacheKey
+from blockrag.kvcache.object_store import LocalObjectStore
 
 
 class LocalDirectoryStore:
-    """get/put/contains/delete by cache key; None on a miss. Writes are atomic (temp file +
-    rename), so a reader never sees half an entry; the codec's checksum catches the rest."""
+    """get/put/contains/delete by cache key; None on a miss.
+
+    A LocalObjectStore named by the key's hex, so the files (root/ab/abcd...) are the objects
+    a service's LocalObjectStore over the same root sees. Writes are atomic (temp file +
+    rename), so a reader never sees half an entry; the codec's checksum catches the rest.
+    """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: CacheKey) -> Path:
-        # two-level fan-out keeps directories small at millions of blocks
-        return self.root / key.hex[:2] / key.hex
+        self._objects = LocalObjectStore(root)
+        self.root = self._objects.root
 
     def contains(self, key: CacheKey) -> bool:
-        return self._path(key).is_file()
+        return self._objects.exists(self._objects.location_for(key.hex))
 
     def get(self, key: CacheKey) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
+        return self._objects.get(self._objects.location_for(key.hex))
 
     def put(self, key: CacheKey, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self._objects.put(key.hex, data)
 
     def delete(self, key: CacheKey) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self._objects.delete(self._objects.location_for(key.hex))

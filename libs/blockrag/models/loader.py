@@ -25,6 +25,25 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def _source(name_or_path: str | Path | None) -> tuple[str | Path, dict]:
+    """Where from_pretrained reads the model (and its extra kwargs)."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL_NAME:
+        return default_model_dir(), {}
+    if str(name_or_path).endswith(".gguf"):
+        path = Path(name_or_path)
+        return path.parent, {"gguf_file": path.name}
+    return name_or_path, {}
+
+
+def load_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer alone (services that count tokens but run no model)."""
+    source, kwargs = _source(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load the tokenizer of {str(name_or_path)!r}: {e}") from e
+
+
 def load_model(
     name_or_path: str | Path | None = None,
     *,
@@ -38,14 +57,7 @@ def load_model(
     Models without rotary positions are refused with UnsupportedModelError.
     """
     torch_dtype = resolve_dtype(dtype)
-    kwargs: dict = {}
-    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL_NAME:
-        source: str | Path = default_model_dir()
-    elif str(name_or_path).endswith(".gguf"):
-        path = Path(name_or_path)
-        source, kwargs = path.parent, {"gguf_file": path.name}
-    else:
-        source = name_or_path
+    source, kwargs = _source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         # SDPA takes the explicit block masks the engine builds; flash kernels would not.

@@ -1,4 +1,4 @@
-"""`blockrag ask` as a user runs it: the installed console script, in a subprocess."""
+"""`blockrag local-ask` as a user runs it: the installed console script, in a subprocess."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ BLOCKRAG = str(Path(sys.executable).with_name("blockrag"))
 
 def _run(*args, cache_dir):
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([BLOCKRAG, "ask", *args, "--cache-dir", str(cache_dir), "--max-new-tokens", "8"],
+    return subprocess.run([BLOCKRAG, "local-ask", *args, "--cache-dir", str(cache_dir), "--max-new-tokens", "8"],
                           capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -1,0 +1,71 @@
+"""`blockrag up`: the whole platform on this machine, in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address the gRPC proxy and the metrics exporter listen on.")] = "127.0.0.1",
+    grpc_port: Annotated[int, typer.Option(help="gRPC port of every service.")] = 50051,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus scrape port (0: any free port).")] = 9464,
+    http_port: Annotated[int, typer.Option(help="Ray Serve's HTTP proxy port (unused by the platform).")] = 8300,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs Ray may schedule on; default: all.")] = None,
+    database_url: Annotated[str, typer.Option(help="SQLAlchemy URL of the cache index; default: a SQLite file under $BLOCKRAG_HOME/platform.")] = "",
+    object_store_url: Annotated[str, typer.Option(help="Directory or s3://bucket/prefix?endpoint=host:port for KV entries; default: under $BLOCKRAG_HOME/platform.")] = "",
+    model: Annotated[str | None, typer.Option(help="Hub id, local directory or .gguf file; default: the embedded SmolLM2-135M-Instruct.")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    state_dir: Annotated[Path | None, typer.Option(help="Where the default index, KV entries and metrics files go; default: $BLOCKRAG_HOME/platform.")] = None,
+    ready_file: Annotated[Path | None, typer.Option(help="Write the addresses here as JSON once every service is up.")] = None,
+) -> None:
+    """Start a local Ray and every service (segmentation, precompute, cache index, generation,
+    admin) behind one gRPC address; stay in the foreground until Ctrl-C, then shut down."""
+    from blockrag.model_runtime import ModelSpec
+    from blockrag_services.config import PlatformConfig
+    from blockrag_services.platform import LocalPlatform, PlatformOptions
+
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        database_url = database_url or f"sqlite:///{state_dir.resolve() / 'index.db'}"
+        object_store_url = object_store_url or str(state_dir.resolve() / "kv")
+    config = PlatformConfig(database_url=database_url, object_store_url=object_store_url,
+                            model=ModelSpec(model=model, dtype=dtype, device=device))
+    platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
+                                             metrics_port=metrics_port, num_cpus=num_cpus, config=config,
+                                             metrics_dir=state_dir / "metrics" if state_dir else None))
+    # SIGTERM (kill, Kubernetes, CI) shuts down as cleanly as Ctrl-C
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    try:
+        with console.status("Starting the platform...") as status:
+            platform.start(progress=lambda text: status.update(f"{text}..."))
+        console.print(f"[green]BlockRAG is up.[/green] gRPC: [bold]{platform.grpc_address}[/bold] "
+                      f"(metadata `application`: generation, admin, segmentation, precompute, cache_index)")
+        console.print(f"metrics: http://{platform.metrics_address}/metrics   index: {config.database}   "
+                      f"KV store: {config.object_store}")
+        console.print("Press Ctrl-C to stop.")
+        if ready_file is not None:
+            ready_file.write_text(json.dumps({"grpc": platform.grpc_address, "metrics": platform.metrics_address}))
+        platform.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Shutting down...")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        platform.stop()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+        console.print("Stopped.")

@@ -1,0 +1,96 @@
+"""BlockRAGClient: the platform's services over one gRPC channel.
+
+Ray Serve's gRPC proxy serves every application on one port and routes each call by the
+`application` metadata key, so every call here names its application.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from blockrag.errors import BlockRAGError
+from blockrag.v1 import admin_pb2_grpc, generation_pb2, generation_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class PlatformError(BlockRAGError):
+    """A call failed; code is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, address: str):
+        self.code, self.details = code, details
+        hint = (f" (is the platform running at {address}? start it with `blockrag up`)"
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else "")
+        super().__init__(f"{code.name}: {details}{hint}")
+
+
+def _metadata(app: str) -> tuple[tuple[str, str], ...]:
+    return (("application", app),)
+
+
+class BlockRAGClient:
+    def __init__(self, address: str | None = None, timeout_s: float = 600.0):
+        self.address = address or os.environ.get("BLOCKRAG_ADDRESS") or DEFAULT_ADDRESS
+        self.timeout_s = timeout_s
+        # KV-free messages, but long documents: lift the default 4 MiB cap
+        self.channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+        self.generation = generation_pb2_grpc.GenerationServiceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> BlockRAGClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, app: str):
+        try:
+            return method(request, metadata=_metadata(app), timeout=self.timeout_s)
+        except grpc.RpcError as e:
+            raise PlatformError(e.code(), e.details(), self.address) from None
+
+    def ingest(self, collection: str, documents: Sequence[tuple[str, str]], tenant: str = "",
+               **segment_options) -> generation_pb2.IngestResponse:
+        from blockrag.v1 import segmentation_pb2
+
+        request = generation_pb2.IngestRequest(
+            collection=collection, tenant=tenant,
+            documents=[generation_pb2.Document(id=i, text=t) for i, t in documents],
+            segment_options=segmentation_pb2.SegmentOptions(**segment_options))
+        return self._call(self.generation.Ingest, request, "generation")
+
+    def generate(self, request: generation_pb2.GenerateRequest) -> Iterator[generation_pb2.GenerateResponse]:
+        try:
+            yield from self.generation.Generate(request, metadata=_metadata("generation"), timeout=self.timeout_s)
+        except grpc.RpcError as e:
+            raise PlatformError(e.code(), e.details(), self.address) from None
+
+    def admin_call(self, name: str, request):
+        return self._call(getattr(self.admin, name), request, "admin")
+
+    def serving(self, service: str = "") -> bool:
+        """grpc.health.v1 Check (answered by the proxy itself, no application metadata)."""
+        try:
+            reply = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def wait_serving(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.serving():
+                return True
+            time.sleep(1.0)
+        return False
+

@@ -1,0 +1,485 @@
+"""CacheIndex: which blocks exist, which documents they form, and where their KV is stored.
+
+Per tenant (a namespace; "" means "default"):
+
+- blocks: the text of every registered block, named by ``block_id_for(tenant, text)``;
+- documents: a document is an ordered list of blocks inside a collection;
+- kv_entries: the location (in an ObjectStore) of a block's KV for one model version, with
+  its size, last access time and hit count, which drive eviction.
+
+The index only stores locations: callers write the object first and commit its entry after,
+and delete objects after ``evict`` returned their entries. An entry may therefore outlive its
+object for a moment; a reader then gets a miss from the store, never wrong bytes.
+
+Every method runs short transactions on a connection of its own, so one index is safe to share
+between threads; processes share it through the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import SQLAlchemyError
+
+from blockrag.errors import CacheIndexError, InvalidRequestError
+from blockrag.kvcache import index_schema as db
+from blockrag.kvcache import migrations
+from blockrag.kvcache.index_engine import (
+    IndexConfig,
+    create_index_engine,
+    shown_url,
+    writer,
+)
+from blockrag.kvcache.index_sql import (
+    EntryRow,
+    chunks,
+    delete_entries,
+    evict_lru,
+    upsert,
+)
+
+DEFAULT_TENANT = "default"
+
+
+def block_id_for(tenant: str, text: str) -> str:
+    """The id of a block: "blk_" + 32 hex of SHA-256(utf8(tenant) NUL utf8(text)).
+
+    Stable across processes and hosts; "" and "default" are the same tenant.
+    """
+    tenant = _tenant(tenant)
+    _check_text(text, "block text")
+    digest = hashlib.sha256(tenant.encode() + b"\0" + text.encode()).hexdigest()
+    return "blk_" + digest[:32]
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    block_id: str
+    text: str
+    token_count: int
+
+
+@dataclass(frozen=True)
+class LookupRow:
+    """What the index knows of one requested block. ``known``: the block is registered;
+    ``hit``: its KV is stored for the model version (then location and nbytes are set)."""
+
+    block_id: str
+    known: bool
+    hit: bool
+    location: str  # "" unless hit
+    nbytes: int  # 0 unless hit
+    token_count: int  # 0 unless known
+
+
+@dataclass(frozen=True)
+class KVEntry:
+    """A stored KV object of one block for one model version."""
+
+    block_id: str
+    model_version: str
+    location: str
+    nbytes: int
+
+
+class VersionStats(NamedTuple):
+    model_version: str
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    blocks: int
+    documents: int
+    collections: int
+    entries: int
+    bytes: int
+    by_model_version: tuple[VersionStats, ...]  # sorted by model_version
+
+
+class CacheIndex:
+    """The index over one database (see the module docstring). Build it with ``open``."""
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time):
+        """Wrap an engine made by ``create_index_engine`` (not migrated: see ``open``).
+        ``clock`` (unix seconds) stamps entries; tests pass their own to order accesses."""
+        self._engine = engine
+        self._writer = writer(engine)
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls, config: str | IndexConfig, *, clock: Callable[[], float] = time.time
+    ) -> CacheIndex:
+        """Connect to the database of ``config`` (a URL or an IndexConfig) and migrate it.
+
+        Raises StorageConfigError for an unusable URL, CacheIndexError when the database
+        cannot be reached or migrated.
+        """
+        index = cls(create_index_engine(IndexConfig(config) if isinstance(config, str) else config),
+                    clock=clock)
+        try:
+            index.migrate()
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; idempotent, safe to run concurrently."""
+        try:
+            migrations.upgrade(self._writer)
+        except CommandError as e:
+            raise CacheIndexError(
+                f"cannot migrate the cache index at {self.url}: {e} (was it migrated by a "
+                f"newer blockrag?)"
+            ) from e
+        except SQLAlchemyError as e:
+            raise self._error("migrate", e) from e
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return shown_url(self._engine)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> CacheIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CacheIndex({self.url!r})"
+
+    # -- blocks and documents --------------------------------------------------------------
+
+    def register_blocks(
+        self,
+        tenant: str,
+        blocks: Sequence[tuple[str, int]],
+        collection: str | None = None,
+        document_id: str | None = None,
+    ) -> list[str]:
+        """Register blocks given as (text, token_count); their ids, in order.
+
+        Registering known text again only updates its token count. With ``collection`` and
+        ``document_id`` (both or neither) the blocks also become that document, replacing the
+        blocks it had; a re-registered document keeps its place in the ingest order.
+        """
+        tenant = _tenant(tenant)
+        if (collection is None) != (document_id is None):
+            raise InvalidRequestError(
+                "give collection and document_id together (a document lives in a collection) "
+                f"or neither; got collection={collection!r}, document_id={document_id!r}"
+            )
+        now = self._clock()
+        ids: list[str] = []
+        rows: dict[str, dict[str, object]] = {}
+        for i, item in enumerate(blocks):
+            text, token_count = _block(item, i)
+            ids.append(block_id_for(tenant, text))
+            rows[ids[-1]] = dict(tenant=tenant, block_id=ids[-1], text=text,
+                                 token_count=token_count, created_at=now)
+        with self._transaction("register blocks", write=True) as conn:
+            if rows:
+                upsert(conn, db.blocks, [rows[k] for k in sorted(rows)],
+                       keys=("tenant", "block_id"), update=("token_count",))
+            if collection is not None and document_id is not None:
+                document = dict(tenant=tenant, collection=_name(collection, "collection"),
+                                document_id=_name(document_id, "document_id"))
+                self._replace_document(conn, document, ids, now)
+        return ids
+
+    @staticmethod
+    def _replace_document(
+        conn: sa.Connection, document: dict[str, str], block_ids: list[str], now: float
+    ) -> None:
+        d = db.documents.c
+        upsert(conn, db.documents, [dict(document, created_at=now)],
+               keys=("tenant", "collection", "document_id"))
+        seq = conn.execute(
+            sa.select(d.seq).where(*(d[k] == v for k, v in document.items()))
+        ).scalar_one()
+        conn.execute(sa.delete(db.document_blocks).where(db.document_blocks.c.document_seq == seq))
+        if block_ids:
+            tenant = document["tenant"]
+            conn.execute(
+                sa.insert(db.document_blocks),
+                [dict(document_seq=seq, position=i, tenant=tenant, block_id=b)
+                 for i, b in enumerate(block_ids)],
+            )
+
+    def get_blocks(self, tenant: str, block_ids: Sequence[str]) -> list[StoredBlock | None]:
+        """The stored blocks, in request order; None for an unknown id."""
+        tenant, ids = _tenant(tenant), _ids(block_ids)
+        b = db.blocks.c
+        found: dict[str, StoredBlock] = {}
+        with self._transaction("get blocks") as conn:
+            for chunk in chunks(sorted(set(ids))):
+                query = sa.select(b.block_id, b.text, b.token_count).where(
+                    b.tenant == tenant, b.block_id.in_(chunk)
+                )
+                found.update((r.block_id, StoredBlock(*r)) for r in conn.execute(query))
+        return [found.get(i) for i in ids]
+
+    def list_collection(self, tenant: str, collection: str) -> list[StoredBlock]:
+        """The blocks of a collection: documents in ingest order, each in block order."""
+        b, d, p = db.blocks.c, db.documents.c, db.document_blocks.c
+        query = (
+            sa.select(b.block_id, b.text, b.token_count)
+            .select_from(
+                db.documents.join(db.document_blocks, p.document_seq == d.seq).join(
+                    db.blocks, sa.and_(b.tenant == p.tenant, b.block_id == p.block_id)
+                )
+            )
+            .where(d.tenant == _tenant(tenant), d.collection == _name(collection, "collection"))
+            .order_by(d.seq, p.position)
+        )
+        with self._transaction("list collection") as conn:
+            return [StoredBlock(*r) for r in conn.execute(query)]
+
+    def collections(self, tenant: str) -> list[str]:
+        """The tenant's collections, in the order of their first ingested document."""
+        d = db.documents.c
+        query = (
+            sa.select(d.collection)
+            .where(d.tenant == _tenant(tenant))
+            .group_by(d.collection)
+            .order_by(sa.func.min(d.seq))
+        )
+        with self._transaction("list collections") as conn:
+            return list(conn.execute(query).scalars())
+
+    # -- KV entries ------------------------------------------------------------------------
+
+    def lookup(self, tenant: str, block_ids: Sequence[str], model_version: str) -> list[LookupRow]:
+        """What is known and stored of each block for ``model_version``, in request order.
+
+        Each hit counts as an access (last_access_at, hits), once per distinct id.
+        """
+        tenant, ids = _tenant(tenant), _ids(block_ids)
+        model_version = _name(model_version, "model_version")
+        b, k = db.blocks.c, db.kv_entries.c
+        entry = sa.and_(
+            k.tenant == b.tenant, k.block_id == b.block_id, k.model_version == model_version
+        )
+        found: dict[str, LookupRow] = {}
+        # Read, then count hits in a second transaction: the read takes no write lock, and a
+        # count that misses an entry evicted in between is harmless.
+        with self._transaction("look up blocks") as conn:
+            for chunk in chunks(sorted(set(ids))):
+                query = (
+                    sa.select(b.block_id, b.token_count, k.location, k.nbytes)
+                    .select_from(db.blocks.outerjoin(db.kv_entries, entry))
+                    .where(b.tenant == tenant, b.block_id.in_(chunk))
+                )
+                for r in conn.execute(query):
+                    hit = r.location is not None
+                    found[r.block_id] = LookupRow(
+                        r.block_id, True, hit, r.location or "", r.nbytes or 0, r.token_count
+                    )
+        hits = sorted(i for i, row in found.items() if row.hit)
+        if hits:
+            now = self._clock()
+            with self._transaction("count cache hits", write=True) as conn:
+                for chunk in chunks(hits):
+                    conn.execute(
+                        sa.update(db.kv_entries)
+                        .where(k.tenant == tenant, k.model_version == model_version,
+                               k.block_id.in_(chunk))
+                        .values(hits=k.hits + 1, last_access_at=now)
+                    )
+        return [found.get(i) or LookupRow(i, False, False, "", 0, 0) for i in ids]
+
+    def commit_entries(self, tenant: str, entries: Sequence[KVEntry]) -> None:
+        """Record stored KV objects: insert, or replace location and size (keeping hits).
+
+        The blocks must be registered (InvalidRequestError otherwise, and nothing is
+        committed). A committed entry counts as accessed now.
+        """
+        tenant = _tenant(tenant)
+        latest = {(e.block_id, e.model_version): e for e in map(_entry, entries)}
+        if not latest:
+            return
+        now = self._clock()
+        rows = [
+            dict(tenant=tenant, block_id=e.block_id, model_version=e.model_version,
+                 location=e.location, nbytes=e.nbytes, created_at=now, last_access_at=now, hits=0)
+            for _, e in sorted(latest.items())
+        ]
+        wanted = sorted({block_id for block_id, _ in latest})
+        b = db.blocks.c
+        with self._transaction("commit entries", write=True) as conn:
+            known: set[str] = set()
+            for chunk in chunks(wanted):
+                query = sa.select(b.block_id).where(b.tenant == tenant, b.block_id.in_(chunk))
+                known.update(conn.execute(query).scalars())
+            missing = [i for i in wanted if i not in known]
+            if missing:
+                raise InvalidRequestError(
+                    f"cannot commit KV of {len(missing)} unregistered block(s) of tenant "
+                    f"{tenant!r} (first: {missing[0]}); call register_blocks first"
+                )
+            upsert(conn, db.kv_entries, rows, keys=("tenant", "block_id", "model_version"),
+                   update=("location", "nbytes", "created_at", "last_access_at"))
+
+    def evict(
+        self,
+        tenant: str,
+        block_ids: Sequence[str] = (),
+        model_version: str | None = None,
+        max_bytes: int = 0,
+    ) -> list[KVEntry]:
+        """Delete entries and return them, so the caller deletes their objects.
+
+        Exactly one selector: ``block_ids`` (all their versions, or only ``model_version``);
+        ``model_version`` alone (the whole version); or ``max_bytes`` > 0 (the tenant's least
+        recently used entries until its entries total at most max_bytes, returned in eviction
+        order). Anything else raises InvalidRequestError.
+        """
+        tenant, ids = _tenant(tenant), _ids(block_ids)
+        if model_version is not None:
+            model_version = _name(model_version, "model_version")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidRequestError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        if (max_bytes > 0) == (bool(ids) or model_version is not None):
+            raise InvalidRequestError(
+                "evict needs exactly one selector: block_ids (optionally with model_version), "
+                f"model_version, or max_bytes > 0; got {len(ids)} block id(s), "
+                f"model_version={model_version!r}, max_bytes={max_bytes}"
+            )
+        k = db.kv_entries.c
+        version = [k.model_version == model_version] if model_version is not None else []
+        with self._transaction("evict entries", write=True) as conn:
+            if max_bytes:
+                rows = evict_lru(conn, tenant, max_bytes)
+            elif ids:
+                rows = [row for chunk in chunks(sorted(set(ids)))
+                        for row in delete_entries(conn, k.tenant == tenant, k.block_id.in_(chunk),
+                                                  *version)]
+                rows.sort()
+            else:
+                rows = sorted(delete_entries(conn, k.tenant == tenant, *version))
+        return [_kv_entry(row) for row in rows]
+
+    def stats(self, tenant: str | None = None) -> IndexStats:
+        """Counts and sizes of one tenant, or of all tenants when ``tenant`` is None."""
+        only = None if tenant is None else _tenant(tenant)
+
+        def count(table: sa.Table | sa.Subquery) -> sa.Select:
+            query = sa.select(sa.func.count()).select_from(table)
+            return query if only is None else query.where(table.c.tenant == only)
+
+        k = db.kv_entries.c
+        by_version = (
+            sa.select(k.model_version, sa.func.count(), sa.func.sum(k.nbytes))
+            .group_by(k.model_version)
+            .order_by(k.model_version)
+        )
+        if only is not None:
+            by_version = by_version.where(k.tenant == only)
+        pairs = sa.select(db.documents.c.tenant, db.documents.c.collection).distinct().subquery()
+        with self._transaction("compute stats") as conn:
+            n_blocks, n_documents, n_collections = (
+                conn.execute(count(table)).scalar_one()
+                for table in (db.blocks, db.documents, pairs)
+            )
+            # SUM of a BIGINT is NUMERIC on PostgreSQL: int() it.
+            versions = tuple(
+                VersionStats(v, int(n), int(size)) for v, n, size in conn.execute(by_version)
+            )
+        return IndexStats(
+            blocks=n_blocks, documents=n_documents, collections=n_collections,
+            entries=sum(v.entries for v in versions), bytes=sum(v.bytes for v in versions),
+            by_model_version=versions,
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, action: str, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction (taking SQLite's write lock up front when ``write``); database
+        failures become CacheIndexError."""
+        try:
+            with (self._writer if write else self._engine).begin() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise self._error(action, e) from e
+
+    def _error(self, action: str, e: SQLAlchemyError) -> CacheIndexError:
+        cause = str(getattr(e, "orig", None) or e).strip()
+        detail = cause.splitlines()[0] if cause else type(e).__name__
+        return CacheIndexError(f"cache index at {self.url}: {action} failed: {detail}")
+
+
+# -- request checks: the same rules on every backend (SQLite would store what PostgreSQL
+# refuses, such as NUL characters or over-long names) ----------------------------------------
+
+
+def _tenant(tenant: str | None) -> str:
+    return DEFAULT_TENANT if tenant is None or tenant == "" else _name(tenant, "tenant")
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > db.NAME_LEN or "\0" in value:
+        raise InvalidRequestError(
+            f"{what} must be a non-empty string of at most {db.NAME_LEN} characters without "
+            f"NUL; got {value!r:.80}"
+        )
+    return value
+
+
+def _check_text(text: object, what: str) -> None:
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise InvalidRequestError(
+            f"{what} must be a non-empty string without NUL; got {text!r:.80}"
+        )
+
+
+def _block(item: object, i: int) -> tuple[str, int]:
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise InvalidRequestError(f"block {i} must be a (text, token_count) pair; got {item!r:.80}")
+    text, token_count = item
+    _check_text(text, f"text of block {i}")
+    if isinstance(token_count, bool) or not isinstance(token_count, int) or token_count < 1:
+        raise InvalidRequestError(
+            f"token_count of block {i} must be an int >= 1; got {token_count!r}"
+        )
+    return text, token_count
+
+
+def _ids(block_ids: Sequence[str]) -> list[str]:
+    if isinstance(block_ids, str):
+        raise InvalidRequestError("block_ids must be a sequence of ids, not one string")
+    ids = list(block_ids)
+    for block_id in ids:
+        if not isinstance(block_id, str):
+            raise InvalidRequestError(f"block ids must be strings; got {block_id!r:.80}")
+    return ids
+
+
+def _entry(entry: KVEntry) -> KVEntry:
+    if not isinstance(entry, KVEntry):
+        raise InvalidRequestError(f"entries must be KVEntry; got {type(entry).__name__}")
+    _name(entry.block_id, "block_id")
+    _name(entry.model_version, "model_version")
+    _check_text(entry.location, "location")
+    if isinstance(entry.nbytes, bool) or not isinstance(entry.nbytes, int) or entry.nbytes < 0:
+        raise InvalidRequestError(f"nbytes must be an int >= 0; got {entry.nbytes!r}")
+    return entry
+
+
+def _kv_entry(row: EntryRow) -> KVEntry:
+    return KVEntry(row.block_id, row.model_version, row.location, row.nbytes)

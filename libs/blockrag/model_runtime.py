@@ -1,0 +1,60 @@
+"""ModelRuntime: one loaded model as the services use it: engine, prompt template, version.
+
+Precompute and generation replicas each hold one. Both must agree on the model version (the
+fingerprint of weights and dtype), since it is part of every cache key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from blockrag.attention import BlockAttentionEngine
+from blockrag.prompt import PromptTemplate
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: model (hub id, local directory, .gguf; None = the embedded default),
+    dtype name and device ("auto": the first CUDA device when there is one, else the CPU)."""
+
+    model: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    @property
+    def source(self) -> str:
+        return self.model or "smollm2-135m-instruct (embedded)"
+
+
+@dataclass
+class ModelRuntime:
+    spec: ModelSpec
+    engine: BlockAttentionEngine
+    tokenizer: PreTrainedTokenizerBase
+    template: PromptTemplate
+    version: str
+    load_seconds: float
+
+    @classmethod
+    def load(cls, spec: ModelSpec) -> ModelRuntime:
+        """Load the model and pass the engine's correctness gate (EngineCorrectnessError if not)."""
+        from blockrag.models import load_model
+
+        started = time.perf_counter()
+        model, tokenizer = load_model(spec.model, dtype=spec.dtype, device=spec.resolved_device())
+        engine = BlockAttentionEngine.for_serving(model)
+        return cls(spec, engine, tokenizer, PromptTemplate(tokenizer), engine.fingerprint,
+                   time.perf_counter() - started)
+
+    def block_ids(self, text: str) -> list[int]:
+        """Token ids of one context block, exactly as the prompt will hold them."""
+        return self.template.block_ids(text)

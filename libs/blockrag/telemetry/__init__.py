@@ -1,0 +1,35 @@
+"""Telemetry: the platform's Prometheus metrics (``metrics``) and the per-node exporter (``exporter``).
+
+Importing this package imports prometheus_client: in a worker process, set
+``PROMETHEUS_MULTIPROC_DIR`` before that, or its metrics stay invisible to the exporter.
+"""
+
+from blockrag.telemetry.metrics import (
+    ALL_METRICS,
+    TIERS,
+    Tier,
+    TokenStreamTimer,
+    metric_names,
+    multiprocess_active,
+    observe_blocks,
+    observe_precompute_batch,
+    observe_prompt,
+    observe_request,
+    set_replica_cache,
+    time_segmentation,
+)
+
+__all__ = [
+    "ALL_METRICS",
+    "TIERS",
+    "Tier",
+    "TokenStreamTimer",
+    "metric_names",
+    "multiprocess_active",
+    "observe_blocks",
+    "observe_precompute_batch",
+    "observe_prompt",
+    "observe_request",
+    "set_replica_cache",
+    "time_segmentation",
+]

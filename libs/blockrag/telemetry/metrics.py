@@ -1,0 +1,224 @@
+"""Every metric of the platform, defined once, with the helpers services record them through.
+
+Names start with ``blockrag_``; latency histograms carry the field's name and unit
+(``time_to_first_token_seconds``...). Cache use is counted per tenant and per tier, in blocks
+and in tokens. The objects are plain ``prometheus_client`` metrics: in a process started with
+``PROMETHEUS_MULTIPROC_DIR`` set they write to memory-mapped files in that directory, which one
+exporter per node aggregates (see ``blockrag.telemetry.exporter``); without it they live in the
+process's default registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Literal, get_args
+
+from prometheus_client import Counter, Gauge, Histogram, values
+from prometheus_client.context_managers import Timer
+from prometheus_client.metrics import MetricWrapperBase
+
+Tier = Literal["memory", "store", "computed"]
+TIERS: tuple[str, ...] = get_args(Tier)
+
+# 1 ms .. 60 s, roughly x2.5 per step: covers a decode step on a GPU up to a long CPU prefill.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+
+TIME_TO_FIRST_TOKEN = Histogram(
+    "blockrag_time_to_first_token_seconds",
+    "Time from receiving a generation request to streaming its first token.",
+    ["tenant"],
+    buckets=LATENCY_BUCKETS,
+)
+INTER_TOKEN_LATENCY = Histogram(
+    "blockrag_inter_token_latency_seconds",
+    "Time between two consecutive streamed tokens of one answer.",
+    ["tenant"],
+    buckets=LATENCY_BUCKETS,
+)
+E2E_REQUEST_LATENCY = Histogram(
+    "blockrag_e2e_request_latency_seconds",
+    "Time from receiving a generation request to its last token.",
+    ["tenant"],
+    buckets=LATENCY_BUCKETS,
+)
+PROMPT_TOKENS = Counter(
+    "blockrag_prompt_tokens_total",
+    "Prompt tokens of generation requests (blocks + question).",
+    ["tenant"],
+)
+PROMPT_TOKENS_CACHED = Counter(
+    "blockrag_prompt_tokens_cached_total",
+    "Prompt tokens whose KV came from a cache tier (memory or store) instead of being computed.",
+    ["tenant"],
+)
+BLOCKS = Counter(
+    "blockrag_blocks_total",
+    "Blocks used by generation requests, by the tier their KV came from (memory, store, computed).",
+    ["tenant", "tier"],
+)
+BLOCK_TOKENS = Counter(
+    "blockrag_block_tokens_total",
+    "Tokens of the blocks used by generation requests, by the tier their KV came from.",
+    ["tenant", "tier"],
+)
+REQUESTS = Counter(
+    "blockrag_requests_total",
+    "gRPC requests handled, by service, method and status code (OK included).",
+    ["service", "method", "code"],
+)
+REQUEST_ERRORS = Counter(
+    "blockrag_request_errors_total",
+    "gRPC requests that ended with a status code other than OK.",
+    ["service", "method", "code"],
+)
+PRECOMPUTE_TOKENS = Counter(
+    "blockrag_precompute_tokens_total",
+    "Block tokens whose KV cache the precompute service computed.",
+)
+PRECOMPUTE_BATCH = Histogram(
+    "blockrag_precompute_batch_seconds",
+    "Wall time of one precompute batch (forward pass over its blocks).",
+    buckets=LATENCY_BUCKETS,
+)
+# "mostrecent": across replicas the exporter reports the value written last, not a sum/max of
+# stale ones (prometheus_client >= 0.17 supports it in multiprocess mode).
+PRECOMPUTE_TOKENS_PER_SECOND = Gauge(
+    "blockrag_precompute_tokens_per_second",
+    "Throughput of the most recent precompute batch, in tokens per second.",
+    multiprocess_mode="mostrecent",
+)
+SEGMENTATION_LATENCY = Histogram(
+    "blockrag_segmentation_latency_seconds",
+    "Time to segment one document into blocks.",
+    buckets=LATENCY_BUCKETS,
+)
+# "livesum": summed over the replicas still alive; a dead replica's share disappears once
+# exporter.mark_process_dead(pid) is called for it.
+REPLICA_CACHE_BYTES = Gauge(
+    "blockrag_replica_cache_bytes",
+    "Bytes of KV held in the replicas' local (memory) cache tiers.",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+REPLICA_CACHE_ENTRIES = Gauge(
+    "blockrag_replica_cache_entries",
+    "Blocks held in the replicas' local (memory) cache tiers.",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+
+ALL_METRICS: tuple[MetricWrapperBase, ...] = (
+    TIME_TO_FIRST_TOKEN,
+    INTER_TOKEN_LATENCY,
+    E2E_REQUEST_LATENCY,
+    PROMPT_TOKENS,
+    PROMPT_TOKENS_CACHED,
+    BLOCKS,
+    BLOCK_TOKENS,
+    REQUESTS,
+    REQUEST_ERRORS,
+    PRECOMPUTE_TOKENS,
+    PRECOMPUTE_BATCH,
+    PRECOMPUTE_TOKENS_PER_SECOND,
+    SEGMENTATION_LATENCY,
+    REPLICA_CACHE_BYTES,
+    REPLICA_CACHE_ENTRIES,
+)
+
+
+def multiprocess_active() -> bool:
+    """True when metrics write to PROMETHEUS_MULTIPROC_DIR files.
+
+    prometheus_client picks its value class when it is first imported: a process that imported
+    it before the variable was set keeps single-process values that no exporter will see.
+    """
+    return values.ValueClass is not values.MutexValue
+
+
+def observe_request(service: str, method: str, code: str = "OK") -> None:
+    """Count one finished gRPC request; ``code`` is the StatusCode name ("OK", "NOT_FOUND"...)."""
+    REQUESTS.labels(service=service, method=method, code=code).inc()
+    if code != "OK":
+        REQUEST_ERRORS.labels(service=service, method=method, code=code).inc()
+
+
+def observe_prompt(tenant: str, prompt_tokens: int, cached_tokens: int) -> None:
+    """Count a generation request's prompt tokens and how many of them came from a cache."""
+    if not 0 <= cached_tokens <= prompt_tokens:
+        raise ValueError(f"cached_tokens={cached_tokens} must lie in [0, prompt_tokens={prompt_tokens}]")
+    PROMPT_TOKENS.labels(tenant=tenant).inc(prompt_tokens)
+    PROMPT_TOKENS_CACHED.labels(tenant=tenant).inc(cached_tokens)
+
+
+def observe_blocks(tenant: str, tier: Tier, blocks: int, tokens: int) -> None:
+    """Count ``blocks`` blocks (``tokens`` tokens in all) served from ``tier`` for ``tenant``."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {TIERS}")
+    BLOCKS.labels(tenant=tenant, tier=tier).inc(blocks)
+    BLOCK_TOKENS.labels(tenant=tenant, tier=tier).inc(tokens)
+
+
+def observe_precompute_batch(tokens: int, seconds: float) -> None:
+    """Record one precompute batch: its tokens, its wall time and the resulting throughput."""
+    PRECOMPUTE_TOKENS.inc(tokens)
+    PRECOMPUTE_BATCH.observe(seconds)
+    if seconds > 0:
+        PRECOMPUTE_TOKENS_PER_SECOND.set(tokens / seconds)
+
+
+def set_replica_cache(service: str, nbytes: int, entries: int) -> None:
+    """Report this replica's local cache size (summed over live replicas by the exporter)."""
+    REPLICA_CACHE_BYTES.labels(service=service).set(nbytes)
+    REPLICA_CACHE_ENTRIES.labels(service=service).set(entries)
+
+
+def time_segmentation() -> Timer:
+    """A timer (context manager or decorator) into blockrag_segmentation_latency_seconds.
+
+    ``with time_segmentation(): blocks = segmenter.split(text)``, or as a decorator.
+    """
+    return SEGMENTATION_LATENCY.time()
+
+
+class TokenStreamTimer:
+    """Records TTFT, inter-token latencies and end-to-end latency of one streamed answer.
+
+    Create it when the request arrives, call ``token()`` as each token is streamed and
+    ``finish()`` once at the end (also on errors: the e2e histogram then includes them).
+    """
+
+    def __init__(self, tenant: str, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.tenant = tenant
+        self._clock = clock
+        self._start = clock()
+        self._last: float | None = None
+        self._finished = False
+
+    def token(self) -> None:
+        """Mark one streamed token."""
+        now = self._clock()
+        if self._last is None:
+            TIME_TO_FIRST_TOKEN.labels(tenant=self.tenant).observe(now - self._start)
+        else:
+            INTER_TOKEN_LATENCY.labels(tenant=self.tenant).observe(now - self._last)
+        self._last = now
+
+    def finish(self) -> float:
+        """Record the end-to-end latency once; returns it in seconds."""
+        elapsed = self._clock() - self._start
+        if not self._finished:
+            E2E_REQUEST_LATENCY.labels(tenant=self.tenant).observe(elapsed)
+            self._finished = True
+        return elapsed
+
+
+def metric_names(metrics: Iterable[MetricWrapperBase] = ALL_METRICS) -> list[str]:
+    """Exposed family names (counters with their ``_total``)."""
+    names = []
+    for metric in metrics:
+        family = metric.describe()[0]
+        names.append(family.name + "_total" if family.type == "counter" else family.name)
+    return names

@@ -1,0 +1,90 @@
+"""Cache index: the SQL catalogue of blocks and KV entries, over the object store."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from blockrag.errors import InvalidRequestError
+from blockrag.kvcache.index import CacheIndex, KVEntry
+from blockrag.kvcache.object_store import open_object_store
+from blockrag.v1 import cache_index_pb2 as pb
+from blockrag_services.config import PlatformConfig
+from blockrag_services.errors import unary
+
+SERVICE = "cache_index"
+
+
+def tenant_of(request) -> str:
+    return request.tenant or "default"
+
+
+def stored_block(block) -> pb.StoredBlock:
+    return pb.StoredBlock(block_id=block.block_id, text=block.text, token_count=block.token_count)
+
+
+@serve.deployment
+class CacheIndexService:
+    def __init__(self, args: dict | None = None):
+        self.config = PlatformConfig.from_args(args)
+        self.index = CacheIndex.open(self.config.database)
+        self.store = open_object_store(self.config.object_store)
+
+    # SQL calls block: run them off the event loop so that one slow query stalls no other call
+
+    @unary(SERVICE, pb.LookupResponse)
+    async def Lookup(self, request: pb.LookupRequest) -> pb.LookupResponse:
+        if not request.model_version:
+            raise InvalidRequestError("model_version is required: KV entries belong to one model version")
+        rows = await asyncio.to_thread(self.index.lookup, tenant_of(request), list(request.block_ids),
+                                       request.model_version)
+        return pb.LookupResponse(results=[
+            pb.LookupResult(block_id=r.block_id, hit=r.hit, location=r.location, nbytes=r.nbytes,
+                            known=r.known, token_count=r.token_count) for r in rows])
+
+    @unary(SERVICE, pb.StatsResponse)
+    async def Stats(self, request: pb.StatsRequest) -> pb.StatsResponse:
+        s = await asyncio.to_thread(self.index.stats, request.tenant or None)
+        return pb.StatsResponse(
+            blocks=s.blocks, documents=s.documents, collections=s.collections, entries=s.entries, bytes=s.bytes,
+            by_model_version=[pb.ModelVersionStats(model_version=v, entries=n, bytes=b)
+                              for v, n, b in s.by_model_version])
+
+    @unary(SERVICE, pb.EvictResponse)
+    async def Evict(self, request: pb.EvictRequest) -> pb.EvictResponse:
+        evicted = await asyncio.to_thread(
+            self.index.evict, tenant_of(request), list(request.block_ids), request.model_version or None,
+            request.max_bytes)
+        for entry in evicted:  # rows first: a reader never finds a row whose object is gone for good
+            await asyncio.to_thread(self.store.delete, entry.location)
+        return pb.EvictResponse(entries=len(evicted), bytes=sum(e.nbytes for e in evicted))
+
+    @unary(SERVICE, pb.RegisterBlocksResponse)
+    async def RegisterBlocks(self, request: pb.RegisterBlocksRequest) -> pb.RegisterBlocksResponse:
+        if bool(request.collection) != bool(request.document_id):
+            raise InvalidRequestError("collection and document_id go together: set both or neither")
+        ids = await asyncio.to_thread(
+            self.index.register_blocks, tenant_of(request), [(b.text, b.token_count) for b in request.blocks],
+            request.collection or None, request.document_id or None)
+        return pb.RegisterBlocksResponse(block_ids=ids)
+
+    @unary(SERVICE, pb.GetBlocksResponse)
+    async def GetBlocks(self, request: pb.GetBlocksRequest) -> pb.GetBlocksResponse:
+        blocks = await asyncio.to_thread(self.index.get_blocks, tenant_of(request), list(request.block_ids))
+        return pb.GetBlocksResponse(blocks=[stored_block(b) if b else pb.StoredBlock() for b in blocks])
+
+    @unary(SERVICE, pb.CommitEntriesResponse)
+    async def CommitEntries(self, request: pb.CommitEntriesRequest) -> pb.CommitEntriesResponse:
+        entries = [KVEntry(e.block_id, e.model_version, e.location, e.nbytes) for e in request.entries]
+        await asyncio.to_thread(self.index.commit_entries, tenant_of(request), entries)
+        return pb.CommitEntriesResponse(committed=len(entries))
+
+    @unary(SERVICE, pb.ListCollectionResponse)
+    async def ListCollection(self, request: pb.ListCollectionRequest) -> pb.ListCollectionResponse:
+        blocks = await asyncio.to_thread(self.index.list_collection, tenant_of(request), request.collection)
+        return pb.ListCollectionResponse(blocks=[stored_block(b) for b in blocks])
+
+    async def ready(self) -> str:
+        await asyncio.to_thread(self.index.stats, None)
+        return "ok"

@@ -1,0 +1,96 @@
+"""PlatformConfig: everything a service needs, typed, from a Serve application's `args`.
+
+Every application gets the same settings (deploy/serve/*.yaml share them with a YAML anchor), so
+that precompute and generation load the same model and all of them open the same stores. The
+defaults are the embedded platform: SQLite file and local-directory object store under
+$BLOCKRAG_HOME/platform, the bundled model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blockrag.errors import InvalidRequestError
+from blockrag.model_runtime import ModelSpec
+
+
+def platform_home() -> Path:
+    return Path(os.environ.get("BLOCKRAG_HOME") or Path.home() / ".cache" / "blockrag") / "platform"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits: a request over one gets INVALID_ARGUMENT naming the limit."""
+
+    max_context_blocks: int = 64
+    max_context_tokens: int = 8192  # context blocks + question, before generation
+    max_question_tokens: int = 512
+    max_new_tokens: int = 1024
+    default_max_new_tokens: int = 64
+    default_top_k: int = 8
+    max_block_tokens: int = 1024  # one block, as precompute encodes it
+    max_document_bytes: int = 4 << 20
+    max_ingest_bytes: int = 16 << 20
+    max_ingest_documents: int = 1000
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Ray resources of one application's deployment. num_gpus None: 1 where the cluster has
+    GPUs and the service runs the model, else 0."""
+
+    num_replicas: int = 1
+    num_cpus: float = 0.1
+    num_gpus: float | None = None
+    max_ongoing_requests: int = 8
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    database_url: str = ""  # "" = sqlite file under platform_home()
+    object_store_url: str = ""  # "" = directory under platform_home(); or s3://bucket/prefix?endpoint=...
+    model: ModelSpec = field(default_factory=ModelSpec)
+    limits: Limits = field(default_factory=Limits)
+    resources: Resources = field(default_factory=Resources)
+    replica_cache_bytes: int = 512 << 20  # generation's in-memory LRU of decoded blocks
+    segment_max_block_tokens: int = 256
+    segment_min_block_tokens: int = 0
+    segment_granularity: float = 1.0
+    precompute_batch_tokens: int = 2048
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{platform_home() / 'index.db'}"
+
+    @property
+    def object_store(self) -> str:
+        return self.object_store_url or str(platform_home() / "kv")
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any] | None) -> PlatformConfig:
+        """Build from Serve `args` (nested dicts for model, limits, resources); unknown keys are
+        an error, so that a typo in a config file does not pass silently."""
+        args = dict(args or {})
+        nested = {"model": ModelSpec, "limits": Limits, "resources": Resources}
+        kwargs: dict[str, Any] = {}
+        for key, value in args.items():
+            if key in nested:
+                kwargs[key] = _build(nested[key], value or {}, key)
+            else:
+                kwargs[key] = value
+        return _build(cls, kwargs, "args")
+
+    def to_args(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(kind, values: dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InvalidRequestError(f"unknown setting(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(names))}")
+    return kind(**values)

@@ -1,0 +1,120 @@
+"""Typed errors to gRPC status codes, for every servicer method.
+
+A client gets a status code and a message it can act on, never a stack trace: unexpected errors
+become INTERNAL with the request's id, and the trace stays in the service log. Calls between
+deployments (through handles, no gRPC context) re-raise the typed error to the caller, which
+maps it in turn.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from blockrag.errors import (
+    BlockRAGError,
+    EngineCorrectnessError,
+    InvalidRequestError,
+    KVCodecError,
+    ModelLoadError,
+    NotFoundError,
+    ServiceUnavailableError,
+    UnsupportedModelError,
+)
+from blockrag.telemetry import observe_request
+
+log = logging.getLogger("blockrag.services")
+
+# first match wins: subclasses before their bases
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
+    (ModelLoadError, grpc.StatusCode.UNAVAILABLE),
+    (EngineCorrectnessError, grpc.StatusCode.UNAVAILABLE),
+    (UnsupportedModelError, grpc.StatusCode.UNAVAILABLE),
+    (ServiceUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (KVCodecError, grpc.StatusCode.DATA_LOSS),
+    (BlockRAGError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+class StatusSet(Exception):
+    """Ends a failed stream; the gRPC status and details are already on the context."""
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The user exception inside a Ray task error (raised through a deployment handle)."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    error = unwrap(error)
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code, str(error)
+    request_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s", request_id, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error (id {request_id}); the service log has the details"
+
+
+def _fail(service: str, method: str, context, error: BaseException) -> None:
+    code, message = status_of(error)
+    observe_request(service, method, code.name)
+    if context is None:  # a call through a handle: the caller maps the typed error
+        raise unwrap(error)
+    context.set_code(code)
+    context.set_details(message)
+
+
+def unary(service: str, response: Callable[[], object]):
+    """Decorate `async def Method(self, request, grpc_context=None)`; `response` builds the empty
+    reply sent along with an error status."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def method(self, request, grpc_context=None):
+            try:
+                result = await fn(self, request)
+            except Exception as e:  # noqa: BLE001 - every error gets a status
+                _fail(service, fn.__name__, grpc_context, e)
+                return response()
+            observe_request(service, fn.__name__, "OK")
+            return result
+
+        return _with_context_parameter(method)
+
+    return wrap
+
+
+def streaming(service: str):
+    """Decorate `async def Method(self, request)` yielding responses (server streaming)."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def method(self, request, grpc_context=None) -> AsyncIterator:
+            try:
+                async for item in fn(self, request):
+                    yield item
+            except Exception as e:  # noqa: BLE001
+                _fail(service, fn.__name__, grpc_context, e)
+                # a stream that ends normally would report OK: raising makes the proxy send the
+                # status set above (its details, not this exception's text)
+                raise StatusSet(str(grpc_context.code() if hasattr(grpc_context, "code") else "")) from None
+            observe_request(service, fn.__name__, "OK")
+
+        return _with_context_parameter(method)
+
+    return wrap
+
+
+def _with_context_parameter(method):
+    """Serve passes the gRPC context only to methods whose signature has `grpc_context`; the
+    signature it inspects must be the wrapper's, not the wrapped function's."""
+    del method.__wrapped__
+    return method

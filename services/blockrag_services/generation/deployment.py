@@ -1,0 +1,180 @@
+"""Generation: ingest documents (segment -> precompute -> record) and answer questions over cached
+blocks, streaming. Every answer's usage says where each block's KV came from."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from ray import serve
+
+from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
+from blockrag.kvcache.memory_tier import ByteLRU
+from blockrag.kvcache.object_store import open_object_store
+from blockrag.model_runtime import ModelRuntime
+from blockrag.retrieve import top_k_bm25
+from blockrag.telemetry import TokenStreamTimer, observe_blocks, observe_prompt, set_replica_cache
+from blockrag.text_stream import TextStream
+from blockrag.v1 import cache_index_pb2 as index_pb
+from blockrag.v1 import generation_pb2 as pb
+from blockrag.v1 import precompute_pb2 as precompute_pb
+from blockrag.v1 import segmentation_pb2 as segment_pb
+from blockrag_services.config import PlatformConfig
+from blockrag_services.errors import streaming, unary
+from blockrag_services.generation.blocks import BlockRef, BlockSource
+from blockrag_services.handles import CACHE_INDEX, PRECOMPUTE, SEGMENTATION, Handles
+
+SERVICE = "generation"
+
+
+@serve.deployment
+class Generation:
+    def __init__(self, args: dict | None = None):
+        self.config = PlatformConfig.from_args(args)
+        self.limits = self.config.limits
+        self.runtime = ModelRuntime.load(self.config.model)
+        self.handles = Handles()
+        self.lru = ByteLRU(self.config.replica_cache_bytes)
+        self.blocks = BlockSource(self.runtime, self.handles, open_object_store(self.config.object_store),
+                                  self.lru, self.limits.max_context_tokens)
+        # the prompt's opening (system message) is a block like any other, kept by every replica
+        self.prefix = self.runtime.engine.encode_block(self.runtime.template.prefix_ids())
+        self.engine_lock = asyncio.Lock()  # the engine decodes one answer at a time
+
+    # ---- Ingest ----------------------------------------------------------------------------
+
+    @unary(SERVICE, pb.IngestResponse)
+    async def Ingest(self, request: pb.IngestRequest) -> pb.IngestResponse:
+        self._check_ingest(request)
+        tenant = request.tenant or "default"
+        segmented = await asyncio.gather(*(
+            self.handles[SEGMENTATION].Segment.remote(
+                segment_pb.SegmentRequest(text=d.text, options=request.segment_options))
+            for d in request.documents))
+        texts = list(dict.fromkeys(s.text for doc in segmented for s in doc.blocks))
+        computed = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
+            texts=texts, model_version=self.runtime.version, tenant=tenant))
+        documents = []
+        for document, blocks in zip(request.documents, segmented):
+            registered = await self.handles[CACHE_INDEX].RegisterBlocks.remote(index_pb.RegisterBlocksRequest(
+                tenant=tenant, collection=request.collection, document_id=document.id,
+                blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in blocks.blocks]))
+            documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids))
+        return pb.IngestResponse(documents=documents, model_version=self.runtime.version,
+                                 computed_blocks=sum(b.computed for b in computed.blocks))
+
+    def _check_ingest(self, request: pb.IngestRequest) -> None:
+        if not request.collection.strip():
+            raise InvalidRequestError("collection is required: name the collection the documents go into")
+        if not request.documents:
+            raise InvalidRequestError("documents is empty: pass at least one document")
+        if len(request.documents) > self.limits.max_ingest_documents:
+            raise LimitExceededError(f"{len(request.documents)} documents in one request, over the limit of "
+                                     f"{self.limits.max_ingest_documents}; send them in batches")
+        ids = [d.id for d in request.documents]
+        if not all(i.strip() for i in ids) or len(set(ids)) != len(ids):
+            raise InvalidRequestError("every document needs a non-empty id, unique within the request")
+        empty = [d.id for d in request.documents if not d.text.strip()]
+        if empty:
+            raise InvalidRequestError(f"document(s) {', '.join(empty[:5])} have no text")
+        total = sum(len(d.text.encode()) for d in request.documents)
+        if total > self.limits.max_ingest_bytes:
+            raise LimitExceededError(f"the documents total {total} bytes, over the limit of "
+                                     f"{self.limits.max_ingest_bytes} per request; send them in batches")
+
+    # ---- Generate --------------------------------------------------------------------------
+
+    @streaming(SERVICE)
+    async def Generate(self, request: pb.GenerateRequest):
+        tenant = request.tenant or "default"
+        arrived = time.perf_counter()
+        timer = TokenStreamTimer(tenant)
+        final = self._check_generate(request)
+        refs = await self._context(tenant, request)
+        resolved = await self.blocks.resolve(tenant, refs)
+        context_tokens = self.prefix.num_tokens + sum(r.tokens for r in resolved)
+        if context_tokens + len(final) > self.limits.max_context_tokens:
+            raise LimitExceededError(
+                f"context ({context_tokens} tokens) and question ({len(final)}) exceed the limit of "
+                f"{self.limits.max_context_tokens} tokens; pass fewer blocks")
+        tiers = Counter(r.tier for r in resolved)
+        computed_context = sum(r.tokens for r in resolved if r.tier == "computed")
+        usage = pb.Usage(prompt_tokens=context_tokens + len(final), computed_tokens=computed_context + len(final),
+                         cached_tokens=context_tokens - computed_context, model_version=self.runtime.version,
+                         blocks_by_tier=dict(tiers), block_ids=[r.block_id for r in resolved])
+        for tier in ("memory", "store", "computed"):
+            observe_blocks(tenant, tier, tiers.get(tier, 0), sum(r.tokens for r in resolved if r.tier == tier))
+        observe_prompt(tenant, usage.prompt_tokens, usage.cached_tokens)
+        max_new = request.max_new_tokens or self.limits.default_max_new_tokens
+        async with self.engine_lock:
+            tokens = self.runtime.engine.generate([self.prefix] + [r.kv for r in resolved], final, max_new,
+                                                  request.temperature, seed=request.seed or None)
+            stream = TextStream(self.runtime.tokenizer)
+            while (token := await asyncio.to_thread(next, tokens, None)) is not None:
+                timer.token()
+                if not usage.ttft_ms:
+                    usage.ttft_ms = (time.perf_counter() - arrived) * 1000
+                piece = stream.push(token)
+                if piece:
+                    yield pb.GenerateResponse(text=piece)
+        usage.completion_tokens = len(stream.tokens)
+        usage.e2e_ms = timer.finish() * 1000
+        stats = self.lru.stats()
+        set_replica_cache(SERVICE, stats.bytes, stats.entries)
+        yield pb.GenerateResponse(done=True, usage=usage)
+
+    def _check_generate(self, request: pb.GenerateRequest) -> list[int]:
+        """The final block's ids, after checking the request against the limits."""
+        if not request.question.strip():
+            raise InvalidRequestError("question is empty")
+        if len(request.context) > self.limits.max_context_blocks:
+            raise LimitExceededError(f"{len(request.context)} context blocks, over the limit of "
+                                     f"{self.limits.max_context_blocks}")
+        if not 0 <= request.max_new_tokens <= self.limits.max_new_tokens:
+            raise LimitExceededError(f"max_new_tokens must be between 1 and {self.limits.max_new_tokens} "
+                                     f"(0 for the default, {self.limits.default_max_new_tokens})")
+        if not 0.0 <= request.temperature <= 2.0:
+            raise InvalidRequestError(f"temperature must be in [0, 2], got {request.temperature}")
+        if not request.context and not request.collection:
+            raise InvalidRequestError("pass context blocks or a collection to search for them")
+        if request.context and request.collection:
+            raise InvalidRequestError("pass context blocks or a collection, not both")
+        if any(not (c.block_id or c.text.strip()) for c in request.context):
+            raise InvalidRequestError("every context block needs a block_id or a non-empty text")
+        final = self.runtime.template.final_ids(request.question)
+        if len(final) > self.limits.max_question_tokens:
+            raise LimitExceededError(f"the question is {len(final)} tokens, over the limit of "
+                                     f"{self.limits.max_question_tokens}")
+        return final
+
+    async def _context(self, tenant: str, request: pb.GenerateRequest) -> list[BlockRef]:
+        if request.context:
+            return [self.blocks.ref(tenant, c.block_id, c.text) for c in request.context]
+        listed = await self.handles[CACHE_INDEX].ListCollection.remote(
+            index_pb.ListCollectionRequest(tenant=tenant, collection=request.collection))
+        if not listed.blocks:
+            raise NotFoundError(f"collection {request.collection!r} has no documents for tenant {tenant!r}; "
+                                f"ingest some first")
+        k = request.top_k or self.limits.default_top_k
+        if k > self.limits.max_context_blocks:
+            raise LimitExceededError(f"top_k {k} is over the limit of {self.limits.max_context_blocks} blocks")
+        unique = list({b.block_id: b for b in listed.blocks}.values())
+        chosen = top_k_bm25(request.question, [b.text for b in unique], k)
+        return [BlockRef(unique[i].block_id) for i in chosen]
+
+    # ---- for the admin service ---------------------------------------------------------------
+
+    async def model_info(self) -> dict:
+        r = self.runtime
+        return {"version": r.version, "source": r.spec.source, "dtype": r.spec.dtype,
+                "device": str(r.engine.device), "key_error": r.engine.gate_report.key_error,
+                "logit_error": r.engine.gate_report.logit_error}
+
+    async def replica_cache_stats(self) -> dict:
+        s = self.lru.stats()
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "entries": s.entries, "bytes": s.bytes,
+                "capacity_bytes": s.capacity_bytes, "hits": s.hits, "misses": s.misses}
+
+    async def ready(self) -> str:
+        return "ok"

@@ -1,0 +1,92 @@
+"""The embedded platform: a local Ray, the five applications, the metrics exporter.
+
+`blockrag up` runs this in the foreground. Metrics: every process on the node records into
+PROMETHEUS_MULTIPROC_DIR (set here before Ray starts its workers, which inherit it) and the
+exporter started here serves the aggregate (blockrag.telemetry.exporter says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blockrag_services.config import PlatformConfig, platform_home
+from blockrag_services.grpc_options import DEFAULT_GRPC_PORT
+
+DEFAULT_HTTP_PORT = 8300  # Serve's HTTP proxy is unused by the platform; keep it off 8000
+DEFAULT_METRICS_PORT = 9464
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    host: str = "127.0.0.1"
+    grpc_port: int = DEFAULT_GRPC_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+    num_cpus: int | None = None  # None: all of the machine's
+    config: PlatformConfig = field(default_factory=PlatformConfig)
+    metrics_dir: Path | None = None  # None: under the platform home
+
+
+class LocalPlatform:
+    def __init__(self, options: PlatformOptions):
+        self.options = options
+        self.exporter = None
+        self.metrics_port = options.metrics_port
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.options.host}:{self.options.grpc_port}"
+
+    @property
+    def metrics_address(self) -> str:
+        return f"{self.options.host}:{self.metrics_port}"
+
+    def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        from blockrag.telemetry.exporter import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        o = self.options
+        metrics_dir = prepare_multiprocess_dir(o.metrics_dir or platform_home() / "metrics")
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)  # before Ray starts: workers inherit it
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster on loopback
+        import ray
+        from ray import serve
+        from ray.serve.config import HTTPOptions
+
+        from blockrag.telemetry.exporter import MetricsExporter
+        from blockrag_services.app import BUILDERS
+        from blockrag_services.grpc_options import grpc_options
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the CLI reports progress itself
+        progress("starting Ray")
+        ray.init(num_cpus=o.num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+                 configure_logging=False)
+        self.exporter = MetricsExporter(metrics_dir, host=o.host, port=o.metrics_port)
+        self.metrics_port = self.exporter.start()
+        serve.start(http_options=HTTPOptions(host=o.host, port=o.http_port), grpc_options=grpc_options(o.grpc_port))
+        progress("deploying segmentation, precompute, cache_index, generation, admin (loading the model)")
+        args = o.config.to_args()
+        targets = [serve.RunTarget(build(args), name=name, route_prefix=f"/{name}") for name, build in BUILDERS.items()]
+        serve.run_many(targets, wait_for_applications_running=True)
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
+
+    def wait(self) -> None:
+        """Until Ctrl-C (KeyboardInterrupt) or SIGTERM (the CLI turns it into KeyboardInterrupt)."""
+        while True:
+            time.sleep(3600)

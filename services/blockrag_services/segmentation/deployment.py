@@ -1,0 +1,51 @@
+"""Segmentation: text -> blocks with offsets and token counts (paragraph segmenter for now)."""
+
+from __future__ import annotations
+
+from ray import serve
+
+from blockrag.errors import InvalidRequestError
+from blockrag.models import load_tokenizer
+from blockrag.prompt import PromptTemplate
+from blockrag.segment import ParagraphSegmenter, SegmentOptions
+from blockrag.telemetry import time_segmentation
+from blockrag.v1 import segmentation_pb2 as pb
+from blockrag_services.config import PlatformConfig
+from blockrag_services.errors import unary
+
+SERVICE = "segmentation"
+
+
+@serve.deployment
+class Segmentation:
+    def __init__(self, args: dict | None = None):
+        self.config = PlatformConfig.from_args(args)
+        template = PromptTemplate(load_tokenizer(self.config.model.model))
+        # counted as the prompt holds a block, so max_block_tokens bounds what precompute encodes
+        self.segmenter = ParagraphSegmenter(lambda text: len(template.block_ids(text)))
+
+    def options(self, request: pb.SegmentOptions) -> SegmentOptions:
+        c = self.config
+        max_tokens = request.max_block_tokens or c.segment_max_block_tokens
+        if max_tokens > c.limits.max_block_tokens:
+            raise InvalidRequestError(
+                f"max_block_tokens {max_tokens} is over the limit of {c.limits.max_block_tokens} tokens per block")
+        return SegmentOptions(max_block_tokens=max_tokens,
+                              min_block_tokens=request.min_block_tokens or c.segment_min_block_tokens,
+                              granularity=request.granularity or c.segment_granularity)
+
+    @unary(SERVICE, pb.SegmentResponse)
+    async def Segment(self, request: pb.SegmentRequest) -> pb.SegmentResponse:
+        if len(request.text.encode()) > self.config.limits.max_document_bytes:
+            raise InvalidRequestError(
+                f"text is {len(request.text.encode())} bytes, over the limit of {self.config.limits.max_document_bytes}")
+        if not request.text.strip():
+            raise InvalidRequestError("text is empty: there is nothing to segment")
+        options = self.options(request.options)
+        with time_segmentation():
+            spans = self.segmenter.segment(request.text, options)
+        return pb.SegmentResponse(blocks=[
+            pb.Segment(start=s.start, end=s.end, text=s.text, token_count=s.token_count) for s in spans])
+
+    async def ready(self) -> str:
+        return "ok"

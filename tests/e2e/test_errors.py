@@ -1,0 +1,72 @@
+"""Bad requests get the right gRPC status and a message a user can act on, never a stack trace."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from conftest import ADMIN, COLLECTION, GENERATION, ask
+
+from blockrag.v1 import admin_pb2, admin_pb2_grpc, precompute_pb2, precompute_pb2_grpc
+from blockrag.v1 import generation_pb2 as pb
+
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+CASES = {
+    "empty question": (pb.GenerateRequest(question="  ", collection=COLLECTION), INVALID, "question is empty"),
+    "unknown block id": (pb.GenerateRequest(question="q?", context=[pb.ContextBlock(block_id="blk_nope")]),
+                         NOT_FOUND, "unknown block id(s) blk_nope"),
+    "unknown collection": (pb.GenerateRequest(question="q?", collection="no-such-collection"), NOT_FOUND,
+                           "collection 'no-such-collection' has no documents"),
+    "too many blocks": (pb.GenerateRequest(question="q?", context=[pb.ContextBlock(text=f"t{i}") for i in range(65)]),
+                        INVALID, "65 context blocks, over the limit of 64"),
+    "too many new tokens": (pb.GenerateRequest(question="q?", collection=COLLECTION, max_new_tokens=5000), INVALID,
+                            "max_new_tokens must be between 1 and 1024"),
+    "too many tokens": (pb.GenerateRequest(question="q?", context=[pb.ContextBlock(text="word " * 2000)]), INVALID,
+                        "over the limit of 1024 tokens"),
+    "no context": (pb.GenerateRequest(question="q?"), INVALID, "pass context blocks or a collection"),
+    "bad temperature": (pb.GenerateRequest(question="q?", collection=COLLECTION, temperature=9), INVALID,
+                        "temperature must be in [0, 2]"),
+}
+
+
+def _no_trace(details: str) -> None:
+    assert "Traceback" not in details and 'File "' not in details and "ray::" not in details, details
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generate_status(generation, ingested, case):
+    request, code, message = CASES[case]
+    with pytest.raises(grpc.RpcError) as error:
+        ask(generation, request)
+    assert error.value.code() == code, error.value.details()
+    assert message in error.value.details()
+    _no_trace(error.value.details())
+
+
+@pytest.mark.parametrize("request_, message", [
+    (pb.IngestRequest(collection="c"), "documents is empty"),
+    (pb.IngestRequest(documents=[pb.Document(id="a", text="x")]), "collection is required"),
+    (pb.IngestRequest(collection="c", documents=[pb.Document(id="a", text="x")] * 2), "unique"),
+    (pb.IngestRequest(collection="c", documents=[pb.Document(id="a", text=" ")]), "have no text"),
+])
+def test_ingest_rejects_bad_documents(generation, request_, message):
+    with pytest.raises(grpc.RpcError) as error:
+        generation.Ingest(request_, metadata=GENERATION)
+    assert error.value.code() == INVALID and message in error.value.details()
+    _no_trace(error.value.details())
+
+
+def test_a_model_version_that_is_not_loaded_is_unavailable(channel):
+    stub = precompute_pb2_grpc.PrecomputeServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Precompute(precompute_pb2.PrecomputeRequest(texts=["x"], model_version="0" * 64),
+                        metadata=(("application", "precompute"),))
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "is not loaded by precompute" in error.value.details()
+
+
+def test_distillation_is_unimplemented_for_now(channel):
+    with pytest.raises(grpc.RpcError) as error:
+        admin_pb2_grpc.AdminServiceStub(channel).StartDistillation(admin_pb2.StartDistillationRequest(),
+                                                                   metadata=ADMIN)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "distillation" in error.value.details()

@@ -1,0 +1,75 @@
+"""Ingest and generate over gRPC; the answer must be the in-process engine's for the same blocks."""
+
+from __future__ import annotations
+
+import uuid
+
+from conftest import COLLECTION, ask
+
+from blockrag.pipeline import LocalPipeline
+from blockrag.samples import sample_documents
+from blockrag.segment import ParagraphSegmenter
+from blockrag.v1 import generation_pb2 as pb
+
+
+def test_ingest_segments_every_document_into_blocks(ingested, block_texts, default_model):
+    assert [d.document_id for d in ingested.documents] == list(sample_documents())
+    assert ingested.model_version
+    # the platform's blocks are the paragraph segmenter's, counted by the served tokenizer
+    from blockrag.prompt import PromptTemplate
+
+    template = PromptTemplate(default_model[1])
+    segmenter = ParagraphSegmenter(lambda text: len(template.block_ids(text)))
+    for document, text in zip(ingested.documents, sample_documents().values()):
+        assert [block_texts[b] for b in document.block_ids] == [s.text for s in segmenter.segment(text)]
+
+
+def test_answer_equals_the_in_process_engine(generation, ingested, block_texts, default_engine, default_model):
+    ids = [b for d in ingested.documents for b in d.block_ids][:6]
+    question = "Which river runs through Veldmark?"
+    text, usage = ask(generation, pb.GenerateRequest(
+        question=question, max_new_tokens=24, context=[pb.ContextBlock(block_id=b) for b in ids]))
+
+    pipeline = LocalPipeline(default_engine, default_model[1])
+    kvs, _ = pipeline.context_blocks([block_texts[b] for b in ids])
+    answer = pipeline.answer(kvs, question, max_new_tokens=24)
+    expected = "".join(answer)
+    assert text == expected and expected.strip()
+    assert list(usage.block_ids) == ids
+    assert usage.completion_tokens == answer.stats.new_tokens
+    assert usage.prompt_tokens == sum(kv.num_tokens for kv in kvs) + len(pipeline.template.final_ids(question))
+
+
+def test_second_ask_takes_its_context_from_the_replica_cache(generation, ingested):
+    request = pb.GenerateRequest(question="How much does a ticket from Veldmark to Brennholt cost?",
+                                 collection=COLLECTION, top_k=4, max_new_tokens=8)
+    _, first = ask(generation, request)
+    _, second = ask(generation, request)
+    assert list(second.block_ids) == list(first.block_ids) and len(second.block_ids) == 4
+    assert second.blocks_by_tier["memory"] == 4 and second.blocks_by_tier.get("computed", 0) == 0
+    assert second.cached_tokens == first.cached_tokens > 0
+    # only the question is computed when every block is cached
+    assert second.computed_tokens == second.prompt_tokens - second.cached_tokens
+    assert second.ttft_ms > 0
+
+
+def test_literal_blocks_are_computed_once_then_cached(generation):
+    text = f"The archive code of this test run is {uuid.uuid4().hex}."
+    request = pb.GenerateRequest(question="What is the archive code?", max_new_tokens=4,
+                                 context=[pb.ContextBlock(text=text)])
+    _, first = ask(generation, request)
+    _, second = ask(generation, request)
+    assert dict(first.blocks_by_tier) == {"computed": 1}
+    assert dict(second.blocks_by_tier) == {"memory": 1}
+    block_tokens = first.computed_tokens - second.computed_tokens
+    assert block_tokens > 0 and second.cached_tokens - first.cached_tokens == block_tokens
+    assert first.prompt_tokens == second.prompt_tokens
+    assert first.block_ids == second.block_ids
+
+
+def test_reingesting_the_same_text_computes_nothing(generation, ingested):
+    name, text = next(iter(sample_documents().items()))
+    reply = generation.Ingest(pb.IngestRequest(collection="again", documents=[pb.Document(id=name, text=text)]),
+                              metadata=(("application", "generation"),))
+    assert reply.computed_blocks == 0
+    assert list(reply.documents[0].block_ids) == list(ingested.documents[0].block_ids)
