@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow bench
+.PHONY: setup demo test test-slow bench prometheus
 
 setup: $(VENV)/.installed
 
@@ -18,11 +18,24 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/blockrag model prepare
 	touch $@
 
+# The platform as a user runs it: `blockrag up` in the background (Ctrl-C or this target's end
+# stops it), the bundled samples ingested over gRPC, the same question asked twice: the second
+# answer takes every block from the generation replica's memory, with a lower time to first token.
+DEMO_READY := $(VENV)/.demo-ready
+QUESTION := What is the name of the lighthouse in Veldmark?
 demo: setup
-	$(BIN)/blockrag ask "Which river runs through Veldmark?"
-	$(BIN)/blockrag ask "How much does a ticket from Veldmark to Brennholt cost?"
+	@rm -f $(DEMO_READY)
+	@$(BIN)/blockrag up --ready-file $(DEMO_READY) & pid=$$!; \
+	trap 'kill -INT $$pid 2>/dev/null; wait $$pid' EXIT; \
+	while [ ! -f $(DEMO_READY) ]; do kill -0 $$pid 2>/dev/null || exit 1; sleep 1; done; \
+	echo; echo '$$ blockrag ingest --collection demo'; $(BIN)/blockrag ingest --collection demo && \
+	echo && echo '$$ blockrag ask "$(QUESTION)" --collection demo' && \
+	$(BIN)/blockrag ask "$(QUESTION)" --collection demo && \
+	echo && echo '$$ blockrag ask "$(QUESTION)" --collection demo   # again' && \
+	$(BIN)/blockrag ask "$(QUESTION)" --collection demo
 
-test: setup
+# A real Prometheus scrapes the platform in the tests (Debian's package; root installs it here).
+test: setup prometheus
 	$(PY) -m pytest
 
 test-slow: setup
@@ -30,3 +43,7 @@ test-slow: setup
 
 bench: setup
 	$(PY) bench/ttft_cpu.py
+
+prometheus:
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+	  || { echo "the tests need Prometheus: apt-get install prometheus (as root)"; exit 1; }

@@ -54,9 +54,9 @@ class StorageConfigError(BlockRAGError, ValueError):
     or a location that belongs to another store than the one asked to read it."""
 
 
-class ObjectStoreError(BlockRAGError):
+class ObjectStoreError(ServiceUnavailableError):
     """The object store failed: S3 unreachable, credentials refused, bucket missing, disk I/O."""
 
 
-class CacheIndexError(BlockRAGError):
+class CacheIndexError(ServiceUnavailableError):
     """The cache index database failed: unreachable, locked for too long, or schema mismatch."""

@@ -8,12 +8,7 @@ import pytest
 
 from blockrag.samples import sample_documents
 from blockrag.v1 import cache_index_pb2, cache_index_pb2_grpc, generation_pb2, generation_pb2_grpc
-
-GENERATION = (("application", "generation"),)
-CACHE_INDEX = (("application", "cache_index"),)
-ADMIN = (("application", "admin"),)
-COLLECTION = "samples"
-
+from calls import CACHE_INDEX, COLLECTION, GENERATION
 
 @pytest.fixture(scope="session")
 def channel(platform):
@@ -41,14 +36,3 @@ def block_texts(channel, ingested) -> dict[str, str]:
     reply = cache_index_pb2_grpc.CacheIndexServiceStub(channel).GetBlocks(
         cache_index_pb2.GetBlocksRequest(block_ids=ids), metadata=CACHE_INDEX)
     return {b.block_id: b.text for b in reply.blocks}
-
-
-def ask(generation, request: generation_pb2.GenerateRequest) -> tuple[str, generation_pb2.Usage]:
-    """The streamed answer and the usage of its last message."""
-    pieces, usage = [], None
-    for reply in generation.Generate(request, metadata=GENERATION):
-        pieces.append(reply.text)
-        if reply.done:
-            usage = reply.usage
-    assert usage is not None, "the stream ended without a done message"
-    return "".join(pieces), usage

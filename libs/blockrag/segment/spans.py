@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from blockrag.errors import InvalidRequestError
 
-_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_BLANK_LINES = re.compile(r"\n[^\S\n]*\n")  # blank: only spaces, tabs, \r (CRLF text)
 _CUTS = (re.compile(r"\n"), re.compile(r"(?<=[.!?])\s+"))  # coarse to fine
 
 
@@ -98,7 +98,7 @@ class ParagraphSegmenter:
                     lo = mid
                 else:
                     hi = mid - 1
-            out.append(self._span(text, start, lo))
+            out.append(self._span(text, *_strip(text, start, lo)))  # a cut may end on a space
             start = _skip_space(text, lo, end)
         return out
 
@@ -115,6 +115,16 @@ class ParagraphSegmenter:
                         out[-1] = merged
                         continue
             out.append(span)
+        # a short block that could not merge with the next (the last one, or one before a long
+        # block) merges with the previous one where that fits
+        i = 1
+        while i < len(out):
+            if out[i].token_count < options.min_block_tokens:
+                merged = self._span(text, out[i - 1].start, out[i].end)
+                if merged.token_count <= options.max_block_tokens:
+                    out[i - 1:i + 1] = [merged]
+                    continue
+            i += 1
         return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import GENERATION, ask
+from calls import GENERATION, ask
 from fixtures.prometheus import values
 
 from blockrag.samples import sample_documents

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import ADMIN, COLLECTION, GENERATION, ask
+from calls import ADMIN, COLLECTION, GENERATION, ask
 
 from blockrag.v1 import admin_pb2, admin_pb2_grpc, precompute_pb2, precompute_pb2_grpc
 from blockrag.v1 import generation_pb2 as pb

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import COLLECTION, ask
+from calls import COLLECTION, ask
 
 from blockrag.pipeline import LocalPipeline
 from blockrag.samples import sample_documents

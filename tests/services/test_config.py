@@ -1,0 +1,133 @@
+"""PlatformConfig from Serve `args`, and the Serve config files that carry them."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blockrag.errors import InvalidRequestError
+from blockrag.model_runtime import ModelSpec
+from blockrag_services.config import Limits, PlatformConfig, Resources
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVE_CONFIGS = {name: ROOT / "deploy" / "serve" / f"{name}.yaml" for name in ("local", "production")}
+APPLICATIONS = {"segmentation", "precompute", "cache_index", "generation", "admin"}
+
+
+def test_no_args_is_the_default():
+    assert PlatformConfig.from_args(None) == PlatformConfig()
+    assert PlatformConfig.from_args({}) == PlatformConfig()
+
+
+def test_nested_args_build_typed_settings():
+    config = PlatformConfig.from_args({
+        "database_url": "postgresql+psycopg://u@h/db",
+        "model": {"model": "/models/x", "dtype": "bfloat16", "device": "cuda"},
+        "limits": {"max_context_blocks": 3},
+        "resources": {"num_replicas": 2, "num_gpus": 1},
+        "segment_granularity": 0.5,
+    })
+    assert config.database_url == "postgresql+psycopg://u@h/db"
+    assert config.database == "postgresql+psycopg://u@h/db"
+    assert config.model == ModelSpec(model="/models/x", dtype="bfloat16", device="cuda")
+    assert config.limits == Limits(max_context_blocks=3)
+    assert config.limits.max_new_tokens == Limits().max_new_tokens
+    assert config.resources == Resources(num_replicas=2, num_gpus=1)
+    assert config.segment_granularity == 0.5
+
+
+def test_a_null_nested_section_takes_its_defaults():
+    assert PlatformConfig.from_args({"model": None, "limits": None}) == PlatformConfig()
+
+
+def test_to_args_round_trips():
+    config = PlatformConfig(object_store_url="s3://b/p?endpoint=h:9000", model=ModelSpec(model="m", dtype="float16"),
+                            limits=Limits(max_block_tokens=77), resources=Resources(num_cpus=2.5, num_gpus=0.5),
+                            replica_cache_bytes=123, precompute_batch_tokens=99)
+    args = config.to_args()
+    assert args["model"] == {"model": "m", "dtype": "float16", "device": "auto"}
+    assert args["limits"]["max_block_tokens"] == 77
+    assert args["resources"]["num_gpus"] == 0.5
+    assert PlatformConfig.from_args(args) == config
+    assert PlatformConfig.from_args(PlatformConfig().to_args()) == PlatformConfig()
+
+
+def test_empty_stores_default_under_blockrag_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOCKRAG_HOME", str(tmp_path))
+    config = PlatformConfig()
+    assert config.database == f"sqlite:///{tmp_path / 'platform' / 'index.db'}"
+    assert config.object_store == str(tmp_path / "platform" / "kv")
+
+
+@pytest.mark.parametrize(("args", "named", "where"), [
+    ({"databse_url": "x"}, "databse_url", "args"),
+    ({"model": {"name": "x"}}, "name", "model"),
+    ({"limits": {"max_context_block": 1}}, "max_context_block", "limits"),
+    ({"resources": {"gpus": 1}}, "gpus", "resources"),
+])
+def test_unknown_keys_are_named(args, named, where):
+    with pytest.raises(InvalidRequestError, match=rf"unknown setting\(s\) {named} in {where}"):
+        PlatformConfig.from_args(args)
+
+
+def test_every_unknown_key_is_named():
+    with pytest.raises(InvalidRequestError) as error:
+        PlatformConfig.from_args({"zeta": 1, "alpha": 2, "limits": {}})
+    assert "alpha, zeta" in str(error.value)
+
+
+def load_serve_config(name: str) -> dict:
+    with SERVE_CONFIGS[name].open() as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def builders():
+    from blockrag_services.app import BUILDERS
+
+    return BUILDERS
+
+
+@pytest.mark.parametrize("name", sorted(SERVE_CONFIGS))
+def test_serve_config_is_valid(name, builders):
+    from ray.serve import Application
+    from ray.serve.schema import ServeDeploySchema
+
+    from blockrag_services.grpc_options import SERVICER_FUNCTIONS
+
+    config = load_serve_config(name)
+    schema = ServeDeploySchema.model_validate(config)  # Ray 2.60's schema is pydantic v2
+    assert {app.name for app in schema.applications} == APPLICATIONS
+    assert len(schema.applications) == len(APPLICATIONS)
+    assert schema.grpc_options.grpc_servicer_functions == SERVICER_FUNCTIONS
+    for path in SERVICER_FUNCTIONS:
+        module, _, attr = path.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), attr)), path
+    for app in schema.applications:
+        module, _, attr = app.import_path.partition(":")
+        builder = getattr(importlib.import_module(module), attr)
+        assert builder is builders[app.name]
+        assert isinstance(PlatformConfig.from_args(app.args), PlatformConfig)
+        assert isinstance(builder(app.args), Application)  # binds; starts nothing
+
+
+def test_production_runs_the_model_on_gpus():
+    apps = {app["name"]: PlatformConfig.from_args(app["args"]) for app in load_serve_config("production")["applications"]}
+    for name in ("precompute", "generation"):
+        assert apps[name].resources.num_gpus >= 1, name
+        assert apps[name].model.device == "cuda"
+    # the same model and stores everywhere (the YAML anchor)
+    shared = {(c.model, c.database_url, c.object_store_url) for c in apps.values()}
+    assert len(shared) == 1
+    assert apps["precompute"].precompute_batch_tokens == 16384
+
+
+def test_local_config_is_the_embedded_default():
+    apps = {app["name"]: PlatformConfig.from_args(app["args"]) for app in load_serve_config("local")["applications"]}
+    for config in apps.values():
+        assert dataclasses.replace(config, resources=Resources()) == PlatformConfig()
+        assert config.resources.num_gpus is None  # decided by the cluster at deploy time
