@@ -1,7 +1,7 @@
 """Generate the Python stubs of protos/blockrag/v1 into libs/blockrag/v1 (messages, .pyi, gRPC).
 
 Run after editing a .proto:  .venv/bin/python protos/generate.py
-The stubs are committed; tests/protos/test_generated.py fails when they are out of date. A client
+The stubs are committed; tests/protos/test_protos.py fails when they are out of date. A client
 in another codebase generates its own from protos/ the same way (grpcio-tools, this include root).
 """
 

@@ -58,3 +58,9 @@ class ModelRuntime:
     def block_ids(self, text: str) -> list[int]:
         """Token ids of one context block, exactly as the prompt will hold them."""
         return self.template.block_ids(text)
+
+    def describe(self) -> dict:
+        """Version, source and gate results, for the admin service (plain types: crosses Ray)."""
+        gate = self.engine.gate_report
+        return {"version": self.version, "source": self.spec.source, "dtype": self.spec.dtype,
+                "device": str(self.engine.device), "key_error": gate.key_error, "logit_error": gate.logit_error}

@@ -79,6 +79,8 @@ class PlatformConfig:
         kwargs: dict[str, Any] = {}
         for key, value in args.items():
             if key in nested:
+                if not isinstance(value or {}, dict):
+                    raise InvalidRequestError(f"{key} must be a mapping of settings, got {value!r}")
                 kwargs[key] = _build(nested[key], value or {}, key)
             else:
                 kwargs[key] = value

@@ -85,6 +85,10 @@ def load_serve_config(name: str) -> dict:
         return yaml.safe_load(f)
 
 
+def configs_by_application(name: str) -> dict[str, PlatformConfig]:
+    return {app["name"]: PlatformConfig.from_args(app["args"]) for app in load_serve_config(name)["applications"]}
+
+
 @pytest.fixture(scope="module")
 def builders():
     from blockrag_services.app import BUILDERS
@@ -116,7 +120,7 @@ def test_serve_config_is_valid(name, builders):
 
 
 def test_production_runs_the_model_on_gpus():
-    apps = {app["name"]: PlatformConfig.from_args(app["args"]) for app in load_serve_config("production")["applications"]}
+    apps = configs_by_application("production")
     for name in ("precompute", "generation"):
         assert apps[name].resources.num_gpus >= 1, name
         assert apps[name].model.device == "cuda"
@@ -127,7 +131,7 @@ def test_production_runs_the_model_on_gpus():
 
 
 def test_local_config_is_the_embedded_default():
-    apps = {app["name"]: PlatformConfig.from_args(app["args"]) for app in load_serve_config("local")["applications"]}
+    apps = configs_by_application("local")
     for config in apps.values():
         assert dataclasses.replace(config, resources=Resources()) == PlatformConfig()
         assert config.resources.num_gpus is None  # decided by the cluster at deploy time

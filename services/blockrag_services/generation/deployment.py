@@ -166,10 +166,7 @@ class Generation:
     # ---- for the admin service ---------------------------------------------------------------
 
     async def model_info(self) -> dict:
-        r = self.runtime
-        return {"version": r.version, "source": r.spec.source, "dtype": r.spec.dtype,
-                "device": str(r.engine.device), "key_error": r.engine.gate_report.key_error,
-                "logit_error": r.engine.gate_report.logit_error}
+        return self.runtime.describe()
 
     async def replica_cache_stats(self) -> dict:
         s = self.lru.stats()

@@ -87,10 +87,7 @@ class Precompute:
         return out
 
     async def model_info(self) -> dict:
-        r = self.runtime
-        return {"version": r.version, "source": r.spec.source, "dtype": r.spec.dtype,
-                "device": str(r.engine.device), "key_error": r.engine.gate_report.key_error,
-                "logit_error": r.engine.gate_report.logit_error}
+        return self.runtime.describe()
 
     async def ready(self) -> str:
         return "ok"

@@ -1,0 +1,135 @@
+"""The proto contract: committed stubs up to date, buf lint clean, the public fields and RPCs."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
+from blockrag.v1 import admin_pb2, cache_index_pb2, generation_pb2, precompute_pb2, segmentation_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ROOT / "protos"
+STUBS = ROOT / "libs" / "blockrag" / "v1"
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("protos_generate", PROTOS / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_stubs_are_up_to_date(tmp_path):
+    written = load_generator().generate(tmp_path)
+    fresh = tmp_path / "blockrag" / "v1"
+    assert {p.name for p in written} == {p.name for p in fresh.iterdir()}
+    committed = {p.name for p in STUBS.iterdir() if p.name != "__pycache__"}
+    assert {p.name for p in written} == committed
+    stale = [p.name for p in written if p.read_bytes() != (STUBS / p.name).read_bytes()]
+    assert stale == [], "run .venv/bin/python protos/generate.py"
+    assert {"segmentation_pb2.pyi", "generation_pb2_grpc.py", "__init__.py"} <= committed
+
+
+def test_buf_lint_passes():
+    buf = Path(sys.executable).parent / "buf"
+    assert buf.exists(), f"buf is not installed next to {sys.executable}"
+    result = subprocess.run([str(buf), "lint"], cwd=PROTOS, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+REPEATED = "repeated"
+
+
+def fields(message) -> dict[str, str]:
+    """name -> type name (message/enum full name, or scalar type), prefixed 'repeated ' if so."""
+    out = {}
+    for f in message.DESCRIPTOR.fields:
+        if f.message_type is not None:
+            kind = f.message_type.full_name
+        else:
+            kind = {FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_INT32: "int32",
+                    FieldDescriptor.TYPE_INT64: "int64", FieldDescriptor.TYPE_BOOL: "bool",
+                    FieldDescriptor.TYPE_FLOAT: "float", FieldDescriptor.TYPE_DOUBLE: "double"}[f.type]
+        is_map = f.message_type is not None and f.message_type.GetOptions().map_entry
+        repeated = f.is_repeated and not is_map
+        out[f.name] = f"{REPEATED} {kind}" if repeated else kind
+    return out
+
+
+def has(message, **expected: str) -> None:
+    actual = fields(message)
+    missing = {name: kind for name, kind in expected.items() if actual.get(name) != kind}
+    assert not missing, f"{message.DESCRIPTOR.full_name}: expected {missing}, has {actual}"
+
+
+def test_segmentation_contract():
+    has(segmentation_pb2.SegmentRequest, text="string", options="blockrag.v1.SegmentOptions")
+    has(segmentation_pb2.SegmentOptions, max_block_tokens="int32", min_block_tokens="int32", granularity="float")
+    has(segmentation_pb2.SegmentResponse, blocks="repeated blockrag.v1.Segment")
+    has(segmentation_pb2.Segment, start="int32", end="int32", text="string", token_count="int32")
+
+
+def test_precompute_contract():
+    has(precompute_pb2.PrecomputeRequest, texts="repeated string", model_version="string")
+    has(precompute_pb2.PrecomputeResponse, blocks="repeated blockrag.v1.BlockEntry")
+    has(precompute_pb2.BlockEntry, block_id="string", token_count="int32", nbytes="int64", tier="string")
+
+
+def test_cache_index_contract():
+    has(cache_index_pb2.LookupRequest, block_ids="repeated string", model_version="string")
+    has(cache_index_pb2.LookupResponse, results="repeated blockrag.v1.LookupResult")
+    has(cache_index_pb2.LookupResult, block_id="string", hit="bool", location="string", nbytes="int64")
+
+
+def test_generation_contract():
+    has(generation_pb2.IngestRequest, collection="string", documents="repeated blockrag.v1.Document")
+    has(generation_pb2.Document, id="string", text="string")
+    has(generation_pb2.IngestResponse, documents="repeated blockrag.v1.IngestedDocument")
+    has(generation_pb2.IngestedDocument, document_id="string", block_ids="repeated string")
+    has(generation_pb2.GenerateRequest, context="repeated blockrag.v1.ContextBlock", question="string",
+        max_new_tokens="int32", temperature="float")
+    has(generation_pb2.ContextBlock, block_id="string", text="string")
+    oneof = generation_pb2.ContextBlock.DESCRIPTOR.oneofs_by_name["block"]
+    assert [f.name for f in oneof.fields] == ["block_id", "text"]
+    has(generation_pb2.GenerateResponse, text="string", done="bool", usage="blockrag.v1.Usage")
+    has(generation_pb2.Usage, prompt_tokens="int32", cached_tokens="int32", computed_tokens="int32",
+        ttft_ms="double")
+
+
+def test_blocks_by_tier_is_a_string_to_int32_map():
+    field = generation_pb2.Usage.DESCRIPTOR.fields_by_name["blocks_by_tier"]
+    entry = field.message_type
+    assert entry.GetOptions().map_entry
+    assert entry.fields_by_name["key"].type == FieldDescriptor.TYPE_STRING
+    assert entry.fields_by_name["value"].type == FieldDescriptor.TYPE_INT32
+    usage = generation_pb2.Usage(blocks_by_tier={"memory": 2, "store": 1})
+    assert dict(generation_pb2.Usage.FromString(usage.SerializeToString()).blocks_by_tier) == {"memory": 2, "store": 1}
+
+
+@pytest.mark.parametrize(("module", "service", "rpcs"), [
+    (segmentation_pb2, "SegmentationService", {"Segment"}),
+    (precompute_pb2, "PrecomputeService", {"Precompute"}),
+    (cache_index_pb2, "CacheIndexService",
+     {"Lookup", "Stats", "Evict", "RegisterBlocks", "GetBlocks", "CommitEntries", "ListCollection"}),
+    (generation_pb2, "GenerationService", {"Ingest", "Generate"}),
+    (admin_pb2, "AdminService", {"Health", "ListModelVersions", "CacheStats", "StartDistillation",
+                                 "GetDistillation", "PromoteModelVersion", "RollbackModelVersion"}),
+])
+def test_services_and_rpcs(module, service, rpcs):
+    descriptor = module.DESCRIPTOR.services_by_name[service]
+    assert descriptor.full_name == f"blockrag.v1.{service}"
+    assert {m.name for m in descriptor.methods} == rpcs
+    streaming = {m.name for m in descriptor.methods if m.server_streaming or m.client_streaming}
+    assert streaming == ({"Generate"} if service == "GenerationService" else set())
+
+
+def test_generate_is_server_streaming():
+    method = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].methods_by_name["Generate"]
+    assert method.server_streaming and not method.client_streaming
+    assert method.input_type.full_name == "blockrag.v1.GenerateRequest"
+    assert method.output_type.full_name == "blockrag.v1.GenerateResponse"
