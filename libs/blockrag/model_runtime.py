@@ -47,8 +47,11 @@ class ModelRuntime:
     @classmethod
     def load(cls, spec: ModelSpec) -> ModelRuntime:
         """Load the model and pass the engine's correctness gate (EngineCorrectnessError if not)."""
+        from transformers.utils import logging as hf_logging
+
         from blockrag.models import load_model
 
+        hf_logging.disable_progress_bar()  # replicas log to files: no progress bars there
         started = time.perf_counter()
         model, tokenizer = load_model(spec.model, dtype=spec.dtype, device=spec.resolved_device())
         engine = BlockAttentionEngine.for_serving(model)

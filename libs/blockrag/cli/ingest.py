@@ -23,6 +23,7 @@ def ingest(
     tenant: Annotated[str, typer.Option(help="Tenant namespace.")] = "",
     batch: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 8,
     max_block_tokens: Annotated[int, typer.Option(min=0, help="Longest block, in tokens (0: the service default).")] = 0,
+    granularity: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="1.0 keeps paragraphs apart, 0.0 merges neighbours up to the longest block; default: the service's.")] = None,
 ) -> None:
     """Ingest documents into COLLECTION: segmented into blocks, each block's KV computed once."""
     from blockrag.client import BlockRAGClient
@@ -37,8 +38,10 @@ def ingest(
             console=console, transient=True) as progress:
         task = progress.add_task(f"Ingesting into {collection!r}", total=len(documents))
         for start in range(0, len(documents), batch):
-            reply = client.ingest(collection, documents[start:start + batch], tenant=tenant,
-                                  max_block_tokens=max_block_tokens)
+            options = {"max_block_tokens": max_block_tokens}
+            if granularity is not None:
+                options["granularity"] = granularity
+            reply = client.ingest(collection, documents[start:start + batch], tenant=tenant, **options)
             blocks += sum(len(d.block_ids) for d in reply.documents)
             computed += reply.computed_blocks
             progress.advance(task, len(reply.documents))

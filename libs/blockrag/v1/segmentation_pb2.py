@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62lockrag/v1/segmentation.proto\x12\x0b\x62lockrag.v1\"Y\n\x0eSegmentOptions\x12\x18\n\x10max_block_tokens\x18\x01 \x01(\x05\x12\x18\n\x10min_block_tokens\x18\x02 \x01(\x05\x12\x13\n\x0bgranularity\x18\x03 \x01(\x02\"L\n\x0eSegmentRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\x07options\x18\x02 \x01(\x0b\x32\x1b.blockrag.v1.SegmentOptions\"H\n\x07Segment\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\"7\n\x0fSegmentResponse\x12$\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x14.blockrag.v1.Segment2[\n\x13SegmentationService\x12\x44\n\x07Segment\x12\x1b.blockrag.v1.SegmentRequest\x1a\x1c.blockrag.v1.SegmentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62lockrag/v1/segmentation.proto\x12\x0b\x62lockrag.v1\"n\n\x0eSegmentOptions\x12\x18\n\x10max_block_tokens\x18\x01 \x01(\x05\x12\x18\n\x10min_block_tokens\x18\x02 \x01(\x05\x12\x18\n\x0bgranularity\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_granularity\"L\n\x0eSegmentRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\x07options\x18\x02 \x01(\x0b\x32\x1b.blockrag.v1.SegmentOptions\"H\n\x07Segment\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\"7\n\x0fSegmentResponse\x12$\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x14.blockrag.v1.Segment2[\n\x13SegmentationService\x12\x44\n\x07Segment\x12\x1b.blockrag.v1.SegmentRequest\x1a\x1c.blockrag.v1.SegmentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blockrag.v1.segmentation_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEGMENTOPTIONS']._serialized_start=47
-  _globals['_SEGMENTOPTIONS']._serialized_end=136
-  _globals['_SEGMENTREQUEST']._serialized_start=138
-  _globals['_SEGMENTREQUEST']._serialized_end=214
-  _globals['_SEGMENT']._serialized_start=216
-  _globals['_SEGMENT']._serialized_end=288
-  _globals['_SEGMENTRESPONSE']._serialized_start=290
-  _globals['_SEGMENTRESPONSE']._serialized_end=345
-  _globals['_SEGMENTATIONSERVICE']._serialized_start=347
-  _globals['_SEGMENTATIONSERVICE']._serialized_end=438
+  _globals['_SEGMENTOPTIONS']._serialized_end=157
+  _globals['_SEGMENTREQUEST']._serialized_start=159
+  _globals['_SEGMENTREQUEST']._serialized_end=235
+  _globals['_SEGMENT']._serialized_start=237
+  _globals['_SEGMENT']._serialized_end=309
+  _globals['_SEGMENTRESPONSE']._serialized_start=311
+  _globals['_SEGMENTRESPONSE']._serialized_end=366
+  _globals['_SEGMENTATIONSERVICE']._serialized_start=368
+  _globals['_SEGMENTATIONSERVICE']._serialized_end=459
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,8 @@ class Segmentation:
                 f"max_block_tokens {max_tokens} is over the limit of {c.limits.max_block_tokens} tokens per block")
         return SegmentOptions(max_block_tokens=max_tokens,
                               min_block_tokens=request.min_block_tokens or c.segment_min_block_tokens,
-                              granularity=request.granularity or c.segment_granularity)
+                              granularity=request.granularity if request.HasField("granularity")
+                              else c.segment_granularity)
 
     @unary(SERVICE, pb.SegmentResponse)
     async def Segment(self, request: pb.SegmentRequest) -> pb.SegmentResponse:
