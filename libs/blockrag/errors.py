@@ -60,3 +60,7 @@ class ObjectStoreError(ServiceUnavailableError):
 
 class CacheIndexError(ServiceUnavailableError):
     """The cache index database failed: unreachable, locked for too long, or schema mismatch."""
+
+
+class PlatformStartError(BlockRAGError):
+    """The local platform could not start: a port is taken, Ray or a service failed to come up."""

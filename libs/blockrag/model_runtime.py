@@ -45,8 +45,11 @@ class ModelRuntime:
     load_seconds: float
 
     @classmethod
-    def load(cls, spec: ModelSpec) -> ModelRuntime:
-        """Load the model and pass the engine's correctness gate (EngineCorrectnessError if not)."""
+    def load(cls, spec: ModelSpec, threads: int | None = None) -> ModelRuntime:
+        """Load the model and pass the engine's correctness gate (EngineCorrectnessError if not).
+        threads: torch's CPU threads for this process (None: leave as is)."""
+        if threads:
+            torch.set_num_threads(threads)
         from transformers.utils import logging as hf_logging
 
         from blockrag.models import load_model

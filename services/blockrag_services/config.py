@@ -47,6 +47,14 @@ class Resources:
     num_cpus: float = 0.1
     num_gpus: float | None = None
     max_ongoing_requests: int = 8
+    torch_threads: int | None = None  # None: num_cpus, or every core for a fractional share
+
+    def threads(self) -> int:
+        """Torch's CPU threads. Ray sets OMP_NUM_THREADS=1 in a worker with a fractional CPU
+        share, which would leave the model one core even on an idle machine."""
+        if self.torch_threads:
+            return self.torch_threads
+        return int(self.num_cpus) if self.num_cpus >= 1 else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

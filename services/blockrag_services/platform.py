@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blockrag.errors import BlockRAGError, PlatformStartError
 from blockrag_services.config import PlatformConfig, platform_home
 from blockrag_services.grpc_options import DEFAULT_GRPC_PORT
 
@@ -30,6 +32,20 @@ class PlatformOptions:
     num_cpus: int | None = None  # None: all of the machine's
     config: PlatformConfig = field(default_factory=PlatformConfig)
     metrics_dir: Path | None = None  # None: under the platform home
+
+
+def _check_free(what: str, host: str, port: int, option: str) -> None:
+    """Fail before starting anything when a port is taken (Ray would fail deep in an actor)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise PlatformStartError(f"the {what} port {port} is not free ({e.strerror}): is another platform "
+                                     f"running? stop it, or pick another port with {option}") from None
 
 
 class LocalPlatform:
@@ -50,6 +66,10 @@ class LocalPlatform:
         from blockrag.telemetry.exporter import MULTIPROC_ENV, prepare_multiprocess_dir
 
         o = self.options
+        # Serve's gRPC proxy binds every interface ([::]); the others bind the host given
+        _check_free("gRPC", "::", o.grpc_port, "--grpc-port")
+        _check_free("HTTP", o.host, o.http_port, "--http-port")
+        _check_free("metrics", o.host, o.metrics_port, "--metrics-port")
         metrics_dir = prepare_multiprocess_dir(o.metrics_dir or platform_home() / "metrics")
         os.environ[MULTIPROC_ENV] = str(metrics_dir)  # before Ray starts: workers inherit it
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster on loopback
@@ -67,11 +87,20 @@ class LocalPlatform:
                  configure_logging=False)
         self.exporter = MetricsExporter(metrics_dir, host=o.host, port=o.metrics_port)
         self.metrics_port = self.exporter.start()
-        serve.start(http_options=HTTPOptions(host=o.host, port=o.http_port), grpc_options=grpc_options(o.grpc_port))
-        progress("deploying segmentation, precompute, cache_index, generation, admin (loading the model)")
-        args = o.config.to_args()
-        targets = [serve.RunTarget(build(args), name=name, route_prefix=f"/{name}") for name, build in BUILDERS.items()]
-        serve.run_many(targets, wait_for_applications_running=True)
+        try:
+            serve.start(http_options=HTTPOptions(host=o.host, port=o.http_port),
+                        grpc_options=grpc_options(o.grpc_port))
+            progress("deploying segmentation, precompute, cache_index, generation, admin (loading the model)")
+            args = o.config.to_args()
+            targets = [serve.RunTarget(build(args), name=name, route_prefix=f"/{name}")
+                       for name, build in BUILDERS.items()]
+            serve.run_many(targets, wait_for_applications_running=True)
+        except BlockRAGError:
+            raise
+        except Exception as e:  # Ray's errors carry remote tracebacks: keep their last line
+            last = [line for line in str(e).splitlines() if line.strip()][-1:] or [type(e).__name__]
+            raise PlatformStartError(f"the platform did not start: {last[0].strip()} (Ray's logs: "
+                                     f"/tmp/ray/session_latest/logs)") from None
 
     def stop(self) -> None:
         import ray

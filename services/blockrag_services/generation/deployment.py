@@ -33,7 +33,7 @@ class Generation:
     def __init__(self, args: dict | None = None):
         self.config = PlatformConfig.from_args(args)
         self.limits = self.config.limits
-        self.runtime = ModelRuntime.load(self.config.model)
+        self.runtime = ModelRuntime.load(self.config.model, self.config.resources.threads())
         self.handles = Handles()
         self.lru = ByteLRU(self.config.replica_cache_bytes)
         self.blocks = BlockSource(self.runtime, self.handles, open_object_store(self.config.object_store),

@@ -26,7 +26,7 @@ SERVICE = "precompute"
 class Precompute:
     def __init__(self, args: dict | None = None):
         self.config = PlatformConfig.from_args(args)
-        self.runtime = ModelRuntime.load(self.config.model)
+        self.runtime = ModelRuntime.load(self.config.model, self.config.resources.threads())
         self.store = open_object_store(self.config.object_store)
         self.handles = Handles()
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
