@@ -1,0 +1,37 @@
+"""`blockrag metrics serve`: the per-node metrics exporter, for nodes `blockrag up` did not start
+(a Ray cluster from `serve deploy`, a Kubernetes pod): every process on the node records into
+PROMETHEUS_MULTIPROC_DIR and this serves the sum for Prometheus to scrape."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="The Prometheus metrics of the services on this node.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    directory: Annotated[Path, typer.Option("--dir", envvar="PROMETHEUS_MULTIPROC_DIR",
+                                            help="The directory the services record into.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9464,
+) -> None:
+    """Serve GET /metrics until Ctrl-C."""
+    from blockrag.errors import InvalidRequestError
+    from blockrag.telemetry.exporter import MetricsExporter
+
+    if not directory.is_dir():
+        raise InvalidRequestError(f"{directory} is not a directory: create it (empty) before the services start, "
+                                  f"and give the same path to them as PROMETHEUS_MULTIPROC_DIR")
+    with MetricsExporter(directory, host=host, port=port) as exporter:
+        Console().print(f"serving the metrics of {directory} at {exporter.url}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
