@@ -88,19 +88,7 @@ class ParagraphSegmenter:
         return out
 
     def _hard_cut(self, text: str, start: int, end: int, limit: int) -> list[Span]:
-        """No separator left: the longest prefix within the limit (binary search), repeatedly."""
-        out = []
-        while start < end:
-            lo, hi = start + 1, end
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if self.count_tokens(text[start:mid]) <= limit:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            out.append(self._span(text, *_strip(text, start, lo)))  # a cut may end on a space
-            start = _skip_space(text, lo, end)
-        return out
+        return hard_cut(text, start, end, limit, self.count_tokens)
 
     def _merged(self, text: str, spans: list[Span], options: SegmentOptions) -> list[Span]:
         target = options.target_tokens
@@ -126,6 +114,30 @@ class ParagraphSegmenter:
                     continue
             i += 1
         return out
+
+
+def make_span(text: str, start: int, end: int, count_tokens: Callable[[str], int]) -> Span | None:
+    """The stripped span of text[start:end], None when it is blank."""
+    start, end = _strip(text, start, end)
+    return Span(start, end, text[start:end], count_tokens(text[start:end])) if start < end else None
+
+
+def hard_cut(text: str, start: int, end: int, limit: int, count_tokens: Callable[[str], int]) -> list[Span]:
+    """No separator left: the longest prefix within the limit (binary search), repeatedly."""
+    out = []
+    while start < end:
+        lo, hi = start + 1, end
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count_tokens(text[start:mid]) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        span = make_span(text, start, lo, count_tokens)  # a cut may end on a space
+        if span is not None:
+            out.append(span)
+        start = _skip_space(text, lo, end)
+    return out
 
 
 def _paragraphs(text: str) -> list[tuple[int, int]]:

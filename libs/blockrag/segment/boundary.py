@@ -1,0 +1,100 @@
+"""BoundaryModel: a frozen backbone plus a small trained head that scores each candidate cut.
+
+The head sees the backbone's features of a candidate (backbone.py) and the candidate's kind
+(paragraph, heading, code, turn, line, sentence; one-hot), and gives the probability that the
+text should be cut there. Only the head is trained, so training on a CPU takes minutes and the
+shipped weights are small; the backbone comes from its own package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from blockrag.errors import ModelLoadError
+from blockrag.segment.backbone import Backbone
+from blockrag.segment.candidates import KINDS, Candidate, find_candidates
+
+FORMAT = 1
+
+
+@dataclass
+class BoundaryConfig:
+    """What a trained head was made with; stored beside its weights."""
+
+    backbone: str
+    backbone_kind: str
+    feature_size: int
+    hidden: int = 256
+    threshold: float = 0.5  # chosen on validation data: the cut probability at granularity 0.5
+    window: int = 256
+    overlap: int = 64
+    format: int = FORMAT
+    training: dict = field(default_factory=dict)  # data, epochs, validation scores
+
+
+class BoundaryHead(nn.Module):
+    """[n, feature_size + len(KINDS)] -> [n] logits."""
+
+    def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(feature_size + len(KINDS)), nn.Linear(feature_size + len(KINDS), hidden),
+                                 nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+def kind_one_hot(candidates: list[Candidate]) -> torch.Tensor:
+    """[n, len(KINDS)]"""
+    out = torch.zeros(len(candidates), len(KINDS))
+    for i, c in enumerate(candidates):
+        out[i, KINDS.index(c.kind)] = 1.0
+    return out
+
+
+class BoundaryModel:
+    def __init__(self, backbone: Backbone, head: BoundaryHead, config: BoundaryConfig):
+        self.backbone, self.head, self.config = backbone, head.eval(), config
+
+    def inputs(self, text: str, candidates: list[Candidate]) -> torch.Tensor:
+        """The head's input rows for the candidates of one text."""
+        features = self.backbone.features(text, [c.offset for c in candidates])
+        return torch.cat([features, kind_one_hot(candidates)], dim=1)
+
+    @torch.inference_mode()
+    def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:
+        """The candidates of the text and the probability of a cut at each ([n] float32)."""
+        candidates = find_candidates(text)
+        if not candidates:
+            return [], torch.zeros(0)
+        return candidates, torch.sigmoid(self.head(self.inputs(text, candidates)))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        safetensors.torch.save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
+                                    str(directory / "head.safetensors"))
+        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, backbone: Backbone | None = None) -> BoundaryModel:
+        try:
+            config = BoundaryConfig(**json.loads((directory / "config.json").read_text()))
+            state = safetensors.torch.load_file(str(directory / "head.safetensors"))
+        except (OSError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"no usable segmenter in {directory}: {e}") from e
+        if config.format != FORMAT:
+            raise ModelLoadError(f"segmenter format {config.format} in {directory}; this build reads {FORMAT}")
+        backbone = backbone or Backbone.load(config.backbone, config.backbone_kind, window=config.window,
+                                             overlap=config.overlap)
+        if backbone.feature_size != config.feature_size:
+            raise ModelLoadError(f"the segmenter head in {directory} expects {config.feature_size} features, "
+                                 f"its backbone {config.backbone!r} gives {backbone.feature_size}")
+        head = BoundaryHead(config.feature_size, config.hidden)
+        head.load_state_dict(state)
+        return cls(backbone, head, config)

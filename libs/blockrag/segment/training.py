@@ -1,0 +1,115 @@
+"""Training the boundary head: features from the frozen backbone (computed once), a small MLP
+trained with a class-weighted binary cross-entropy, and the threshold chosen on validation
+instances to minimise Pk + WindowDiff.
+
+Labels: a candidate is a cut when its offset is one of the instance's true boundaries (the data
+builder puts every boundary at a line start, which is always a candidate).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from blockrag.segment.backbone import Backbone
+from blockrag.segment.boundary import BoundaryHead, kind_one_hot
+from blockrag.segment.candidates import Candidate, find_candidates
+from blockrag.segment.metrics import boundary_f1, pk, window_diff
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class FeatureSet:
+    """Head inputs of every candidate of every instance, with labels.
+
+    inputs [N, features + kinds] float32, labels [N] float32 (1 = cut), owner [N] int64 (instance
+    index); candidates[i] are instance i's candidates, in order (rows are grouped by instance).
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    owner: torch.Tensor
+    candidates: list[list[Candidate]]
+
+    def rows(self, instance: int) -> torch.Tensor:
+        return (self.owner == instance).nonzero().squeeze(1)
+
+
+def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None = None) -> FeatureSet:
+    inputs, labels, owner, candidates = [], [], [], []
+    for i, instance in enumerate(instances):
+        found = find_candidates(instance.text)
+        truth = set(instance.boundaries)
+        features = backbone.features(instance.text, [c.offset for c in found])
+        inputs.append(torch.cat([features, kind_one_hot(found)], dim=1))
+        labels.append(torch.tensor([float(c.offset in truth) for c in found]))
+        owner.append(torch.full((len(found),), i, dtype=torch.int64))
+        candidates.append(found)
+        if progress:
+            progress(i + 1, len(instances))
+    return FeatureSet(torch.cat(inputs), torch.cat(labels), torch.cat(owner), candidates)
+
+
+def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: float = 1e-3, batch: int = 512,
+               seed: int = 0, progress: Progress | None = None) -> BoundaryHead:
+    torch.manual_seed(seed)
+    head = BoundaryHead(data.inputs.shape[1] - kind_one_hot([]).shape[1], hidden)
+    positives = float(data.labels.sum())
+    # cuts are rare among candidates (every line and sentence end is one): weigh them up
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(data.labels) - positives) / max(positives, 1.0)))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+    order = list(range(len(data.labels)))
+    rng = random.Random(seed)
+    head.train()
+    for epoch in range(epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), batch):
+            idx = torch.tensor(order[start:start + batch])
+            optimizer.zero_grad()
+            loss = loss_fn(head(data.inputs[idx]), data.labels[idx])
+            loss.backward()
+            optimizer.step()
+        if progress:
+            progress(epoch + 1, epochs)
+    return head.eval()
+
+
+@torch.inference_mode()
+def probabilities(head: BoundaryHead, data: FeatureSet) -> torch.Tensor:
+    return torch.sigmoid(head.eval()(data.inputs))
+
+
+@dataclass
+class Scores:
+    pk: float
+    window_diff: float
+    precision: float
+    recall: float
+    f1: float
+
+
+def scores_at(probs: torch.Tensor, data: FeatureSet, threshold: float) -> Scores:
+    """Macro-averaged scores over instances, cutting where probs > threshold. Units are the spans
+    between candidates: cutting at candidate j is the boundary before unit j + 1."""
+    rows = []
+    for i, found in enumerate(data.candidates):
+        idx = data.rows(i)
+        reference = [j + 1 for j, y in enumerate(data.labels[idx].tolist()) if y > 0.5]
+        hypothesis = [j + 1 for j, p in enumerate(probs[idx].tolist()) if p > threshold]
+        n = len(found) + 1
+        rows.append((pk(reference, hypothesis, n), window_diff(reference, hypothesis, n),
+                     *boundary_f1(reference, hypothesis)))
+    return Scores(*(statistics.fmean(col) for col in zip(*rows)))
+
+
+def choose_threshold(probs: torch.Tensor, data: FeatureSet) -> tuple[float, Scores]:
+    """The threshold (on a grid) with the lowest Pk + WindowDiff on `data`."""
+    grid = [round(0.05 * i, 2) for i in range(1, 20)]
+    scored = [(t, scores_at(probs, data, t)) for t in grid]
+    return min(scored, key=lambda ts: (ts[1].pk + ts[1].window_diff, -ts[0]))
