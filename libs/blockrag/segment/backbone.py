@@ -47,16 +47,20 @@ class WindowPlan:
 
     @classmethod
     def of(cls, length: int, window: int, overlap: int) -> WindowPlan:
+        # an overlap of a whole window or more would leave the end of the text in no window
+        overlap = max(0, min(overlap, window - 1))
         stride = max(1, window - overlap)
         starts = list(range(0, max(1, length - overlap), stride)) or [0]
         return cls(starts, window, length)
 
+    def margin(self, i: int, positions: tuple[int, ...]) -> int:
+        """Distance of the positions from the nearest edge of window i; negative when one is outside."""
+        lo, hi = self.starts[i], min(self.starts[i] + self.window, self.length)
+        return min(min(p - lo, hi - 1 - p) for p in positions)
+
     def best(self, positions: tuple[int, ...]) -> int:
         """Index of the window holding every position farthest from its edges."""
-        def margin(i: int) -> int:
-            lo, hi = self.starts[i], min(self.starts[i] + self.window, self.length)
-            return min(min(p - lo, hi - 1 - p) for p in positions)
-        return max(range(len(self.starts)), key=lambda i: (margin(i), -i))
+        return max(range(len(self.starts)), key=lambda i: (self.margin(i, positions), -i))
 
 
 class Backbone:
@@ -84,9 +88,11 @@ class Backbone:
         kind = kind or (ENCODER if model.config.model_type in _ENCODER_TYPES else CAUSAL)
         return cls(model, tokenizer, kind, name, **kwargs)
 
+    context = 32  # tokens pooled on each side of a cut
+
     @property
     def feature_size(self) -> int:
-        return 3 * self.hidden_size
+        return 6 * self.hidden_size + 1
 
     def tokenize(self, text: str) -> tuple[list[int], list[int]]:
         """Token ids of the text (no special tokens) and each token's start character."""
@@ -95,9 +101,11 @@ class Backbone:
 
     @torch.inference_mode()
     def features(self, text: str, offsets: list[int]) -> torch.Tensor:
-        """[len(offsets), feature_size] float32: (a, b, |a - b|) per candidate, where for an
-        encoder a/b are the hidden states of the last token before / first token after the cut,
-        and for a causal LM the last token before the cut / before the next candidate."""
+        """[len(offsets), feature_size] float32 per candidate: (a, b, |a - b|, ma, mb, |ma - mb|,
+        cos(ma, mb)), where for an encoder a/b are the hidden states of the last token before /
+        first token after the cut, and for a causal LM of the last token before the cut / before
+        the next candidate; ma/mb are the means of the `context` tokens ending at a / starting
+        at b (causal: ending at b)."""
         if not offsets:
             return torch.zeros(0, self.feature_size)
         ids, starts = self.tokenize(text)
@@ -114,14 +122,25 @@ class Backbone:
             nxt = after[1:] + [n]
             pairs = [(t - 1, max(t, u - 1)) for t, u in zip(after, nxt)]
         plan = WindowPlan.of(n, self.window, self.overlap)
-        chosen = [plan.best(p) for p in pairs]
-        hidden = self._hidden(ids, plan, sorted(set(chosen)))
+        # (window of a, window of b): one window for both where one holds them; a causal pair spans
+        # a whole unit, and a unit longer than a window leaves none, so each is read in its own
+        chosen = []
+        for pair in pairs:
+            w = plan.best(pair)
+            chosen.append((w, w) if plan.margin(w, pair) >= 0 else (plan.best(pair[:1]), plan.best(pair[1:])))
+        hidden = self._hidden(ids, plan, sorted({w for ws in chosen for w in ws}))
         rows = []
-        for (a, b), w in zip(pairs, chosen):
-            h = hidden[w]
-            start = plan.starts[w]
-            ha, hb = h[a - start], h[b - start]
-            rows.append(torch.cat([ha, hb, (ha - hb).abs()]))
+        c = self.context
+        for (a, b), (wa, wb) in zip(pairs, chosen):
+            left, right = hidden[wa], hidden[wb]
+            ia, ib = a - plan.starts[wa], b - plan.starts[wb]
+            ha, hb = left[ia], right[ib]
+            # the text around the cut, pooled: what precedes it, and what follows it (for a causal
+            # model, what precedes the reading point at i+1: the unit after the cut)
+            ma = left[max(0, ia - c + 1):ia + 1].mean(0)
+            mb = right[ib:ib + c].mean(0) if self.kind == ENCODER else right[max(0, ib - c + 1):ib + 1].mean(0)
+            cos = torch.nn.functional.cosine_similarity(ma, mb, dim=0).reshape(1)
+            rows.append(torch.cat([ha, hb, (ha - hb).abs(), ma, mb, (ma - mb).abs(), cos]))
         return torch.stack(rows)
 
     @torch.inference_mode()

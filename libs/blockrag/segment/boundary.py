@@ -9,6 +9,7 @@ shipped weights are small; the backbone comes from its own package.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import Backbone
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates
 
-FORMAT = 1
+FORMAT = 2  # 2: pooled context, cosine and layout features
 
 
 @dataclass
@@ -39,22 +40,43 @@ class BoundaryConfig:
 
 
 class BoundaryHead(nn.Module):
-    """[n, feature_size + len(KINDS)] -> [n] logits."""
+    """[n, feature_size + len(KINDS) + GAP_FEATURES] -> [n] logits."""
 
     def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(feature_size + len(KINDS)), nn.Linear(feature_size + len(KINDS), hidden),
+        width = feature_size + len(KINDS) + GAP_FEATURES
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden),
                                  nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
 
 
-def kind_one_hot(candidates: list[Candidate]) -> torch.Tensor:
-    """[n, len(KINDS)]"""
-    out = torch.zeros(len(candidates), len(KINDS))
+GAP_FEATURES = 8
+
+
+def kind_one_hot(candidates: list[Candidate], text: str | None = None) -> torch.Tensor:
+    """[n, len(KINDS) + GAP_FEATURES]: the candidate's kind, one-hot, and the layout around it
+    (text=None: zeros), which the backbone's tokens do not show: unit lengths, blank lines,
+    indentation, how the previous unit ends and the next begins."""
+    out = torch.zeros(len(candidates), len(KINDS) + GAP_FEATURES)
+    offsets = [c.offset for c in candidates]
     for i, c in enumerate(candidates):
         out[i, KINDS.index(c.kind)] = 1.0
+        if text is None:
+            continue
+        prev_start = offsets[i - 1] if i else 0
+        next_end = offsets[i + 1] if i + 1 < len(offsets) else len(text)
+        before = text[prev_start:c.offset].rstrip()
+        gap = text[len(before) + prev_start:c.offset]
+        line_start = text.rfind("\n", 0, c.offset) + 1
+        after = text[c.offset:next_end]
+        out[i, len(KINDS):] = torch.tensor([
+            math.log1p(len(before)) / 10, math.log1p(len(after)) / 10, min(gap.count("\n"), 3) / 3,
+            float(c.offset - line_start == 0 and line_start > 0 and text[line_start - 1] == "\n"),  # at column 0
+            float(before[-1:] in ".!?"), float(before[-1:] in ":,;({[\\"), float(after[:1].isupper()),
+            float(after[:1] in "#<`=-*@[/"),
+        ])
     return out
 
 
@@ -65,7 +87,7 @@ class BoundaryModel:
     def inputs(self, text: str, candidates: list[Candidate]) -> torch.Tensor:
         """The head's input rows for the candidates of one text."""
         features = self.backbone.features(text, [c.offset for c in candidates])
-        return torch.cat([features, kind_one_hot(candidates)], dim=1)
+        return torch.cat([features, kind_one_hot(candidates, text)], dim=1)
 
     @torch.inference_mode()
     def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:

@@ -47,7 +47,7 @@ def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None
         found = find_candidates(instance.text)
         truth = set(instance.boundaries)
         features = backbone.features(instance.text, [c.offset for c in found])
-        inputs.append(torch.cat([features, kind_one_hot(found)], dim=1))
+        inputs.append(torch.cat([features, kind_one_hot(found, instance.text)], dim=1))
         labels.append(torch.tensor([float(c.offset in truth) for c in found]))
         owner.append(torch.full((len(found),), i, dtype=torch.int64))
         candidates.append(found)
@@ -110,6 +110,7 @@ def scores_at(probs: torch.Tensor, data: FeatureSet, threshold: float) -> Scores
 
 def choose_threshold(probs: torch.Tensor, data: FeatureSet) -> tuple[float, Scores]:
     """The threshold (on a grid) with the lowest Pk + WindowDiff on `data`."""
-    grid = [round(0.05 * i, 2) for i in range(1, 20)]
+    # class weighting lifts the probabilities: the best threshold is often high
+    grid = [round(0.05 * i, 2) for i in range(1, 20)] + [0.97, 0.98, 0.99, 0.995, 0.998]
     scored = [(t, scores_at(probs, data, t)) for t in grid]
     return min(scored, key=lambda ts: (ts[1].pk + ts[1].window_diff, -ts[0]))

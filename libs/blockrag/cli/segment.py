@@ -1,0 +1,145 @@
+"""`blockrag segment`: build training data from a corpus, train the boundary model, evaluate it
+against baselines, and cut a file into blocks."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+app = typer.Typer(help="The learned segmenter: data, training, evaluation.", no_args_is_help=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+@app.command("build-data")
+def build_data(
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    corpus: Annotated[list[Path] | None, typer.Argument(help="Directories or files; default: the built-in offline sources of --split.")] = None,
+    split: Annotated[str, typer.Option(help="Default sources: train or held_out.")] = "train",
+    seed: Annotated[int, typer.Option()] = 0,
+    min_tokens: Annotated[int, typer.Option(help="Shortest instance (estimated tokens).")] = 2000,
+    max_tokens: Annotated[int, typer.Option(help="Longest instance (estimated tokens).")] = 32000,
+    max_instances: Annotated[int | None, typer.Option(help="At most this many, balanced across categories.")] = None,
+) -> None:
+    """Labelled instances (documents cut at their own structure, and concatenations of segments
+    of different documents) from a corpus of text, Markdown, HTML and code files."""
+    from blockrag.segment.data import build_instances, summarize, write_jsonl
+    from blockrag.segment.sources import default_sources
+
+    sources = corpus or default_sources(split)
+    if not sources:
+        raise typer.BadParameter(f"no corpus given and none of the default {split} sources exist here")
+    with _progress() as progress:
+        task = progress.add_task("Reading the corpus", total=None)
+        instances = build_instances(sources, seed=seed, min_tokens=min_tokens, max_tokens=max_tokens,
+                                    max_instances=max_instances,
+                                    progress=lambda done, total: progress.update(task, completed=done, total=total))
+    written = write_jsonl(out, instances)
+    table = Table("category", *(k for k in next(iter(summarize(instances).values()), {})), title=f"{written} instances -> {out}")
+    for category, stats in summarize(instances).items():
+        table.add_row(category, *(f"{v:.0f}" if isinstance(v, float) else str(v) for v in stats.values()))
+    console.print(table)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Training JSONL (from build-data).")],
+    out: Annotated[Path, typer.Option(help="Directory for the trained head (head.safetensors, config.json).")],
+    backbone: Annotated[str, typer.Option(help="all-minilm-l6-v2 (default, an encoder) or a causal LM path / hub id.")] = "all-minilm-l6-v2",
+    validation: Annotated[float, typer.Option(help="Fraction of instances held out to choose the threshold.")] = 0.2,
+    epochs: Annotated[int, typer.Option()] = 30,
+    hidden: Annotated[int, typer.Option()] = 256,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the boundary head on a frozen backbone; the threshold is chosen on a validation part."""
+    from blockrag.segment.backbone import Backbone
+    from blockrag.segment.boundary import BoundaryConfig, BoundaryModel
+    from blockrag.segment.data import read_jsonl
+    from blockrag.segment.training import choose_threshold, featurize, probabilities, train_head
+
+    instances = read_jsonl(data)
+    rng = random.Random(seed)
+    order = list(range(len(instances)))
+    rng.shuffle(order)
+    n_val = max(1, round(len(instances) * validation))
+    val, fit = [instances[i] for i in order[:n_val]], [instances[i] for i in order[n_val:]]
+    model = Backbone.load(backbone)
+    with _progress() as progress:
+        task = progress.add_task("Backbone features (training)", total=len(fit))
+        fit_set = featurize(model, fit, lambda d, t: progress.update(task, completed=d))
+        task = progress.add_task("Backbone features (validation)", total=len(val))
+        val_set = featurize(model, val, lambda d, t: progress.update(task, completed=d))
+        task = progress.add_task("Training the head", total=epochs)
+        head = train_head(fit_set, hidden=hidden, epochs=epochs, seed=seed,
+                          progress=lambda d, t: progress.update(task, completed=d))
+    threshold, scores = choose_threshold(probabilities(head, val_set), val_set)
+    config = BoundaryConfig(backbone=backbone, backbone_kind=model.kind, feature_size=model.feature_size, hidden=hidden,
+                            threshold=threshold, window=model.window, overlap=model.overlap, training={
+                                "data": str(data), "instances": len(fit), "validation_instances": len(val),
+                                "candidates": len(fit_set.labels), "cuts": int(fit_set.labels.sum()),
+                                "epochs": epochs, "seed": seed, "validation": scores.__dict__})
+    BoundaryModel(model, head, config).save(out)
+    console.print(f"trained on {len(fit)} instances ({len(fit_set.labels)} candidates, {int(fit_set.labels.sum())} cuts); "
+                  f"threshold {threshold:.2f} on {len(val)} validation instances: Pk {scores.pk:.3f}, "
+                  f"WindowDiff {scores.window_diff:.3f}, F1 {scores.f1:.3f}. Saved to {out}")
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[Path, typer.Option(help="JSONL to evaluate on (from build-data, ideally other sources).")],
+    model: Annotated[Path | None, typer.Option(help="Trained head directory; default: the shipped segmenter.")] = None,
+    granularity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    out: Annotated[Path | None, typer.Option(help="Also write the table as JSON here.")] = None,
+) -> None:
+    """Pk, WindowDiff and boundary F1 of the segmenter and of the baselines, on the same data."""
+    from blockrag.segment.data import read_jsonl
+    from blockrag.segment.default import load_default_segmenter, load_segmenter
+    from blockrag.segment.evaluation import quality_table
+
+    instances = read_jsonl(data)
+    segmenter = load_segmenter(model, len) if model else load_default_segmenter(len)
+    with console.status("Scoring...") as status:
+        rows = quality_table(instances, segmenter, granularity, progress=lambda name: status.update(f"Scoring {name}..."))
+    table = Table("method", "Pk", "WindowDiff", "precision", "recall", "F1", "seconds",
+                  title=f"Segmentation quality on {len(instances)} instances of {data} (lower Pk/WindowDiff is better)")
+    for r in rows:
+        s = r.scores
+        table.add_row(r.name, f"{s.pk:.3f}", f"{s.window_diff:.3f}", f"{s.precision:.3f}", f"{s.recall:.3f}",
+                      f"{s.f1:.3f}", f"{r.seconds:.1f}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps([{"method": r.name, **r.scores.__dict__, "seconds": r.seconds} for r in rows],
+                                  indent=2))
+
+
+@app.command()
+def cut(
+    path: Annotated[Path, typer.Argument(help="A text file.")],
+    granularity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    max_block_tokens: Annotated[int, typer.Option(min=8)] = 256,
+    min_block_tokens: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Show the blocks the shipped segmenter makes of a file (tokens of the default model)."""
+    from blockrag.models import load_tokenizer
+    from blockrag.prompt import PromptTemplate
+    from blockrag.segment import SegmentOptions
+    from blockrag.segment.default import load_default_segmenter
+
+    template = PromptTemplate(load_tokenizer())
+    segmenter = load_default_segmenter(lambda text: len(template.block_ids(text)))
+    spans = segmenter.segment(path.read_text(encoding="utf-8"), SegmentOptions(
+        max_block_tokens=max_block_tokens, min_block_tokens=min_block_tokens, granularity=granularity))
+    for i, span in enumerate(spans):
+        console.rule(f"block {i + 1}: {span.token_count} tokens, characters {span.start}-{span.end}")
+        console.print(span.text, markup=False, highlight=False)
