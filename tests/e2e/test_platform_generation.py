@@ -8,20 +8,29 @@ from calls import COLLECTION, ask
 
 from blockrag.pipeline import LocalPipeline
 from blockrag.samples import sample_documents
-from blockrag.segment import ParagraphSegmenter
+from blockrag.prompt import PromptTemplate
+from blockrag.segment import SegmentOptions
+from blockrag.segment.default import load_default_segmenter
 from blockrag.v1 import generation_pb2 as pb
+from blockrag_services.config import PlatformConfig
 
 
-def test_ingest_segments_every_document_into_blocks(ingested, block_texts, default_model):
+def test_ingest_uses_the_learned_segmenter(ingested, block_texts, default_model):
     assert [d.document_id for d in ingested.documents] == list(sample_documents())
     assert ingested.model_version
-    # the platform's blocks are the paragraph segmenter's, counted by the served tokenizer
-    from blockrag.prompt import PromptTemplate
-
+    # the platform's blocks are the shipped segmenter's at the service defaults, counted by the
+    # served tokenizer; the response says each block's size
     template = PromptTemplate(default_model[1])
-    segmenter = ParagraphSegmenter(lambda text: len(template.block_ids(text)))
+    segmenter = load_default_segmenter(lambda text: len(template.block_ids(text)))
+    defaults = PlatformConfig()
+    options = SegmentOptions(max_block_tokens=defaults.segment_max_block_tokens,
+                             min_block_tokens=defaults.segment_min_block_tokens,
+                             granularity=defaults.segment_granularity)
     for document, text in zip(ingested.documents, sample_documents().values()):
-        assert [block_texts[b] for b in document.block_ids] == [s.text for s in segmenter.segment(text)]
+        spans = segmenter.segment(text, options)
+        assert [block_texts[b] for b in document.block_ids] == [s.text for s in spans]
+        assert list(document.block_tokens) == [s.token_count for s in spans]
+        assert all(options.min_block_tokens <= n <= options.max_block_tokens for n in document.block_tokens[:-1])
 
 
 def test_answer_equals_the_in_process_engine(generation, ingested, block_texts, default_engine, default_model):
@@ -42,11 +51,11 @@ def test_answer_equals_the_in_process_engine(generation, ingested, block_texts, 
 
 def test_second_ask_takes_its_context_from_the_replica_cache(generation, ingested):
     request = pb.GenerateRequest(question="How much does a ticket from Veldmark to Brennholt cost?",
-                                 collection=COLLECTION, top_k=4, max_new_tokens=8)
+                                 collection=COLLECTION, top_k=2, max_new_tokens=8)
     _, first = ask(generation, request)
     _, second = ask(generation, request)
-    assert list(second.block_ids) == list(first.block_ids) and len(second.block_ids) == 4
-    assert second.blocks_by_tier["memory"] == 4 and second.blocks_by_tier.get("computed", 0) == 0
+    assert list(second.block_ids) == list(first.block_ids) and len(second.block_ids) == 2
+    assert second.blocks_by_tier["memory"] == 2 and second.blocks_by_tier.get("computed", 0) == 0
     assert second.cached_tokens == first.cached_tokens > 0
     # only the question is computed when every block is cached
     assert second.computed_tokens == second.prompt_tokens - second.cached_tokens

@@ -17,7 +17,8 @@ from blockrag.segment.candidates import KINDS, Candidate, find_candidates
 from blockrag.segment.data import Instance
 from blockrag.segment.evaluation import quality_table
 from blockrag.segment.learned import LearnedSegmenter
-from blockrag.segment.training import FeatureSet, choose_threshold, featurize, probabilities, scores_at, train_head
+from blockrag.segment.training import (THRESHOLD_GRID, FeatureSet, choose_threshold, featurize, probabilities, scores_at,
+                                       train_head)
 
 CATS = ["Cats purr softly on the warm windowsill.", "A kitten chases the tail of the old cat.",
         "Feline whiskers twitch while the cat grooms its fur.", "The kitten naps in a basket of wool.",
@@ -112,7 +113,7 @@ def test_training_is_deterministic_for_a_seed(data):
 
 def test_choose_threshold_on_the_training_data(head, data):
     threshold, scores = choose_threshold(probabilities(head, data), data)
-    assert threshold in [round(0.05 * i, 2) for i in range(1, 20)] + [0.97, 0.98, 0.99, 0.995, 0.998]
+    assert threshold in THRESHOLD_GRID
     values = (scores.pk, scores.window_diff, scores.precision, scores.recall, scores.f1)
     assert all(0.0 <= v <= 1.0 for v in values)
     assert scores.f1 > 0.5
@@ -139,7 +140,8 @@ def test_scores_at_perfect_and_empty_cuts():
 def test_choose_threshold_takes_the_highest_of_the_best():
     data = hand_made([[0, 0, 1, 0, 0, 1, 0], [0, 1, 0, 0]])
     threshold, scores = choose_threshold(torch.where(data.labels == 1, 0.77, 0.23), data)
-    assert threshold == 0.75 and scores.f1 == 1.0  # every grid value in [0.25, 0.75] is perfect
+    # every grid value in [0.23, 0.77) is perfect: the highest of them is sigmoid(1) = 0.7311
+    assert threshold == max(t for t in THRESHOLD_GRID if 0.23 <= t < 0.77) == 0.7311 and scores.f1 == 1.0
 
 
 # --- save / load ------------------------------------------------------------------------------

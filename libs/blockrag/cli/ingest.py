@@ -33,6 +33,7 @@ def ingest(
     names = [Path(p).name for p in read]  # document ids: file names, or paths where names repeat
     documents = list(zip(names if len(set(names)) == len(names) else list(read), read.values()))
     blocks = computed = 0
+    sizes: list[int] = []
     with BlockRAGClient(address) as client, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True) as progress:
@@ -43,7 +44,10 @@ def ingest(
                 options["granularity"] = granularity
             reply = client.ingest(collection, documents[start:start + batch], tenant=tenant, **options)
             blocks += sum(len(d.block_ids) for d in reply.documents)
+            sizes.extend(n for d in reply.documents for n in d.block_tokens)
             computed += reply.computed_blocks
             progress.advance(task, len(reply.documents))
     console.print(f"Ingested {len(documents)} documents into [bold]{collection}[/bold] at {client.address}: "
                   f"{blocks} blocks, {computed} computed now, {blocks - computed} already cached.")
+    if sizes:
+        console.print(f"Block sizes: {min(sizes)} to {max(sizes)} tokens, mean {sum(sizes) / len(sizes):.0f}.")

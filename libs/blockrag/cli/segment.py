@@ -128,7 +128,7 @@ def cut(
     path: Annotated[Path, typer.Argument(help="A text file.")],
     granularity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     max_block_tokens: Annotated[int, typer.Option(min=8)] = 256,
-    min_block_tokens: Annotated[int, typer.Option(min=0)] = 0,
+    min_block_tokens: Annotated[int, typer.Option(min=0)] = 32,
 ) -> None:
     """Show the blocks the shipped segmenter makes of a file (tokens of the default model)."""
     from blockrag.models import load_tokenizer

@@ -8,6 +8,7 @@ builder puts every boundary at a line start, which is always a candidate).
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from blockrag.segment.candidates import Candidate, find_candidates
 from blockrag.segment.metrics import boundary_f1, pk, window_diff
 
 Progress = Callable[[int, int], None]
+THRESHOLD_GRID = [round(1 / (1 + math.exp(-x / 2)), 4) for x in range(-8, 15)]  # logits -4 to 7, in halves
 
 
 @dataclass
@@ -61,8 +63,11 @@ def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: flo
     torch.manual_seed(seed)
     head = BoundaryHead(data.inputs.shape[1] - kind_one_hot([]).shape[1], hidden)
     positives = float(data.labels.sum())
-    # cuts are rare among candidates (every line and sentence end is one): weigh them up
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(data.labels) - positives) / max(positives, 1.0)))
+    # cuts are rare among candidates (every line and sentence end is one): weigh them up by the
+    # imbalance (its square root ranked held-out cuts worse: Pk 0.306 against 0.282). This lifts
+    # the probabilities, so the chosen threshold is high: the grid reaches 0.999.
+    imbalance = (len(data.labels) - positives) / max(positives, 1.0)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(imbalance))
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     order = list(range(len(data.labels)))
     rng = random.Random(seed)
@@ -110,7 +115,5 @@ def scores_at(probs: torch.Tensor, data: FeatureSet, threshold: float) -> Scores
 
 def choose_threshold(probs: torch.Tensor, data: FeatureSet) -> tuple[float, Scores]:
     """The threshold (on a grid) with the lowest Pk + WindowDiff on `data`."""
-    # class weighting lifts the probabilities: the best threshold is often high
-    grid = [round(0.05 * i, 2) for i in range(1, 20)] + [0.97, 0.98, 0.99, 0.995, 0.998]
-    scored = [(t, scores_at(probs, data, t)) for t in grid]
+    scored = [(t, scores_at(probs, data, t)) for t in THRESHOLD_GRID]
     return min(scored, key=lambda ts: (ts[1].pk + ts[1].window_diff, -ts[0]))

@@ -15,6 +15,7 @@ from blockrag.telemetry.metrics import (
     observe_precompute_batch,
     observe_prompt,
     observe_request,
+    observe_segments,
     set_replica_cache,
     time_segmentation,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "observe_precompute_batch",
     "observe_prompt",
     "observe_request",
+    "observe_segments",
     "set_replica_cache",
     "time_segmentation",
 ]

@@ -11,7 +11,7 @@ process's default registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, get_args
 
 from prometheus_client import Counter, Gauge, Histogram, values
@@ -95,6 +95,15 @@ SEGMENTATION_LATENCY = Histogram(
     "Time to segment one document into blocks.",
     buckets=LATENCY_BUCKETS,
 )
+SEGMENT_BLOCK_TOKENS = Histogram(
+    "blockrag_segment_block_tokens",
+    "Size of the blocks the segmentation service makes, in tokens of the served model.",
+    buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
+SEGMENTED_TOKENS = Counter(
+    "blockrag_segmented_tokens",
+    "Tokens of text segmented (with blockrag_segmentation_latency_seconds: throughput).",
+)
 # "livesum": summed over the replicas still alive; a dead replica's share disappears once
 # exporter.mark_process_dead(pid) is called for it.
 REPLICA_CACHE_BYTES = Gauge(
@@ -124,6 +133,8 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     PRECOMPUTE_BATCH,
     PRECOMPUTE_TOKENS_PER_SECOND,
     SEGMENTATION_LATENCY,
+    SEGMENT_BLOCK_TOKENS,
+    SEGMENTED_TOKENS,
     REPLICA_CACHE_BYTES,
     REPLICA_CACHE_ENTRIES,
 )
@@ -173,6 +184,13 @@ def set_replica_cache(service: str, nbytes: int, entries: int) -> None:
     """Report this replica's local cache size (summed over live replicas by the exporter)."""
     REPLICA_CACHE_BYTES.labels(service=service).set(nbytes)
     REPLICA_CACHE_ENTRIES.labels(service=service).set(entries)
+
+
+def observe_segments(token_counts: Sequence[int]) -> None:
+    """The sizes of one document's blocks."""
+    for n in token_counts:
+        SEGMENT_BLOCK_TOKENS.observe(n)
+    SEGMENTED_TOKENS.inc(sum(token_counts))
 
 
 def time_segmentation() -> Timer:

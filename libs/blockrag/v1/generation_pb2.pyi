@@ -28,12 +28,14 @@ class IngestRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., tenant: _Optional[str] = ..., segment_options: _Optional[_Union[_segmentation_pb2.SegmentOptions, _Mapping]] = ...) -> None: ...
 
 class IngestedDocument(_message.Message):
-    __slots__ = ("document_id", "block_ids")
+    __slots__ = ("document_id", "block_ids", "block_tokens")
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     document_id: str
     block_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, document_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    block_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, document_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ..., block_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("documents", "computed_blocks", "model_version")

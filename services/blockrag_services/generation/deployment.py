@@ -60,7 +60,8 @@ class Generation:
             registered = await self.handles[CACHE_INDEX].RegisterBlocks.remote(index_pb.RegisterBlocksRequest(
                 tenant=tenant, collection=request.collection, document_id=document.id,
                 blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in blocks.blocks]))
-            documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids))
+            documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids,
+                                                 block_tokens=[s.token_count for s in blocks.blocks]))
         return pb.IngestResponse(documents=documents, model_version=self.runtime.version,
                                  computed_blocks=sum(b.computed for b in computed.blocks))
 

@@ -8,7 +8,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.models import load_tokenizer
 from blockrag.prompt import PromptTemplate
 from blockrag.segment import ParagraphSegmenter, SegmentOptions
-from blockrag.telemetry import time_segmentation
+from blockrag.telemetry import observe_segments, time_segmentation
 from blockrag.v1 import segmentation_pb2 as pb
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import unary
@@ -16,13 +16,34 @@ from blockrag_services.errors import unary
 SERVICE = "segmentation"
 
 
+def _segmenter(config: PlatformConfig, count_tokens):
+    if config.segmenter == "paragraph":
+        return ParagraphSegmenter(count_tokens)
+    if config.segmenter != "learned":
+        raise InvalidRequestError(f"segmenter must be 'learned' or 'paragraph', got {config.segmenter!r}")
+    from pathlib import Path
+
+    from blockrag.segment.default import load_default_segmenter, load_segmenter
+
+    if config.segmenter_path:
+        return load_segmenter(Path(config.segmenter_path), count_tokens)
+    return load_default_segmenter(count_tokens)
+
+
 @serve.deployment
 class Segmentation:
     def __init__(self, args: dict | None = None):
         self.config = PlatformConfig.from_args(args)
+        import torch
+
+        torch.set_num_threads(self.config.resources.threads())  # the boundary model's backbone
         template = PromptTemplate(load_tokenizer(self.config.model.model))
-        # counted as the prompt holds a block, so max_block_tokens bounds what precompute encodes
-        self.segmenter = ParagraphSegmenter(lambda text: len(template.block_ids(text)))
+
+        def count_tokens(text: str) -> int:
+            # as the prompt holds a block, so max_block_tokens bounds what precompute encodes
+            return len(template.block_ids(text))
+
+        self.segmenter = _segmenter(self.config, count_tokens)
 
     def options(self, request: pb.SegmentOptions) -> SegmentOptions:
         c = self.config
@@ -45,6 +66,7 @@ class Segmentation:
         options = self.options(request.options)
         with time_segmentation():
             spans = self.segmenter.segment(request.text, options)
+        observe_segments([s.token_count for s in spans])
         return pb.SegmentResponse(blocks=[
             pb.Segment(start=s.start, end=s.end, text=s.text, token_count=s.token_count) for s in spans])
 
