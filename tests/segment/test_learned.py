@@ -22,16 +22,6 @@ from blockrag.segment.spans import SegmentOptions, Span, make_span
 KIND_LOGITS = {"paragraph": 5.0, "heading": 4.0, "code": 4.0, "turn": 2.0, "line": 1.0, "sentence": -2.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second intra-op thread gains nothing, and on a shared CPU its
-    spin-waits cost seconds per call."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def words(text: str) -> int:
     return len(text.split())
 

@@ -28,16 +28,6 @@ ROCKETS = ["Rockets burn liquid fuel to reach orbit.", "The boosters separate hi
            "The second stage fires once the boosters fall away.", "Mission control tracks the rocket into orbit."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second intra-op thread gains nothing, and on a shared CPU its
-    spin-waits cost seconds per call."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def instance(rng: random.Random, segments: int = 4, lines: int = 3) -> Instance:
     """Segments of `lines` one-sentence lines, the topic alternating; every join is a plain line
     break, so a true cut is a "line" candidate like the others and only the content tells it."""
