@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import safetensors.torch
+from safetensors import SafetensorError
 import torch
 from torch import nn
 
@@ -108,7 +109,7 @@ class BoundaryModel:
         try:
             config = BoundaryConfig(**json.loads((directory / "config.json").read_text()))
             state = safetensors.torch.load_file(str(directory / "head.safetensors"))
-        except (OSError, TypeError, ValueError) as e:
+        except (OSError, TypeError, ValueError, SafetensorError) as e:
             raise ModelLoadError(f"no usable segmenter in {directory}: {e}") from e
         if config.format != FORMAT:
             raise ModelLoadError(f"segmenter format {config.format} in {directory}; this build reads {FORMAT}")
@@ -118,5 +119,8 @@ class BoundaryModel:
             raise ModelLoadError(f"the segmenter head in {directory} expects {config.feature_size} features, "
                                  f"its backbone {config.backbone!r} gives {backbone.feature_size}")
         head = BoundaryHead(config.feature_size, config.hidden)
-        head.load_state_dict(state)
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as e:
+            raise ModelLoadError(f"the segmenter head in {directory} does not match its config.json: {e}") from e
         return cls(backbone, head, config)
