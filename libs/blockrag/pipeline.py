@@ -18,6 +18,7 @@ from blockrag.errors import KVCodecError
 from blockrag.kvcache import CacheKey, KVCodec
 from blockrag.kvcache.local_store import LocalDirectoryStore
 from blockrag.prompt import PromptTemplate
+from blockrag.text_stream import TextStream
 
 
 @dataclass
@@ -103,15 +104,9 @@ class LocalPipeline:
         return kv
 
     def _encode(self, blocks: list[tuple[int, ...]]) -> Iterator[BlockKV]:
-        """Encode in groups of about one engine batch, yielding as each group finishes (progress)."""
-        group: list[tuple[int, ...]] = []
-        for block in blocks:
-            if group and sum(map(len, group)) + len(block) > self.engine.max_batch_tokens // 2:
-                yield from self.engine.encode_blocks(group)
-                group = []
-            group.append(block)
-        if group:
-            yield from self.engine.encode_blocks(group)
+        """Encode in groups of about half an engine batch, yielding as each group finishes (progress)."""
+        for _, kvs in self.engine.encode_groups(blocks, self.engine.max_batch_tokens // 2):
+            yield from kvs
 
     def answer(self, kvs: Sequence[BlockKV], question: str, max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int | None = None) -> Answer:
@@ -125,16 +120,12 @@ class LocalPipeline:
         stats.computed_tokens = len(final)
         stats.prompt_tokens = stats.cached_tokens + stats.computed_tokens
         started = time.perf_counter()
-        tokens: list[int] = []
-        text = ""
+        stream = TextStream(self.tokenizer)
         for token in self.engine.generate(kvs, final, max_new_tokens, temperature, seed=seed):
-            if not tokens:
+            if not stream.tokens:
                 stats.ttft_ms = (time.perf_counter() - started) * 1000
-            tokens.append(token)
-            # decode the whole answer each step: byte-level BPE pieces only make sense together
-            full = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            if len(full) > len(text) and not full.endswith("\ufffd"):
-                yield full[len(text):]
-                text = full
-        stats.new_tokens = len(tokens)
+            piece = stream.push(token)
+            if piece:
+                yield piece
+        stats.new_tokens = len(stream.tokens)
         stats.total_ms = (time.perf_counter() - started) * 1000

@@ -105,7 +105,7 @@ def streaming(service: str):
                 _fail(service, fn.__name__, grpc_context, e)
                 # a stream that ends normally would report OK: raising makes the proxy send the
                 # status set above (its details, not this exception's text)
-                raise StatusSet(str(grpc_context.code() if hasattr(grpc_context, "code") else "")) from None
+                raise StatusSet() from None
             observe_request(service, fn.__name__, "OK")
 
         return _with_context_parameter(method)

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from fixtures.platform import free_port
+from fixtures.ports import free_port
 
 BLOCKRAG = str(Path(sys.executable).parent / "blockrag")
 RECORD = "from blockrag.telemetry import observe_request; observe_request('generation', 'Generate', 'NOT_FOUND')"

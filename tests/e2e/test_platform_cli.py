@@ -47,7 +47,7 @@ def test_admin_health_models_and_cache(platform, ingested):
 
 
 def test_admin_on_a_closed_port_says_what_to_do(tmp_path):
-    from fixtures.platform import free_port
+    from fixtures.ports import free_port
 
     env = dict(os.environ, BLOCKRAG_ADDRESS=f"127.0.0.1:{free_port()}")
     result = subprocess.run([str(BIN / "blockrag-admin"), "health"], capture_output=True, text=True, env=env,

@@ -18,7 +18,8 @@ from blockrag.kvcache.object_store import (
     open_object_store,
 )
 from blockrag.kvcache.s3_store import S3Config, S3ObjectStore
-from fixtures.s3 import S3Server, free_port, rclone_s3
+from fixtures.ports import free_port
+from fixtures.s3 import S3Server, rclone_s3
 
 
 def new_bucket() -> str:

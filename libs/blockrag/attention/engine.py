@@ -130,6 +130,18 @@ class BlockAttentionEngine:
                 out[i] = kv
         return out  # type: ignore[return-value]
 
+    def encode_groups(self, blocks: Sequence[TokenIds], group_tokens: int
+                      ) -> Iterator[tuple[list[TokenIds], list[BlockKV]]]:
+        """encode_blocks over consecutive groups of about group_tokens real tokens (a longer block
+        goes alone), yielding (group, its KV) as each finishes: for progress, metrics and writing
+        results out before the next group is computed."""
+        group: list[TokenIds] = []
+        for n, block in enumerate(blocks):
+            group.append(block)
+            if n + 1 == len(blocks) or sum(map(len, group)) + len(blocks[n + 1]) > group_tokens:
+                yield group, self.encode_blocks(group)
+                group = []
+
     @torch.inference_mode()
     def _encode_batch(self, batch: list[tuple[int, ...]], start: int = 0) -> list[BlockKV]:
         """start: first position of every block (0 for caching; the gate encodes at other offsets)."""

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from blockrag.errors import BlockRAGError
-from blockrag.v1 import admin_pb2_grpc, generation_pb2, generation_pb2_grpc
+from blockrag.v1 import admin_pb2_grpc, generation_pb2, generation_pb2_grpc, segmentation_pb2
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -61,8 +61,6 @@ class BlockRAGClient:
 
     def ingest(self, collection: str, documents: Sequence[tuple[str, str]], tenant: str = "",
                **segment_options) -> generation_pb2.IngestResponse:
-        from blockrag.v1 import segmentation_pb2
-
         request = generation_pb2.IngestRequest(
             collection=collection, tenant=tenant,
             documents=[generation_pb2.Document(id=i, text=t) for i, t in documents],

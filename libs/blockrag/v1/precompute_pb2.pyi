@@ -17,18 +17,20 @@ class PrecomputeRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class BlockEntry(_message.Message):
-    __slots__ = ("block_id", "token_count", "nbytes", "tier", "computed")
+    __slots__ = ("block_id", "token_count", "nbytes", "tier", "computed", "location")
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     NBYTES_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
     block_id: str
     token_count: int
     nbytes: int
     tier: str
     computed: bool
-    def __init__(self, block_id: _Optional[str] = ..., token_count: _Optional[int] = ..., nbytes: _Optional[int] = ..., tier: _Optional[str] = ..., computed: _Optional[bool] = ...) -> None: ...
+    location: str
+    def __init__(self, block_id: _Optional[str] = ..., token_count: _Optional[int] = ..., nbytes: _Optional[int] = ..., tier: _Optional[str] = ..., computed: _Optional[bool] = ..., location: _Optional[str] = ...) -> None: ...
 
 class PrecomputeResponse(_message.Message):
     __slots__ = ("blocks", "model_version")

@@ -107,15 +107,14 @@ class BlockSource:
             texts.update({s.block_id: s.text for s in stored.blocks if s.block_id})
         # drop stale rows first: precompute skips blocks the index says are stored
         await index.Evict.remote(index_pb.EvictRequest(tenant=tenant, block_ids=block_ids, model_version=version))
-        await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
+        computed = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
             texts=[texts[b] for b in block_ids], model_version=version, tenant=tenant))
-        found = await index.Lookup.remote(index_pb.LookupRequest(block_ids=block_ids, model_version=version,
-                                                                 tenant=tenant))
-        for block_id, result in zip(block_ids, found.results):
-            kv = await self._read(result.location) if result.hit else None
+        locations = {entry.block_id: entry.location for entry in computed.blocks}
+        for block_id in block_ids:
+            kv = await self._read(locations[block_id])
             if kv is None:
                 raise KVCodecError(f"block {block_id} was precomputed but its entry cannot be read back "
-                                   f"from {result.location or 'the store'}")
+                                   f"from {locations[block_id]}")
             self._keep(tenant, block_id, kv, out, "computed")
 
     def _keep(self, tenant: str, block_id: str, kv: BlockKV, out: dict[str, Resolved], tier: str) -> None:

@@ -61,29 +61,25 @@ class Precompute:
                    for i, (loc, n) in zip(missing, written)]
         if entries:
             await index.CommitEntries.remote(index_pb.CommitEntriesRequest(tenant=tenant, entries=entries))
-        nbytes = {i: n for i, (_, n) in zip(missing, written)}
-        by_text = {t: pb.BlockEntry(block_id=block_ids[i], token_count=len(ids[i]),
-                                    nbytes=nbytes.get(i, found.results[i].nbytes), tier="store",
-                                    computed=i in nbytes) for i, t in enumerate(texts)}
+        stored = {i: (r.location, r.nbytes) for i, r in enumerate(found.results) if r.hit}
+        stored.update(zip(missing, written))
+        written_at = set(missing)
+        by_text = {t: pb.BlockEntry(block_id=block_ids[i], token_count=len(ids[i]), location=stored[i][0],
+                                    nbytes=stored[i][1], tier="store", computed=i in written_at)
+                   for i, t in enumerate(texts)}
         return pb.PrecomputeResponse(blocks=[by_text[t.strip()] for t in request.texts], model_version=version)
 
     def _encode_and_store(self, tenant: str, blocks: list[list[int]]) -> list[tuple[str, int]]:
-        """Encode in batches of about precompute_batch_tokens; write each frame; (location, nbytes)."""
+        """Encode in groups of about precompute_batch_tokens; write each frame; (location, nbytes)."""
         out: list[tuple[str, int]] = []
         engine, version = self.runtime.engine, self.runtime.version
-        batch: list[list[int]] = []
-        for n, block in enumerate(blocks):
-            batch.append(block)
-            if n + 1 == len(blocks) or sum(map(len, batch)) + len(blocks[n + 1]) > self.config.precompute_batch_tokens:
-                started = time.perf_counter()
-                kvs = engine.encode_blocks(batch)
-                seconds = time.perf_counter() - started
-                observe_precompute_batch(sum(map(len, batch)), seconds)
-                for kv in kvs:
-                    frame = KVCodec.encode(kv, version)
-                    key = CacheKey.of(tenant, version, kv.token_ids)
-                    out.append((self.store.put(key.hex, frame), len(frame)))
-                batch = []
+        started = time.perf_counter()
+        for group, kvs in engine.encode_groups(blocks, self.config.precompute_batch_tokens):
+            observe_precompute_batch(sum(map(len, group)), time.perf_counter() - started)
+            for kv in kvs:
+                frame = KVCodec.encode(kv, version)
+                out.append((self.store.put(CacheKey.of(tenant, version, kv.token_ids).hex, frame), len(frame)))
+            started = time.perf_counter()
         return out
 
     async def model_info(self) -> dict:

@@ -45,7 +45,7 @@ class Segmentation:
 
         self.segmenter = _segmenter(self.config, count_tokens)
 
-    def options(self, request: pb.SegmentOptions) -> SegmentOptions:
+    def _options(self, request: pb.SegmentOptions) -> SegmentOptions:
         c = self.config
         max_tokens = request.max_block_tokens or c.segment_max_block_tokens
         if max_tokens > c.limits.max_block_tokens:
@@ -63,7 +63,7 @@ class Segmentation:
                 f"text is {len(request.text.encode())} bytes, over the limit of {self.config.limits.max_document_bytes}")
         if not request.text.strip():
             raise InvalidRequestError("text is empty: there is nothing to segment")
-        options = self.options(request.options)
+        options = self._options(request.options)
         with time_segmentation():
             spans = self.segmenter.segment(request.text, options)
         observe_segments([s.token_count for s in spans])
