@@ -90,3 +90,63 @@ def test_decode_grows_past_reserved_capacity(engine):
         step = engine._forward((token,), out.cached_tokens + out.computed_tokens, out.cache, 0)
     ref = reference_logits(engine.model, blocks, final + [token])[-1]
     assert (step[-1] - ref).abs().max().item() <= 1e-4
+
+
+# -- block sink tokens ---------------------------------------------------------------------------
+
+SINK = 3
+
+
+@pytest.fixture(scope="module", params=ARCHES)
+def sink_engine(request):
+    model = tiny_model(request.param)
+    model.set_attn_implementation("block_sdpa")
+    return BlockAttentionEngine(model, sink_token_id=SINK)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_sinks_prefill_equals_masked_reference(sink_engine, layout):
+    blocks, final = _prompt(layout, seed=len(layout))
+    out = sink_engine.prefill(sink_engine.encode_blocks(blocks), final)
+    ref = reference_logits(sink_engine.model, blocks, final, sink_token_id=SINK)
+    assert (out.logits - ref).abs().max().item() <= 1e-4
+    # every block takes one more position: its sink
+    assert out.cached_tokens == sum(map(len, blocks)) + len(blocks)
+    assert out.cached_tokens == sink_engine.context_length([len(b) for b in blocks])
+
+
+def test_sinks_change_the_answer_and_the_fingerprint(sink_engine):
+    # guards the test above: a reference (or engine) that dropped the sink would agree with the plain path
+    blocks, final = _prompt([5, 6], seed=4)
+    with_sink = reference_logits(sink_engine.model, blocks, final, sink_token_id=SINK)
+    without = reference_logits(sink_engine.model, blocks, final)
+    assert (with_sink - without).abs().max().item() > 1e-3
+    plain = BlockAttentionEngine(sink_engine.model)
+    assert plain.fingerprint != sink_engine.fingerprint
+    assert BlockAttentionEngine(sink_engine.model, sink_token_id=SINK + 1).fingerprint != sink_engine.fingerprint
+
+
+def test_sink_blocks_store_only_their_own_tokens(sink_engine):
+    # the stored block is keyed by its own tokens and holds one KV row per token; the sink's KV
+    # is the engine's, the same for every block
+    kv = sink_engine.encode_block([5, 6, 7])
+    assert kv.token_ids == (5, 6, 7) and kv.num_tokens == 3
+    assert sink_engine.sink.token_ids == (SINK,) and sink_engine.sink.num_tokens == 1
+
+
+def test_sinks_generate_equals_reference_greedy(sink_engine):
+    blocks, final = _prompt([4, 9, "R"], seed=7)
+    got = list(sink_engine.generate(sink_engine.encode_blocks(blocks), final, max_new_tokens=8, stop_ids=[]))
+    assert got == reference_greedy(sink_engine.model, blocks, final, 8, sink_token_id=SINK)
+
+
+def test_gate_passes_with_sinks(sink_engine):
+    report = sink_engine.verify()
+    assert report.logit_error <= 1e-4 and report.key_error <= 1e-4
+
+
+def test_sink_token_out_of_vocabulary_is_refused():
+    from blockrag.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="sink_token_id"):
+        BlockAttentionEngine(tiny_model("qwen2"), sink_token_id=97)

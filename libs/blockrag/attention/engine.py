@@ -45,10 +45,16 @@ class BlockAttentionEngine:
     graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
     exists and the attention is block_sdpa. The workspace takes graph_context_tokens x the KV
     bytes of a token of GPU memory (4.3 GB at 32K on an 8B model), allocated at first use.
+    sink_token_id: block sink tokens (block distillation): every context block is preceded by
+    this token, which only that block's tokens see. Its KV depends on nothing but the model (it
+    sits alone at the block's first position), so it is computed once (`sink`) and placed before
+    every block at assembly; stored blocks hold their own tokens only, at local positions
+    0..L-1 as without sinks. A block of L tokens then takes L + 1 positions of the prompt.
     """
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
-                 fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768):
+                 fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
+                 sink_token_id: int | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -82,6 +88,13 @@ class BlockAttentionEngine:
         self._graphs = None
         eos = [model.generation_config.eos_token_id, config.eos_token_id]
         self.stop_ids = frozenset(t for e in eos for t in (e if isinstance(e, list) else [e]) if t is not None)
+        if sink_token_id is not None and not 0 <= sink_token_id < self.vocab_size:
+            raise InvalidRequestError(f"sink_token_id must lie in [0, {self.vocab_size}), got {sink_token_id}")
+        self.sink_token_id = sink_token_id
+        self.sink: BlockKV | None = None
+        if sink_token_id is not None:
+            # the sink alone at position 0: [layers, H, 1, D], the same for every block
+            self.sink = self._encode_rows([(sink_token_id,)], start=0)[0]
 
     @classmethod
     def for_serving(cls, model: PreTrainedModel, **kwargs) -> BlockAttentionEngine:
@@ -104,9 +117,15 @@ class BlockAttentionEngine:
 
     @property
     def fingerprint(self) -> str:
-        from blockrag.models.fingerprint import model_fingerprint
+        """The model version as cache keys and stored entries name it: the weights (a merged
+        adapter included), the dtype and the sink setting, whose blocks' KV differ."""
+        from blockrag.models.fingerprint import model_fingerprint, with_sink
 
-        return model_fingerprint(self.model)
+        return with_sink(model_fingerprint(self.model), self.sink_token_id)
+
+    def context_length(self, block_tokens: Sequence[int]) -> int:
+        """Positions that context blocks of these lengths take in a prompt (sinks included)."""
+        return sum(block_tokens) + (len(block_tokens) if self.sink is not None else 0)
 
     # -- encoding ------------------------------------------------------------------------------
 
@@ -144,11 +163,24 @@ class BlockAttentionEngine:
 
     @torch.inference_mode()
     def _encode_batch(self, batch: list[tuple[int, ...]], start: int = 0) -> list[BlockKV]:
-        """start: first position of every block (0 for caching; the gate encodes at other offsets)."""
+        """start: first position of every block (0 for caching; the gate encodes at other offsets).
+
+        With sinks, each row is [sink, block...] at start-1.. (the sink one position before the
+        block), so the block's own keys come out at start.. exactly as without a sink.
+        """
+        if self.sink is None:
+            return self._encode_rows(batch, start)
+        rows = self._encode_rows([(self.sink_token_id, *block) for block in batch], start - 1)
+        return [BlockKV(block, kv.keys[:, :, 1:].contiguous(), kv.values[:, :, 1:].contiguous())
+                for block, kv in zip(batch, rows)]
+
+    @torch.inference_mode()
+    def _encode_rows(self, batch: list[tuple[int, ...]], start: int) -> list[BlockKV]:
         device, longest = self.device, max(len(b) for b in batch)
         ids = torch.zeros(len(batch), longest, dtype=torch.long)  # [B, Lmax]; id 0 pads (never attended)
         for row, block in enumerate(batch):
             ids[row, : len(block)] = torch.tensor(block)
+        # a start below 0 (a sink before a block at 0) is fine: RoPE is a rotation by any angle
         positions = torch.arange(start, start + longest, device=device).expand(len(batch), -1)
         cache = DynamicCache()
         # the decoder alone: no lm_head, whose [B, L, vocab] output nobody reads here
@@ -171,6 +203,8 @@ class BlockAttentionEngine:
         final = self._token_ids(final_ids)
         for kv in kvs:
             self._check_block(kv)
+        if self.sink is not None:  # [sink, block 1, sink, block 2, ...]: each block after its own sink
+            kvs = [part for kv in kvs for part in (self.sink, kv)]
         ends = list(itertools.accumulate(kv.num_tokens for kv in kvs))
         context = ends[-1] if ends else 0
         offsets = [end - kv.num_tokens for end, kv in zip(ends, kvs)]  # where each block starts

@@ -34,3 +34,11 @@ def model_fingerprint(model: PreTrainedModel) -> str:
     fingerprint = digest.hexdigest()
     model._blockrag_fingerprint = fingerprint
     return fingerprint
+
+
+def with_sink(fingerprint: str, sink_token_id: int | None) -> str:
+    """The fingerprint of a model served with block sink tokens: blocks encoded after a sink have
+    other KV than the same blocks without one, so they must never share a cache key."""
+    if sink_token_id is None:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}\0block-sink:{sink_token_id}".encode()).hexdigest()
