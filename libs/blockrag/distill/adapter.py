@@ -1,0 +1,78 @@
+"""Adapter: a trained LoRA adapter as one self-describing blob (object store, package data).
+
+Layout: a safetensors file of the adapter weights whose string metadata holds the LoRA
+settings, the block sink token and the fingerprint of the base model it was trained on. A
+served version is the base with the adapter merged, so its fingerprint (and with it every
+cache key) differs from the base's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import safetensors.torch
+import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
+from transformers import PreTrainedModel
+
+from blockrag.distill.config import LoraSettings
+from blockrag.errors import ModelLoadError
+from blockrag.models.fingerprint import model_fingerprint
+
+FORMAT = "blockrag-adapter/1"
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """weights: peft's adapter state dict (names without the adapter name)."""
+
+    weights: dict[str, torch.Tensor]
+    lora: LoraSettings
+    sink_token_id: int | None
+    base_fingerprint: str
+
+    @classmethod
+    def from_student(cls, student, lora: LoraSettings, sink_token_id: int | None, base_fingerprint: str) -> Adapter:
+        weights = {k: v.detach().to("cpu", torch.float32).contiguous()
+                   for k, v in get_peft_model_state_dict(student).items()}
+        return cls(weights, lora, sink_token_id, base_fingerprint)
+
+    def to_bytes(self) -> bytes:
+        meta = {"format": FORMAT, "lora": json.dumps({**self.lora.__dict__, "target_modules": list(self.lora.target_modules)}),
+                "sink_token_id": json.dumps(self.sink_token_id), "base_fingerprint": self.base_fingerprint}
+        return safetensors.torch.save(self.weights, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Adapter:
+        try:
+            weights = safetensors.torch.load(data)
+            # safetensors' own reader wants a file for the metadata: read the JSON header directly
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+        except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"not a readable adapter file: {e}") from e
+        if meta.get("format") != FORMAT:
+            raise ModelLoadError(f"not a blockrag adapter (format {meta.get('format')!r}, expected {FORMAT!r})")
+        lora = json.loads(meta["lora"])
+        lora["target_modules"] = tuple(lora["target_modules"])
+        return cls(weights, LoraSettings(**lora), json.loads(meta["sink_token_id"]), meta["base_fingerprint"])
+
+    def merge_into(self, model: PreTrainedModel, check_base: bool = True) -> PreTrainedModel:
+        """The base `model` with this adapter merged into its weights (a plain model again; the
+        given one is changed in place). Refuses a base other than the one trained on."""
+        if check_base and model_fingerprint(model) != self.base_fingerprint:
+            raise ModelLoadError(
+                "this adapter was trained on another base model (fingerprint "
+                f"{self.base_fingerprint[:12]}, loaded {model_fingerprint(model)[:12]}): load its base model")
+        config = LoraConfig(r=self.lora.rank, lora_alpha=self.lora.alpha, lora_dropout=0.0,
+                            target_modules=list(self.lora.target_modules), bias="none")
+        dtype = model.dtype
+        wrapped = get_peft_model(model, config)
+        result = set_peft_model_state_dict(wrapped, {k: v.to(dtype) for k, v in self.weights.items()})
+        if result.unexpected_keys:
+            raise ModelLoadError(f"adapter weights do not fit this model: unexpected {result.unexpected_keys[:3]}")
+        merged = wrapped.merge_and_unload()
+        merged.__dict__.pop("_blockrag_fingerprint", None)  # the weights changed
+        return merged.eval()

@@ -1,0 +1,106 @@
+"""DistillConfig: every switch of a block-distillation run, validated once.
+
+Defaults are the recipe of the shipped default adapter (default_adapter/TRAINING.md): what a
+`blockrag model distill` or an admin-started run uses unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from blockrag.errors import InvalidRequestError
+
+Objective = Literal["kl", "ce"]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The trainable part of the student: low-rank adapters on these linear layers."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.target_modules:
+            raise InvalidRequestError(
+                f"lora: rank must be >= 1, alpha > 0, dropout in [0, 1) and target_modules non-empty; "
+                f"got rank={self.rank}, alpha={self.alpha}, dropout={self.dropout}, "
+                f"target_modules={self.target_modules}")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """objective: "kl" is block distillation (per-token KL(teacher under full attention ||
+    student under block attention)); "ce" is block fine-tuning, the predecessor's method
+    (cross-entropy on the target tokens under the block mask and again under the full mask),
+    kept as the baseline the fidelity benchmark compares against.
+    sink_token: the block sink token's text in the tokenizer (None: no sinks).
+    block_dropout: the chance that a context block is made global for a step (it attends to
+    everything before it and its tokens are supervised too).
+    token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
+    the teacher's own distribution moves between full and block attention at each token.
+    kl_chunk_tokens: positions whose [chunk, vocab] logits exist at once in the loss.
+    """
+
+    objective: Objective = "kl"
+    sink_token: str | None = "<|endoftext|>"
+    block_dropout: float = 0.25
+    token_weighting: float = 0.5
+    kl_chunk_tokens: int = 128
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    learning_rate: float = 5e-4
+    warmup_steps: int = 10
+    steps: int = 200
+    examples_per_step: int = 4
+    max_example_tokens: int = 1536
+    eval_examples: int = 32
+    checkpoint_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.objective not in ("kl", "ce"):
+            problems.append(f"objective must be 'kl' or 'ce', got {self.objective!r}")
+        if not 0 <= self.block_dropout <= 1:
+            problems.append(f"block_dropout must lie in [0, 1], got {self.block_dropout}")
+        if not 0 <= self.token_weighting <= 1:
+            problems.append(f"token_weighting must lie in [0, 1], got {self.token_weighting}")
+        for name in ("kl_chunk_tokens", "steps", "examples_per_step", "max_example_tokens", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.warmup_steps < 0 or self.eval_examples < 0:
+            problems.append("learning_rate must be > 0, warmup_steps and eval_examples >= 0")
+        if self.objective == "ce" and (self.token_weighting or self.block_dropout):
+            problems.append("block fine-tuning (objective 'ce') takes no token_weighting or block_dropout: set both to 0")
+        if problems:
+            raise InvalidRequestError("distillation config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types (JSON, Ray, the registry)."""
+        out = asdict(self)
+        out["lora"]["target_modules"] = list(self.lora.target_modules)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        """The inverse of to_dict; unknown keys are refused (a typo must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidRequestError(f"distillation config: unknown keys {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("lora"), dict):
+            lora = dict(data["lora"])
+            if "target_modules" in lora:
+                lora["target_modules"] = tuple(lora["target_modules"])
+            data["lora"] = LoraSettings(**lora)
+        return cls(**data)
+
+    @classmethod
+    def block_fine_tuning(cls, **overrides: Any) -> DistillConfig:
+        """The predecessor's recipe on the same switches: CE, no sinks, no dropout, no weighting."""
+        base = dict(objective="ce", sink_token=None, block_dropout=0.0, token_weighting=0.0)
+        return cls(**{**base, **overrides})

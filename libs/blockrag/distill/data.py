@@ -1,0 +1,182 @@
+"""Training data without labels: examples from the user's own text and questions.
+
+Two kinds of Example (example.py), mixed:
+
+- continuation: consecutive blocks of one document as the context; the final block is the
+  start of the text that follows them and the target is the rest of it (the supervised part is
+  the text that follows the blocks). Raw text, no chat template.
+- question: the serving prompt exactly (the template's opening block, passage blocks, the
+  question and the assistant header); the target is the teacher's own answer under full
+  attention. Questions come from the question log (what users asked, over the blocks they
+  asked about) or, where there is no log, from templates over a term that only one of the
+  passages holds ("What does the text say about X?").
+
+The teacher's answer is computed once per example by `teacher_answer`, a function of the
+prompt's token ids (the base model under full attention, greedy).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from blockrag.distill.example import Example
+from blockrag.errors import InvalidRequestError
+from blockrag.prompt import PromptTemplate
+from blockrag.segment.paragraph import split_paragraphs
+
+TeacherAnswer = Callable[[list[int]], list[int]]
+
+_TERM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{4,}(?:\(\))?")
+_STOP = frozenset("""about above after again against because before being below between could does doing
+during every first following further having other should their there these those through under until
+which while would where whose value values example used using called returns return object objects
+method methods function functions class""".split())
+_QUESTIONS = (
+    "What does the text say about {term}?",
+    "According to the documents, what is {term}?",
+    "Explain {term} in one sentence, using the documents.",
+    "Which document mentions {term}, and what does it say?",
+    "Summarize what the documents say about {term}.",
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Shapes of the examples: blocks per prompt, block and target sizes (tokens)."""
+
+    min_blocks: int = 2
+    max_blocks: int = 6
+    min_block_tokens: int = 24
+    max_block_tokens: int = 160
+    target_tokens: int = 64
+    final_tokens: int = 4  # continuation examples: how much of the following text is the final block
+    answer_tokens: int = 48
+    question_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min_blocks <= self.max_blocks and 1 <= self.min_block_tokens <= self.max_block_tokens
+                and self.target_tokens >= 2 and self.final_tokens >= 1 and self.answer_tokens >= 1
+                and 0 <= self.question_fraction <= 1):
+            raise InvalidRequestError(f"data config out of range: {self}")
+
+
+def pack_blocks(text: str, tokenizer: PreTrainedTokenizerBase, config: DataConfig) -> list[str]:
+    """A document as blocks: paragraphs merged up to max_block_tokens (a longer paragraph is a
+    block of its own, cut at max_block_tokens by the caller's tokenizer budget); blocks shorter
+    than min_block_tokens are dropped."""
+    blocks, current, size = [], [], 0
+    for paragraph in split_paragraphs(text):
+        n = len(tokenizer(paragraph, add_special_tokens=False).input_ids)
+        if current and size + n > config.max_block_tokens:
+            blocks.append("\n\n".join(current))
+            current, size = [], 0
+        current.append(paragraph)
+        size += n
+    if current:
+        blocks.append("\n\n".join(current))
+    return [b for b in blocks if len(tokenizer(b, add_special_tokens=False).input_ids) >= config.min_block_tokens]
+
+
+def continuation_examples(documents: Iterable[Sequence[str]], tokenizer: PreTrainedTokenizerBase,
+                          config: DataConfig, rng: random.Random) -> Iterator[Example]:
+    """From each document (its blocks in order): windows of consecutive blocks and the block after."""
+    for blocks in documents:
+        ids = [tokenizer(b.strip() + "\n\n", add_special_tokens=False).input_ids[: config.max_block_tokens]
+               for b in blocks]
+        start = 0
+        while start + config.min_blocks < len(ids):
+            k = rng.randint(config.min_blocks, config.max_blocks)
+            k = min(k, len(ids) - start - 1)
+            following = ids[start + k]
+            if len(following) > config.final_tokens + 1:
+                target = following[config.final_tokens : config.final_tokens + config.target_tokens]
+                yield Example.of(ids[start : start + k], following[: config.final_tokens], target)
+            start += k + 1
+
+
+def question_prompt(template: PromptTemplate, passages: Sequence[str], question: str) -> tuple[list[list[int]], list[int]]:
+    """The serving prompt's blocks (opening block, then one per passage) and final block."""
+    return [template.prefix_ids()] + [template.block_ids(p) for p in passages], template.final_ids(question)
+
+
+def question_examples(items: Iterable[tuple[Sequence[str], str]], template: PromptTemplate,
+                      teacher_answer: TeacherAnswer) -> Iterator[Example]:
+    """(passages, question) pairs -> examples whose target is the teacher's answer."""
+    for passages, question in items:
+        blocks, final = question_prompt(template, passages, question)
+        answer = teacher_answer([t for b in blocks for t in b] + final)
+        if answer:
+            yield Example.of(blocks, final, answer)
+
+
+def templated_questions(passages: Sequence[str], rng: random.Random) -> Iterator[tuple[Sequence[str], str]]:
+    """Label-free questions over groups of passages: each group gets one question about a term
+    that occurs in exactly one of its passages (so the answer needs that block)."""
+    for group in _groups(list(passages), rng):
+        terms = [set(_terms(p)) for p in group]
+        target = rng.randrange(len(group))
+        only_here = sorted(terms[target] - set().union(*(t for i, t in enumerate(terms) if i != target)))
+        if only_here:
+            question = rng.choice(_QUESTIONS).format(term=rng.choice(only_here))
+            yield group, question
+
+
+def _groups(passages: list[str], rng: random.Random, sizes: tuple[int, int] = (3, 6)) -> Iterator[list[str]]:
+    """Random groups of passages, as a retriever would bring them (from several documents)."""
+    order = passages[:]
+    rng.shuffle(order)
+    i = 0
+    while i < len(order):
+        k = rng.randint(*sizes)
+        if i + k > len(order):
+            return
+        yield order[i : i + k]
+        i += k
+
+
+def _terms(passage: str) -> list[str]:
+    return [t for t in _TERM.findall(passage) if t.lower() not in _STOP]
+
+
+def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase, template: PromptTemplate,
+                   teacher_answer: TeacherAnswer, config: DataConfig, count: int, seed: int,
+                   logged: Sequence[tuple[Sequence[str], str]] = (),
+                   progress: Callable[[int, int], None] | None = None) -> list[Example]:
+    """`count` examples: logged questions first, then templated questions and continuations in
+    the ratio question_fraction, all shuffled with `seed`."""
+    if count < 1:
+        raise InvalidRequestError("count must be >= 1")
+    rng = random.Random(seed)
+    blocked = [pack_blocks(d, tokenizer, config) for d in documents]
+    blocked = [b for b in blocked if b]
+    if not blocked:
+        raise InvalidRequestError("no usable text: every document is shorter than min_block_tokens")
+    n_questions = round(count * config.question_fraction)
+    passages = [b for doc in blocked for b in doc]
+    pairs = list(logged)
+    while len(pairs) < n_questions:
+        fresh = list(templated_questions(passages, rng))
+        if not fresh:
+            break
+        pairs.extend(fresh)
+    examples: list[Example] = []
+    for example in question_examples(pairs[:n_questions], template, teacher_answer):
+        examples.append(example)
+        if progress:
+            progress(len(examples), count)
+    continuations: list[Example] = []
+    while len(examples) + len(continuations) < count:
+        before = len(continuations)
+        continuations.extend(continuation_examples(blocked, tokenizer, config, rng))
+        if len(continuations) == before:
+            break
+    examples.extend(continuations[: count - len(examples)])
+    if progress:
+        progress(len(examples), count)
+    rng.shuffle(examples)
+    return examples

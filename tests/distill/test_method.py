@@ -1,0 +1,234 @@
+"""Block distillation's parts on tiny random models: layout, loss, weights, dropout, the
+student's forward against the engine, training and resuming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_model
+
+from blockrag.attention import BlockAttentionEngine
+from blockrag.attention.reference import reference_logits
+from blockrag.distill.config import DistillConfig, LoraSettings
+from blockrag.distill.example import Example, build_layout, pick_global_blocks
+from blockrag.distill.loss import backward_ce, backward_kl, sensitivity_weights, token_kl
+from blockrag.distill.student import attach_lora, decoder_hidden, output_head, teacher_mode
+from blockrag.errors import InvalidRequestError
+
+SINK = 5
+EXAMPLE = Example.of([[10, 11, 12], [20, 21], [30, 31, 32, 33]], [40, 41], [50, 51, 52])
+
+
+def test_layout_sequences_mask_and_indices():
+    layout = build_layout(EXAMPLE, SINK, global_blocks={1})
+    assert layout.teacher_ids.tolist() == [10, 11, 12, 20, 21, 30, 31, 32, 33, 40, 41, 50, 51, 52]
+    assert layout.student_ids.tolist() == [5, 10, 11, 12, 5, 20, 21, 5, 30, 31, 32, 33, 40, 41, 50, 51, 52]
+    m = layout.student_mask
+    assert m[3, 0] and m[3, 1] and not m[1, 3]  # block 0 with its sink, causal
+    assert m[5, 0] and m[6, 4]  # global block 1 (positions 4..6) sees everything before it
+    assert not m[8, 5] and m[8, 7]  # block 2 sees its own sink only
+    assert m[12, 0] and m[16, 8] and not m[12, 13]  # the final segment sees all before, nothing after
+    # supervised: block 1's in-block prediction (20 -> 21), then 41 -> 50, 50 -> 51, 51 -> 52
+    assert layout.student_ids[layout.student_index].tolist() == [20, 41, 50, 51]
+    assert layout.teacher_ids[layout.teacher_index].tolist() == [20, 41, 50, 51]
+    assert layout.labels.tolist() == [21, 50, 51, 52]
+    assert layout.answer.tolist() == [False, True, True, True]
+
+
+def test_layout_without_sinks_or_dropout_is_the_engine_layout():
+    layout = build_layout(EXAMPLE, None)
+    assert torch.equal(layout.student_ids, layout.teacher_ids)
+    assert layout.student_index.tolist() == [10, 11, 12]
+
+
+def test_student_forward_equals_the_engines_cached_path():
+    """The training forward under the block mask (sinks on, adapter with non-zero weights) gives
+    the logits that an engine serving the merged weights computes from cached blocks."""
+    model = tiny_model("llama31")
+    model.set_attn_implementation("block_sdpa")
+    student = attach_lora(model, LoraSettings(rank=4, target_modules=("q_proj", "v_proj", "down_proj")))
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)  # B starts at zero: make the adapter matter
+    layout = build_layout(EXAMPLE, SINK)
+    with torch.no_grad():
+        hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
+        train_logits = output_head(student)(hidden[-5:])  # the final segment: 40 41 50 51 52
+        with teacher_mode(student):
+            base_hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
+    merged = student.merge_and_unload().eval()
+    engine = BlockAttentionEngine(merged, sink_token_id=SINK)
+    cached = engine.prefill(engine.encode_blocks(EXAMPLE.blocks), EXAMPLE.final + EXAMPLE.target).logits
+    assert (train_logits - cached).abs().max().item() <= 1e-4
+    # and the adapter did matter: the base under the same mask differs
+    assert (output_head(merged)(base_hidden[-5:]) - cached).abs().max().item() > 1e-2
+
+
+def _naive_kl(head, teacher_h, student_h):
+    log_t = torch.log_softmax(head(teacher_h), -1)
+    log_s = torch.log_softmax(head(student_h), -1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_chunked_kl_and_its_gradient_equal_the_whole_computation(chunk):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    teacher = torch.randn(7, 8)
+    x = torch.randn(7, 8, requires_grad=True)
+    weights = torch.rand(7) + 0.5
+    parts = backward_kl(head, x * 2, teacher, weights, chunk, scale=0.25)
+    got = x.grad.clone()
+    x.grad = None
+    head.zero_grad()
+    expected = _naive_kl(head, teacher, x * 2)
+    ((expected * weights).sum() * 0.25).backward()
+    assert parts.tokens == 7
+    assert parts.kl == pytest.approx(float(expected.detach().sum()), rel=1e-5)
+    assert parts.loss == pytest.approx(float((expected * weights).detach().sum()), rel=1e-5)
+    assert torch.allclose(got, x.grad, atol=1e-6)
+    assert torch.allclose(token_kl(head, teacher, x.detach() * 2, chunk), expected.detach(), atol=1e-6)
+
+
+def test_kl_of_identical_distributions_is_zero_and_ce_matches_cross_entropy():
+    torch.manual_seed(1)
+    head = torch.nn.Linear(8, 50, bias=False)
+    h = torch.randn(4, 8)
+    assert token_kl(head, h, h, 2).abs().max().item() == 0.0
+    x = torch.randn(4, 8, requires_grad=True)
+    labels = torch.tensor([3, 0, 49, 7])
+    total = backward_ce(head, x, labels, 3, scale=1.0)
+    expected = torch.nn.functional.cross_entropy(head(x), labels, reduction="sum")
+    assert total == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_sensitivity_weights():
+    assert sensitivity_weights(torch.tensor([1.0, 3.0]), 0.5).tolist() == [0.75, 1.25]
+    assert sensitivity_weights(torch.tensor([1.0, 3.0]), 1.0).tolist() == [0.5, 1.5]
+    assert sensitivity_weights(torch.tensor([1.0, 3.0]), 0.0).tolist() == [1.0, 1.0]
+    assert not sensitivity_weights(torch.tensor([1.0], requires_grad=True), 1.0).requires_grad
+
+
+def test_block_dropout_draws():
+    g = torch.Generator().manual_seed(0)
+    assert pick_global_blocks(6, 0.0, g) == set()
+    assert pick_global_blocks(6, 1.0, g) == set(range(6))
+    draws = [len(pick_global_blocks(10, 0.3, torch.Generator().manual_seed(s))) for s in range(200)]
+    assert 2.5 < sum(draws) / len(draws) < 3.5
+    a = pick_global_blocks(10, 0.5, torch.Generator().manual_seed(7))
+    assert a == pick_global_blocks(10, 0.5, torch.Generator().manual_seed(7))
+
+
+def test_initial_kl_is_the_base_models_block_attention_gap():
+    """Before any step, the recipe's KL is KL(full || block) of the base model, as computed by the
+    masked reference: the layout, the teacher and the sink placement agree with independent code."""
+    from blockrag.distill.recipe import DistillationRecipe
+
+    model = tiny_model("qwen2")
+    model.set_attn_implementation("block_sdpa")
+    tokenizer = _tokenizer(sink=SINK)
+    recipe = DistillationRecipe(DistillConfig(sink_token="<sink>", lora=LoraSettings(rank=2)), model, tokenizer)
+    recipe.setup()
+    got = recipe.evaluate([EXAMPLE])
+    with recipe.student.disable_adapter():
+        base = recipe.student.get_base_model()
+        # the predictions of the three target tokens: from 41, 50 and 51
+        block = reference_logits(base, EXAMPLE.blocks, EXAMPLE.final + EXAMPLE.target, sink_token_id=SINK)[-4:-1]
+        ids = [t for b in EXAMPLE.blocks for t in b] + list(EXAMPLE.final + EXAMPLE.target)
+        with torch.no_grad():
+            full = base(input_ids=torch.tensor([ids])).logits[0, -4:-1].float()
+    log_f, log_b = torch.log_softmax(full, -1), torch.log_softmax(block, -1)
+    expected = float((log_f.exp() * (log_f - log_b)).sum(-1).mean())
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert got > 1e-4
+
+
+class _tokenizer:
+    """The two things the recipe asks of a tokenizer."""
+
+    def __init__(self, sink: int):
+        self.sink, self.unk_token_id, self.unk_token = sink, 0, "<unk>"
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self.sink if token == "<sink>" else self.unk_token_id
+
+
+def _recipe(config: DistillConfig):
+    from blockrag.distill.recipe import DistillationRecipe
+
+    model = tiny_model("llama31")
+    model.set_attn_implementation("block_sdpa")
+    recipe = DistillationRecipe(config, model, _tokenizer(SINK))
+    recipe.setup()
+    return recipe
+
+
+def _examples():
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for _ in range(4):
+        blocks = [torch.randint(10, 97, (int(n),), generator=g).tolist() for n in torch.randint(3, 9, (3,), generator=g)]
+        out.append(Example.of(blocks, torch.randint(10, 97, (3,), generator=g).tolist(),
+                              torch.randint(10, 97, (6,), generator=g).tolist()))
+    return out
+
+
+def test_distillation_reduces_the_kl_it_is_trained_on():
+    config = DistillConfig(sink_token="<sink>", steps=40, warmup_steps=2, learning_rate=3e-3,
+                           lora=LoraSettings(rank=8), block_dropout=0.25, token_weighting=0.5)
+    recipe = _recipe(config)
+    examples = _examples()
+    before = recipe.evaluate(examples)
+    for _ in range(40):
+        metrics = recipe.train_step(examples[:2])
+    after = recipe.evaluate(examples[:2])
+    assert metrics.step == 40 and metrics.kl is not None and metrics.tokens > 0
+    assert after < 0.5 * recipe_eval_at_start(examples[:2])
+    assert before > 0
+
+
+def recipe_eval_at_start(examples):
+    config = DistillConfig(sink_token="<sink>", lora=LoraSettings(rank=8))
+    return _recipe(config).evaluate(examples)
+
+
+def test_block_fine_tuning_runs_without_teacher():
+    recipe = _recipe(DistillConfig.block_fine_tuning(steps=3, lora=LoraSettings(rank=2)))
+    metrics = recipe.train_step(_examples()[:2])
+    assert metrics.kl is None and metrics.loss > 0
+    assert recipe.sink_token_id is None
+
+
+def test_resumed_run_continues_exactly():
+    config = DistillConfig(sink_token="<sink>", steps=6, warmup_steps=1, learning_rate=2e-3,
+                           lora=LoraSettings(rank=4), block_dropout=0.5)
+    examples = _examples()
+    straight = _recipe(config)
+    for i in range(4):
+        straight.train_step(examples[i % 4 : i % 4 + 1])
+    first = _recipe(config)
+    for i in range(2):
+        first.train_step(examples[i : i + 1])
+    state = first.state_dict()
+    resumed = _recipe(config)
+    resumed.load_state_dict(state)
+    for i in range(2, 4):
+        resumed.train_step(examples[i : i + 1])
+    assert resumed.step == 4
+    a, b = straight.adapter().weights, resumed.adapter().weights
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_config_validation_and_round_trip():
+    config = DistillConfig(block_dropout=0.1, lora=LoraSettings(rank=4))
+    assert DistillConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(InvalidRequestError, match="block_dropout"):
+        DistillConfig(block_dropout=1.5)
+    with pytest.raises(InvalidRequestError, match="unknown keys"):
+        DistillConfig.from_dict({"stepz": 3})
+    with pytest.raises(InvalidRequestError, match="no token_weighting"):
+        DistillConfig(objective="ce")
+    with pytest.raises(InvalidRequestError, match="rank"):
+        LoraSettings(rank=0)
