@@ -41,6 +41,12 @@ class NotFoundError(BlockRAGError):
     """A named thing (block id, collection, model version) does not exist."""
 
 
+class ConflictError(BlockRAGError):
+    """The request does not fit the current state: a distillation run is already going, or a
+    model version or run is not in a state that allows this. Services answer
+    FAILED_PRECONDITION."""
+
+
 class LimitExceededError(InvalidRequestError):
     """A request is larger than a configured limit (blocks, tokens, bytes)."""
 

@@ -336,7 +336,7 @@ def test_migrate_is_idempotent_and_keeps_data(url: str, index: CacheIndex) -> No
     with CacheIndex.open(url) as reopened:
         assert reopened.get_blocks("t", [a]) == [StoredBlock(a, "a", 1)]
     engine = create_index_engine(IndexConfig(url))
-    assert migrations.current_revision(engine) == "0001"
+    assert migrations.current_revision(engine) == "0002"
     engine.dispose()
 
 
@@ -346,7 +346,7 @@ def test_migrate_a_fresh_postgres_database() -> None:
         assert migrations.current_revision(engine) is None
         with CacheIndex.open(url) as index:
             index.migrate()
-        assert migrations.current_revision(engine) == "0001"
+        assert migrations.current_revision(engine) == "0002"
         engine.dispose()
 
 

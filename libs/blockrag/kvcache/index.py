@@ -13,6 +13,9 @@ object for a moment; a reader then gets a miss from the store, never wrong bytes
 
 Every method runs short transactions on a connection of its own, so one index is safe to share
 between threads; processes share it through the database.
+
+The same database holds the model registry (blockrag.registry): ``open_index_engine`` gives a
+migrated engine, and ``transaction`` the error handling, to every store over it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,6 +49,51 @@ from blockrag.kvcache.index_sql import (
 )
 
 DEFAULT_TENANT = "default"
+
+
+def open_index_engine(config: str | IndexConfig) -> sa.Engine:
+    """An engine for ``config`` (a URL or an IndexConfig), migrated to the newest schema.
+
+    Raises StorageConfigError for an unusable URL, CacheIndexError when the database cannot
+    be reached or migrated. The caller disposes of the engine.
+    """
+    engine = create_index_engine(IndexConfig(config) if isinstance(config, str) else config)
+    try:
+        migrate_index(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def migrate_index(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision; idempotent, safe to run concurrently."""
+    try:
+        migrations.upgrade(writer(engine))
+    except CommandError as e:
+        raise CacheIndexError(
+            f"cannot migrate the cache index at {shown_url(engine)}: {e} (was it migrated by a "
+            f"newer blockrag?)"
+        ) from e
+    except SQLAlchemyError as e:
+        raise _database_error(engine, "migrate", e) from e
+
+
+@contextmanager
+def transaction(engine: sa.Engine, action: str, *, write: bool = False) -> Iterator[sa.Connection]:
+    """One transaction (taking SQLite's write lock up front when ``write``); database failures
+    become CacheIndexError naming ``action``."""
+    try:
+        with (writer(engine) if write else engine).begin() as conn:
+            yield conn
+    except SQLAlchemyError as e:
+        raise _database_error(engine, action, e) from e
+
+
+def _database_error(engine: sa.Engine, action: str, e: SQLAlchemyError) -> CacheIndexError:
+    cause = str(getattr(e, "orig", None) or e).strip()
+    detail = cause.splitlines()[0] if cause else type(e).__name__
+    return CacheIndexError(f"cache index at {shown_url(engine)}: {action} failed: {detail}")
 
 
 def block_id_for(tenant: str, text: str) -> str:
@@ -112,7 +160,6 @@ class CacheIndex:
         """Wrap an engine made by ``create_index_engine`` (not migrated: see ``open``).
         ``clock`` (unix seconds) stamps entries; tests pass their own to order accesses."""
         self._engine = engine
-        self._writer = writer(engine)
         self._clock = clock
 
     @classmethod
@@ -124,26 +171,16 @@ class CacheIndex:
         Raises StorageConfigError for an unusable URL, CacheIndexError when the database
         cannot be reached or migrated.
         """
-        index = cls(create_index_engine(IndexConfig(config) if isinstance(config, str) else config),
-                    clock=clock)
-        try:
-            index.migrate()
-        except BaseException:
-            index.close()
-            raise
-        return index
+        return cls(open_index_engine(config), clock=clock)
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; idempotent, safe to run concurrently."""
-        try:
-            migrations.upgrade(self._writer)
-        except CommandError as e:
-            raise CacheIndexError(
-                f"cannot migrate the cache index at {self.url}: {e} (was it migrated by a "
-                f"newer blockrag?)"
-            ) from e
-        except SQLAlchemyError as e:
-            raise self._error("migrate", e) from e
+        migrate_index(self._engine)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine, to build the registry's stores (blockrag.registry) over the same pool."""
+        return self._engine
 
     @property
     def url(self) -> str:
@@ -408,20 +445,10 @@ class CacheIndex:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, action: str, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction (taking SQLite's write lock up front when ``write``); database
-        failures become CacheIndexError."""
-        try:
-            with (self._writer if write else self._engine).begin() as conn:
-                yield conn
-        except SQLAlchemyError as e:
-            raise self._error(action, e) from e
-
-    def _error(self, action: str, e: SQLAlchemyError) -> CacheIndexError:
-        cause = str(getattr(e, "orig", None) or e).strip()
-        detail = cause.splitlines()[0] if cause else type(e).__name__
-        return CacheIndexError(f"cache index at {self.url}: {action} failed: {detail}")
+    def _transaction(
+        self, action: str, *, write: bool = False
+    ) -> AbstractContextManager[sa.Connection]:
+        return transaction(self._engine, action, write=write)
 
 
 # -- request checks: the same rules on every backend (SQLite would store what PostgreSQL

@@ -1,4 +1,5 @@
-"""Tables of the CacheIndex, as the queries see them.
+"""Tables of the CacheIndex and of the model registry (blockrag.registry), as the queries
+see them.
 
 The migrations (blockrag/kvcache/migrations/versions) create these tables; a test checks that
 the migrated database and this module agree, so a change here needs a new migration.
@@ -13,6 +14,9 @@ import sqlalchemy as sa
 
 NAME_LEN = 255  # tenant, collection, document_id, model_version
 BLOCK_ID_LEN = 36  # "blk_" + 32 hex
+VERSION_ID_LEN = 19  # "mv_" + 16 hex
+RUN_ID_LEN = 20  # "run_" + 16 hex
+STATUS_LEN = 16
 
 metadata = sa.MetaData()
 
@@ -82,4 +86,121 @@ kv_entries = sa.Table(
     # group them by model version.
     sa.Index("ix_kv_entries_lru", "tenant", "last_access_at"),
     sa.Index("ix_kv_entries_version", "tenant", "model_version"),
+)
+
+
+# -- model registry (blockrag.registry) ------------------------------------------------------
+# ``tenant`` is a scope there: "" is the shared namespace, usable by every tenant.
+
+VERSION_STATUSES = ("candidate", "active", "retired", "failed")
+RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+PROMOTION_ACTIONS = ("promote", "rollback")
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> sa.CheckConstraint:
+    return sa.CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=name)
+
+
+def _where(condition: str) -> dict[str, sa.TextClause]:
+    """A partial index's predicate, for both backends."""
+    return {"sqlite_where": sa.text(condition), "postgresql_where": sa.text(condition)}
+
+
+# Served versions of the model: the base model plus a LoRA adapter (adapter_key "" for the
+# base itself). ``training`` and ``evaluation`` are JSON objects.
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version_id", sa.String(VERSION_ID_LEN), primary_key=True),
+    sa.Column("tenant", sa.String(NAME_LEN), nullable=False),
+    _name("base_model"),
+    _name("base_fingerprint"),
+    sa.Column("adapter_key", sa.Text, nullable=False),
+    sa.Column(
+        "parent_version",
+        sa.String(VERSION_ID_LEN),
+        sa.ForeignKey("model_versions.version_id", name="fk_model_versions_parent"),
+        nullable=True,
+    ),
+    sa.Column("fingerprint", sa.String(NAME_LEN), nullable=True),
+    sa.Column("training", sa.Text, nullable=False),
+    sa.Column("evaluation", sa.Text, nullable=False),
+    sa.Column("status", sa.String(STATUS_LEN), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("promoted_at", sa.Double, nullable=True),
+    _one_of("status", VERSION_STATUSES, "ck_model_versions_status"),
+    sa.Index("ix_model_versions_tenant", "tenant", "created_at"),
+    # At most one active version per scope, whatever a buggy writer does.
+    sa.Index("ux_model_versions_active", "tenant", unique=True, **_where("status = 'active'")),
+)
+
+# Every change of a scope's active version, in order (``seq``); version_id None is the base
+# model. Rollback replays this history to find the version to return to.
+model_promotions = sa.Table(
+    "model_promotions",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(NAME_LEN), nullable=False),
+    sa.Column(
+        "version_id",
+        sa.String(VERSION_ID_LEN),
+        sa.ForeignKey("model_versions.version_id", name="fk_model_promotions_version"),
+        nullable=True,
+    ),
+    sa.Column(
+        "previous_version",
+        sa.String(VERSION_ID_LEN),
+        sa.ForeignKey("model_versions.version_id", name="fk_model_promotions_previous"),
+        nullable=True,
+    ),
+    sa.Column("action", sa.String(STATUS_LEN), nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+    _one_of("action", PROMOTION_ACTIONS, "ck_model_promotions_action"),
+    sa.Index("ix_model_promotions_tenant", "tenant", "seq"),
+)
+
+# Block distillation runs. ``config`` and ``metrics`` are JSON objects.
+distill_runs = sa.Table(
+    "distill_runs",
+    metadata,
+    sa.Column("run_id", sa.String(RUN_ID_LEN), primary_key=True),
+    sa.Column("tenant", sa.String(NAME_LEN), nullable=False),
+    sa.Column("status", sa.String(STATUS_LEN), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("total_steps", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=False),
+    sa.Column("checkpoint_key", sa.Text, nullable=True),
+    sa.Column(
+        "version_id",
+        sa.String(VERSION_ID_LEN),
+        sa.ForeignKey("model_versions.version_id", name="fk_distill_runs_version"),
+        nullable=True,
+    ),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    _one_of("status", RUN_STATUSES, "ck_distill_runs_status"),
+    sa.Index("ix_distill_runs_tenant", "tenant", "created_at"),
+    # One run going (pending or running) per scope.
+    sa.Index(
+        "ux_distill_runs_going", "tenant", unique=True,
+        **_where("status IN ('pending', 'running')"),
+    ),
+)
+
+# Questions asked, with the blocks that answered them: training data for distillation.
+# ``block_ids`` is a JSON list.
+question_log = sa.Table(
+    "question_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _name("tenant"),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("block_ids", sa.Text, nullable=False),
+    _name("model_version"),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_question_log_tenant", "tenant", "id"),
+    sa.Index("ix_question_log_created", "created_at"),
 )
