@@ -62,10 +62,14 @@ def resolve_sink(tokenizer: PreTrainedTokenizerBase, sink_token: str | None) -> 
 class DistillationRecipe:
     """Block distillation (or block fine-tuning) of `model`, changed in place into a peft model."""
 
-    def __init__(self, config: DistillConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+    def __init__(self, config: DistillConfig, model: PreTrainedModel, sink_token_id: int | None):
+        """sink_token_id: config.sink_token's id in the model's tokenizer (resolve_sink), None
+        when the config has no sinks."""
+        if (sink_token_id is None) != (config.sink_token is None):
+            raise InvalidRequestError("sink_token_id must be given exactly when the config has a sink_token")
         self.config = config
         self.model = model
-        self.sink_token_id = resolve_sink(tokenizer, config.sink_token)
+        self.sink_token_id = sink_token_id
         self.step = 0
 
     # -- setup -------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The training loop shared by `blockrag model distill`, the Ray Train job and the benchmark:
+examples from a corpus, a deterministic batch per step (so a resumed run sees what the
+uninterrupted one would), steps, checkpoints, progress."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from blockrag.attention import BlockAttentionEngine
+from blockrag.distill.data import DataConfig, mixed_examples
+from blockrag.distill.example import Example
+from blockrag.distill.recipe import DistillationRecipe, StepMetrics
+from blockrag.prompt import PromptTemplate
+
+
+def default_corpus() -> list[str]:
+    """The text the shipped adapter is distilled on: the Python reference manual's help topics
+    (pydoc_data, shipped with CPython under the PSF licence: 79 topics, ~460K characters of
+    technical English prose) and the bundled sample documents. Nothing of the fidelity set."""
+    from pydoc_data.topics import topics
+
+    from blockrag.samples import sample_documents
+
+    return [topics[k] for k in sorted(topics)] + list(sample_documents().values())
+
+
+def teacher_answerer(model: PreTrainedModel, max_new_tokens: int) -> Callable[[list[int]], list[int]]:
+    """prompt ids -> the base model's greedy answer under full attention, with the stop token
+    that ended it (the student learns when to stop too)."""
+    engine = BlockAttentionEngine(model)
+    stop = min(engine.stop_ids) if engine.stop_ids else None
+
+    def answer(ids: list[int]) -> list[int]:
+        tokens = list(engine.generate([], ids, max_new_tokens))
+        return tokens + [stop] if stop is not None and len(tokens) < max_new_tokens else tokens
+
+    return answer
+
+
+def build_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, documents: Sequence[str],
+                   count: int, seed: int, data: DataConfig | None = None,
+                   logged: Sequence[tuple[Sequence[str], str]] = (),
+                   progress: Callable[[int, int], None] | None = None) -> list[Example]:
+    """Training examples from documents (and logged questions), teacher answers included.
+    Run before the adapter is attached: the teacher is the model as given."""
+    data = data or DataConfig()
+    with torch.inference_mode():
+        return mixed_examples(documents, tokenizer, PromptTemplate(tokenizer), teacher_answerer(model, data.answer_tokens),
+                              data, count, seed, logged, progress)
+
+
+def step_batch(examples: Sequence[Example], step: int, per_step: int, seed: int) -> list[Example]:
+    """The examples of step `step` (0-based): epochs of a seeded permutation, walked in order."""
+    n = len(examples)
+    out = []
+    for i in range(step * per_step, (step + 1) * per_step):
+        epoch, j = divmod(i, n)
+        order = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        out.append(examples[order[j]])
+    return out
+
+
+def run_steps(recipe: DistillationRecipe, examples: Sequence[Example], until: int,
+              on_step: Callable[[StepMetrics], None] | None = None,
+              on_checkpoint: Callable[[DistillationRecipe], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[StepMetrics]:
+    """Train from recipe.step up to step `until`; checkpoint every config.checkpoint_every steps
+    and at the end. Stops early (after checkpointing) when should_stop() says so."""
+    config = recipe.config
+    done: list[StepMetrics] = []
+    while recipe.step < until:
+        metrics = recipe.train_step(step_batch(examples, recipe.step, config.examples_per_step, config.seed))
+        done.append(metrics)
+        if on_step:
+            on_step(metrics)
+        stopping = should_stop() if should_stop else False
+        if on_checkpoint and (recipe.step % config.checkpoint_every == 0 or recipe.step == until or stopping):
+            on_checkpoint(recipe)
+        if stopping:
+            break
+    return done
