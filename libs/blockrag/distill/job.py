@@ -1,0 +1,454 @@
+"""DistillationJob: one block-distillation run, from its row in the RunStore to a registered
+model version.
+
+    setup      load the base model, gather the data (a collection of the run's tenant, a
+               directory of text files or the default corpus, plus the tenant's logged
+               questions), build the examples (kept in the object store, so that a resumed run
+               trains on the same ones), set up the recipe, resume from the run's checkpoint
+    train      run_steps: every step reports loss, KL and tokens/s and polls the cancel flag; a
+               checkpoint every config.checkpoint_every steps and at the end
+    evaluate   the new adapter against the active version (None: the base model) on held-out QA
+               questions (qa_set "heldout"): accuracy and mean answer-token KL(full || block)
+    register   the adapter into the object store and a candidate ModelVersion of the run's scope
+               with its evaluation; the automatic policy promotes it when asked and when it
+               improves on the active version (lower KL, accuracy not lower)
+
+Tenant safety: a run of tenant T reads T's collection and T's logged questions only, and
+registers a version of scope T that serves T only; a run of the shared scope ("", whose data is
+the index's "default" namespace, a directory or the default corpus) registers a shared version.
+
+Ray-free: the Ray Train loop (services/blockrag_services/distillation) and tests drive it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from blockrag.attention import BlockAttentionEngine
+from blockrag.distill.adapter import Adapter
+from blockrag.distill.checkpoints import RunObjects, load_adapter
+from blockrag.distill.config import DistillConfig, LoraSettings
+from blockrag.distill.data import DataConfig
+from blockrag.distill.example import Example
+from blockrag.distill.fidelity import FidelityProbe, Question
+from blockrag.distill.qa_set import build_qa_set, is_correct
+from blockrag.distill.recipe import DistillationRecipe, StepMetrics, resolve_sink
+from blockrag.distill.training import build_examples, default_corpus, run_steps
+from blockrag.errors import BlockRAGError, ConflictError, InvalidRequestError, NotFoundError
+from blockrag.kvcache.index import CacheIndex
+from blockrag.kvcache.object_store import ObjectStore, open_object_store
+from blockrag.model_runtime import ModelSpec
+from blockrag.prompt import PromptTemplate
+from blockrag.registry import ModelRegistry, ModelVersion, QuestionLog, Run, RunStore
+
+TEXT_SUFFIXES = (".txt", ".md", ".rst")
+Report = Callable[[dict[str, Any]], None]
+
+
+# -- the spec ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run trains on and how. The run's scope (tenant) is its RunStore row's; the spec is
+    the row's config (to_dict).
+
+    collection: a collection of the run's tenant in the index; directory: text files (.txt,
+    .md, .rst) under a directory the job can read; neither: the default corpus.
+    examples: training examples to build (config.eval_examples more are held out);
+    eval_questions: held-out QA questions of the evaluation; logged_questions: at most this many
+    of the tenant's latest logged questions join the data (0: none).
+    """
+
+    collection: str = ""
+    directory: str = ""
+    examples: int = 64
+    eval_questions: int = 50
+    logged_questions: int = 100
+    auto_promote: bool = False
+    model: ModelSpec = field(default_factory=ModelSpec)
+    config: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        if self.collection and self.directory:
+            raise InvalidRequestError("give a collection or a directory, not both (neither: the default corpus)")
+        if self.examples < 1 or self.eval_questions < 1 or self.logged_questions < 0:
+            raise InvalidRequestError(
+                f"examples and eval_questions must be >= 1 and logged_questions >= 0; got examples={self.examples}, "
+                f"eval_questions={self.eval_questions}, logged_questions={self.logged_questions}")
+
+    @property
+    def source(self) -> str:
+        return "collection" if self.collection else "directory" if self.directory else "default corpus"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**out, "model": dataclasses.asdict(self.model), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        data = dict(data)
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise InvalidRequestError(f"run spec: unknown keys {unknown}")
+        if "model" in data:
+            data["model"] = ModelSpec(**data["model"])
+        if "config" in data:
+            data["config"] = DistillConfig.from_dict(data["config"])
+        return cls(**data)
+
+
+def distill_config(overrides: Mapping[str, Any], steps: int | None = None) -> DistillConfig:
+    """The default DistillConfig with `overrides` (nested for lora: {"lora": {"rank": 4}}) and
+    `steps` when given; InvalidRequestError naming a bad or unknown key."""
+    values = DistillConfig().to_dict()
+    for key, value in overrides.items():
+        if key == "lora" and isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(LoraSettings)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise InvalidRequestError(f"distillation config: unknown lora keys {unknown}; known: {sorted(known)}")
+            values["lora"] = {**values["lora"], **value}
+        else:
+            values[key] = value
+    if steps is not None:
+        values["steps"] = steps
+    try:
+        return DistillConfig.from_dict(values)
+    except TypeError as e:  # a value of the wrong type (a string for a number...)
+        raise InvalidRequestError(f"distillation config: {e}") from e
+
+
+def start_run(runs: RunStore, index: CacheIndex, tenant: str, spec: RunSpec) -> Run:
+    """A new pending run of scope `tenant` once its data source is known to exist (NotFoundError
+    for an empty collection, InvalidRequestError for a missing directory); ConflictError while
+    another run of the scope is going."""
+    if spec.collection and not index.list_collection(tenant, spec.collection):
+        raise NotFoundError(f"collection {spec.collection!r} of tenant {tenant or 'default'!r} has no blocks")
+    if spec.directory:
+        _text_files(spec.directory)
+    return runs.create(tenant, spec.to_dict(), spec.config.steps)
+
+
+def cancel_run(runs: RunStore, run_id: str) -> Run:
+    """Stop a run: a pending one ends cancelled now, a running one at its next step (the job
+    polls the flag). ConflictError if it already ended."""
+    run = runs.request_cancel(run_id)
+    if run.status == "pending":
+        try:
+            run = runs.set_status(run_id, "cancelled", error="cancelled before it started")
+        except ConflictError:  # it started meanwhile: the flag stops it
+            run = runs.get(run_id)
+    return run
+
+
+def improves(evaluation: Mapping[str, float]) -> bool:
+    """The automatic policy: promote only when the KL falls and the accuracy does not."""
+    return evaluation["kl"] < evaluation["active_kl"] and evaluation["accuracy"] >= evaluation["active_accuracy"]
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunData:
+    documents: list[str]
+    logged: list[tuple[list[str], str]]  # (passages, question)
+    description: dict[str, Any]
+
+
+def gather_data(spec: RunSpec, tenant: str, index: CacheIndex, questions: QuestionLog | None) -> RunData:
+    """The run's text and logged questions, all of `tenant` (index and log are read with the
+    tenant; "" is the index's default namespace)."""
+    if spec.collection:
+        blocks = index.list_collection(tenant, spec.collection)
+        if not blocks:
+            raise NotFoundError(f"collection {spec.collection!r} of tenant {tenant or 'default'!r} has no blocks")
+        # documents in ingest order, each in block order: one text whose paragraphs re-pack into blocks
+        documents = ["\n\n".join(b.text for b in blocks)]
+    elif spec.directory:
+        documents = [p.read_text(errors="replace") for p in _text_files(spec.directory)]
+    else:
+        documents = default_corpus()
+    logged: list[tuple[list[str], str]] = []
+    if questions is not None and spec.logged_questions:
+        for q in questions.recent(tenant, limit=spec.logged_questions):
+            passages = index.get_blocks(tenant, list(q.block_ids)) if q.block_ids else []
+            if passages and all(passages):
+                logged.append(([b.text for b in passages], q.question))
+    description = {"source": spec.source, "tenant": tenant, "collection": spec.collection,
+                   "directory": spec.directory, "documents": len(documents),
+                   "characters": sum(map(len, documents)), "logged_questions": len(logged)}
+    return RunData(documents, logged, description)
+
+
+def _text_files(directory: str) -> list[Path]:
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise InvalidRequestError(f"directory {directory!r} does not exist (it is read where the job runs)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise InvalidRequestError(f"directory {directory!r} holds no {'/'.join(TEXT_SUFFIXES)} files")
+    return files
+
+
+def data_shape(max_example_tokens: int) -> DataConfig:
+    """Example shapes within the token budget: question examples hold the prompt's opening block
+    and up to 6 passages, so blocks are at most a seventh of what the answer leaves."""
+    default = DataConfig()
+    room = max_example_tokens - default.answer_tokens - 64  # the final block and the target
+    block = min(default.max_block_tokens, room // 7)
+    if block < default.min_block_tokens:
+        raise InvalidRequestError(f"max_example_tokens {max_example_tokens} is too small for an example; "
+                                  f"use at least {7 * default.min_block_tokens + default.answer_tokens + 64}")
+    return dataclasses.replace(default, max_block_tokens=block, max_blocks=min(default.max_blocks, room // block))
+
+
+def qa_questions(n: int) -> list[Question]:
+    """The first n held-out questions of the project's QA set (never in any training data)."""
+    return [Question(item.passages, item.question, lambda text, item=item: is_correct(text, item))
+            for item in build_qa_set(n, seed=0, split="heldout")]
+
+
+# -- the job ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class JobStores:
+    """The stores a job reads and writes; `open` builds them over one database and object store."""
+
+    index: CacheIndex
+    runs: RunStore
+    registry: ModelRegistry
+    questions: QuestionLog | None
+    store: ObjectStore
+
+    @classmethod
+    def open(cls, database_url: str, object_store_url: str) -> JobStores:
+        index = CacheIndex.open(database_url)
+        # read only here: the retention settings matter to whoever prunes the log
+        log = QuestionLog(index.engine, retention_days=36500, max_rows_per_tenant=1 << 30)
+        return cls(index, RunStore(index.engine), ModelRegistry(index.engine), log, open_object_store(object_store_url))
+
+    def close(self) -> None:
+        self.index.close()
+
+
+class _Cancelled(Exception):
+    """The cancel flag was seen outside the training loop."""
+
+
+class DistillationJob:
+    """One run (by id) from start to end; `run` leaves it succeeded, cancelled or failed."""
+
+    def __init__(self, run_id: str, stores: JobStores, report: Report | None = None):
+        """report: called with every progress record (also written to the RunStore)."""
+        self.run_id = run_id
+        self.stores = stores
+        self.objects = RunObjects(stores.store, run_id)
+        self.report = report
+        self.metrics: dict[str, Any] = {}
+        self.step = 0
+
+    def run(self) -> Run:
+        """Run to the end and return the run's row. Errors of the library (bad data, a model
+        that cannot load...) fail the run with their message; anything else propagates, for the
+        caller to retry (a new attempt resumes from the checkpoint) or to fail the run."""
+        runs = self.stores.runs
+        run = runs.get(self.run_id)
+        if run.status == "pending":
+            try:
+                run = runs.set_status(self.run_id, "running")
+            except ConflictError:  # cancelled before it started
+                return runs.get(self.run_id)
+        elif run.status != "running":
+            return run
+        self.tenant = run.tenant
+        try:
+            self.spec = RunSpec.from_dict(run.config)
+            self.config = self.spec.config
+            if runs.is_cancel_requested(self.run_id):
+                raise _Cancelled
+            self.setup()
+            if not self.train():
+                return self._end("cancelled", error=f"cancelled at step {self.step} of {self.config.steps}")
+            adapter = self.recipe.adapter()
+            self._release_training()
+            evaluation, fingerprint, active = self.evaluate(adapter)
+            version, promoted = self.register(adapter, evaluation, fingerprint, active)
+            self._progress({"phase": "done", **evaluation, "version_id": version.version_id, "promoted": promoted})
+            return self._end("succeeded", version_id=version.version_id)
+        except _Cancelled:
+            return self._end("cancelled", error=f"cancelled before training (step {self.step})")
+        except BlockRAGError as e:
+            return self._end("failed", error=str(e))
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Model, examples (built once per run), recipe, and the checkpoint to resume from."""
+        self._progress({"phase": "loading model"})
+        model, tokenizer = self._load_model()
+        stored = self.objects.load_examples()
+        if stored is None:
+            examples, self.data = self._build_examples(model, tokenizer)
+            self.objects.save_examples(examples, self.data)
+        else:
+            examples, self.data = stored
+        self.train_examples, self.heldout = examples[: self.spec.examples], examples[self.spec.examples :]
+        self.recipe = DistillationRecipe(self.config, model, resolve_sink(tokenizer, self.config.sink_token))
+        self.recipe.setup()
+        # the fresh adapter is zero: this is the base model under the student's block layout
+        self.heldout_start = self.recipe.evaluate(self.heldout) if self.heldout else None
+        state = self.objects.load_checkpoint()
+        if state is not None:
+            self.recipe.load_state_dict(state)
+            self.step = self.recipe.step
+            self.metrics["resumed_from_step"] = self.step
+
+    def _build_examples(self, model, tokenizer) -> tuple[list[Example], dict]:
+        data = gather_data(self.spec, self.tenant, self.stores.index, self.stores.questions)
+        wanted = self.spec.examples + self.config.eval_examples
+
+        def progress(done: int, total: int) -> None:
+            if self.stores.runs.is_cancel_requested(self.run_id):
+                raise _Cancelled
+            self._progress({"phase": "building examples", "examples_built": done, "examples_wanted": total})
+
+        built = build_examples(model, tokenizer, data.documents, wanted, self.config.seed,
+                               data_shape(self.config.max_example_tokens), data.logged, progress)
+        examples = [e for e in built if e.num_tokens <= self.config.max_example_tokens]
+        if not examples:
+            raise InvalidRequestError(f"no example of the data fits max_example_tokens ({self.config.max_example_tokens})")
+        return examples, {**data.description, "examples": len(examples), "dropped_too_long": len(built) - len(examples)}
+
+    def _load_model(self):
+        from blockrag.models import load_model
+
+        spec = self.spec.model
+        return load_model(spec.model, dtype=spec.dtype, device=spec.resolved_device())
+
+    # -- train -----------------------------------------------------------------------------------
+
+    def train(self) -> bool:
+        """Train up to config.steps; False when cancelled (after a checkpoint)."""
+        if self.recipe.step >= self.config.steps:
+            return True
+
+        def on_step(m: StepMetrics) -> None:
+            self.step = m.step
+            self._progress({"phase": "training", **m.to_dict()})
+
+        def on_checkpoint(recipe: DistillationRecipe) -> None:
+            key = self.objects.save_checkpoint(recipe.state_dict())
+            self._progress({"checkpoint_step": recipe.step}, checkpoint_key=key)
+
+        run_steps(self.recipe, self.train_examples, self.config.steps, on_step, on_checkpoint,
+                  lambda: self.stores.runs.is_cancel_requested(self.run_id))
+        return self.recipe.step >= self.config.steps
+
+    def _release_training(self) -> None:
+        if self.heldout:
+            self.metrics["heldout_kl"] = self.recipe.evaluate(self.heldout)
+        self.recipe = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- evaluate --------------------------------------------------------------------------------
+
+    def evaluate(self, adapter: Adapter) -> tuple[dict[str, float], str, ModelVersion | None]:
+        """Scores of the new adapter, the active version and the base model on the held-out QA
+        questions; the new version's served fingerprint; the active version compared with."""
+        self._progress({"phase": "evaluating"})
+        model, tokenizer = self._load_model()
+        base = _engine(model)
+        probe = FidelityProbe(base, PromptTemplate(tokenizer), qa_questions(self.spec.eval_questions))
+        base_result = probe.score(base)
+        active = self._comparable_active(adapter.base_fingerprint)
+        active_result = base_result
+        if active is not None and active.adapter_key:
+            active_model, _ = self._load_model()
+            active_result = probe.score(served_engine(load_adapter(self.stores.store, active.adapter_key), active_model))
+            del active_model
+        new_engine = served_engine(adapter, model)  # the base's weights are no longer needed
+        new = probe.score(new_engine)
+        evaluation = {"kl": new.kl, "accuracy": new.accuracy, "active_kl": active_result.kl,
+                      "active_accuracy": active_result.accuracy, "base_kl": base_result.kl,
+                      "base_accuracy": base_result.accuracy, "full_accuracy": probe.full.accuracy,
+                      "questions": float(new.questions), "answer_tokens": float(new.answer_tokens)}
+        for key in ("heldout_kl",):
+            if key in self.metrics:
+                evaluation[key] = self.metrics[key]
+        if self.heldout_start is not None:
+            evaluation["heldout_kl_start"] = self.heldout_start
+        return evaluation, new_engine.fingerprint, active
+
+    def _comparable_active(self, base_fingerprint: str) -> ModelVersion | None:
+        """The version serving the run's tenant now, if it adapts the same base."""
+        active = self.stores.registry.active(self.tenant)
+        return active if active is not None and active.base_fingerprint == base_fingerprint else None
+
+    # -- register --------------------------------------------------------------------------------
+
+    def register(self, adapter: Adapter, evaluation: dict[str, float], fingerprint: str,
+                 active: ModelVersion | None) -> tuple[ModelVersion, bool]:
+        """The candidate version of the run's scope (the one an earlier attempt of this run
+        registered, if any) and whether the automatic policy promoted it."""
+        self._progress({"phase": "registering"})
+        registry = self.stores.registry
+        mine = [v for v in registry.list(self.tenant) if v.training.get("run_id") == self.run_id]
+        if mine:
+            version = mine[0]
+        else:
+            training = {"run_id": self.run_id, "data": self.data, "config": self.config.to_dict(),
+                        "steps": self.config.steps, "final": {k: self.metrics.get(k) for k in ("loss", "kl")}}
+            version = registry.register(
+                self.tenant, self.spec.model.source, adapter.base_fingerprint,
+                adapter_key=self.objects.save_adapter(adapter),
+                parent_version=active.version_id if active else None, fingerprint=fingerprint, training=training)
+        version = registry.set_evaluation(version.version_id, evaluation)
+        promoted = self.spec.auto_promote and improves(evaluation)
+        if promoted:
+            version = registry.promote(version.version_id, self.tenant)
+        return version, promoted
+
+    # -- progress --------------------------------------------------------------------------------
+
+    def _progress(self, update: dict[str, Any], checkpoint_key: str | None = None) -> None:
+        self.metrics.update({k: _finite(v) for k, v in update.items()})
+        record = {**self.metrics, "step": self.step}
+        self.stores.runs.update_progress(self.run_id, self.step, record, checkpoint_key)
+        if self.report is not None:
+            self.report(record)
+
+    def _end(self, status: str, error: str | None = None, version_id: str | None = None) -> Run:
+        return self.stores.runs.set_status(self.run_id, status, error=error, version_id=version_id)
+
+
+def _engine(model) -> BlockAttentionEngine:
+    # no fusion or graphs: the model's modules are merged into afterwards
+    return BlockAttentionEngine(model, fuse=False, cuda_graphs=False)
+
+
+def served_engine(adapter: Adapter, base_model) -> BlockAttentionEngine:
+    """The engine a version serves: the base with the adapter merged (in place), its sinks."""
+    return BlockAttentionEngine(adapter.merge_into(base_model), sink_token_id=adapter.sink_token_id,
+                                fuse=False, cuda_graphs=False)
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN or infinity become None."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+__all__ = ["DistillationJob", "JobStores", "RunData", "RunSpec", "cancel_run", "data_shape",
+           "distill_config", "gather_data", "improves", "qa_questions", "served_engine", "start_run"]
