@@ -58,6 +58,34 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Distill:
+    """Block distillation runs: the defaults of every run (a StartDistillation request's empty
+    fields take them) and the periodic schedule, which starts runs with them while the platform
+    runs. Runs train in a Ray Train job (services/blockrag_services/distillation)."""
+
+    schedule: str = ""  # "" off; an interval ("30m", "6h", "1d") or a 5-field cron expression
+    tenant: str = ""  # scheduled runs' scope ("": shared)
+    collection: str = ""  # scheduled runs' data: a collection of the tenant or a directory; neither: default corpus
+    directory: str = ""
+    examples: int = 64
+    eval_questions: int = 50  # held-out QA questions of the evaluation against the active version
+    logged_questions: int = 100  # the tenant's latest logged questions that join the data
+    config: dict[str, Any] = field(default_factory=dict)  # DistillConfig overrides, e.g. {"steps": 100}
+    auto_promote: bool = False  # scheduled runs: promote when the evaluation improves
+    num_cpus: float = 1.0  # the training worker's CPUs (and a GPU where the cluster has one)
+    storage_path: str = ""  # Ray Train's run directory; "" = next to a local object store, else the home
+
+    def __post_init__(self) -> None:
+        from blockrag_services.distillation.schedule import Schedule
+
+        Schedule.parse(self.schedule)  # InvalidRequestError at start, not at the first run
+        if self.config:
+            from blockrag.distill.job import distill_config
+
+            distill_config(self.config)
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     database_url: str = ""  # "" = sqlite file under platform_home()
     object_store_url: str = ""  # "" = directory under platform_home(); or s3://bucket/prefix?endpoint=...
@@ -71,6 +99,7 @@ class PlatformConfig:
     segment_min_block_tokens: int = 32  # a lone heading or line makes a poor block: merge it
     segment_granularity: float = 0.5
     precompute_batch_tokens: int = 2048
+    distill: Distill = field(default_factory=Distill)
 
     @property
     def database(self) -> str:
@@ -85,7 +114,7 @@ class PlatformConfig:
         """Build from Serve `args` (nested dicts for model, limits, resources); unknown keys are
         an error, so that a typo in a config file does not pass silently."""
         args = dict(args or {})
-        nested = {"model": ModelSpec, "limits": Limits, "resources": Resources}
+        nested = {"model": ModelSpec, "limits": Limits, "resources": Resources, "distill": Distill}
         kwargs: dict[str, Any] = {}
         for key, value in args.items():
             if key in nested:

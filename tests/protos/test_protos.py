@@ -118,14 +118,38 @@ def test_blocks_by_tier_is_a_string_to_int32_map():
      {"Lookup", "Stats", "Evict", "RegisterBlocks", "GetBlocks", "CommitEntries", "ListCollection"}),
     (generation_pb2, "GenerationService", {"Ingest", "Generate"}),
     (admin_pb2, "AdminService", {"Health", "ListModelVersions", "CacheStats", "StartDistillation",
-                                 "GetDistillation", "PromoteModelVersion", "RollbackModelVersion"}),
+                                 "GetDistillation", "ListDistillations", "CancelDistillation", "WatchDistillation",
+                                 "PromoteModelVersion", "RollbackModelVersion"}),
 ])
 def test_services_and_rpcs(module, service, rpcs):
     descriptor = module.DESCRIPTOR.services_by_name[service]
     assert descriptor.full_name == f"blockrag.v1.{service}"
     assert {m.name for m in descriptor.methods} == rpcs
     streaming = {m.name for m in descriptor.methods if m.server_streaming or m.client_streaming}
-    assert streaming == ({"Generate"} if service == "GenerationService" else set())
+    assert streaming == {"GenerationService": {"Generate"}, "AdminService": {"WatchDistillation"}}.get(service, set())
+
+
+def test_admin_distillation_contract():
+    has(admin_pb2.StartDistillationRequest, tenant="string", collection="string", directory="string", steps="int32",
+        examples="int32", eval_questions="int32", config_json="string", auto_promote="bool")
+    has(admin_pb2.StartDistillationResponse, run="blockrag.v1.DistillationRun")
+    has(admin_pb2.DistillationRun, run_id="string", tenant="string", status="string", step="int32",
+        total_steps="int32", phase="string", loss="double", kl="double", tokens_per_s="double",
+        metrics_json="string", version_id="string", error="string")
+    has(admin_pb2.GetDistillationResponse, run="blockrag.v1.DistillationRun", version="blockrag.v1.RegisteredVersion")
+    has(admin_pb2.ListDistillationsResponse, runs="repeated blockrag.v1.DistillationRun")
+    has(admin_pb2.WatchDistillationResponse, run="blockrag.v1.DistillationRun")
+    has(admin_pb2.PromoteModelVersionRequest, version="string", tenant="string")
+    has(admin_pb2.RollbackModelVersionRequest, tenant="string")
+    has(admin_pb2.RollbackModelVersionResponse, version="blockrag.v1.RegisteredVersion")
+    has(admin_pb2.ListModelVersionsResponse, versions="repeated blockrag.v1.ModelVersion",
+        registered="repeated blockrag.v1.RegisteredVersion")
+    has(admin_pb2.RegisteredVersion, version_id="string", tenant="string", status="string", parent_version="string",
+        fingerprint="string", training_json="string", created_at="double")
+    assert admin_pb2.RegisteredVersion.DESCRIPTOR.fields_by_name["evaluation"].message_type.GetOptions().map_entry
+    # presence: "unset" (every scope, the version's own scope) differs from "" (the shared scope)
+    assert not admin_pb2.ListDistillationsRequest().HasField("tenant")
+    assert admin_pb2.PromoteModelVersionRequest(tenant="").HasField("tenant")
 
 
 def test_generate_is_server_streaming():

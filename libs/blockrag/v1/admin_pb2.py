@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from blockrag.v1 import cache_index_pb2 as blockrag_dot_v1_dot_cache__index__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62lockrag/v1/admin.proto\x12\x0b\x62lockrag.v1\x1a\x1d\x62lockrag/v1/cache_index.proto\"\x0f\n\rHealthRequest\"U\n\rServiceHealth\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\">\n\x0eHealthResponse\x12,\n\x08services\x18\x01 \x03(\x0b\x32\x1a.blockrag.v1.ServiceHealth\"\x1a\n\x18ListModelVersionsRequest\"\x91\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07serving\x18\x05 \x01(\x08\x12\x16\n\x0egate_key_error\x18\x06 \x01(\x01\x12\x18\n\x10gate_logit_error\x18\x07 \x01(\x01\"H\n\x19ListModelVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.blockrag.v1.ModelVersion\"#\n\x11\x43\x61\x63heStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"z\n\x11ReplicaCacheStats\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\x0e\n\x06misses\x18\x06 \x01(\x03\"q\n\x12\x43\x61\x63heStatsResponse\x12)\n\x05index\x18\x01 \x01(\x0b\x32\x1a.blockrag.v1.StatsResponse\x12\x30\n\x08replicas\x18\x02 \x03(\x0b\x32\x1e.blockrag.v1.ReplicaCacheStats\"\x1a\n\x18StartDistillationRequest\"\x1b\n\x19StartDistillationResponse\"\x18\n\x16GetDistillationRequest\"\x19\n\x17GetDistillationResponse\"-\n\x1aPromoteModelVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x1d\n\x1bPromoteModelVersionResponse\"\x1d\n\x1bRollbackModelVersionRequest\"\x1e\n\x1cRollbackModelVersionResponse2\x9d\x05\n\x0c\x41\x64minService\x12\x41\n\x06Health\x12\x1a.blockrag.v1.HealthRequest\x1a\x1b.blockrag.v1.HealthResponse\x12\x62\n\x11ListModelVersions\x12%.blockrag.v1.ListModelVersionsRequest\x1a&.blockrag.v1.ListModelVersionsResponse\x12M\n\nCacheStats\x12\x1e.blockrag.v1.CacheStatsRequest\x1a\x1f.blockrag.v1.CacheStatsResponse\x12\x62\n\x11StartDistillation\x12%.blockrag.v1.StartDistillationRequest\x1a&.blockrag.v1.StartDistillationResponse\x12\\\n\x0fGetDistillation\x12#.blockrag.v1.GetDistillationRequest\x1a$.blockrag.v1.GetDistillationResponse\x12h\n\x13PromoteModelVersion\x12\'.blockrag.v1.PromoteModelVersionRequest\x1a(.blockrag.v1.PromoteModelVersionResponse\x12k\n\x14RollbackModelVersion\x12(.blockrag.v1.RollbackModelVersionRequest\x1a).blockrag.v1.RollbackModelVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62lockrag/v1/admin.proto\x12\x0b\x62lockrag.v1\x1a\x1d\x62lockrag/v1/cache_index.proto\"\x0f\n\rHealthRequest\"U\n\rServiceHealth\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\">\n\x0eHealthResponse\x12,\n\x08services\x18\x01 \x03(\x0b\x32\x1a.blockrag.v1.ServiceHealth\"\x1a\n\x18ListModelVersionsRequest\"\x91\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07serving\x18\x05 \x01(\x08\x12\x16\n\x0egate_key_error\x18\x06 \x01(\x01\x12\x18\n\x10gate_logit_error\x18\x07 \x01(\x01\"|\n\x19ListModelVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.blockrag.v1.ModelVersion\x12\x32\n\nregistered\x18\x02 \x03(\x0b\x32\x1e.blockrag.v1.RegisteredVersion\"\xd4\x02\n\x11RegisteredVersion\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x16\n\x0eparent_version\x18\x04 \x01(\t\x12\x12\n\nbase_model\x18\x05 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\x12\x13\n\x0b\x61\x64\x61pter_key\x18\x07 \x01(\t\x12\x42\n\nevaluation\x18\x08 \x03(\x0b\x32..blockrag.v1.RegisteredVersion.EvaluationEntry\x12\x15\n\rtraining_json\x18\t \x01(\t\x12\x12\n\ncreated_at\x18\n \x01(\x01\x12\x13\n\x0bpromoted_at\x18\x0b \x01(\x01\x1a\x31\n\x0f\x45valuationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"#\n\x11\x43\x61\x63heStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"z\n\x11ReplicaCacheStats\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\x0e\n\x06misses\x18\x06 \x01(\x03\"q\n\x12\x43\x61\x63heStatsResponse\x12)\n\x05index\x18\x01 \x01(\x0b\x32\x1a.blockrag.v1.StatsResponse\x12\x30\n\x08replicas\x18\x02 \x03(\x0b\x32\x1e.blockrag.v1.ReplicaCacheStats\"\xb5\x01\n\x18StartDistillationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x11\n\tdirectory\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x05 \x01(\x05\x12\x16\n\x0e\x65val_questions\x18\x06 \x01(\x05\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\x12\x14\n\x0c\x61uto_promote\x18\x08 \x01(\x08\"F\n\x19StartDistillationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.blockrag.v1.DistillationRun\"\xb3\x02\n\x0f\x44istillationRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\r\n\x05phase\x18\x06 \x01(\t\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\n\n\x02kl\x18\x08 \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\t \x01(\x01\x12\x14\n\x0cmetrics_json\x18\n \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x0b \x01(\t\x12\x12\n\nversion_id\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\x12\x12\n\ncreated_at\x18\x0f \x01(\x01\x12\x12\n\nupdated_at\x18\x10 \x01(\x01\"(\n\x16GetDistillationRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"u\n\x17GetDistillationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.blockrag.v1.DistillationRun\x12/\n\x07version\x18\x02 \x01(\x0b\x32\x1e.blockrag.v1.RegisteredVersion\"I\n\x18ListDistillationsRequest\x12\x13\n\x06tenant\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x02 \x01(\x05\x42\t\n\x07_tenant\"G\n\x19ListDistillationsResponse\x12*\n\x04runs\x18\x01 \x03(\x0b\x32\x1c.blockrag.v1.DistillationRun\"+\n\x19\x43\x61ncelDistillationRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x1a\x43\x61ncelDistillationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.blockrag.v1.DistillationRun\"*\n\x18WatchDistillationRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"F\n\x19WatchDistillationResponse\x12)\n\x03run\x18\x01 \x01(\x0b\x32\x1c.blockrag.v1.DistillationRun\"M\n\x1aPromoteModelVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x06tenant\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\t\n\x07_tenant\"N\n\x1bPromoteModelVersionResponse\x12/\n\x07version\x18\x01 \x01(\x0b\x32\x1e.blockrag.v1.RegisteredVersion\"-\n\x1bRollbackModelVersionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"O\n\x1cRollbackModelVersionResponse\x12/\n\x07version\x18\x01 \x01(\x0b\x32\x1e.blockrag.v1.RegisteredVersion2\xce\x07\n\x0c\x41\x64minService\x12\x41\n\x06Health\x12\x1a.blockrag.v1.HealthRequest\x1a\x1b.blockrag.v1.HealthResponse\x12\x62\n\x11ListModelVersions\x12%.blockrag.v1.ListModelVersionsRequest\x1a&.blockrag.v1.ListModelVersionsResponse\x12M\n\nCacheStats\x12\x1e.blockrag.v1.CacheStatsRequest\x1a\x1f.blockrag.v1.CacheStatsResponse\x12\x62\n\x11StartDistillation\x12%.blockrag.v1.StartDistillationRequest\x1a&.blockrag.v1.StartDistillationResponse\x12\\\n\x0fGetDistillation\x12#.blockrag.v1.GetDistillationRequest\x1a$.blockrag.v1.GetDistillationResponse\x12\x62\n\x11ListDistillations\x12%.blockrag.v1.ListDistillationsRequest\x1a&.blockrag.v1.ListDistillationsResponse\x12\x65\n\x12\x43\x61ncelDistillation\x12&.blockrag.v1.CancelDistillationRequest\x1a\'.blockrag.v1.CancelDistillationResponse\x12\x64\n\x11WatchDistillation\x12%.blockrag.v1.WatchDistillationRequest\x1a&.blockrag.v1.WatchDistillationResponse0\x01\x12h\n\x13PromoteModelVersion\x12\'.blockrag.v1.PromoteModelVersionRequest\x1a(.blockrag.v1.PromoteModelVersionResponse\x12k\n\x14RollbackModelVersion\x12(.blockrag.v1.RollbackModelVersionRequest\x1a).blockrag.v1.RollbackModelVersionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blockrag.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REGISTEREDVERSION_EVALUATIONENTRY']._loaded_options = None
+  _globals['_REGISTEREDVERSION_EVALUATIONENTRY']._serialized_options = b'8\001'
   _globals['_HEALTHREQUEST']._serialized_start=71
   _globals['_HEALTHREQUEST']._serialized_end=86
   _globals['_SERVICEHEALTH']._serialized_start=88
@@ -43,29 +45,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSION']._serialized_start=268
   _globals['_MODELVERSION']._serialized_end=413
   _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=415
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=487
-  _globals['_CACHESTATSREQUEST']._serialized_start=489
-  _globals['_CACHESTATSREQUEST']._serialized_end=524
-  _globals['_REPLICACACHESTATS']._serialized_start=526
-  _globals['_REPLICACACHESTATS']._serialized_end=648
-  _globals['_CACHESTATSRESPONSE']._serialized_start=650
-  _globals['_CACHESTATSRESPONSE']._serialized_end=763
-  _globals['_STARTDISTILLATIONREQUEST']._serialized_start=765
-  _globals['_STARTDISTILLATIONREQUEST']._serialized_end=791
-  _globals['_STARTDISTILLATIONRESPONSE']._serialized_start=793
-  _globals['_STARTDISTILLATIONRESPONSE']._serialized_end=820
-  _globals['_GETDISTILLATIONREQUEST']._serialized_start=822
-  _globals['_GETDISTILLATIONREQUEST']._serialized_end=846
-  _globals['_GETDISTILLATIONRESPONSE']._serialized_start=848
-  _globals['_GETDISTILLATIONRESPONSE']._serialized_end=873
-  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_start=875
-  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_end=920
-  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_start=922
-  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_end=951
-  _globals['_ROLLBACKMODELVERSIONREQUEST']._serialized_start=953
-  _globals['_ROLLBACKMODELVERSIONREQUEST']._serialized_end=982
-  _globals['_ROLLBACKMODELVERSIONRESPONSE']._serialized_start=984
-  _globals['_ROLLBACKMODELVERSIONRESPONSE']._serialized_end=1014
-  _globals['_ADMINSERVICE']._serialized_start=1017
-  _globals['_ADMINSERVICE']._serialized_end=1686
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=539
+  _globals['_REGISTEREDVERSION']._serialized_start=542
+  _globals['_REGISTEREDVERSION']._serialized_end=882
+  _globals['_REGISTEREDVERSION_EVALUATIONENTRY']._serialized_start=833
+  _globals['_REGISTEREDVERSION_EVALUATIONENTRY']._serialized_end=882
+  _globals['_CACHESTATSREQUEST']._serialized_start=884
+  _globals['_CACHESTATSREQUEST']._serialized_end=919
+  _globals['_REPLICACACHESTATS']._serialized_start=921
+  _globals['_REPLICACACHESTATS']._serialized_end=1043
+  _globals['_CACHESTATSRESPONSE']._serialized_start=1045
+  _globals['_CACHESTATSRESPONSE']._serialized_end=1158
+  _globals['_STARTDISTILLATIONREQUEST']._serialized_start=1161
+  _globals['_STARTDISTILLATIONREQUEST']._serialized_end=1342
+  _globals['_STARTDISTILLATIONRESPONSE']._serialized_start=1344
+  _globals['_STARTDISTILLATIONRESPONSE']._serialized_end=1414
+  _globals['_DISTILLATIONRUN']._serialized_start=1417
+  _globals['_DISTILLATIONRUN']._serialized_end=1724
+  _globals['_GETDISTILLATIONREQUEST']._serialized_start=1726
+  _globals['_GETDISTILLATIONREQUEST']._serialized_end=1766
+  _globals['_GETDISTILLATIONRESPONSE']._serialized_start=1768
+  _globals['_GETDISTILLATIONRESPONSE']._serialized_end=1885
+  _globals['_LISTDISTILLATIONSREQUEST']._serialized_start=1887
+  _globals['_LISTDISTILLATIONSREQUEST']._serialized_end=1960
+  _globals['_LISTDISTILLATIONSRESPONSE']._serialized_start=1962
+  _globals['_LISTDISTILLATIONSRESPONSE']._serialized_end=2033
+  _globals['_CANCELDISTILLATIONREQUEST']._serialized_start=2035
+  _globals['_CANCELDISTILLATIONREQUEST']._serialized_end=2078
+  _globals['_CANCELDISTILLATIONRESPONSE']._serialized_start=2080
+  _globals['_CANCELDISTILLATIONRESPONSE']._serialized_end=2151
+  _globals['_WATCHDISTILLATIONREQUEST']._serialized_start=2153
+  _globals['_WATCHDISTILLATIONREQUEST']._serialized_end=2195
+  _globals['_WATCHDISTILLATIONRESPONSE']._serialized_start=2197
+  _globals['_WATCHDISTILLATIONRESPONSE']._serialized_end=2267
+  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_start=2269
+  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_end=2346
+  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_start=2348
+  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_end=2426
+  _globals['_ROLLBACKMODELVERSIONREQUEST']._serialized_start=2428
+  _globals['_ROLLBACKMODELVERSIONREQUEST']._serialized_end=2473
+  _globals['_ROLLBACKMODELVERSIONRESPONSE']._serialized_start=2475
+  _globals['_ROLLBACKMODELVERSIONRESPONSE']._serialized_end=2554
+  _globals['_ADMINSERVICE']._serialized_start=2557
+  _globals['_ADMINSERVICE']._serialized_end=3531
 # @@protoc_insertion_point(module_scope)

@@ -52,10 +52,45 @@ class ModelVersion(_message.Message):
     def __init__(self, version: _Optional[str] = ..., source: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., serving: _Optional[bool] = ..., gate_key_error: _Optional[float] = ..., gate_logit_error: _Optional[float] = ...) -> None: ...
 
 class ListModelVersionsResponse(_message.Message):
-    __slots__ = ("versions",)
+    __slots__ = ("versions", "registered")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
-    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+    registered: _containers.RepeatedCompositeFieldContainer[RegisteredVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., registered: _Optional[_Iterable[_Union[RegisteredVersion, _Mapping]]] = ...) -> None: ...
+
+class RegisteredVersion(_message.Message):
+    __slots__ = ("version_id", "tenant", "status", "parent_version", "base_model", "fingerprint", "adapter_key", "evaluation", "training_json", "created_at", "promoted_at")
+    class EvaluationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_KEY_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_AT_FIELD_NUMBER: _ClassVar[int]
+    version_id: str
+    tenant: str
+    status: str
+    parent_version: str
+    base_model: str
+    fingerprint: str
+    adapter_key: str
+    evaluation: _containers.ScalarMap[str, float]
+    training_json: str
+    created_at: float
+    promoted_at: float
+    def __init__(self, version_id: _Optional[str] = ..., tenant: _Optional[str] = ..., status: _Optional[str] = ..., parent_version: _Optional[str] = ..., base_model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., adapter_key: _Optional[str] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., training_json: _Optional[str] = ..., created_at: _Optional[float] = ..., promoted_at: _Optional[float] = ...) -> None: ...
 
 class CacheStatsRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -88,35 +123,141 @@ class CacheStatsResponse(_message.Message):
     def __init__(self, index: _Optional[_Union[_cache_index_pb2.StatsResponse, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaCacheStats, _Mapping]]] = ...) -> None: ...
 
 class StartDistillationRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant", "collection", "directory", "steps", "examples", "eval_questions", "config_json", "auto_promote")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    EVAL_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    AUTO_PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    collection: str
+    directory: str
+    steps: int
+    examples: int
+    eval_questions: int
+    config_json: str
+    auto_promote: bool
+    def __init__(self, tenant: _Optional[str] = ..., collection: _Optional[str] = ..., directory: _Optional[str] = ..., steps: _Optional[int] = ..., examples: _Optional[int] = ..., eval_questions: _Optional[int] = ..., config_json: _Optional[str] = ..., auto_promote: _Optional[bool] = ...) -> None: ...
 
 class StartDistillationResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: DistillationRun
+    def __init__(self, run: _Optional[_Union[DistillationRun, _Mapping]] = ...) -> None: ...
+
+class DistillationRun(_message.Message):
+    __slots__ = ("run_id", "tenant", "status", "step", "total_steps", "phase", "loss", "kl", "tokens_per_s", "metrics_json", "config_json", "version_id", "error", "cancel_requested", "created_at", "updated_at")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    KL_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    tenant: str
+    status: str
+    step: int
+    total_steps: int
+    phase: str
+    loss: float
+    kl: float
+    tokens_per_s: float
+    metrics_json: str
+    config_json: str
+    version_id: str
+    error: str
+    cancel_requested: bool
+    created_at: float
+    updated_at: float
+    def __init__(self, run_id: _Optional[str] = ..., tenant: _Optional[str] = ..., status: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., phase: _Optional[str] = ..., loss: _Optional[float] = ..., kl: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., metrics_json: _Optional[str] = ..., config_json: _Optional[str] = ..., version_id: _Optional[str] = ..., error: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
 
 class GetDistillationRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class GetDistillationResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("run", "version")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    run: DistillationRun
+    version: RegisteredVersion
+    def __init__(self, run: _Optional[_Union[DistillationRun, _Mapping]] = ..., version: _Optional[_Union[RegisteredVersion, _Mapping]] = ...) -> None: ...
+
+class ListDistillationsRequest(_message.Message):
+    __slots__ = ("tenant", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDistillationsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[DistillationRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[DistillationRun, _Mapping]]] = ...) -> None: ...
+
+class CancelDistillationRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class CancelDistillationResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: DistillationRun
+    def __init__(self, run: _Optional[_Union[DistillationRun, _Mapping]] = ...) -> None: ...
+
+class WatchDistillationRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class WatchDistillationResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: DistillationRun
+    def __init__(self, run: _Optional[_Union[DistillationRun, _Mapping]] = ...) -> None: ...
 
 class PromoteModelVersionRequest(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "tenant")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     version: str
-    def __init__(self, version: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, version: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class PromoteModelVersionResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: RegisteredVersion
+    def __init__(self, version: _Optional[_Union[RegisteredVersion, _Mapping]] = ...) -> None: ...
 
 class RollbackModelVersionRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class RollbackModelVersionResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: RegisteredVersion
+    def __init__(self, version: _Optional[_Union[RegisteredVersion, _Mapping]] = ...) -> None: ...

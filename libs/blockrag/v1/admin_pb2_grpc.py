@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """Operations: health of every service, model versions, cache statistics; the block-distillation
-    RPCs answer UNIMPLEMENTED until the distillation job lands.
+    """Operations: health of every service, model versions, cache statistics, and block
+    distillation: runs (start, inspect, watch, cancel) and the versions they register (promote,
+    roll back).
     """
 
     def __init__(self, channel):
@@ -61,6 +62,21 @@ class AdminServiceStub:
                 request_serializer=blockrag_dot_v1_dot_admin__pb2.GetDistillationRequest.SerializeToString,
                 response_deserializer=blockrag_dot_v1_dot_admin__pb2.GetDistillationResponse.FromString,
                 _registered_method=True)
+        self.ListDistillations = channel.unary_unary(
+                '/blockrag.v1.AdminService/ListDistillations',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.ListDistillationsRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.ListDistillationsResponse.FromString,
+                _registered_method=True)
+        self.CancelDistillation = channel.unary_unary(
+                '/blockrag.v1.AdminService/CancelDistillation',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.CancelDistillationRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.CancelDistillationResponse.FromString,
+                _registered_method=True)
+        self.WatchDistillation = channel.unary_stream(
+                '/blockrag.v1.AdminService/WatchDistillation',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.WatchDistillationRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.WatchDistillationResponse.FromString,
+                _registered_method=True)
         self.PromoteModelVersion = channel.unary_unary(
                 '/blockrag.v1.AdminService/PromoteModelVersion',
                 request_serializer=blockrag_dot_v1_dot_admin__pb2.PromoteModelVersionRequest.SerializeToString,
@@ -74,8 +90,9 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """Operations: health of every service, model versions, cache statistics; the block-distillation
-    RPCs answer UNIMPLEMENTED until the distillation job lands.
+    """Operations: health of every service, model versions, cache statistics, and block
+    distillation: runs (start, inspect, watch, cancel) and the versions they register (promote,
+    roll back).
     """
 
     def Health(self, request, context):
@@ -86,7 +103,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModelVersions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The loaded models of the replicas, and the registry's versions.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -98,25 +116,52 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StartDistillation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Start a distillation run in the background; FAILED_PRECONDITION while a run of the same
+        scope is going, INVALID_ARGUMENT for a bad config, NOT_FOUND for an unknown collection.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDistillation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One run; NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDistillations(self, request, context):
+        """The latest runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelDistillation(self, request, context):
+        """Stop a run (at its next step, after a checkpoint); FAILED_PRECONDITION if it already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDistillation(self, request, context):
+        """The run's progress as it changes, until it ends (the last message has the ended run).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PromoteModelVersion(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Make a version active in its scope; NOT_FOUND if unknown, FAILED_PRECONDITION if it cannot
+        serve that scope or is marked failed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RollbackModelVersion(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Undo the scope's latest promotion; FAILED_PRECONDITION when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -149,6 +194,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=blockrag_dot_v1_dot_admin__pb2.GetDistillationRequest.FromString,
                     response_serializer=blockrag_dot_v1_dot_admin__pb2.GetDistillationResponse.SerializeToString,
             ),
+            'ListDistillations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDistillations,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.ListDistillationsRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.ListDistillationsResponse.SerializeToString,
+            ),
+            'CancelDistillation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelDistillation,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.CancelDistillationRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.CancelDistillationResponse.SerializeToString,
+            ),
+            'WatchDistillation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDistillation,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.WatchDistillationRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.WatchDistillationResponse.SerializeToString,
+            ),
             'PromoteModelVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.PromoteModelVersion,
                     request_deserializer=blockrag_dot_v1_dot_admin__pb2.PromoteModelVersionRequest.FromString,
@@ -168,8 +228,9 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """Operations: health of every service, model versions, cache statistics; the block-distillation
-    RPCs answer UNIMPLEMENTED until the distillation job lands.
+    """Operations: health of every service, model versions, cache statistics, and block
+    distillation: runs (start, inspect, watch, cancel) and the versions they register (promote,
+    roll back).
     """
 
     @staticmethod
@@ -297,6 +358,87 @@ class AdminService:
             '/blockrag.v1.AdminService/GetDistillation',
             blockrag_dot_v1_dot_admin__pb2.GetDistillationRequest.SerializeToString,
             blockrag_dot_v1_dot_admin__pb2.GetDistillationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDistillations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/ListDistillations',
+            blockrag_dot_v1_dot_admin__pb2.ListDistillationsRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.ListDistillationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelDistillation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/CancelDistillation',
+            blockrag_dot_v1_dot_admin__pb2.CancelDistillationRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.CancelDistillationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDistillation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/blockrag.v1.AdminService/WatchDistillation',
+            blockrag_dot_v1_dot_admin__pb2.WatchDistillationRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.WatchDistillationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
-"""Admin: the platform's health, model versions and cache statistics, for blockrag-admin.
-The block-distillation RPCs answer UNIMPLEMENTED until the distillation job lands."""
+"""Admin: the platform's health, model versions, cache statistics, and block distillation (runs
+through the DistillationRunner actor, versions in the model registry), for blockrag-admin.
+A thin translator: the logic is in blockrag.distill.job and blockrag.registry."""
 
 from __future__ import annotations
 
@@ -8,20 +9,39 @@ import time
 
 from ray import serve
 
+from blockrag.distill.job import JobStores, cancel_run
 from blockrag.v1 import admin_pb2 as pb
 from blockrag.v1 import cache_index_pb2 as index_pb
-from blockrag_services.errors import unary
+from blockrag_services.admin.messages import run_message, run_request, version_message
+from blockrag_services.config import PlatformConfig
+from blockrag_services.errors import streaming, unary
 from blockrag_services.handles import APPLICATIONS, CACHE_INDEX, GENERATION, PRECOMPUTE, Handles
 
 SERVICE = "admin"
-_DISTILLATION = "block distillation is not available yet: it arrives with the distillation job"
 
 
 @serve.deployment
 class Admin:
-    def __init__(self, args: dict | None = None, health_timeout_s: float = 10.0):
-        self.handles = Handles()
+    def __init__(self, args: dict | None = None, health_timeout_s: float = 10.0, *, handles=None, runner=None,
+                 watch_interval_s: float = 0.5):
+        """handles: the other applications (default: Serve's); runner: the DistillationRunner
+        actor (default: the cluster's, created on first use)."""
+        self.config = PlatformConfig.from_args(args)
+        self.handles = handles or Handles()
         self.health_timeout_s = health_timeout_s
+        self.watch_interval_s = watch_interval_s
+        self.stores = JobStores.open(self.config.database, self.config.object_store)
+        self._runner = runner
+        if self.config.distill.schedule or any(not r.finished for r in self.stores.runs.list()):
+            self.runner()  # the schedule runs, and unfinished runs resume, while the platform runs
+
+    def runner(self):
+        if self._runner is None:
+            from blockrag_services.distillation.runner import runner
+
+            self._runner = runner(self.config)
+            self._runner.configure.remote(self.config.to_args())  # an existing runner takes this config
+        return self._runner
 
     async def _probe(self, app: str) -> pb.ServiceHealth:
         started = time.perf_counter()
@@ -49,7 +69,8 @@ class Admin:
             version=info["version"], source=info["source"], dtype=info["dtype"], device=info["device"],
             serving=info is serving, gate_key_error=info["key_error"], gate_logit_error=info["logit_error"])
             for info in ([serving] if precompute["version"] == serving["version"] else [serving, precompute])]
-        return pb.ListModelVersionsResponse(versions=versions)
+        registered = await asyncio.to_thread(self.stores.registry.list)
+        return pb.ListModelVersionsResponse(versions=versions, registered=[version_message(v) for v in registered])
 
     @unary(SERVICE, pb.CacheStatsResponse)
     async def CacheStats(self, request: pb.CacheStatsRequest) -> pb.CacheStatsResponse:
@@ -57,21 +78,60 @@ class Admin:
         replica = await self.handles[GENERATION].replica_cache_stats.remote()
         return pb.CacheStatsResponse(index=index, replicas=[pb.ReplicaCacheStats(**replica)])
 
+    # -- distillation runs ---------------------------------------------------------------------
+
     @unary(SERVICE, pb.StartDistillationResponse)
-    async def StartDistillation(self, request):
-        raise NotImplementedError(_DISTILLATION)
+    async def StartDistillation(self, request: pb.StartDistillationRequest) -> pb.StartDistillationResponse:
+        run = await self.runner().start.remote(run_request(request))
+        return pb.StartDistillationResponse(run=run_message(run))
 
     @unary(SERVICE, pb.GetDistillationResponse)
-    async def GetDistillation(self, request):
-        raise NotImplementedError(_DISTILLATION)
+    async def GetDistillation(self, request: pb.GetDistillationRequest) -> pb.GetDistillationResponse:
+        run = await asyncio.to_thread(self.stores.runs.get, request.run_id)
+        reply = pb.GetDistillationResponse(run=run_message(run))
+        if run.version_id:
+            reply.version.CopyFrom(version_message(await asyncio.to_thread(self.stores.registry.get, run.version_id)))
+        return reply
+
+    @unary(SERVICE, pb.ListDistillationsResponse)
+    async def ListDistillations(self, request: pb.ListDistillationsRequest) -> pb.ListDistillationsResponse:
+        tenant = request.tenant if request.HasField("tenant") else None
+        runs = await asyncio.to_thread(self.stores.runs.list, tenant, request.limit or 50)
+        return pb.ListDistillationsResponse(runs=[run_message(r) for r in runs])
+
+    @unary(SERVICE, pb.CancelDistillationResponse)
+    async def CancelDistillation(self, request: pb.CancelDistillationRequest) -> pb.CancelDistillationResponse:
+        run = await asyncio.to_thread(cancel_run, self.stores.runs, request.run_id)
+        return pb.CancelDistillationResponse(run=run_message(run))
+
+    @streaming(SERVICE)
+    async def WatchDistillation(self, request: pb.WatchDistillationRequest):
+        """Every change of the run's row (polled), then the ended run."""
+        last = None
+        while True:
+            run = await asyncio.to_thread(self.stores.runs.get, request.run_id)
+            if (run.status, run.step, run.updated_at) != last:
+                last = (run.status, run.step, run.updated_at)
+                yield pb.WatchDistillationResponse(run=run_message(run))
+            if run.finished:
+                return
+            await asyncio.sleep(self.watch_interval_s)
+
+    # -- versions ------------------------------------------------------------------------------
 
     @unary(SERVICE, pb.PromoteModelVersionResponse)
-    async def PromoteModelVersion(self, request):
-        raise NotImplementedError(_DISTILLATION)
+    async def PromoteModelVersion(self, request: pb.PromoteModelVersionRequest) -> pb.PromoteModelVersionResponse:
+        registry = self.stores.registry
+        tenant = request.tenant if request.HasField("tenant") else None
+        if tenant is None:
+            tenant = (await asyncio.to_thread(registry.get, request.version)).tenant
+        version = await asyncio.to_thread(registry.promote, request.version, tenant)
+        return pb.PromoteModelVersionResponse(version=version_message(version))
 
     @unary(SERVICE, pb.RollbackModelVersionResponse)
-    async def RollbackModelVersion(self, request):
-        raise NotImplementedError(_DISTILLATION)
+    async def RollbackModelVersion(self, request: pb.RollbackModelVersionRequest) -> pb.RollbackModelVersionResponse:
+        version = await asyncio.to_thread(self.stores.registry.rollback, request.tenant)
+        return pb.RollbackModelVersionResponse(version=version_message(version) if version else None)
 
     async def ready(self) -> str:
         return "ok"

@@ -1,0 +1,53 @@
+"""Registry rows (blockrag.registry) as AdminService messages, and back for requests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from blockrag.errors import InvalidRequestError
+from blockrag.registry import ModelVersion, Run
+from blockrag.v1 import admin_pb2 as pb
+from blockrag_services.distillation.request import RunRequest
+
+
+def run_message(run: Run) -> pb.DistillationRun:
+    m = run.metrics
+    return pb.DistillationRun(
+        run_id=run.run_id, tenant=run.tenant, status=run.status, step=run.step, total_steps=run.total_steps,
+        phase=str(m.get("phase", "")), loss=_number(m.get("loss")), kl=_number(m.get("kl")),
+        tokens_per_s=_number(m.get("tokens_per_s")), metrics_json=json.dumps(m, sort_keys=True),
+        config_json=json.dumps(run.config, sort_keys=True), version_id=run.version_id or "", error=run.error or "",
+        cancel_requested=run.cancel_requested, created_at=run.created_at, updated_at=run.updated_at)
+
+
+def version_message(version: ModelVersion) -> pb.RegisteredVersion:
+    return pb.RegisteredVersion(
+        version_id=version.version_id, tenant=version.tenant, status=version.status,
+        parent_version=version.parent_version or "", base_model=version.base_model,
+        fingerprint=version.fingerprint or "", adapter_key=version.adapter_key,
+        evaluation={k: float(v) for k, v in version.evaluation.items() if isinstance(v, int | float)},
+        training_json=json.dumps(version.training, sort_keys=True), created_at=version.created_at,
+        promoted_at=version.promoted_at or 0.0)
+
+
+def run_request(request: pb.StartDistillationRequest) -> RunRequest:
+    """InvalidRequestError for config_json that is not a JSON object, or negative numbers."""
+    overrides: Any = {}
+    if request.config_json.strip():
+        try:
+            overrides = json.loads(request.config_json)
+        except json.JSONDecodeError as e:
+            raise InvalidRequestError(f"config_json is not JSON: {e}") from None
+        if not isinstance(overrides, dict):
+            raise InvalidRequestError("config_json must be a JSON object of distillation settings")
+    for name in ("steps", "examples", "eval_questions"):
+        if getattr(request, name) < 0:
+            raise InvalidRequestError(f"{name} must be >= 0 (0: the platform's default)")
+    return RunRequest(tenant=request.tenant, collection=request.collection, directory=request.directory,
+                      steps=request.steps, examples=request.examples, eval_questions=request.eval_questions,
+                      overrides=overrides, auto_promote=request.auto_promote)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
