@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import time
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from blockrag.cli.ingest import ADDRESS_HELP
@@ -13,11 +16,17 @@ from blockrag.cli.ingest import ADDRESS_HELP
 console = Console()
 app = typer.Typer(help="Operate a BlockRAG platform over gRPC (AdminService).", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-models = typer.Typer(help="Model versions.", no_args_is_help=True)
+model = typer.Typer(help="Model versions: the models the replicas loaded and the registry's versions.",
+                    no_args_is_help=True)
+distill = typer.Typer(help="Block distillation runs (each registers a model version).", no_args_is_help=True)
 cache = typer.Typer(help="The block KV cache.", no_args_is_help=True)
-app.add_typer(models, name="models")
+app.add_typer(model, name="model")
+app.add_typer(model, name="models", hidden=True)  # the older spelling
+app.add_typer(distill, name="distill")
 app.add_typer(cache, name="cache")
 Address = Annotated[str | None, typer.Option(help=ADDRESS_HELP)]
+Tenant = Annotated[str, typer.Option(help='Tenant scope; "" (default) is the shared one.')]
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def _client(address: str | None):
@@ -43,18 +52,225 @@ def health(address: Address = None) -> None:
         raise typer.Exit(1)
 
 
-@models.command("list")
-def models_list(address: Address = None) -> None:
-    """Model versions known to the platform; the serving one is marked."""
+@model.command("list")
+def model_list(address: Address = None) -> None:
+    """The models the replicas loaded (the serving one marked) and the registry's versions."""
     from blockrag.v1 import admin_pb2
 
     with _client(address) as client:
         reply = client.admin_call("ListModelVersions", admin_pb2.ListModelVersionsRequest())
-    table = Table("version", "serving", "source", "dtype", "device", "gate (key / logit error)", title_justify="left")
+    table = Table("version", "serving", "source", "dtype", "device", "gate (key / logit error)", title="Loaded",
+                  title_justify="left")
     for v in reply.versions:
         table.add_row(v.version[:16], "yes" if v.serving else "", v.source, v.dtype, v.device,
                       f"{v.gate_key_error:.1e} / {v.gate_logit_error:.1e}")
     console.print(table)
+    registry = Table("version", "scope", "status", "parent", "KL (active)", "accuracy (active)", "created",
+                     title="Registry", title_justify="left")
+    for v in reply.registered:
+        e = v.evaluation
+        registry.add_row(v.version_id, _scope(v.tenant), v.status, v.parent_version or "base",
+                         _pair(e, "kl", "active_kl", "{:.3f}"), _pair(e, "accuracy", "active_accuracy", "{:.0%}"),
+                         _time(v.created_at))
+    console.print(registry if reply.registered else "Registry: no distilled versions yet.")
+
+
+@model.command("promote")
+def model_promote(version: Annotated[str, typer.Argument(help="A version id (mv_...).")],
+                  tenant: Annotated[str | None, typer.Option(help="Scope to serve; default: the version's own.")] = None,
+                  address: Address = None) -> None:
+    """Make VERSION the active one of its scope (the replicas switch to it)."""
+    from blockrag.v1 import admin_pb2
+
+    request = admin_pb2.PromoteModelVersionRequest(version=version)
+    if tenant is not None:
+        request.tenant = tenant
+    with _client(address) as client:
+        v = client.admin_call("PromoteModelVersion", request).version
+    console.print(f"[green]Promoted[/green] {v.version_id}: active for {_scope(v.tenant)}")
+
+
+@model.command("rollback")
+def model_rollback(tenant: Tenant = "", address: Address = None) -> None:
+    """Undo the scope's latest promotion: the version active before it serves again."""
+    from blockrag.v1 import admin_pb2
+
+    with _client(address) as client:
+        reply = client.admin_call("RollbackModelVersion", admin_pb2.RollbackModelVersionRequest(tenant=tenant))
+    now = reply.version.version_id if reply.HasField("version") else "the base model"
+    console.print(f"[green]Rolled back[/green] {_scope(tenant)}: {now} serves it now")
+
+
+# -- distillation runs ------------------------------------------------------------------------------
+
+
+@distill.command("start")
+def distill_start(
+    collection: Annotated[str, typer.Option(help="Train on this collection of the tenant.")] = "",
+    directory: Annotated[str, typer.Option(help="Or on the text files of this directory (where the job runs).")] = "",
+    tenant: Tenant = "",
+    steps: Annotated[int, typer.Option(min=0, help="Training steps (0: the platform's default).")] = 0,
+    examples: Annotated[int, typer.Option(min=0, help="Training examples to build (0: default).")] = 0,
+    eval_questions: Annotated[int, typer.Option(min=0, help="Held-out QA questions of the evaluation (0: default).")] = 0,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="A distillation setting, KEY=VALUE (lora.rank=8); repeatable.")] = None,
+    auto_promote: Annotated[bool, typer.Option(help="Promote the new version if it beats the active one.")] = False,
+    watch: Annotated[bool, typer.Option(help="Then follow it until it ends.")] = False,
+    address: Address = None,
+) -> None:
+    """Start a distillation run in the background.
+
+    Its data: a collection of the tenant, a directory, or neither (the default corpus), plus the
+    tenant's logged questions. It registers a model version; --auto-promote makes it active if
+    it evaluates better than the active one."""
+    from blockrag.v1 import admin_pb2
+
+    request = admin_pb2.StartDistillationRequest(
+        tenant=tenant, collection=collection, directory=directory, steps=steps, examples=examples,
+        eval_questions=eval_questions, config_json=json.dumps(_settings(set_ or [])), auto_promote=auto_promote)
+    with _client(address) as client:
+        run = client.admin_call("StartDistillation", request).run
+    console.print(f"Started {run.run_id} for {_scope(run.tenant)}: {run.total_steps} steps. "
+                  f"Follow it with: blockrag-admin distill watch {run.run_id}")
+    if watch:
+        distill_watch(run.run_id, address)
+
+
+@distill.command("status")
+def distill_status(run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
+    """A run's state, latest figures and, once done, the version it registered."""
+    from blockrag.v1 import admin_pb2
+
+    with _client(address) as client:
+        reply = client.admin_call("GetDistillation", admin_pb2.GetDistillationRequest(run_id=run_id))
+    r = reply.run
+    table = Table(show_header=False, title=f"Distillation run {r.run_id}", title_justify="left")
+    table.add_row("scope", _scope(r.tenant))
+    table.add_row("status", _status(r.status) + (" (cancel requested)" if r.cancel_requested and r.status not in FINISHED else ""))
+    table.add_row("step", f"{r.step} / {r.total_steps}" + (f"  ({r.phase})" if r.phase else ""))
+    table.add_row("loss / KL / tokens/s", f"{r.loss:.4f} / {r.kl:.4f} / {r.tokens_per_s:.0f}")
+    table.add_row("started / updated", f"{_time(r.created_at)} / {_time(r.updated_at)}")
+    if r.error:
+        table.add_row("error", r.error)
+    if reply.HasField("version"):
+        v = reply.version
+        table.add_row("version", f"{v.version_id} ({v.status})")
+        for key in ("kl", "active_kl", "base_kl", "accuracy", "active_accuracy", "base_accuracy", "full_accuracy"):
+            if key in v.evaluation:
+                table.add_row(f"  {key}", f"{v.evaluation[key]:.4f}")
+    console.print(table)
+
+
+@distill.command("watch")
+def distill_watch(run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
+    """Follow a run live (steps, loss, KL, tokens/s) until it ends; exit status 1 unless it succeeded."""
+    from blockrag.v1 import admin_pb2
+
+    last = None
+    with _client(address) as client, Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("{task.fields[figures]}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(run_id, total=None, figures="")
+        for reply in _stream(client, "WatchDistillation", admin_pb2.WatchDistillationRequest(run_id=run_id)):
+            last = r = reply.run
+            figures = f"loss {r.loss:.4f}  KL {r.kl:.4f}  {r.tokens_per_s:.0f} tok/s" if r.step else ""
+            progress.update(task, total=r.total_steps, completed=r.step, figures=figures,
+                            description=f"{run_id} {r.phase or r.status}")
+    if last is None:
+        raise typer.Exit(1)
+    ended = f"{run_id} {_status(last.status)}"
+    if last.version_id:
+        ended += f": registered {last.version_id}"
+        metrics = json.loads(last.metrics_json or "{}")
+        if "kl" in metrics and "active_kl" in metrics:
+            ended += (f" (KL {metrics['kl']:.4f} vs {metrics['active_kl']:.4f} active, accuracy "
+                      f"{metrics.get('accuracy', 0):.0%} vs {metrics.get('active_accuracy', 0):.0%})")
+        if metrics.get("promoted"):
+            ended += ", promoted"
+    if last.error:
+        ended += f": {last.error}"
+    console.print(ended)
+    if last.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@distill.command("list")
+def distill_list(tenant: Annotated[str | None, typer.Option(help='One scope ("" the shared one); default: all.')] = None,
+                 address: Address = None) -> None:
+    """The latest runs, newest first."""
+    from blockrag.v1 import admin_pb2
+
+    request = admin_pb2.ListDistillationsRequest()
+    if tenant is not None:
+        request.tenant = tenant
+    with _client(address) as client:
+        reply = client.admin_call("ListDistillations", request)
+    table = Table("run", "scope", "status", "step", "loss", "KL", "version", "started", title_justify="left")
+    for r in reply.runs:
+        table.add_row(r.run_id, _scope(r.tenant), _status(r.status), f"{r.step}/{r.total_steps}", f"{r.loss:.4f}",
+                      f"{r.kl:.4f}", r.version_id, _time(r.created_at))
+    console.print(table if reply.runs else "No distillation runs yet.")
+
+
+@distill.command("cancel")
+def distill_cancel(run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
+    """Stop a run: now if it has not started, else after its current step (with a checkpoint)."""
+    from blockrag.v1 import admin_pb2
+
+    with _client(address) as client:
+        run = client.admin_call("CancelDistillation", admin_pb2.CancelDistillationRequest(run_id=run_id)).run
+    console.print(f"{run.run_id}: cancelled" if run.status == "cancelled" else
+                  f"{run.run_id}: cancel requested; it stops after its current step")
+
+
+def _stream(client, name: str, request):
+    """A server-streaming AdminService call, errors as the client's one-line PlatformError."""
+    import grpc
+
+    from blockrag.client.client import PlatformError
+
+    try:
+        yield from getattr(client.admin, name)(request, metadata=(("application", "admin"),))
+    except grpc.RpcError as e:
+        raise PlatformError(e.code(), e.details(), client.address) from None
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE items as a nested dict; values as JSON where they parse (8, 1e-3, true, null), else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. learning_rate=1e-3 or lora.rank=8",
+                                     param_hint="--set")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        *parents, last = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def _scope(tenant: str) -> str:
+    return f"tenant {tenant!r}" if tenant else "the shared scope"
+
+
+def _status(status: str) -> str:
+    color = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status)
+    return f"[{color}]{status}[/{color}]" if color else status
+
+
+def _pair(evaluation, key: str, active: str, fmt: str) -> str:
+    if key not in evaluation:
+        return ""
+    return fmt.format(evaluation[key]) + (f" ({fmt.format(evaluation[active])})" if active in evaluation else "")
+
+
+def _time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
 
 
 @cache.command("stats")
