@@ -64,9 +64,10 @@ def test_a_model_version_that_is_not_loaded_is_unavailable(channel):
     assert "is not loaded by precompute" in error.value.details()
 
 
-def test_distillation_is_unimplemented_for_now(channel):
+def test_an_unknown_distillation_run_is_not_found(channel):
     with pytest.raises(grpc.RpcError) as error:
-        admin_pb2_grpc.AdminServiceStub(channel).StartDistillation(admin_pb2.StartDistillationRequest(),
-                                                                   metadata=ADMIN)
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "distillation" in error.value.details()
+        admin_pb2_grpc.AdminServiceStub(channel).GetDistillation(admin_pb2.GetDistillationRequest(run_id="run_nope"),
+                                                                 metadata=ADMIN)
+    assert error.value.code() == NOT_FOUND
+    assert "unknown distillation run 'run_nope'" in error.value.details()
+    _no_trace(error.value.details())

@@ -30,11 +30,12 @@ def up(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     state_dir: Annotated[Path | None, typer.Option(help="Where the default index, KV entries and metrics files go; default: $BLOCKRAG_HOME/platform.")] = None,
     ready_file: Annotated[Path | None, typer.Option(help="Write the addresses here as JSON once every service is up.")] = None,
+    distill_schedule: Annotated[str, typer.Option(help='Start a block distillation run (shared scope, default corpus) periodically: an interval ("6h") or a cron expression ("0 3 * * *"); default: never.')] = "",
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
     admin) behind one gRPC address; stay in the foreground until Ctrl-C, then shut down."""
     from blockrag.model_runtime import ModelSpec
-    from blockrag_services.config import PlatformConfig
+    from blockrag_services.config import Distill, PlatformConfig
     from blockrag_services.platform import LocalPlatform, PlatformOptions
 
     if state_dir is not None:
@@ -42,7 +43,8 @@ def up(
         database_url = database_url or f"sqlite:///{state_dir.resolve() / 'index.db'}"
         object_store_url = object_store_url or str(state_dir.resolve() / "kv")
     config = PlatformConfig(database_url=database_url, object_store_url=object_store_url,
-                            model=ModelSpec(model=model, dtype=dtype, device=device))
+                            model=ModelSpec(model=model, dtype=dtype, device=device),
+                            distill=Distill(schedule=distill_schedule))
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
                                              metrics_dir=state_dir / "metrics" if state_dir else None))
