@@ -49,7 +49,7 @@ def test_distill_register_promote_and_roll_back(platform, ingested):
 
     watched = admin(platform, "distill", "watch", run_id, timeout=900)
     assert watched.returncode == 0, watched.stdout + watched.stderr + platform.log_tail()
-    version_id = re.search(rf"{run_id} succeeded: registered (mv_[0-9a-f]+) \(KL", watched.stdout).group(1)
+    version_id = re.search(rf"{run_id} succeeded: registered (mv_[0-9a-f]+) \(answer-token KL", watched.stdout).group(1)
 
     status = admin(platform, "distill", "status", run_id)
     assert status.returncode == 0 and "succeeded" in status.stdout and "2 / 2" in status.stdout, status.stdout

@@ -154,7 +154,8 @@ def distill_status(run_id: Annotated[str, typer.Argument(help="A run id (run_...
     if reply.HasField("version"):
         v = reply.version
         table.add_row("version", f"{v.version_id} ({v.status})")
-        for key in ("kl", "active_kl", "base_kl", "accuracy", "active_accuracy", "base_accuracy", "full_accuracy"):
+        for key in ("kl", "active_kl", "base_kl", "accuracy", "active_accuracy", "base_accuracy", "full_accuracy",
+                    "heldout_kl", "heldout_kl_start"):
             if key in v.evaluation:
                 table.add_row(f"  {key}", f"{v.evaluation[key]:.4f}")
     console.print(table)
@@ -181,9 +182,10 @@ def distill_watch(run_id: Annotated[str, typer.Argument(help="A run id (run_...)
     if last.version_id:
         ended += f": registered {last.version_id}"
         metrics = json.loads(last.metrics_json or "{}")
-        if "kl" in metrics and "active_kl" in metrics:
-            ended += (f" (KL {metrics['kl']:.4f} vs {metrics['active_kl']:.4f} active, accuracy "
-                      f"{metrics.get('accuracy', 0):.0%} vs {metrics.get('active_accuracy', 0):.0%})")
+        e = metrics.get("evaluation", {})
+        if "kl" in e and "active_kl" in e:
+            ended += (f" (answer-token KL {e['kl']:.4f} vs {e['active_kl']:.4f} active, accuracy "
+                      f"{e.get('accuracy', 0):.0%} vs {e.get('active_accuracy', 0):.0%})")
         if metrics.get("promoted"):
             ended += ", promoted"
     if last.error:

@@ -284,7 +284,8 @@ class DistillationJob:
             self._release_training()
             evaluation, fingerprint, active = self.evaluate(adapter)
             version, promoted = self.register(adapter, evaluation, fingerprint, active)
-            self._progress({"phase": "done", **evaluation, "version_id": version.version_id, "promoted": promoted})
+            self._progress({"phase": "done", "evaluation": evaluation, "version_id": version.version_id,
+                            "promoted": promoted})
             return self._end("succeeded", version_id=version.version_id)
         except _Cancelled:
             return self._end("cancelled", error=f"cancelled before training (step {self.step})")
