@@ -271,7 +271,7 @@ class DistillationJob:
                 return runs.get(self.run_id)
         elif run.status != "running":
             return run
-        self.tenant = run.tenant
+        self.tenant, self.step = run.tenant, run.step
         try:
             self.spec = RunSpec.from_dict(run.config)
             self.config = self.spec.config
