@@ -29,7 +29,8 @@ from rich.table import Table
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.distill.adapter import Adapter
-from blockrag.distill.config import DistillConfig
+from blockrag.distill.config import DistillConfig, parse_overrides
+from blockrag.distill.data import DataConfig
 from blockrag.distill.fidelity import FidelityProbe, FidelityResult, Question
 from blockrag.distill.qa_set import build_qa_set, is_correct
 from blockrag.distill.recipe import DistillationRecipe, resolve_sink
@@ -71,7 +72,7 @@ def train(config: DistillConfig, examples, args) -> tuple[Adapter, list[float], 
 
 def served(adapter: Adapter, args) -> BlockAttentionEngine:
     model, _ = load_model(args.model, device=args.device)
-    return BlockAttentionEngine(adapter.merge_into(model), sink_token_id=adapter.sink_token_id)
+    return BlockAttentionEngine(adapter.merge_into(model), sink_token_id=adapter.sink_token_id, fuse=False)
 
 
 def main() -> None:
@@ -96,22 +97,22 @@ def main() -> None:
 
     model, tokenizer = load_model(args.model, device=args.device)
     template = PromptTemplate(tokenizer)
-    probe = FidelityProbe(BlockAttentionEngine(model), template, questions(args.split, args.questions))
+    probe = FidelityProbe(BlockAttentionEngine(model, fuse=False), template, questions(args.split, args.questions),
+                          progress=lambda i, n: i % 50 == 0 and console.print(f"  full attention {i}/{n}"))
     console.print(f"full attention: {probe.full.correct}/{probe.full.questions} "
                   f"({time.perf_counter() - started:.0f} s)")
     rows: dict[str, dict] = {"full attention": {"result": probe.full}}
-    rows["block, base model"] = {"result": probe.score(BlockAttentionEngine(model))}
+    rows["block, base model"] = {"result": probe.score(BlockAttentionEngine(model, fuse=False))}
+    console.print(f"block, base model: {rows['block, base model']['result']} ({time.perf_counter() - started:.0f} s)")
 
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
-    config = DistillConfig(steps=args.steps, examples_per_step=args.examples_per_step, **overrides)
+    config = DistillConfig.from_dict({"steps": args.steps, "examples_per_step": args.examples_per_step,
+                                      **parse_overrides(args.set)})
     if args.adapter:
         adapter = Adapter.from_bytes(args.adapter.read_bytes())
         rows[f"block, {args.adapter.name}"] = {"result": probe.score(served(adapter, args))}
     else:
-        examples = build_examples(model, tokenizer, default_corpus(), args.train_examples, seed=config.seed)
+        examples = build_examples(model, tokenizer, default_corpus(), args.train_examples, seed=config.seed,
+                                  data=DataConfig(max_example_tokens=config.max_example_tokens))
         console.print(f"{len(examples)} training examples, {sum(e.num_tokens for e in examples)} tokens "
                       f"({time.perf_counter() - started:.0f} s)")
         runs = {"block, distilled": config}

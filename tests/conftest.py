@@ -21,3 +21,12 @@ def default_engine(default_model):
     from blockrag.attention import BlockAttentionEngine
 
     return BlockAttentionEngine.for_serving(default_model[0])
+
+
+@pytest.fixture(scope="session")
+def served_runtime():
+    """The default model as the platform serves it: the shipped distillation adapter merged,
+    block sinks on, gate passed."""
+    from blockrag.model_runtime import ModelRuntime, ModelSpec
+
+    return ModelRuntime.load(ModelSpec(device="cpu"))

@@ -27,5 +27,5 @@ case "$MODE" in
       cat "$STASH"/gguf.part* > "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
       python3 -c "from pathlib import Path; from blockrag.models.default import convert_gguf; convert_gguf(Path('$STASH/SmolLM2-135M-Instruct.Q4_1.gguf'), Path('$MODEL'))" 2>&1 | tail -n 2
     fi
-    python3 bench/fidelity.py --model "$MODEL" --out "$OUT/fidelity.json" "$@" 2>&1 | grep -v Warning ;;
+    python3 -W ignore bench/fidelity.py --model "$MODEL" --out "$OUT/fidelity.json" "$@" 2>&1 | tee "$OUT/fidelity.log" ;;
 esac

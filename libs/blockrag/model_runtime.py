@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from blockrag.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from blockrag.distill.adapter import Adapter
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.prompt import PromptTemplate
@@ -19,11 +26,32 @@ from blockrag.prompt import PromptTemplate
 @dataclass(frozen=True)
 class ModelSpec:
     """What to load: model (hub id, local directory, .gguf; None = the embedded default),
-    dtype name and device ("auto": the first CUDA device when there is one, else the CPU)."""
+    dtype name and device ("auto": the first CUDA device when there is one, else the CPU).
+
+    adapter: the block-distillation adapter merged into the served weights: "default" is the
+    adapter shipped for the embedded model (none for other models), "none" the base model, else
+    the path of an adapter file (`blockrag model distill` writes one).
+    """
 
     model: str | None = None
     dtype: str = "float32"
     device: str = "auto"
+    adapter: str = "default"
+
+    def load_adapter(self) -> Adapter | None:
+        """The adapter this spec serves, or None for the base model."""
+        from blockrag.distill.adapter import Adapter
+        from blockrag.distill.default_adapter import default_adapter
+
+        if self.adapter in ("", "none"):
+            return None
+        if self.adapter == "default":
+            return default_adapter() if self.model is None else None
+        path = Path(self.adapter)
+        if not path.is_file():
+            raise ModelLoadError(f"adapter file {path} does not exist; pass a file written by `blockrag model distill` "
+                                 "or 'none' for the base model")
+        return Adapter.from_bytes(path.read_bytes())
 
     def resolved_device(self) -> str:
         if self.device == "auto":
@@ -57,7 +85,10 @@ class ModelRuntime:
         hf_logging.disable_progress_bar()  # replicas log to files: no progress bars there
         started = time.perf_counter()
         model, tokenizer = load_model(spec.model, dtype=spec.dtype, device=spec.resolved_device())
-        engine = BlockAttentionEngine.for_serving(model)
+        adapter = spec.load_adapter()
+        if adapter is not None:
+            model = adapter.merge_into(model)
+        engine = BlockAttentionEngine.for_serving(model, sink_token_id=adapter.sink_token_id if adapter else None)
         return cls(spec, engine, tokenizer, PromptTemplate(tokenizer), engine.fingerprint,
                    time.perf_counter() - started)
 
@@ -68,5 +99,6 @@ class ModelRuntime:
     def describe(self) -> dict:
         """Version, source and gate results, for the admin service (plain types: crosses Ray)."""
         gate = self.engine.gate_report
-        return {"version": self.version, "source": self.spec.source, "dtype": self.spec.dtype,
+        return {"version": self.version, "source": self.spec.source, "adapter": self.spec.adapter,
+                "sink_token_id": self.engine.sink_token_id, "dtype": self.spec.dtype,
                 "device": str(self.engine.device), "key_error": gate.key_error, "logit_error": gate.logit_error}

@@ -35,13 +35,13 @@ def test_ingest_uses_the_learned_segmenter(ingested, block_texts, default_model)
         assert len(document.block_tokens) == 1 or min(document.block_tokens) >= options.min_block_tokens
 
 
-def test_answer_equals_the_in_process_engine(generation, ingested, block_texts, default_engine, default_model):
+def test_answer_equals_the_in_process_engine(generation, ingested, block_texts, served_runtime):
     ids = [b for d in ingested.documents for b in d.block_ids][:6]
     question = "Which river runs through Veldmark?"
     text, usage = ask(generation, pb.GenerateRequest(
         question=question, max_new_tokens=24, context=[pb.ContextBlock(block_id=b) for b in ids]))
 
-    pipeline = LocalPipeline(default_engine, default_model[1])
+    pipeline = LocalPipeline(served_runtime.engine, served_runtime.tokenizer)
     kvs, _ = pipeline.context_blocks([block_texts[b] for b in ids])
     answer = pipeline.answer(kvs, question, max_new_tokens=24)
     expected = "".join(answer)

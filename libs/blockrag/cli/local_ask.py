@@ -24,6 +24,8 @@ def local_ask(
     model: Annotated[str | None, typer.Option(help="Hub id, local directory or .gguf file; default: the embedded SmolLM2-135M-Instruct.")] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
+    adapter: Annotated[str, typer.Option(help="Distillation adapter: 'default' (shipped for the embedded model), "
+                                              "'none', or a file from `blockrag model distill`.")] = "default",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.0,
     cache_dir: Annotated[Path | None, typer.Option(help="Where block KV is kept between runs; default: $BLOCKRAG_HOME/kv.")] = None,
@@ -32,9 +34,8 @@ def local_ask(
 ) -> None:
     """Answer QUESTION over documents: blocks are encoded once (or read from the KV cache),
     only the question is prefilled, the answer streams."""
-    from blockrag.attention import BlockAttentionEngine
     from blockrag.kvcache.local_store import LocalDirectoryStore
-    from blockrag.models import load_model
+    from blockrag.model_runtime import ModelRuntime, ModelSpec
     from blockrag.models.default import model_home
     from blockrag.pipeline import LocalPipeline
     from blockrag.samples import sample_paths
@@ -45,12 +46,10 @@ def local_ask(
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
 
     with console.status("Loading the model and checking its cached path against the reference..."):
-        started = time.perf_counter()
-        hf_model, tokenizer = load_model(model, dtype=dtype, device=device)
-        engine = BlockAttentionEngine.for_serving(hf_model)
-        loaded = time.perf_counter() - started
+        runtime = ModelRuntime.load(ModelSpec(model, dtype, device, adapter))
+        engine, tokenizer, loaded = runtime.engine, runtime.tokenizer, runtime.load_seconds
     gate = engine.gate_report
-    console.print(f"[dim]model {model or 'smollm2-135m-instruct'} ({dtype}, {device}) ready in {loaded:.1f} s; "
+    console.print(f"[dim]model {model or 'smollm2-135m-instruct'} ({dtype}, {device}, adapter {adapter}) ready in {loaded:.1f} s; "
                   f"correctness gate passed (key error {gate.key_error:.1e}, logit error {gate.logit_error:.1e})[/dim]")
 
     store = None if no_cache else LocalDirectoryStore(cache_dir or model_home().parent / "kv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -40,3 +41,63 @@ def check(
     console.print(f"loaded in {loaded:.2f} s; fingerprint {engine.fingerprint[:16]}")
     console.print(f"gate passed: key error {report.key_error:.2e} (bound {report.key_bound:g}), "
                   f"logit error {report.logit_error:.2e} (bound {report.logit_bound:g})")
+
+
+@app.command()
+def distill(
+    out: Annotated[Path | None, typer.Option(help="Where to write the adapter (default: under $BLOCKRAG_HOME/adapters).")] = None,
+    directory: Annotated[list[Path] | None, typer.Option(help="Train on the text files under this directory "
+                                                          "(repeatable); default: the shipped corpus.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 100,
+    examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 200,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="A DistillConfig setting, KEY=VALUE (repeatable).")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model; default: the embedded one.")] = None,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
+) -> None:
+    """Distil a block-attention adapter for a model on this machine, without the platform.
+
+    With no options this reproduces the adapter shipped with the package
+    (blockrag/distill/default_adapter/TRAINING.md): the same corpus, config, seed and steps.
+    """
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from blockrag.distill.config import DistillConfig, parse_overrides
+    from blockrag.distill.data import DataConfig, documents_in
+    from blockrag.distill.recipe import DistillationRecipe, resolve_sink
+    from blockrag.distill.training import build_examples, default_corpus, run_steps
+    from blockrag.errors import BlockRAGError
+    from blockrag.models import load_model
+    from blockrag.models.default import model_home
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    try:
+        config = DistillConfig.from_dict({"steps": steps, **parse_overrides(setting or [])})
+        documents = [d for path in directory for d in documents_in(path)] if directory else default_corpus()
+        base, tokenizer = load_model(model)
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("building examples", total=examples, info="")
+            data = build_examples(base, tokenizer, documents, examples, seed=config.seed,
+                                  data=DataConfig(max_example_tokens=config.max_example_tokens),
+                                  progress=lambda done, total: progress.update(task, completed=done))
+            progress.update(task, completed=examples)
+            recipe = DistillationRecipe(config, base, resolve_sink(tokenizer, config.sink_token))
+            recipe.setup()
+            train = progress.add_task("distilling", total=config.steps, info="")
+
+            def on_step(m) -> None:
+                kl = "" if m.kl is None else f" kl {m.kl:.4f}"
+                progress.update(train, completed=m.step, info=f"loss {m.loss:.4f}{kl} {m.tokens_per_s:.0f} tok/s")
+
+            run_steps(recipe, data, config.steps, on_step)
+    except BlockRAGError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    target = out or model_home().parent / "adapters" / f"adapter-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(recipe.adapter().to_bytes())
+    console.print(f"adapter written to {target} after {config.steps} steps in {time.perf_counter() - started:.0f} s")

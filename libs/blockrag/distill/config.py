@@ -104,3 +104,20 @@ class DistillConfig:
         """The predecessor's recipe on the same switches: CE, no sinks, no dropout, no weighting."""
         base = dict(objective="ce", sink_token=None, block_dropout=0.0, token_weighting=0.0)
         return cls(**{**base, **overrides})
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """["steps=50", "sink_token=null", "lora={\\"rank\\": 8}"] -> a dict for DistillConfig.from_dict:
+    each value is read as JSON when it parses, else kept as a string."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidRequestError(f"a setting is KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

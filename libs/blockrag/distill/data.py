@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class DataConfig:
     final_tokens: int = 4  # continuation examples: how much of the following text is the final block
     answer_tokens: int = 48
     question_fraction: float = 0.5
+    max_example_tokens: int = 1536  # a question prompt longer than this, answer included, is skipped
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_blocks <= self.max_blocks and 1 <= self.min_block_tokens <= self.max_block_tokens
@@ -105,11 +107,16 @@ def question_prompt(template: PromptTemplate, passages: Sequence[str], question:
 
 
 def question_examples(items: Iterable[tuple[Sequence[str], str]], template: PromptTemplate,
-                      teacher_answer: TeacherAnswer) -> Iterator[Example]:
-    """(passages, question) pairs -> examples whose target is the teacher's answer."""
+                      teacher_answer: TeacherAnswer, max_tokens: int) -> Iterator[Example]:
+    """(passages, question) pairs -> examples whose target is the teacher's answer; prompts that
+    leave no room for an answer within max_tokens are skipped before the teacher runs."""
     for passages, question in items:
         blocks, final = question_prompt(template, passages, question)
-        answer = teacher_answer([t for b in blocks for t in b] + final)
+        prompt = [t for b in blocks for t in b] + final
+        budget = max_tokens - len(prompt)
+        if budget < 1:
+            continue
+        answer = teacher_answer(prompt)[:budget]
         if answer:
             yield Example.of(blocks, final, answer)
 
@@ -159,16 +166,18 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
     n_questions = round(count * config.question_fraction)
     passages = [b for doc in blocked for b in doc]
     pairs = list(logged)
-    while len(pairs) < n_questions:
+    while len(pairs) < 2 * n_questions:  # spare pairs: prompts over the token budget are skipped
         fresh = list(templated_questions(passages, rng))
         if not fresh:
             break
         pairs.extend(fresh)
     examples: list[Example] = []
-    for example in question_examples(pairs[:n_questions], template, teacher_answer):
+    for example in question_examples(pairs, template, teacher_answer, config.max_example_tokens):
         examples.append(example)
         if progress:
             progress(len(examples), count)
+        if len(examples) == n_questions:
+            break
     continuations: list[Example] = []
     while len(examples) + len(continuations) < count:
         before = len(continuations)
@@ -180,3 +189,18 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
         progress(len(examples), count)
     rng.shuffle(examples)
     return examples
+
+
+TEXT_SUFFIXES = (".md", ".txt", ".rst", ".text")
+
+
+def documents_in(directory: str | Path) -> list[str]:
+    """The text of every text file (.md, .txt, .rst, .text) under `directory`, in path order;
+    InvalidRequestError when it is not a directory or holds none."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InvalidRequestError(f"{root} is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise InvalidRequestError(f"{root} holds no text files ({', '.join(TEXT_SUFFIXES)})")
+    return [p.read_text(encoding="utf-8", errors="replace") for p in files]

@@ -31,7 +31,8 @@ def default_corpus() -> list[str]:
 def teacher_answerer(model: PreTrainedModel, max_new_tokens: int) -> Callable[[list[int]], list[int]]:
     """prompt ids -> the base model's greedy answer under full attention, with the stop token
     that ended it (the student learns when to stop too)."""
-    engine = BlockAttentionEngine(model)
+    # no fusion (it would compile the model's modules in place, the same modules then trained)
+    engine = BlockAttentionEngine(model, fuse=False, cuda_graphs=False)
     stop = min(engine.stop_ids) if engine.stop_ids else None
 
     def answer(ids: list[int]) -> list[int]:
