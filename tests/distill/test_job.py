@@ -140,7 +140,7 @@ def test_data_is_read_with_the_runs_tenant_only(tiny_dir, stores):
         start_run(stores.runs, stores.index, "acme", spec(tiny_dir, collection="other"))
     shared = gather_data(spec(tiny_dir, collection="", logged_questions=0), SHARED, stores.index, stores.questions)
     assert shared.description["source"] == "default corpus" and shared.logged == []
-    with pytest.raises(InvalidRequestError, match="does not exist"):
+    with pytest.raises(InvalidRequestError, match="no such file or directory"):
         start_run(stores.runs, stores.index, "acme", spec(tiny_dir, collection="", directory="/no/such/dir"))
 
 
@@ -172,7 +172,7 @@ def test_a_bad_source_fails_the_run_with_its_reason(tiny_dir, stores, tmp_path):
     run = start_run(stores.runs, stores.index, "acme", spec(tiny_dir, collection="", directory=str(tmp_path / "docs")))
     (tmp_path / "docs" / "a.txt").unlink()
     ended = DistillationJob(run.run_id, stores).run()
-    assert ended.status == "failed" and "holds no" in ended.error
+    assert ended.status == "failed" and "no .md/.txt/.rst documents" in ended.error
 
 
 def test_config_overrides_and_spec_round_trip(tiny_dir):

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from blockrag.cli.documents import read_documents
+from blockrag.documents import read_documents
 
 console = Console()
 

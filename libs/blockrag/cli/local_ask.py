@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockrag.cli.documents import read_documents
+from blockrag.documents import read_documents
 from blockrag.segment import split_paragraphs
 
 console = Console()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from blockrag.distill.example import Example
+from blockrag.documents import read_documents
 from blockrag.errors import InvalidRequestError
 from blockrag.prompt import PromptTemplate
 from blockrag.segment.paragraph import split_paragraphs
@@ -191,16 +192,8 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
     return examples
 
 
-TEXT_SUFFIXES = (".md", ".txt", ".rst", ".text")
-
 
 def documents_in(directory: str | Path) -> list[str]:
-    """The text of every text file (.md, .txt, .rst, .text) under `directory`, in path order;
-    InvalidRequestError when it is not a directory or holds none."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise InvalidRequestError(f"{root} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    if not files:
-        raise InvalidRequestError(f"{root} holds no text files ({', '.join(TEXT_SUFFIXES)})")
-    return [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    """The text of every .md/.txt/.rst file under `directory`, in path order (InvalidRequestError
+    when there is no such directory or it holds none)."""
+    return list(read_documents([Path(directory)]).values())

@@ -36,7 +36,7 @@ from blockrag.attention import BlockAttentionEngine
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.checkpoints import RunObjects, load_adapter
 from blockrag.distill.config import DistillConfig, LoraSettings
-from blockrag.distill.data import DataConfig
+from blockrag.distill.data import DataConfig, documents_in
 from blockrag.distill.example import Example
 from blockrag.distill.fidelity import FidelityProbe, Question
 from blockrag.distill.qa_set import build_qa_set, is_correct
@@ -49,7 +49,6 @@ from blockrag.model_runtime import ModelSpec
 from blockrag.prompt import PromptTemplate
 from blockrag.registry import ModelRegistry, ModelVersion, QuestionLog, Run, RunStore
 
-TEXT_SUFFIXES = (".txt", ".md", ".rst")
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -134,7 +133,7 @@ def start_run(runs: RunStore, index: CacheIndex, tenant: str, spec: RunSpec) -> 
     if spec.collection and not index.list_collection(tenant, spec.collection):
         raise NotFoundError(f"collection {spec.collection!r} of tenant {tenant or 'default'!r} has no blocks")
     if spec.directory:
-        _text_files(spec.directory)
+        documents_in(Path(spec.directory).expanduser())  # fail fast: the job would fail later
     return runs.create(tenant, spec.to_dict(), spec.config.steps)
 
 
@@ -175,7 +174,7 @@ def gather_data(spec: RunSpec, tenant: str, index: CacheIndex, questions: Questi
         # documents in ingest order, each in block order: one text whose paragraphs re-pack into blocks
         documents = ["\n\n".join(b.text for b in blocks)]
     elif spec.directory:
-        documents = [p.read_text(errors="replace") for p in _text_files(spec.directory)]
+        documents = documents_in(Path(spec.directory).expanduser())
     else:
         documents = default_corpus()
     logged: list[tuple[list[str], str]] = []
@@ -190,16 +189,6 @@ def gather_data(spec: RunSpec, tenant: str, index: CacheIndex, questions: Questi
     return RunData(documents, logged, description)
 
 
-def _text_files(directory: str) -> list[Path]:
-    root = Path(directory).expanduser()
-    if not root.is_dir():
-        raise InvalidRequestError(f"directory {directory!r} does not exist (it is read where the job runs)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    if not files:
-        raise InvalidRequestError(f"directory {directory!r} holds no {'/'.join(TEXT_SUFFIXES)} files")
-    return files
-
-
 def data_shape(max_example_tokens: int) -> DataConfig:
     """Example shapes within the token budget: question examples hold the prompt's opening block
     and up to 6 passages, so blocks are at most a seventh of what the answer leaves."""
@@ -209,7 +198,8 @@ def data_shape(max_example_tokens: int) -> DataConfig:
     if block < default.min_block_tokens:
         raise InvalidRequestError(f"max_example_tokens {max_example_tokens} is too small for an example; "
                                   f"use at least {7 * default.min_block_tokens + default.answer_tokens + 64}")
-    return dataclasses.replace(default, max_block_tokens=block, max_blocks=min(default.max_blocks, room // block))
+    return dataclasses.replace(default, max_block_tokens=block, max_blocks=min(default.max_blocks, room // block),
+                               max_example_tokens=max_example_tokens)
 
 
 def qa_questions(n: int) -> list[Question]:
