@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -60,7 +61,6 @@ def distill(
     (blockrag/distill/default_adapter/TRAINING.md): the same corpus, config, seed and steps.
     """
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from blockrag.distill.config import DistillConfig, parse_overrides
     from blockrag.distill.data import DataConfig, documents_in
@@ -77,21 +77,16 @@ def distill(
         config = DistillConfig.from_dict({"steps": steps, **parse_overrides(setting or [])})
         documents = [d for path in directory for d in documents_in(path)] if directory else default_corpus()
         base, tokenizer = load_model(model)
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("building examples", total=examples, info="")
+        with _progress() as report:
             data = build_examples(base, tokenizer, documents, examples, seed=config.seed,
                                   data=DataConfig(max_example_tokens=config.max_example_tokens),
-                                  progress=lambda done, total: progress.update(task, completed=done))
-            progress.update(task, completed=examples)
+                                  progress=lambda done, total: report("building examples", done, total))
             recipe = DistillationRecipe(config, base, resolve_sink(tokenizer, config.sink_token))
             recipe.setup()
-            train = progress.add_task("distilling", total=config.steps, info="")
 
             def on_step(m) -> None:
                 kl = "" if m.kl is None else f" kl {m.kl:.4f}"
-                progress.update(train, completed=m.step, info=f"loss {m.loss:.4f}{kl} {m.tokens_per_s:.0f} tok/s")
+                report("distilling", m.step, config.steps, f"loss {m.loss:.4f}{kl} {m.tokens_per_s:.0f} tok/s")
 
             run_steps(recipe, data, config.steps, on_step)
     except BlockRAGError as e:
@@ -101,3 +96,31 @@ def distill(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(recipe.adapter().to_bytes())
     console.print(f"adapter written to {target} after {config.steps} steps in {time.perf_counter() - started:.0f} s")
+
+
+@contextlib.contextmanager
+def _progress():
+    """report(task, done, total, info="") as rich bars on a terminal, else a line every tenth
+    (logs of long runs under nohup, CI or a scheduler)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if not console.is_terminal:
+        started = time.perf_counter()
+
+        def line(task: str, done: int, total: int, info: str = "") -> None:
+            if done == total or done % max(1, total // 10) == 0:
+                print(f"{task} {done}/{total} {info} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        yield line
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def bar(task: str, done: int, total: int, info: str = "") -> None:
+            if task not in tasks:
+                tasks[task] = progress.add_task(task, total=total, info="")
+            progress.update(tasks[task], completed=done, info=info)
+
+        yield bar

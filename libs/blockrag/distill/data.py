@@ -95,11 +95,19 @@ def continuation_examples(documents: Iterable[Sequence[str]], tokenizer: PreTrai
         while start + config.min_blocks < len(ids):
             k = rng.randint(config.min_blocks, config.max_blocks)
             k = min(k, len(ids) - start - 1)
+            # fewer blocks while the window and the text after it exceed the token budget
+            while k > config.min_blocks and _window_tokens(ids, start, k, config) > config.max_example_tokens:
+                k -= 1
             following = ids[start + k]
-            if len(following) > config.final_tokens + 1:
+            if len(following) > config.final_tokens + 1 and _window_tokens(ids, start, k, config) <= config.max_example_tokens:
                 target = following[config.final_tokens : config.final_tokens + config.target_tokens]
                 yield Example.of(ids[start : start + k], following[: config.final_tokens], target)
             start += k + 1
+
+
+def _window_tokens(ids: list[list[int]], start: int, k: int, config: DataConfig) -> int:
+    """Tokens of a continuation example: k blocks from `start`, then the final block and target."""
+    return sum(map(len, ids[start : start + k])) + min(len(ids[start + k]), config.final_tokens + config.target_tokens)
 
 
 def question_prompt(template: PromptTemplate, passages: Sequence[str], question: str) -> tuple[list[list[int]], list[int]]:

@@ -1,0 +1,136 @@
+"""Training data without labels, the per-step batches, and the adapter blob."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from tiny_models import tiny_model
+
+from blockrag.distill.config import LoraSettings, parse_overrides
+from blockrag.distill.data import DataConfig, continuation_examples, mixed_examples, templated_questions
+from blockrag.distill.example import Example
+from blockrag.distill.training import step_batch
+from blockrag.errors import InvalidRequestError, ModelLoadError
+from blockrag.models import load_tokenizer
+from blockrag.prompt import PromptTemplate
+
+PARAGRAPHS = [f"Paragraph {i} tells of the river Quill{i} and the mill built by Alder{i} in year {1800 + i}. "
+              f"The millers of Quill{i} ground grain for the whole valley." for i in range(40)]
+DOCUMENT = "\n\n".join(PARAGRAPHS)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def test_continuations_are_windows_of_consecutive_blocks(tokenizer):
+    blocks = PARAGRAPHS[:12]
+    config = DataConfig(min_blocks=2, max_blocks=3, final_tokens=4, target_tokens=8)
+    examples = list(continuation_examples([blocks], tokenizer, config, random.Random(0)))
+    ids = [tokenizer(b + "\n\n", add_special_tokens=False).input_ids for b in blocks]
+    assert examples
+    position = 0
+    for example in examples:
+        k = len(example.blocks)
+        assert 2 <= k <= 3
+        # the context is blocks position..position+k-1, the final block and target the next one
+        assert [list(b) for b in example.blocks] == ids[position : position + k]
+        following = ids[position + k]
+        assert list(example.final) == following[:4] and list(example.target) == following[4:12]
+        position += k + 1
+
+
+def test_templated_questions_ask_about_a_term_only_one_passage_holds():
+    pairs = list(templated_questions(PARAGRAPHS, random.Random(1)))
+    assert len(pairs) >= 5
+    for passages, question in pairs:
+        assert 3 <= len(passages) <= 6
+        term = next(w.strip("?.,") for w in question.split() if w.startswith(("Quill", "Alder")))
+        holders = [p for p in passages if term in p.replace(".", " ").replace(",", " ").split()]
+        assert len(holders) == 1, (term, question)
+
+
+def test_mixed_examples_hold_questions_with_teacher_answers_and_continuations(tokenizer):
+    template = PromptTemplate(tokenizer)
+    asked = []
+
+    def teacher(prompt_ids):
+        asked.append(prompt_ids)
+        return [7, 8, 9]
+
+    config = DataConfig(question_fraction=0.5)
+    examples = mixed_examples([DOCUMENT], tokenizer, template, teacher, config, count=10, seed=0)
+    assert len(examples) == 10
+    questions = [e for e in examples if e.blocks[0] == tuple(template.prefix_ids())]
+    assert len(questions) == 5 == len(asked)
+    for e in questions:  # the serving prompt: opening block, passages, question; the teacher's answer
+        assert e.target == (7, 8, 9)
+        assert tokenizer.decode(e.final).startswith("Question: ")
+        assert [t for b in e.blocks for t in b] + list(e.final) in asked
+    assert all(e.num_tokens <= config.max_example_tokens for e in examples)
+    again = mixed_examples([DOCUMENT], tokenizer, template, teacher, config, count=10, seed=0)
+    assert again == examples
+
+
+def test_prompts_over_the_budget_are_skipped_before_the_teacher_runs(tokenizer):
+    template = PromptTemplate(tokenizer)
+    asked = []
+    config = DataConfig(question_fraction=1.0, max_example_tokens=200)
+    examples = mixed_examples([DOCUMENT], tokenizer, template, lambda ids: asked.append(ids) or [5] * 50,
+                              config, count=4, seed=0)
+    assert all(len(ids) < 200 for ids in asked)
+    assert all(e.num_tokens <= 200 for e in examples)
+
+
+def test_mixed_examples_refuse_text_without_blocks(tokenizer):
+    with pytest.raises(InvalidRequestError, match="no usable text"):
+        mixed_examples(["tiny"], tokenizer, PromptTemplate(tokenizer), lambda ids: [1], DataConfig(), 3, 0)
+
+
+def test_step_batches_walk_seeded_epochs():
+    examples = [Example.of([[i + 1]], [1], [2]) for i in range(10)]
+    first_epoch = [e for s in range(5) for e in step_batch(examples, s, 2, seed=3)]
+    assert sorted(e.blocks for e in first_epoch) == sorted(e.blocks for e in examples)  # each once
+    assert step_batch(examples, 7, 2, seed=3) == step_batch(examples, 7, 2, seed=3)
+    second_epoch = [e for s in range(5, 10) for e in step_batch(examples, s, 2, seed=3)]
+    assert [e.blocks for e in second_epoch] != [e.blocks for e in first_epoch]  # reshuffled
+    assert step_batch(examples, 0, 2, seed=4) != step_batch(examples, 0, 2, seed=3)
+
+
+def test_adapter_round_trip_and_merge():
+    from blockrag.distill.adapter import Adapter
+    from blockrag.distill.student import attach_lora
+    from blockrag.models.fingerprint import model_fingerprint
+
+    base = tiny_model("qwen2")
+    base_fp = model_fingerprint(base)
+    student = attach_lora(tiny_model("qwen2"), LoraSettings(rank=2, target_modules=("q_proj", "up_proj")))
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    adapter = Adapter.from_student(student, LoraSettings(rank=2, target_modules=("q_proj", "up_proj")), 11, base_fp)
+    again = Adapter.from_bytes(adapter.to_bytes())
+    assert again.sink_token_id == 11 and again.lora == adapter.lora and again.base_fingerprint == base_fp
+    assert all(torch.equal(again.weights[k], adapter.weights[k]) for k in adapter.weights)
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        expected = student(input_ids=ids).logits
+    merged = again.merge_into(base)
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - expected).abs().max().item() <= 1e-5
+    assert model_fingerprint(merged) != base_fp  # the served version is another version
+    with pytest.raises(ModelLoadError, match="another base model"):
+        again.merge_into(tiny_model("qwen2", seed=1))
+    with pytest.raises(ModelLoadError, match="not a readable adapter|not a blockrag adapter"):
+        Adapter.from_bytes(b"garbage")
+
+
+def test_parse_overrides():
+    assert parse_overrides(["steps=50", "sink_token=null", "sink_token2=<s>", 'lora={"rank": 8}']) == {
+        "steps": 50, "sink_token": None, "sink_token2": "<s>", "lora": {"rank": 8}}
+    with pytest.raises(InvalidRequestError, match="KEY=VALUE"):
+        parse_overrides(["steps"])
