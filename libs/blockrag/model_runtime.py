@@ -78,6 +78,14 @@ class ModelRuntime:
         threads: torch's CPU threads for this process (None: leave as is)."""
         if threads:
             torch.set_num_threads(threads)
+        return cls.load_version(spec, spec.load_adapter())
+
+    @classmethod
+    def load_version(cls, spec: ModelSpec, adapter: Adapter | None, version_id: str = "") -> ModelRuntime:
+        """The base model of `spec` (its dtype and device; its own adapter setting ignored) with
+        `adapter` merged (None: the base itself), gated: a model-registry version as a replica
+        serves it. version_id names it in errors (ModelLoadError when the adapter was trained
+        on another base, EngineCorrectnessError when the gate fails)."""
         from transformers.utils import logging as hf_logging
 
         from blockrag.models import load_model
@@ -85,9 +93,11 @@ class ModelRuntime:
         hf_logging.disable_progress_bar()  # replicas log to files: no progress bars there
         started = time.perf_counter()
         model, tokenizer = load_model(spec.model, dtype=spec.dtype, device=spec.resolved_device())
-        adapter = spec.load_adapter()
         if adapter is not None:
-            model = adapter.merge_into(model)
+            try:
+                model = adapter.merge_into(model)
+            except ModelLoadError as e:
+                raise ModelLoadError(f"model version {version_id}: {e}" if version_id else str(e)) from e
         engine = BlockAttentionEngine.for_serving(model, sink_token_id=adapter.sink_token_id if adapter else None)
         return cls(spec, engine, tokenizer, PromptTemplate(tokenizer), engine.fingerprint,
                    time.perf_counter() - started)

@@ -16,6 +16,7 @@ from blockrag.telemetry.metrics import (
     observe_prompt,
     observe_request,
     observe_segments,
+    set_model_warm,
     set_replica_cache,
     time_segmentation,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "observe_prompt",
     "observe_request",
     "observe_segments",
+    "set_model_warm",
     "set_replica_cache",
     "time_segmentation",
 ]

@@ -118,6 +118,15 @@ REPLICA_CACHE_ENTRIES = Gauge(
     ["service"],
     multiprocess_mode="livesum",
 )
+# A replica switching a tenant to another model version first re-encodes the tenant's most-hit
+# blocks for it; "livemax": replicas warming the same switch report the furthest along.
+MODEL_WARM_BLOCKS = Gauge(
+    "blockrag_model_warm_blocks",
+    "Hot blocks re-encoded for the model version a tenant is switching to (state=done) out of "
+    "those chosen (state=total); 0 when no switch is warming.",
+    ["tenant", "state"],
+    multiprocess_mode="livemax",
+)
 
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TIME_TO_FIRST_TOKEN,
@@ -137,6 +146,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     SEGMENTED_TOKENS,
     REPLICA_CACHE_BYTES,
     REPLICA_CACHE_ENTRIES,
+    MODEL_WARM_BLOCKS,
 )
 
 
@@ -184,6 +194,12 @@ def set_replica_cache(service: str, nbytes: int, entries: int) -> None:
     """Report this replica's local cache size (summed over live replicas by the exporter)."""
     REPLICA_CACHE_BYTES.labels(service=service).set(nbytes)
     REPLICA_CACHE_ENTRIES.labels(service=service).set(entries)
+
+
+def set_model_warm(tenant: str, done: int, total: int) -> None:
+    """Progress of re-encoding a tenant's hot blocks before a model switch (0, 0 when over)."""
+    MODEL_WARM_BLOCKS.labels(tenant=tenant, state="done").set(done)
+    MODEL_WARM_BLOCKS.labels(tenant=tenant, state="total").set(total)
 
 
 def observe_segments(token_counts: Sequence[int]) -> None:

@@ -1,0 +1,362 @@
+"""ServedModels: the model runtimes one replica serves, following the registry's active versions.
+
+A replica starts with the configured model (PlatformConfig.model) and, when a ModelRegistry is
+given, the shared scope's active version. ``for_tenant`` answers with the runtime of the
+tenant's active version (``registry.active``: its own, else the shared one, else None = the
+configured model), reading the registry at most every ``refresh_s`` per tenant, so that a
+promotion or a rollback reaches every replica without a restart.
+
+A change of version never makes a request wait or fail: the new version is loaded in one
+background thread (the base model fresh, the version's adapter from the object store merged,
+the correctness gate), then the ``warm`` hook re-encodes the tenant's most-hit blocks for it,
+and only then does the tenant switch; meanwhile the runtime it had keeps serving. A request
+captures its runtime once, so an answer in flight ends on the version it started with.
+
+``for_version`` serves Precompute requests that name a version (its fingerprint, the cache
+keys' model version). At most ``max_loaded`` runtimes stay loaded: the least recently used
+goes first, never the configured one, one leased by a request (``lease``) or one a switch is
+moving from or to.
+
+Tenant safety: a version of scope A serves tenant A only. The registry's ``active`` scopes
+already; both lookups check the scope again here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from blockrag.errors import ConflictError, ModelLoadError, NotFoundError, ServiceUnavailableError
+from blockrag.kvcache.object_store import ObjectStore
+from blockrag.model_runtime import ModelRuntime, ModelSpec
+from blockrag.registry import SHARED, ModelRegistry, ModelVersion
+
+log = logging.getLogger("blockrag.served_models")
+
+CONFIGURED = ""  # the key of the configured model's runtime (version ids start with "mv_")
+RETRY_FAILED_S = 60.0  # a version that failed to load is tried again after this long
+
+# (tenant, old model version, new model version): re-encode the tenant's hot blocks for the
+# new version; model versions are fingerprints, as in cache keys. Runs in the loader thread.
+WarmHook = Callable[[str, str, str], None]
+VersionLoader = Callable[[ModelVersion], ModelRuntime]
+
+
+@dataclass
+class _Loaded:
+    runtime: ModelRuntime
+    version: ModelVersion | None  # None: the configured model
+    last_used: float
+    leases: int = 0
+
+    def serves(self, tenant: str) -> bool:
+        return self.version is None or self.version.tenant in (SHARED, tenant)
+
+
+@dataclass
+class _Tenant:
+    current: str  # key of the runtime serving it
+    checked_at: float  # when the registry was last read for it
+    target: str | None = None  # key of the runtime it is switching to (loading or warming)
+
+
+class ServedModels:
+    """The runtimes of one replica. Thread-safe; loads and warm-ups run in one background thread."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        threads: int | None = None,
+        registry: ModelRegistry | None = None,
+        store: ObjectStore | None = None,
+        *,
+        warm: WarmHook | None = None,
+        refresh_s: float = 2.0,
+        max_loaded: int = 3,
+        configured: ModelRuntime | None = None,
+        load_version: VersionLoader | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """spec, threads: the configured model (loaded here unless `configured` is given).
+        registry and store: where versions and their adapters are (None: serve the configured
+        model only). load_version: how a version becomes a runtime (default: the base of
+        `spec` with the version's adapter from `store`)."""
+        if max_loaded < 2:
+            raise ValueError(f"max_loaded must be >= 2 (the configured model and one version), got {max_loaded}")
+        if registry is not None and store is None and load_version is None:
+            raise ValueError("a registry needs the object store that holds the versions' adapters")
+        self.spec, self.registry, self.store = spec, registry, store
+        self.refresh_s, self.max_loaded = refresh_s, max_loaded
+        self._warm, self._clock = warm, clock
+        self._load = load_version or (version_loader(spec, store) if store is not None else None)
+        self._lock = threading.Lock()
+        self._loaded: dict[str, _Loaded] = {}
+        self._tenants: dict[str, _Tenant] = {}
+        self._loading: dict[str, ModelVersion] = {}  # key -> version queued or loading (for_version)
+        self._failed: dict[str, tuple[float, str]] = {}  # key -> (when, why)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-models")
+        runtime = configured or ModelRuntime.load(spec, threads)
+        self._loaded[CONFIGURED] = _Loaded(runtime, None, clock())
+        self._preload_shared()
+
+    @property
+    def configured(self) -> ModelRuntime:
+        return self._loaded[CONFIGURED].runtime
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def for_tenant(self, tenant: str) -> ModelRuntime:
+        """The runtime serving ``tenant`` now; starts a switch in the background when the
+        registry names another version (CacheIndexError when the registry is unreachable)."""
+        now = self._clock()
+        with self._lock:
+            state = self._tenants.get(tenant)
+            if self.registry is None or (state is not None and now - state.checked_at < self.refresh_s):
+                return self._use(state.current if state else CONFIGURED, now)
+        version = self.registry.active(tenant)  # outside the lock: a query
+        if version is not None and version.tenant not in (SHARED, tenant):
+            raise ConflictError(f"the registry named {version.version_id} of scope {version.tenant!r} for "
+                                f"tenant {tenant!r}; it serves its own scope only")
+        with self._lock:
+            return self._follow(tenant, version, now)
+
+    def for_version(self, model_version: str, tenant: str) -> ModelRuntime:
+        """The runtime whose fingerprint is ``model_version``, for ``tenant``: NotFoundError
+        when no version of the tenant's scope (or the shared one) has it, ServiceUnavailableError
+        while it loads (the load starts here) or after it failed to."""
+        now = self._clock()
+        with self._lock:
+            for loaded in self._loaded.values():
+                if loaded.runtime.version == model_version and loaded.serves(tenant):
+                    return self._use_entry(loaded, now)
+            for key, version in self._loading.items():
+                if version.fingerprint == model_version and version.tenant in (SHARED, tenant):
+                    raise _loading(version)
+        if self.registry is None:
+            raise NotFoundError(self._unknown(model_version, tenant))
+        known = [v for v in self.registry.list() if v.fingerprint == model_version
+                 and v.tenant in (SHARED, tenant) and v.status != "failed"]
+        if not known:
+            raise NotFoundError(self._unknown(model_version, tenant))
+        version = known[0]
+        with self._lock:
+            if version.version_id in self._loaded:  # loaded meanwhile
+                return self._use(version.version_id, now)
+            self._check_not_failed(version, now)
+            if version.version_id not in self._loading:
+                self._loading[version.version_id] = version
+                self._loader.submit(self._load_only, version)
+        raise _loading(version)
+
+    @contextmanager
+    def lease(self, runtime: ModelRuntime) -> Iterator[ModelRuntime]:
+        """Keep ``runtime`` loaded while a request uses it (``with models.lease(rt):``)."""
+        entry = self._entry_of(runtime, +1)
+        try:
+            yield runtime
+        finally:
+            if entry is not None:
+                self._entry_of(runtime, -1)
+
+    def describe(self) -> dict:
+        """What this replica serves (plain types): the loaded runtimes (version_id, "" for the
+        configured model; scope; model_version; leases; the tenants each serves), the switches
+        under way (tenant -> version_id) and the versions that failed to load (-> why)."""
+        with self._lock:
+            serving: dict[str, list[str]] = {}
+            for tenant, state in self._tenants.items():
+                serving.setdefault(state.current, []).append(tenant)
+            loaded = [{"version_id": key, "scope": e.version.tenant if e.version else None,
+                       "model_version": e.runtime.version, "leases": e.leases, "load_seconds": e.runtime.load_seconds,
+                       "tenants": sorted(serving.get(key, []))} for key, e in self._loaded.items()]
+            switching = {t: s.target for t, s in self._tenants.items() if s.target is not None}
+            return {"loaded": loaded, "switching": switching, "failed": {k: why for k, (_, why) in self._failed.items()}}
+
+    def close(self) -> None:
+        """Stop the loader thread (a load under way finishes first)."""
+        self._loader.shutdown(wait=True, cancel_futures=True)
+
+    # -- switching -------------------------------------------------------------------------------
+
+    def _follow(self, tenant: str, version: ModelVersion | None, now: float) -> ModelRuntime:
+        """Under the lock: record the registry's answer for the tenant and start a switch."""
+        key = version.version_id if version else CONFIGURED
+        state = self._tenants.get(tenant)
+        if state is None:  # first request here: serve what is loaded, nothing to warm from
+            state = self._tenants[tenant] = _Tenant(key if key in self._loaded else CONFIGURED, now)
+        state.checked_at = now
+        if key == state.current:
+            state.target = None  # e.g. a rollback before the switch ended: the switch is dropped
+        elif state.target != key and not self._failed_recently(key, now):
+            state.target = key
+            self._loader.submit(self._switch, tenant, version)
+        return self._use(state.current, now)
+
+    def _switch(self, tenant: str, version: ModelVersion | None) -> None:
+        """In the loader thread: load, warm, then move the tenant to the version."""
+        key = version.version_id if version else CONFIGURED
+        try:
+            with self._lock:
+                if self._tenants.get(tenant, _Tenant(CONFIGURED, 0.0)).target != key:
+                    return  # superseded by a later change
+            runtime = self._ensure(version)
+            with self._lock:
+                state = self._tenants.get(tenant)
+                if state is None or state.target != key:
+                    return
+                old = self._loaded[state.current]
+                old.leases += 1  # both stay loaded while warming
+                self._loaded[key].leases += 1
+            try:
+                self._warm_up(tenant, old.runtime.version, runtime.version)
+            finally:
+                with self._lock:
+                    old.leases -= 1
+                    self._loaded[key].leases -= 1
+            with self._lock:
+                state = self._tenants.get(tenant)
+                if state is not None and state.target == key:
+                    state.current, state.target = key, None
+                    log.info("tenant %r now served by %s (model version %s)", tenant, key or "the configured model",
+                             runtime.version[:16])
+        except Exception as e:  # noqa: BLE001 - a background thread: nobody to raise to; logged and retried
+            log.error("switching tenant %r to %s failed: %s", tenant, key or "the configured model", e, exc_info=e)
+            with self._lock:
+                self._failed[key] = (self._clock(), f"{type(e).__name__}: {e}")
+                state = self._tenants.get(tenant)
+                if state is not None and state.target == key:
+                    state.target = None
+
+    def _warm_up(self, tenant: str, old: str, new: str) -> None:
+        """Run the warm hook; a failure there costs time to first token, not the switch."""
+        if self._warm is None or old == new:
+            return
+        try:
+            self._warm(tenant, old, new)
+        except Exception as e:  # noqa: BLE001 - warming is an optimisation: switch without it
+            log.warning("warming tenant %r for model version %s failed (%s: %s); switching without it",
+                        tenant, new[:16], type(e).__name__, e)
+
+    def _load_only(self, version: ModelVersion) -> None:
+        """In the loader thread: load a version for for_version."""
+        try:
+            self._ensure(version)
+        except Exception as e:  # noqa: BLE001 - a background thread; for_version reports it
+            log.error("loading %s failed: %s", version.version_id, e, exc_info=e)
+            with self._lock:
+                self._failed[version.version_id] = (self._clock(), f"{type(e).__name__}: {e}")
+        finally:
+            with self._lock:
+                self._loading.pop(version.version_id, None)
+
+    def _ensure(self, version: ModelVersion | None) -> ModelRuntime:
+        """The version's runtime, loaded (in the calling thread) if it is not yet."""
+        if version is None:
+            return self.configured  # always loaded
+        key = version.version_id
+        with self._lock:
+            if key in self._loaded:
+                return self._loaded[key].runtime
+            self._make_room()
+        log.info("loading %s (scope %r, adapter %r)", key, version.tenant, version.adapter_key)
+        runtime = self._load(version)
+        if version.fingerprint is not None and runtime.version != version.fingerprint:
+            raise ModelLoadError(
+                f"{key} loads as model version {runtime.version[:16]}..., not the {version.fingerprint[:16]}... it "
+                f"was registered with: serve it with the model, dtype and sinks it was trained with")
+        with self._lock:
+            self._make_room()  # a for_version load may have finished meanwhile
+            self._loaded[key] = _Loaded(runtime, version, self._clock())
+            self._failed.pop(key, None)
+        log.info("loaded %s in %.1f s (model version %s)", key, runtime.load_seconds, runtime.version[:16])
+        return runtime
+
+    def _make_room(self) -> None:
+        """Under the lock: evict until one more runtime fits (ServiceUnavailableError if none can go)."""
+        while len(self._loaded) >= self.max_loaded:
+            busy = {s.current for s in self._tenants.values() if s.target is not None}
+            busy |= {s.target for s in self._tenants.values() if s.target is not None}
+            current = {s.current for s in self._tenants.values()}
+            candidates = [k for k, l in self._loaded.items() if k != CONFIGURED and l.leases == 0 and k not in busy]
+            if not candidates:
+                raise ServiceUnavailableError(
+                    f"all {len(self._loaded)} loaded model versions are in use (max_loaded {self.max_loaded}); "
+                    f"raise max_loaded_models or wait for requests to finish")
+            victim = min(candidates, key=lambda k: (k in current, self._loaded[k].last_used))
+            del self._loaded[victim]
+            for state in self._tenants.values():
+                if state.current == victim:  # idle tenant: back to the configured model until reloaded
+                    state.current, state.checked_at = CONFIGURED, float("-inf")
+            log.info("unloaded %s to make room (max_loaded %d)", victim, self.max_loaded)
+
+    def _preload_shared(self) -> None:
+        """Load the shared scope's active version now, so a new replica serves it from its first
+        request; a failure is logged and the configured model serves until a retry works."""
+        if self.registry is None:
+            return
+        version = self.registry.active(SHARED)
+        if version is None or version.tenant != SHARED:
+            return
+        try:
+            self._ensure(version)
+        except Exception as e:  # noqa: BLE001 - the replica still serves the configured model
+            log.error("could not load the shared active version %s at start: %s", version.version_id, e, exc_info=e)
+            self._failed[version.version_id] = (self._clock(), f"{type(e).__name__}: {e}")
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _use(self, key: str, now: float) -> ModelRuntime:
+        return self._use_entry(self._loaded[key], now)
+
+    @staticmethod
+    def _use_entry(entry: _Loaded, now: float) -> ModelRuntime:
+        entry.last_used = now
+        return entry.runtime
+
+    def _entry_of(self, runtime: ModelRuntime, change: int) -> _Loaded | None:
+        with self._lock:
+            for entry in self._loaded.values():
+                if entry.runtime is runtime:
+                    entry.leases += change
+                    return entry
+        return None  # unloaded meanwhile: the request keeps its reference until it ends
+
+    def _failed_recently(self, key: str, now: float) -> bool:
+        failed = self._failed.get(key)
+        return failed is not None and now - failed[0] < RETRY_FAILED_S
+
+    def _check_not_failed(self, version: ModelVersion, now: float) -> None:
+        if self._failed_recently(version.version_id, now):
+            raise ServiceUnavailableError(
+                f"model version {version.version_id} failed to load on this replica "
+                f"({self._failed[version.version_id][1]}); it is retried after {RETRY_FAILED_S:.0f} s: fix the "
+                f"version's adapter or mark it failed")
+
+    def _unknown(self, model_version: str, tenant: str) -> str:
+        return (f"model version {model_version[:16]}... is not served for tenant {tenant!r}: this replica serves "
+                f"{self.configured.version[:16]}... and the registry's versions of the tenant's scope and the "
+                f"shared one; leave model_version empty to use the tenant's active version")
+
+
+def version_loader(spec: ModelSpec, store: ObjectStore) -> VersionLoader:
+    """The default VersionLoader: the base model of `spec` with the version's adapter read from
+    `store` (none for a version of the base itself, adapter_key "")."""
+
+    def load(version: ModelVersion) -> ModelRuntime:
+        from blockrag.distill.checkpoints import load_adapter
+
+        adapter = load_adapter(store, version.adapter_key) if version.adapter_key else None
+        return ModelRuntime.load_version(spec, adapter, version.version_id)
+
+    return load
+
+
+def _loading(version: ModelVersion) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"model version {version.version_id} ({(version.fingerprint or '')[:16]}...) is loading on this replica; "
+        f"retry in a few seconds")
