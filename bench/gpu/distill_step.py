@@ -89,6 +89,15 @@ def main() -> None:
         backward_ce(recipe.head, hidden, labels, config.kl_chunk_tokens, 1.0 / index.numel())
 
     full = timed(full_step, args.runs, args.warmup)
+    # block fine-tuning, the predecessor's step (block mask and full mask, cross-entropy), on the
+    # same adapters: the baseline distillation should not be slower than
+    bft_config = DistillConfig.block_fine_tuning(lora=config.lora, kl_chunk_tokens=config.kl_chunk_tokens,
+                                                 max_example_tokens=config.max_example_tokens)
+    bft_recipe = DistillationRecipe(bft_config, recipe.student.get_base_model(), sink_token_id=None)
+    bft_recipe.student, bft_recipe.head = recipe.student, recipe.head
+    bft_recipe.optimizer, bft_recipe.schedule = recipe.optimizer, recipe.schedule
+    bft_recipe.generator, bft_recipe.device = recipe.generator, recipe.device
+    bft = timed(lambda: bft_recipe.train_step([example]), args.runs, args.warmup)
     tokens = int(layout.student_ids.numel())
     result = {
         "model": f"Llama-3.1-8B shape, {args.layers} layers, bf16, LoRA r16 on all linear layers",
@@ -97,8 +106,10 @@ def main() -> None:
         "distill_tokens_per_s": tokens / statistics.median(distill),
         "full_tokens_per_s": int(layout.teacher_ids.numel()) / statistics.median(full),
         "ratio_step_time": statistics.median(distill) / statistics.median(full),
+        "block_fine_tuning_step_s": statistics.median(bft),
+        "distill_vs_block_fine_tuning": statistics.median(distill) / statistics.median(bft),
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if args.device == "cuda" else None,
-        "runs": {"distill": distill, "full": full},
+        "runs": {"distill": distill, "full": full, "block_fine_tuning": bft},
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
     }
     print(json.dumps(result, indent=1))

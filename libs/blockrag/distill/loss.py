@@ -86,7 +86,7 @@ def backward_ce(head: Head, student_hidden: torch.Tensor, labels: torch.Tensor, 
         log_s = _log_probs(head, leaf[s : s + chunk])
         ce = -log_s.gather(1, labels[s : s + chunk, None]).sum()
         (ce * scale).backward()
-        total += float(ce)
+        total += float(ce.detach())
     if leaf.grad is not None:
         student_hidden.backward(leaf.grad)
     return total
