@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["fixtures.s3", "fixtures.postgres", "fixtures.platform", "fixtures.prometheus"]
+pytest_plugins = ["fixtures.s3", "fixtures.postgres", "fixtures.platform", "fixtures.prometheus", "fixtures.index_db"]
 
 
 @pytest.fixture(scope="session")

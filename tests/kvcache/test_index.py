@@ -24,35 +24,11 @@ from blockrag.kvcache.index import (
 )
 from blockrag.kvcache.index_engine import IndexConfig, create_index_engine
 from blockrag.kvcache.index_schema import metadata
+from fixtures.index_db import Clock
 from fixtures.postgres import fresh_database
 
 ITERATIONS = 15  # per thread; raise it to stress the locking
 TABLES = ("kv_entries", "document_blocks", "documents", "blocks")
-
-
-class Clock:
-    """A clock the test moves by hand, so access order never depends on timer resolution."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float = 1.0) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/index.db"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fixtures.index_db import Clock
 
 from blockrag.kvcache.index import open_index_engine
 
 TABLES = ("question_log", "distill_runs", "model_promotions", "model_versions")
-
-
-class Clock:
-    """A clock the test moves by hand, so order never depends on timer resolution."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float = 1.0) -> None:
-        self.now += seconds
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/index.db"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
