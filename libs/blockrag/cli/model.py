@@ -57,8 +57,9 @@ def distill(
 ) -> None:
     """Distil a block-attention adapter for a model on this machine, without the platform.
 
-    With no options this reproduces the adapter shipped with the package
-    (blockrag/distill/default_adapter/TRAINING.md): the same corpus, config, seed and steps.
+    With no options: the default corpus (Python's reference topics and the bundled samples), the
+    default DistillConfig and seed. Serve the result with ModelSpec.adapter (the platform's
+    `model.adapter` setting) or `blockrag local-ask --adapter FILE`.
     """
     import torch
 
