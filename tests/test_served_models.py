@@ -257,6 +257,31 @@ def test_a_version_that_fails_to_load_leaves_the_tenant_where_it_was_and_is_retr
     assert len(attempts) == 2
 
 
+def test_a_failed_warm_up_keeps_the_old_runtime_until_a_retry_succeeds(env):
+    """Warming also makes sure Precompute serves the new version: without it, misses would fail."""
+    calls = []
+
+    def warm(tenant, old, new):
+        calls.append((tenant, old, new))
+        if len(calls) == 1:
+            raise ServiceUnavailableError("precompute did not load it")
+
+    models = env.served(warm=warm)
+    version = env.version(SHARED)
+    env.registry.promote(version.version_id, SHARED)
+    env.clock.now += 2.0
+    assert models.for_tenant("acme") is env.base
+    wait_for(lambda: f"{version.version_id} (warming for acme)" in models.describe()["failed"])
+    for _ in range(3):
+        env.clock.now += 2.0
+        assert models.for_tenant("acme") is env.base
+    assert len(calls) == 1
+    env.clock.now += RETRY_FAILED_S
+    assert env.settle(models, "acme", version.fingerprint).version == version.fingerprint
+    assert calls == [("acme", env.base.version, version.fingerprint)] * 2
+    assert models.describe()["failed"] == {}
+
+
 def test_at_most_max_loaded_runtimes_least_recently_used_first(env):
     """A stub loader (the base runtime under the version's fingerprint): only the bookkeeping counts."""
     loads = []

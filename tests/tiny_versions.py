@@ -34,15 +34,18 @@ def save_tiny_llama(path: Path) -> Path:
     return path
 
 
-def random_adapter(model_dir: Path, seed: int, sink_token_id: int | None = None) -> tuple[Adapter, str]:
-    """An adapter with random LoRA weights (a trained one's B matrices are not zero) and the
-    fingerprint its version serves under, computed here from the merged weights."""
+def random_adapter(model_dir: Path | None, seed: int, sink_token_id: int | None = None,
+                   scale: float = 0.05) -> tuple[Adapter, str]:
+    """An adapter of the model in `model_dir` (None: the embedded default) with random LoRA
+    weights (a trained one's B matrices are not zero; `scale` their size) and the fingerprint
+    its version serves under, computed here from the merged weights."""
     from peft import LoraConfig, get_peft_model
 
     from blockrag.models import load_model
     from blockrag.models.fingerprint import model_fingerprint
 
-    model = load_model(str(model_dir))[0]
+    source = None if model_dir is None else str(model_dir)
+    model = load_model(source)[0]
     base_fingerprint = model_fingerprint(model)
     student = get_peft_model(model, LoraConfig(r=LORA.rank, lora_alpha=LORA.alpha,
                                                target_modules=list(LORA.target_modules)))
@@ -50,9 +53,9 @@ def random_adapter(model_dir: Path, seed: int, sink_token_id: int | None = None)
     with torch.no_grad():
         for name, parameter in student.named_parameters():
             if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
     adapter = Adapter.from_student(student, LORA, sink_token_id, base_fingerprint)
-    merged = adapter.merge_into(load_model(str(model_dir))[0])
+    merged = adapter.merge_into(load_model(source)[0])
     return adapter, BlockAttentionEngine(merged, sink_token_id=sink_token_id).fingerprint
 
 

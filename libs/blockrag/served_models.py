@@ -8,8 +8,10 @@ promotion or a rollback reaches every replica without a restart.
 
 A change of version never makes a request wait or fail: the new version is loaded in one
 background thread (the base model fresh, the version's adapter from the object store merged,
-the correctness gate), then the ``warm`` hook re-encodes the tenant's most-hit blocks for it,
-and only then does the tenant switch; meanwhile the runtime it had keeps serving. A request
+the correctness gate), then the ``warm`` hook re-encodes the tenant's most-hit blocks for it
+(and makes sure Precompute serves it), and only then does the tenant switch; meanwhile the
+runtime it had keeps serving. A load or a warm-up that fails leaves the tenant where it was
+(logged, in ``describe``) and is tried again after RETRY_FAILED_S. A request
 captures its runtime once, so an answer in flight ends on the version it started with.
 
 ``for_version`` serves Precompute requests that name a version (its fingerprint, the cache
@@ -98,7 +100,8 @@ class ServedModels:
         self._loaded: dict[str, _Loaded] = {}
         self._tenants: dict[str, _Tenant] = {}
         self._loading: dict[str, ModelVersion] = {}  # key -> version queued or loading (for_version)
-        self._failed: dict[str, tuple[float, str]] = {}  # key -> (when, why)
+        self._failed: dict[str, tuple[float, str]] = {}  # key -> (when, why) of a failed load
+        self._warm_failed: dict[tuple[str, str], tuple[float, str]] = {}  # (tenant, key) -> (when, why)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-models")
         runtime = configured or ModelRuntime.load(spec, threads)
         self._loaded[CONFIGURED] = _Loaded(runtime, None, clock())
@@ -166,7 +169,7 @@ class ServedModels:
     def describe(self) -> dict:
         """What this replica serves (plain types): the loaded runtimes (version_id, "" for the
         configured model; scope; model_version; leases; the tenants each serves), the switches
-        under way (tenant -> version_id) and the versions that failed to load (-> why)."""
+        under way (tenant -> version_id) and the failed loads and warm-ups (-> why)."""
         with self._lock:
             serving: dict[str, list[str]] = {}
             for tenant, state in self._tenants.items():
@@ -175,7 +178,9 @@ class ServedModels:
                        "model_version": e.runtime.version, "leases": e.leases, "load_seconds": e.runtime.load_seconds,
                        "tenants": sorted(serving.get(key, []))} for key, e in self._loaded.items()]
             switching = {t: s.target for t, s in self._tenants.items() if s.target is not None}
-            return {"loaded": loaded, "switching": switching, "failed": {k: why for k, (_, why) in self._failed.items()}}
+            failed = {k: why for k, (_, why) in self._failed.items()}
+            failed.update({f"{k} (warming for {t})": why for (t, k), (_, why) in self._warm_failed.items()})
+            return {"loaded": loaded, "switching": switching, "failed": failed}
 
     def close(self) -> None:
         """Stop the loader thread (a load under way finishes first)."""
@@ -192,55 +197,59 @@ class ServedModels:
         state.checked_at = now
         if key == state.current:
             state.target = None  # e.g. a rollback before the switch ended: the switch is dropped
-        elif state.target != key and not self._failed_recently(key, now):
+        elif state.target != key and not self._failed_recently(key, now) and not _recent(
+                self._warm_failed.get((tenant, key)), now):
             state.target = key
             self._loader.submit(self._switch, tenant, version)
         return self._use(state.current, now)
 
     def _switch(self, tenant: str, version: ModelVersion | None) -> None:
-        """In the loader thread: load, warm, then move the tenant to the version."""
+        """In the loader thread: load, warm, then move the tenant to the version. A failure
+        leaves the tenant where it was (a version that does not load, or whose warm-up fails:
+        Precompute may not serve it, so misses after a switch would fail)."""
         key = version.version_id if version else CONFIGURED
+        with self._lock:
+            if self._tenants.get(tenant, _Tenant(CONFIGURED, 0.0)).target != key:
+                return  # superseded by a later change
         try:
-            with self._lock:
-                if self._tenants.get(tenant, _Tenant(CONFIGURED, 0.0)).target != key:
-                    return  # superseded by a later change
             runtime = self._ensure(version)
-            with self._lock:
-                state = self._tenants.get(tenant)
-                if state is None or state.target != key:
-                    return
-                old = self._loaded[state.current]
-                old.leases += 1  # both stay loaded while warming
-                self._loaded[key].leases += 1
-            try:
-                self._warm_up(tenant, old.runtime.version, runtime.version)
-            finally:
-                with self._lock:
-                    old.leases -= 1
-                    self._loaded[key].leases -= 1
-            with self._lock:
-                state = self._tenants.get(tenant)
-                if state is not None and state.target == key:
-                    state.current, state.target = key, None
-                    log.info("tenant %r now served by %s (model version %s)", tenant, key or "the configured model",
-                             runtime.version[:16])
         except Exception as e:  # noqa: BLE001 - a background thread: nobody to raise to; logged and retried
-            log.error("switching tenant %r to %s failed: %s", tenant, key or "the configured model", e, exc_info=e)
-            with self._lock:
-                self._failed[key] = (self._clock(), f"{type(e).__name__}: {e}")
-                state = self._tenants.get(tenant)
-                if state is not None and state.target == key:
-                    state.target = None
-
-    def _warm_up(self, tenant: str, old: str, new: str) -> None:
-        """Run the warm hook; a failure there costs time to first token, not the switch."""
-        if self._warm is None or old == new:
+            log.error("loading %s for tenant %r failed: %s", key, tenant, e, exc_info=e)
+            self._give_up(tenant, key, self._failed, key, e)
             return
+        with self._lock:
+            state = self._tenants.get(tenant)
+            if state is None or state.target != key:
+                return
+            pinned = [self._loaded[state.current], self._loaded[key]]  # both stay loaded while warming
+            for entry in pinned:
+                entry.leases += 1
         try:
-            self._warm(tenant, old, new)
-        except Exception as e:  # noqa: BLE001 - warming is an optimisation: switch without it
-            log.warning("warming tenant %r for model version %s failed (%s: %s); switching without it",
-                        tenant, new[:16], type(e).__name__, e)
+            old = pinned[0].runtime.version
+            if self._warm is not None and old != runtime.version:
+                self._warm(tenant, old, runtime.version)
+        except Exception as e:  # noqa: BLE001 - as above
+            log.error("warming tenant %r for %s failed, not switching yet: %s", tenant, key, e, exc_info=e)
+            self._give_up(tenant, key, self._warm_failed, (tenant, key), e)
+            return
+        finally:
+            with self._lock:
+                for entry in pinned:
+                    entry.leases -= 1
+        with self._lock:
+            state = self._tenants.get(tenant)
+            if state is not None and state.target == key:
+                state.current, state.target = key, None
+                self._warm_failed.pop((tenant, key), None)
+                log.info("tenant %r now served by %s (model version %s)", tenant, key or "the configured model",
+                         runtime.version[:16])
+
+    def _give_up(self, tenant: str, key: str, failures: dict, failure_key, error: Exception) -> None:
+        with self._lock:
+            failures[failure_key] = (self._clock(), f"{type(error).__name__}: {error}")
+            state = self._tenants.get(tenant)
+            if state is not None and state.target == key:
+                state.target = None
 
     def _load_only(self, version: ModelVersion) -> None:
         """In the loader thread: load a version for for_version."""
@@ -327,8 +336,7 @@ class ServedModels:
         return None  # unloaded meanwhile: the request keeps its reference until it ends
 
     def _failed_recently(self, key: str, now: float) -> bool:
-        failed = self._failed.get(key)
-        return failed is not None and now - failed[0] < RETRY_FAILED_S
+        return _recent(self._failed.get(key), now)
 
     def _check_not_failed(self, version: ModelVersion, now: float) -> None:
         if self._failed_recently(version.version_id, now):
@@ -354,6 +362,10 @@ def version_loader(spec: ModelSpec, store: ObjectStore) -> VersionLoader:
         return ModelRuntime.load_version(spec, adapter, version.version_id)
 
     return load
+
+
+def _recent(failure: tuple[float, str] | None, now: float) -> bool:
+    return failure is not None and now - failure[0] < RETRY_FAILED_S
 
 
 def _loading(version: ModelVersion) -> ServiceUnavailableError:

@@ -99,6 +99,17 @@ class PlatformConfig:
     segment_min_block_tokens: int = 32  # a lone heading or line makes a poor block: merge it
     segment_granularity: float = 0.5
     precompute_batch_tokens: int = 2048
+    # model versions (blockrag.served_models): how often a replica reads the registry for a tenant's
+    # active version, how many runtimes it keeps loaded, how many of a tenant's most-hit blocks it
+    # re-encodes for a new version before switching to it
+    model_refresh_s: float = 2.0
+    max_loaded_models: int = 3
+    warm_blocks: int = 64
+    # the question log (opt-in): each answered question with its block ids, per tenant; distillation
+    # trains on it. Rows older than the retention or past the per-tenant cap are pruned.
+    question_log: bool = False
+    question_log_retention_days: float = 30.0
+    question_log_max_per_tenant: int = 10000
     distill: Distill = field(default_factory=Distill)
 
     @property

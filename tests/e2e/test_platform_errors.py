@@ -55,13 +55,14 @@ def test_ingest_rejects_bad_documents(generation, request_, message):
     _no_trace(error.value.details())
 
 
-def test_a_model_version_that_is_not_loaded_is_unavailable(channel):
+def test_a_model_version_unknown_to_the_registry_is_not_found(channel):
     stub = precompute_pb2_grpc.PrecomputeServiceStub(channel)
     with pytest.raises(grpc.RpcError) as error:
         stub.Precompute(precompute_pb2.PrecomputeRequest(texts=["x"], model_version="0" * 64),
                         metadata=(("application", "precompute"),))
-    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "is not loaded by precompute" in error.value.details()
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "model version 0000000000000000... is not served for tenant 'default'" in error.value.details()
+    assert "leave model_version empty" in error.value.details()
 
 
 def test_an_unknown_distillation_run_is_not_found(channel):

@@ -4,6 +4,9 @@ memory (this replica's LRU of decoded blocks, bounded in bytes) -> store (the ca
 where the entry lives; read from the object store, checksum and model fingerprint verified) ->
 computed (Precompute encodes the block and writes it back; read from the store). A corrupt or
 foreign entry is evicted and recomputed, never served.
+
+Every call names the runtime (the model version) its request captured: entries of all versions
+share the LRU, keyed by version, so a switch of version never serves one version's KV to another.
 """
 
 from __future__ import annotations
@@ -43,17 +46,17 @@ class Resolved:
 
 
 class BlockSource:
-    def __init__(self, runtime: ModelRuntime, handles: Handles, store: ObjectStore, lru: ByteLRU,
-                 max_context_tokens: int):
-        self.runtime, self.handles, self.store, self.lru = runtime, handles, store, lru
+    def __init__(self, handles: Handles, store: ObjectStore, lru: ByteLRU, max_context_tokens: int):
+        self.handles, self.store, self.lru = handles, store, lru
         self.max_context_tokens = max_context_tokens
 
     @staticmethod
     def ref(tenant: str, block_id: str = "", text: str = "") -> BlockRef:
         return BlockRef(block_id_for(tenant, text.strip()), text.strip()) if text else BlockRef(block_id)
 
-    async def resolve(self, tenant: str, refs: list[BlockRef]) -> list[Resolved]:
-        version = self.runtime.version
+    async def resolve(self, runtime: ModelRuntime, tenant: str, refs: list[BlockRef]) -> list[Resolved]:
+        """The KV of every block under ``runtime``'s model version, in the order of ``refs``."""
+        version = runtime.version
         out: dict[str, Resolved] = {}
         for ref in refs:
             kv = self.lru.get((tenant, ref.block_id, version))
@@ -61,11 +64,12 @@ class BlockSource:
                 out[ref.block_id] = Resolved(ref.block_id, kv, "memory")
         rest = list({r.block_id: r for r in refs if r.block_id not in out}.values())
         if rest:
-            await self._from_index(tenant, rest, out)
+            await self._from_index(runtime, tenant, rest, out)
         return [out[r.block_id] for r in refs]
 
-    async def _from_index(self, tenant: str, refs: list[BlockRef], out: dict[str, Resolved]) -> None:
-        version, index = self.runtime.version, self.handles[CACHE_INDEX]
+    async def _from_index(self, runtime: ModelRuntime, tenant: str, refs: list[BlockRef],
+                          out: dict[str, Resolved]) -> None:
+        version, index = runtime.version, self.handles[CACHE_INDEX]
         found = await index.Lookup.remote(index_pb.LookupRequest(
             block_ids=[r.block_id for r in refs], model_version=version, tenant=tenant))
         texts = {r.block_id: r.text for r in refs if r.text}
@@ -81,26 +85,26 @@ class BlockSource:
                 f"pass fewer or smaller blocks")
         missing: list[str] = []
         for ref, result in zip(refs, found.results):
-            kv = await self._read(result.location) if result.hit else None
+            kv = await self._read(runtime, result.location) if result.hit else None
             if kv is None:
                 missing.append(ref.block_id)
             else:
-                self._keep(tenant, ref.block_id, kv, out, "store")
+                self._keep(runtime, tenant, ref.block_id, kv, out, "store")
         if missing:
-            await self._compute(tenant, missing, texts, out)
+            await self._compute(runtime, tenant, missing, texts, out)
 
-    async def _read(self, location: str) -> BlockKV | None:
+    async def _read(self, runtime: ModelRuntime, location: str) -> BlockKV | None:
         data = await asyncio.to_thread(self.store.get, location)
         if data is None:
             return None
         try:
-            return await asyncio.to_thread(KVCodec.decode, data, self.runtime.version, self.runtime.engine.device)
+            return await asyncio.to_thread(KVCodec.decode, data, runtime.version, runtime.engine.device)
         except KVCodecError:
             return None  # corrupt or foreign: recomputed below, which overwrites it
 
-    async def _compute(self, tenant: str, block_ids: list[str], texts: dict[str, str],
+    async def _compute(self, runtime: ModelRuntime, tenant: str, block_ids: list[str], texts: dict[str, str],
                        out: dict[str, Resolved]) -> None:
-        index, version = self.handles[CACHE_INDEX], self.runtime.version
+        index, version = self.handles[CACHE_INDEX], runtime.version
         need = [b for b in block_ids if b not in texts]
         if need:
             stored = await index.GetBlocks.remote(index_pb.GetBlocksRequest(tenant=tenant, block_ids=need))
@@ -111,12 +115,13 @@ class BlockSource:
             texts=[texts[b] for b in block_ids], model_version=version, tenant=tenant))
         locations = {entry.block_id: entry.location for entry in computed.blocks}
         for block_id in block_ids:
-            kv = await self._read(locations[block_id])
+            kv = await self._read(runtime, locations[block_id])
             if kv is None:
                 raise KVCodecError(f"block {block_id} was precomputed but its entry cannot be read back "
                                    f"from {locations[block_id]}")
-            self._keep(tenant, block_id, kv, out, "computed")
+            self._keep(runtime, tenant, block_id, kv, out, "computed")
 
-    def _keep(self, tenant: str, block_id: str, kv: BlockKV, out: dict[str, Resolved], tier: str) -> None:
-        self.lru.put((tenant, block_id, self.runtime.version), kv, kv.keys.nbytes + kv.values.nbytes)
+    def _keep(self, runtime: ModelRuntime, tenant: str, block_id: str, kv: BlockKV, out: dict[str, Resolved],
+              tier: str) -> None:
+        self.lru.put((tenant, block_id, runtime.version), kv, kv.keys.nbytes + kv.values.nbytes)
         out[block_id] = Resolved(block_id, kv, tier)

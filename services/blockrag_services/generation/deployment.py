@@ -1,19 +1,31 @@
 """Generation: ingest documents (segment -> precompute -> record) and answer questions over cached
-blocks, streaming. Every answer's usage says where each block's KV came from."""
+blocks, streaming. Every answer's usage says where each block's KV came from and which model
+version answered.
+
+Each tenant is served by its active model version (ServedModels, following the registry); a
+request captures its runtime once, so an answer in flight ends on the version it started with.
+With the question log on, each completed answer's question and block ids are logged for
+distillation.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
 from ray import serve
 
+from blockrag.attention import BlockKV
 from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
+from blockrag.kvcache.index import open_index_engine
 from blockrag.kvcache.memory_tier import ByteLRU
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
+from blockrag.registry import ModelRegistry, QuestionLog
 from blockrag.retrieve import top_k_bm25
+from blockrag.served_models import ServedModels
 from blockrag.telemetry import TokenStreamTimer, observe_blocks, observe_prompt, set_replica_cache
 from blockrag.text_stream import TextStream
 from blockrag.v1 import cache_index_pb2 as index_pb
@@ -23,24 +35,53 @@ from blockrag.v1 import segmentation_pb2 as segment_pb
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import streaming, unary
 from blockrag_services.generation.blocks import BlockRef, BlockSource
+from blockrag_services.generation.warming import warm_blocks
 from blockrag_services.handles import CACHE_INDEX, PRECOMPUTE, SEGMENTATION, Handles
 
 SERVICE = "generation"
+log = logging.getLogger("blockrag.services.generation")
+
+WARM_TIMEOUT_S = 600.0  # a switch waits this long for its warm-up, then goes ahead without it
+PRUNE_EVERY_S = 3600.0  # the question log is pruned at most this often (and at the first record)
+
+
+def replica_logs() -> None:
+    """blockrag's INFO lines (model versions loaded, tenants switched, warming progress) into
+    this replica's log, next to Serve's own: Serve gives handlers to its logger only."""
+    ours = logging.getLogger("blockrag")
+    ours.setLevel(logging.INFO)
+    for handler in logging.getLogger("ray.serve").handlers:
+        if handler not in ours.handlers:
+            ours.addHandler(handler)
 
 
 @serve.deployment
 class Generation:
-    def __init__(self, args: dict | None = None):
+    def __init__(self, args: dict | None = None, *, handles: Handles | None = None):
         self.config = PlatformConfig.from_args(args)
+        replica_logs()
         self.limits = self.config.limits
-        self.runtime = ModelRuntime.load(self.config.model, self.config.resources.threads())
-        self.handles = Handles()
+        self.handles = handles or Handles()
+        store = open_object_store(self.config.object_store)
+        self.database = open_index_engine(self.config.database)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the replica's, for the warm hook's calls
+        self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
+                                   store, warm=self._warm, refresh_s=self.config.model_refresh_s,
+                                   max_loaded=self.config.max_loaded_models)
         self.lru = ByteLRU(self.config.replica_cache_bytes)
-        self.blocks = BlockSource(self.runtime, self.handles, open_object_store(self.config.object_store),
-                                  self.lru, self.limits.max_context_tokens)
-        # the prompt's opening (system message) is a block like any other, kept by every replica
-        self.prefix = self.runtime.engine.encode_block(self.runtime.template.prefix_ids())
+        self.blocks = BlockSource(self.handles, store, self.lru, self.limits.max_context_tokens)
+        # the prompt's opening (system message) is a block like any other, kept by every replica,
+        # one per model version
+        configured = self.models.configured
+        self.prefixes: dict[str, BlockKV] = {
+            configured.version: configured.engine.encode_block(configured.template.prefix_ids())}
         self.engine_lock = asyncio.Lock()  # the engine decodes one answer at a time
+        self.questions = None
+        if self.config.question_log:
+            self.questions = QuestionLog(self.database, self.config.question_log_retention_days,
+                                         self.config.question_log_max_per_tenant)
+        self.pruned_at = float("-inf")
+        self.pending: set[asyncio.Task] = set()  # question-log writes under way
 
     # ---- Ingest ----------------------------------------------------------------------------
 
@@ -48,13 +89,14 @@ class Generation:
     async def Ingest(self, request: pb.IngestRequest) -> pb.IngestResponse:
         self._check_ingest(request)
         tenant = request.tenant or "default"
+        runtime = await self._runtime(tenant)
         segmented = await asyncio.gather(*(
             self.handles[SEGMENTATION].Segment.remote(
                 segment_pb.SegmentRequest(text=d.text, options=request.segment_options))
             for d in request.documents))
         texts = list(dict.fromkeys(s.text for doc in segmented for s in doc.blocks))
         computed = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
-            texts=texts, model_version=self.runtime.version, tenant=tenant))
+            texts=texts, model_version=runtime.version, tenant=tenant))
         documents = []
         for document, blocks in zip(request.documents, segmented):
             registered = await self.handles[CACHE_INDEX].RegisterBlocks.remote(index_pb.RegisterBlocksRequest(
@@ -62,7 +104,7 @@ class Generation:
                 blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in blocks.blocks]))
             documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids,
                                                  block_tokens=[s.token_count for s in blocks.blocks]))
-        return pb.IngestResponse(documents=documents, model_version=self.runtime.version,
+        return pb.IngestResponse(documents=documents, model_version=runtime.version,
                                  computed_blocks=sum(b.computed for b in computed.blocks))
 
     def _check_ingest(self, request: pb.IngestRequest) -> None:
@@ -91,10 +133,18 @@ class Generation:
         tenant = request.tenant or "default"
         arrived = time.perf_counter()
         timer = TokenStreamTimer(tenant)
-        final = self._check_generate(request)
+        runtime = await self._runtime(tenant)  # captured once: the whole answer uses this version
+        with self.models.lease(runtime):
+            async for response in self._generate(request, tenant, runtime, arrived, timer):
+                yield response
+
+    async def _generate(self, request: pb.GenerateRequest, tenant: str, runtime: ModelRuntime, arrived: float,
+                        timer: TokenStreamTimer):
+        final = self._check_generate(request, runtime)
         refs = await self._context(tenant, request)
-        resolved = await self.blocks.resolve(tenant, refs)
-        context_tokens = self.prefix.num_tokens + sum(r.tokens for r in resolved)
+        resolved = await self.blocks.resolve(runtime, tenant, refs)
+        prefix = await self._prefix(runtime)
+        context_tokens = prefix.num_tokens + sum(r.tokens for r in resolved)
         if context_tokens + len(final) > self.limits.max_context_tokens:
             raise LimitExceededError(
                 f"context ({context_tokens} tokens) and question ({len(final)}) exceed the limit of "
@@ -102,16 +152,16 @@ class Generation:
         tiers = Counter(r.tier for r in resolved)
         computed_context = sum(r.tokens for r in resolved if r.tier == "computed")
         usage = pb.Usage(prompt_tokens=context_tokens + len(final), computed_tokens=computed_context + len(final),
-                         cached_tokens=context_tokens - computed_context, model_version=self.runtime.version,
+                         cached_tokens=context_tokens - computed_context, model_version=runtime.version,
                          blocks_by_tier=dict(tiers), block_ids=[r.block_id for r in resolved])
         for tier in ("memory", "store", "computed"):
             observe_blocks(tenant, tier, tiers.get(tier, 0), sum(r.tokens for r in resolved if r.tier == tier))
         observe_prompt(tenant, usage.prompt_tokens, usage.cached_tokens)
         max_new = request.max_new_tokens or self.limits.default_max_new_tokens
         async with self.engine_lock:
-            tokens = self.runtime.engine.generate([self.prefix] + [r.kv for r in resolved], final, max_new,
-                                                  request.temperature, seed=request.seed or None)
-            stream = TextStream(self.runtime.tokenizer)
+            tokens = runtime.engine.generate([prefix] + [r.kv for r in resolved], final, max_new,
+                                             request.temperature, seed=request.seed or None)
+            stream = TextStream(runtime.tokenizer)
             while (token := await asyncio.to_thread(next, tokens, None)) is not None:
                 timer.token()
                 if not usage.ttft_ms:
@@ -121,11 +171,13 @@ class Generation:
                     yield pb.GenerateResponse(text=piece)
         usage.completion_tokens = len(stream.tokens)
         usage.e2e_ms = timer.finish() * 1000
+        if self.questions is not None:  # the answer is complete: log what was asked
+            self._log_question(tenant, request.question, list(usage.block_ids), runtime.version)
         stats = self.lru.stats()
         set_replica_cache(SERVICE, stats.bytes, stats.entries)
         yield pb.GenerateResponse(done=True, usage=usage)
 
-    def _check_generate(self, request: pb.GenerateRequest) -> list[int]:
+    def _check_generate(self, request: pb.GenerateRequest, runtime: ModelRuntime) -> list[int]:
         """The final block's ids, after checking the request against the limits."""
         if not request.question.strip():
             raise InvalidRequestError("question is empty")
@@ -143,7 +195,7 @@ class Generation:
             raise InvalidRequestError("pass context blocks or a collection, not both")
         if any(not (c.block_id or c.text.strip()) for c in request.context):
             raise InvalidRequestError("every context block needs a block_id or a non-empty text")
-        final = self.runtime.template.final_ids(request.question)
+        final = runtime.template.final_ids(request.question)
         if len(final) > self.limits.max_question_tokens:
             raise LimitExceededError(f"the question is {len(final)} tokens, over the limit of "
                                      f"{self.limits.max_question_tokens}")
@@ -164,10 +216,65 @@ class Generation:
         chosen = top_k_bm25(request.question, [b.text for b in unique], k)
         return [BlockRef(unique[i].block_id) for i in chosen]
 
+    # ---- model versions ----------------------------------------------------------------------
+
+    async def _runtime(self, tenant: str) -> ModelRuntime:
+        self.loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(self.models.for_tenant, tenant)  # may read the registry
+
+    async def _prefix(self, runtime: ModelRuntime) -> BlockKV:
+        """The prompt's opening block under the runtime's version (encoded once per version)."""
+        prefix = self.prefixes.get(runtime.version)
+        if prefix is None:
+            async with self.engine_lock:
+                prefix = await asyncio.to_thread(runtime.engine.encode_block, runtime.template.prefix_ids())
+            loaded = {m["model_version"] for m in self.models.describe()["loaded"]}
+            self.prefixes = {v: p for v, p in self.prefixes.items() if v in loaded}
+            self.prefixes[runtime.version] = prefix
+        return prefix
+
+    def _warm(self, tenant: str, old: str, new: str) -> None:
+        """ServedModels' warm hook (its loader thread): re-encode the tenant's hot blocks for the
+        new version through Precompute, on the replica's event loop (where the handles live)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            log.warning("no request has run on this replica yet: switching tenant %r without warming", tenant)
+            return
+        future = asyncio.run_coroutine_threadsafe(
+            warm_blocks(self.database, self.handles, tenant, old, new, self.config.warm_blocks, WARM_TIMEOUT_S), loop)
+        try:
+            future.result(WARM_TIMEOUT_S + 10)
+        finally:
+            future.cancel()
+
+    # ---- question log ------------------------------------------------------------------------
+
+    def _log_question(self, tenant: str, question: str, block_ids: list[str], model_version: str) -> None:
+        """Write the row off the request path; a failed write is logged, never the answer's error."""
+        task = asyncio.create_task(asyncio.to_thread(self._record, tenant, question, block_ids, model_version))
+        self.pending.add(task)
+        task.add_done_callback(self._logged)
+
+    def _record(self, tenant: str, question: str, block_ids: list[str], model_version: str) -> None:
+        self.questions.record(tenant, question, block_ids, model_version)
+        if time.monotonic() - self.pruned_at >= PRUNE_EVERY_S:
+            self.pruned_at = time.monotonic()
+            self.questions.prune()
+
+    def _logged(self, task: asyncio.Task) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            log.warning("question log: the question was not recorded (%s: %s)", type(error).__name__, error)
+
     # ---- for the admin service ---------------------------------------------------------------
 
     async def model_info(self) -> dict:
-        return self.runtime.describe()
+        return self.models.configured.describe()
+
+    async def served_models(self) -> dict:
+        """This replica's runtimes, switches under way and load failures (ServedModels.describe)."""
+        return self.models.describe()
 
     async def replica_cache_stats(self) -> dict:
         s = self.lru.stats()
