@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tiny_versions import random_adapter, register, save_tiny_llama
 
-from blockrag.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from blockrag.errors import CacheIndexError, ConflictError, NotFoundError, ServiceUnavailableError
 from blockrag.kvcache.index import open_index_engine
 from blockrag.kvcache.object_store import LocalObjectStore
 from blockrag.model_runtime import ModelRuntime, ModelSpec
@@ -152,6 +152,28 @@ def test_the_registry_is_read_at_most_once_per_refresh_interval(env):
     env.clock.now += 2.0
     models.for_tenant("acme")
     assert reads == ["acme", "acme"]
+
+
+def test_an_unreachable_registry_leaves_known_tenants_on_their_runtime(env):
+    down = threading.Event()
+    registry = env.registry
+
+    class Flaky(ModelRegistry):
+        def active(self, tenant):
+            if down.is_set():
+                raise CacheIndexError("could not get active version: connection refused")
+            return registry.active(tenant)
+
+    models = env.served(registry=Flaky(env.engine))
+    version = env.version(SHARED)
+    env.registry.promote(version.version_id, SHARED)
+    assert env.settle(models, "acme", version.fingerprint).version == version.fingerprint
+    down.set()
+    for _ in range(3):
+        env.clock.now += 2.0
+        assert models.for_tenant("acme").version == version.fingerprint
+    with pytest.raises(CacheIndexError):
+        models.for_tenant("globex")  # never served here: no version to answer with
 
 
 def test_the_previous_runtime_serves_while_the_new_one_loads_and_warms(env):

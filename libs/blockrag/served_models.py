@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from blockrag.errors import ConflictError, ModelLoadError, NotFoundError, ServiceUnavailableError
+from blockrag.errors import CacheIndexError, ConflictError, ModelLoadError, NotFoundError, ServiceUnavailableError
 from blockrag.kvcache.object_store import ObjectStore
 from blockrag.model_runtime import ModelRuntime, ModelSpec
 from blockrag.registry import SHARED, ModelRegistry, ModelVersion
@@ -115,13 +115,25 @@ class ServedModels:
 
     def for_tenant(self, tenant: str) -> ModelRuntime:
         """The runtime serving ``tenant`` now; starts a switch in the background when the
-        registry names another version (CacheIndexError when the registry is unreachable)."""
+        registry names another version. An unreachable registry leaves a tenant on its runtime
+        (CacheIndexError only for a tenant this replica has not served yet)."""
         now = self._clock()
         with self._lock:
             state = self._tenants.get(tenant)
             if self.registry is None or (state is not None and now - state.checked_at < self.refresh_s):
                 return self._use(state.current if state else CONFIGURED, now)
-        version = self.registry.active(tenant)  # outside the lock: a query
+        try:
+            version = self.registry.active(tenant)  # outside the lock: a query
+        except CacheIndexError as e:
+            with self._lock:
+                state = self._tenants.get(tenant)
+                if state is None:
+                    raise  # nothing known of the tenant: no model to answer with
+                # the registry only steers switches: keep serving, read it again after the interval
+                state.checked_at = now
+                log.warning("model registry unreachable (%s); tenant %r stays on %s", e, tenant,
+                            state.current or "the configured model")
+                return self._use(state.current, now)
         if version is not None and version.tenant not in (SHARED, tenant):
             raise ConflictError(f"the registry named {version.version_id} of scope {version.tenant!r} for "
                                 f"tenant {tenant!r}; it serves its own scope only")
