@@ -21,11 +21,21 @@ case "$MODE" in
     python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -n 5
     python3 bench/gpu/distill_step.py --out "$OUT" 2>&1 | tail -n 30 ;;
   stash) echo stashed ;;
-  fidelity)
-    MODEL=$BLOCKRAG_HOME/smollm2
+  fidelity|ship)
+    # converted where load_model() looks for the default model, so fingerprints match the CPU's
+    MODEL=$BLOCKRAG_HOME/models/smollm2-135m-instruct
     if [ ! -f "$MODEL/config.json" ]; then
       cat "$STASH"/gguf.part* > "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
       python3 -c "from pathlib import Path; from blockrag.models.default import convert_gguf; convert_gguf(Path('$STASH/SmolLM2-135M-Instruct.Q4_1.gguf'), Path('$MODEL'))" 2>&1 | tail -n 2
     fi
-    python3 -W ignore bench/fidelity.py --model "$MODEL" --out "$OUT/fidelity.json" "$@" 2>&1 | tee "$OUT/fidelity.log" ;;
+    if [ "$MODE" = ship ]; then
+      # train an adapter with the CLI's defaults (plus "$@"), score it on the held-out set, and
+      # send it back in parts under $OUT's 16 MiB file limit (join with cat adapter.part*)
+      python3 -W ignore -m blockrag.cli.app model distill --device cuda --out /root/adapter.safetensors "$@" 2>&1 | tee "$OUT/distill.log"
+      split -b 15m -d /root/adapter.safetensors "$OUT/adapter.part"
+      python3 -W ignore bench/fidelity.py --adapter /root/adapter.safetensors --questions 300 --split heldout \
+        --out "$OUT/fidelity.json" 2>&1 | tee "$OUT/fidelity.log"
+    else
+      python3 -W ignore bench/fidelity.py --out "$OUT/fidelity.json" "$@" 2>&1 | tee "$OUT/fidelity.log"
+    fi ;;
 esac

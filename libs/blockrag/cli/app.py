@@ -39,3 +39,7 @@ def run(typer_app: typer.Typer) -> None:
 
 def main() -> None:
     run(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -54,6 +54,7 @@ def distill(
     setting: Annotated[list[str] | None, typer.Option("--set", help="A DistillConfig setting, KEY=VALUE (repeatable).")] = None,
     model: Annotated[str | None, typer.Option(help="Base model; default: the embedded one.")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (auto: a GPU when there is one).")] = "auto",
 ) -> None:
     """Distil a block-attention adapter for a model on this machine, without the platform.
 
@@ -68,6 +69,7 @@ def distill(
     from blockrag.distill.recipe import DistillationRecipe, resolve_sink
     from blockrag.distill.training import build_examples, default_corpus, run_steps
     from blockrag.errors import BlockRAGError
+    from blockrag.model_runtime import ModelSpec
     from blockrag.models import load_model
     from blockrag.models.default import model_home
 
@@ -77,7 +79,7 @@ def distill(
     try:
         config = DistillConfig.from_dict({"steps": steps, **parse_overrides(setting or [])})
         documents = [d for path in directory for d in documents_in(path)] if directory else default_corpus()
-        base, tokenizer = load_model(model)
+        base, tokenizer = load_model(model, device=ModelSpec(device=device).resolved_device())
         with _progress() as report:
             data = build_examples(base, tokenizer, documents, examples, seed=config.seed,
                                   data=DataConfig(max_example_tokens=config.max_example_tokens),
