@@ -12,6 +12,7 @@ step (same examples per step, same steps).
 
     python bench/fidelity.py [--questions 300] [--steps 200] [--split heldout]
     python bench/fidelity.py --adapter PATH          # score a trained adapter only
+    python bench/fidelity.py --no-training           # full, block, block with untrained sinks
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="distillation config overrides")
     parser.add_argument("--no-baseline", action="store_true", help="skip block fine-tuning")
+    parser.add_argument("--no-training", action="store_true",
+                        help="only the untrained rows: full, block, block with (untrained) sink tokens")
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0)
@@ -107,7 +110,11 @@ def main() -> None:
 
     config = DistillConfig.from_dict({"steps": args.steps, "examples_per_step": args.examples_per_step,
                                       **parse_overrides(args.set)})
-    if args.adapter:
+    if args.no_training:
+        sink = resolve_sink(tokenizer, config.sink_token)
+        rows["block, base model + sinks (untrained)"] = {
+            "result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))}
+    elif args.adapter:
         adapter = Adapter.from_bytes(args.adapter.read_bytes())
         rows[f"block, {args.adapter.name}"] = {"result": probe.score(served(adapter, args))}
     else:
