@@ -4,7 +4,8 @@ PROMETHEUS_MULTIPROC_DIR and this serves the sum for Prometheus to scrape."""
 
 from __future__ import annotations
 
-import time
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -28,10 +29,11 @@ def serve(
     if not directory.is_dir():
         raise InvalidRequestError(f"{directory} is not a directory: create it (empty) before the services start, "
                                   f"and give the same path to them as PROMETHEUS_MULTIPROC_DIR")
+    stop = threading.Event()
+    # explicit handlers: Kubernetes stops a pod with SIGTERM, and a process started in the
+    # background by a shell inherits SIGINT ignored, so Python's own Ctrl-C handling is not enough
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     with MetricsExporter(directory, host=host, port=port) as exporter:
         Console().print(f"serving the metrics of {directory} at {exporter.url}")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        stop.wait()
