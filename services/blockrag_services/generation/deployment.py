@@ -33,6 +33,7 @@ from blockrag.v1 import generation_pb2 as pb
 from blockrag.v1 import precompute_pb2 as precompute_pb
 from blockrag.v1 import segmentation_pb2 as segment_pb
 from blockrag_services.config import PlatformConfig
+from blockrag_services.replica_logs import replica_logs
 from blockrag_services.errors import streaming, unary
 from blockrag_services.generation.blocks import BlockRef, BlockSource
 from blockrag_services.generation.warming import warm_blocks
@@ -43,16 +44,6 @@ log = logging.getLogger("blockrag.services.generation")
 
 WARM_TIMEOUT_S = 600.0  # a switch waits this long for its warm-up, then goes ahead without it
 PRUNE_EVERY_S = 3600.0  # the question log is pruned at most this often (and at the first record)
-
-
-def replica_logs() -> None:
-    """blockrag's INFO lines (model versions loaded, tenants switched, warming progress) into
-    this replica's log, next to Serve's own: Serve gives handlers to its logger only."""
-    ours = logging.getLogger("blockrag")
-    ours.setLevel(logging.INFO)
-    for handler in logging.getLogger("ray.serve").handlers:
-        if handler not in ours.handlers:
-            ours.addHandler(handler)
 
 
 @serve.deployment

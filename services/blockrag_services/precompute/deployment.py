@@ -9,7 +9,6 @@ for one still loading is refused as UNAVAILABLE, to be retried.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from ray import serve
@@ -25,20 +24,11 @@ from blockrag.telemetry import observe_precompute_batch
 from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag.v1 import precompute_pb2 as pb
 from blockrag_services.config import PlatformConfig
+from blockrag_services.replica_logs import replica_logs
 from blockrag_services.errors import unary
 from blockrag_services.handles import CACHE_INDEX, Handles
 
 SERVICE = "precompute"
-
-
-def replica_logs() -> None:
-    """blockrag's INFO lines (model versions loaded, tenants switched, warming progress) into
-    this replica's log, next to Serve's own: Serve gives handlers to its logger only."""
-    ours = logging.getLogger("blockrag")
-    ours.setLevel(logging.INFO)
-    for handler in logging.getLogger("ray.serve").handlers:
-        if handler not in ours.handlers:
-            ours.addHandler(handler)
 
 
 @serve.deployment
