@@ -32,8 +32,7 @@ from blockrag.attention import BlockAttentionEngine
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.config import DistillConfig, parse_overrides
 from blockrag.distill.data import DataConfig
-from blockrag.distill.fidelity import FidelityProbe, FidelityResult, Question
-from blockrag.distill.qa_set import build_qa_set, is_correct
+from blockrag.distill.fidelity import FidelityProbe, FidelityResult, qa_questions, served_engine
 from blockrag.distill.recipe import DistillationRecipe, resolve_sink
 from blockrag.distill.training import build_examples, default_corpus, run_steps
 from blockrag.models import load_model
@@ -47,11 +46,6 @@ VARIANTS = {
     "no-dropout": dict(block_dropout=0.0),
     "no-weighting": dict(token_weighting=0.0),
 }
-
-
-def questions(split: str, n: int) -> list[Question]:
-    return [Question(item.passages, item.question, (lambda it: lambda text: is_correct(text, it))(item))
-            for item in build_qa_set(n, seed=0, split=split)]
 
 
 def train(config: DistillConfig, examples, args) -> tuple[Adapter, list[float], list[dict]]:
@@ -72,8 +66,7 @@ def train(config: DistillConfig, examples, args) -> tuple[Adapter, list[float], 
 
 
 def served(adapter: Adapter, args) -> BlockAttentionEngine:
-    model, _ = load_model(args.model, device=args.device)
-    return BlockAttentionEngine(adapter.merge_into(model), sink_token_id=adapter.sink_token_id, fuse=False)
+    return served_engine(adapter, load_model(args.model, device=args.device)[0])
 
 
 def main() -> None:
@@ -100,7 +93,7 @@ def main() -> None:
 
     model, tokenizer = load_model(args.model, device=args.device)
     template = PromptTemplate(tokenizer)
-    probe = FidelityProbe(BlockAttentionEngine(model, fuse=False), template, questions(args.split, args.questions),
+    probe = FidelityProbe(BlockAttentionEngine(model, fuse=False), template, qa_questions(args.questions, args.split),
                           progress=lambda i, n: i % 50 == 0 and console.print(f"  full attention {i}/{n}"))
     console.print(f"full attention: {probe.full.correct}/{probe.full.questions} "
                   f"({time.perf_counter() - started:.0f} s)")

@@ -80,9 +80,9 @@ class Distill:
 
         Schedule.parse(self.schedule)  # InvalidRequestError at start, not at the first run
         if self.config:
-            from blockrag.distill.job import distill_config
+            from blockrag.distill.config import DistillConfig
 
-            distill_config(self.config)
+            DistillConfig.from_dict(self.config)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from blockrag.distill import job as job_module
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.checkpoints import RunObjects, load_adapter
 from blockrag.distill.config import DistillConfig, LoraSettings
-from blockrag.distill.job import (DistillationJob, JobStores, RunSpec, cancel_run, data_shape, distill_config,
-                                  gather_data, improves, served_engine, start_run)
+from blockrag.distill.job import (DistillationJob, JobStores, RunSpec, cancel_run, data_shape,
+                                  gather_data, improves, start_run)
+from blockrag.distill.fidelity import served_engine
 from blockrag.errors import ConflictError, InvalidRequestError, NotFoundError
 from blockrag.model_runtime import ModelSpec
 from blockrag.registry import SHARED
@@ -176,14 +177,14 @@ def test_a_bad_source_fails_the_run_with_its_reason(tiny_dir, stores, tmp_path):
 
 
 def test_config_overrides_and_spec_round_trip(tiny_dir):
-    config = distill_config({"lora": {"rank": 4}, "block_dropout": 0.1}, steps=7)
+    config = DistillConfig.from_dict({"lora": {"rank": 4}, "block_dropout": 0.1, "steps": 7})
     assert config.lora.rank == 4 and config.lora.alpha == LoraSettings().alpha and config.steps == 7
     with pytest.raises(InvalidRequestError, match="unknown keys"):
-        distill_config({"stepz": 1})
+        DistillConfig.from_dict({"stepz": 1})
     with pytest.raises(InvalidRequestError, match="unknown lora keys"):
-        distill_config({"lora": {"ranks": 1}})
+        DistillConfig.from_dict({"lora": {"ranks": 1}})
     with pytest.raises(InvalidRequestError, match="distillation config"):
-        distill_config({"steps": "many"})
+        DistillConfig.from_dict({"steps": "many"})
     s = spec(tiny_dir, auto_promote=True)
     assert RunSpec.from_dict(s.to_dict()) == s
     with pytest.raises(InvalidRequestError, match="not both"):

@@ -6,6 +6,7 @@ Defaults are what `blockrag model distill` and an admin-started run use unless t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -85,25 +86,37 @@ class DistillConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        """The inverse of to_dict; unknown keys are refused (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidRequestError(f"distillation config: unknown keys {unknown}; known: {sorted(known)}")
+    def from_dict(cls, data: Mapping[str, Any]) -> DistillConfig:
+        """The inverse of to_dict, and the way to build a config from overrides: missing keys
+        (also inside "lora") take the defaults. Unknown keys and values of the wrong type are
+        refused with InvalidRequestError (a typo must not pass silently)."""
+        _check_keys(data, cls, "")
         data = dict(data)
-        if isinstance(data.get("lora"), dict):
+        if isinstance(data.get("lora"), Mapping):
             lora = dict(data["lora"])
+            _check_keys(lora, LoraSettings, "lora ")
             if "target_modules" in lora:
                 lora["target_modules"] = tuple(lora["target_modules"])
-            data["lora"] = LoraSettings(**lora)
-        return cls(**data)
+            data["lora"] = lora
+        try:
+            if "lora" in data:
+                data["lora"] = LoraSettings(**data["lora"])
+            return cls(**data)
+        except TypeError as e:  # a value of the wrong type (a string for a number...)
+            raise InvalidRequestError(f"distillation config: {e}") from e
 
     @classmethod
     def block_fine_tuning(cls, **overrides: Any) -> DistillConfig:
         """The predecessor's recipe on the same switches: CE, no sinks, no dropout, no weighting."""
         base = dict(objective="ce", sink_token=None, block_dropout=0.0, token_weighting=0.0)
         return cls(**{**base, **overrides})
+
+
+def _check_keys(data: Mapping[str, Any], kind: type, what: str) -> None:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidRequestError(f"distillation config: unknown {what}keys {unknown}; known: {sorted(known)}")
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from blockrag.attention import BlockAttentionEngine
+from blockrag.attention import BlockAttentionEngine, BlockKV
+from blockrag.distill.adapter import Adapter
+from blockrag.distill.qa_set import build_qa_set, is_correct
 from blockrag.prompt import PromptTemplate
 
 
@@ -26,6 +28,28 @@ class Question:
     passages: tuple[str, ...]
     question: str
     is_correct: Callable[[str], bool]
+
+
+def qa_questions(n: int, split: str = "heldout") -> list[Question]:
+    """The first n questions of a split of the project's QA set (held out: never in training data)."""
+    return [Question(item.passages, item.question, lambda text, item=item: is_correct(text, item))
+            for item in build_qa_set(n, seed=0, split=split)]
+
+
+def served_engine(adapter: Adapter, base_model) -> BlockAttentionEngine:
+    """The engine a version serves: the base with the adapter merged (in place), its sinks."""
+    return BlockAttentionEngine(adapter.merge_into(base_model), sink_token_id=adapter.sink_token_id,
+                                fuse=False, cuda_graphs=False)
+
+
+def greedy_answer(engine: BlockAttentionEngine, kvs: Sequence[BlockKV], final: Sequence[int],
+                  max_new_tokens: int) -> list[int]:
+    """The greedy answer and, when it stopped before the budget, the stop token that ended it
+    (a position whose distribution counts too: a student must learn when to stop)."""
+    tokens = list(engine.generate(kvs, final, max_new_tokens))
+    if len(tokens) < max_new_tokens and engine.stop_ids:
+        tokens.append(min(engine.stop_ids))
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -50,15 +74,13 @@ class FidelityProbe:
                  max_new_tokens: int = 32, progress: Callable[[int, int], None] | None = None):
         self.template, self.questions, self.max_new_tokens = template, list(questions), max_new_tokens
         self.tokenizer = template.tokenizer
-        self.stop = min(base.stop_ids) if base.stop_ids else None
         self.prompts = [self._prompt(q) for q in self.questions]
-        self.full_answers: list[list[int]] = []
+        self.full_answers: list[list[int]] = []  # greedy, with the stop token when it stopped
         self.full_logits: list[torch.Tensor] = []  # [answer tokens (+ stop), V] per question
         for i, (blocks, final) in enumerate(self.prompts):
             ids = [t for b in blocks for t in b] + final
-            answer = list(base.generate([], ids, self.max_new_tokens))
-            self.full_answers.append(answer)
-            targets = self._targets(answer)
+            targets = greedy_answer(base, [], ids, self.max_new_tokens)
+            self.full_answers.append(targets)
             self.full_logits.append(base.full_prefill(ids + targets[:-1], logits_to_keep=len(targets)).logits)
             if progress:
                 progress(i + 1, len(self.prompts))
@@ -70,12 +92,6 @@ class FidelityProbe:
         blocks = [self.template.prefix_ids()] + [self.template.block_ids(p) for p in q.passages]
         return blocks, self.template.final_ids(q.question)
 
-    def _targets(self, answer: list[int]) -> list[int]:
-        """The answer and, when it stopped before the budget, the stop token (a position too)."""
-        if len(answer) < self.max_new_tokens and self.stop is not None:
-            return answer + [self.stop]
-        return answer
-
     def score(self, engine: BlockAttentionEngine, progress: Callable[[int, int], None] | None = None) -> FidelityResult:
         """Accuracy and answer-token KL of block attention through `engine`."""
         correct, kl_sum, tokens = 0, 0.0, 0
@@ -83,7 +99,7 @@ class FidelityProbe:
             kvs = engine.encode_blocks(blocks)
             answer = list(engine.generate(kvs, final, self.max_new_tokens))
             correct += q.is_correct(self.tokenizer.decode(answer, skip_special_tokens=True))
-            targets = self._targets(self.full_answers[i])
+            targets = self.full_answers[i]
             block = engine.prefill(kvs, final + targets[:-1], logits_to_keep=len(targets)).logits
             full = self.full_logits[i]
             log_full, log_block = torch.log_softmax(full, -1), torch.log_softmax(block, -1)

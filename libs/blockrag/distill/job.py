@@ -35,11 +35,10 @@ import torch
 from blockrag.attention import BlockAttentionEngine
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.checkpoints import RunObjects, load_adapter
-from blockrag.distill.config import DistillConfig, LoraSettings
+from blockrag.distill.config import DistillConfig
 from blockrag.distill.data import DataConfig, documents_in
 from blockrag.distill.example import Example
-from blockrag.distill.fidelity import FidelityProbe, Question
-from blockrag.distill.qa_set import build_qa_set, is_correct
+from blockrag.distill.fidelity import FidelityProbe, qa_questions, served_engine
 from blockrag.distill.recipe import DistillationRecipe, StepMetrics, resolve_sink
 from blockrag.distill.training import build_examples, default_corpus, run_steps
 from blockrag.errors import BlockRAGError, ConflictError, InvalidRequestError, NotFoundError
@@ -103,27 +102,6 @@ class RunSpec:
         if "config" in data:
             data["config"] = DistillConfig.from_dict(data["config"])
         return cls(**data)
-
-
-def distill_config(overrides: Mapping[str, Any], steps: int | None = None) -> DistillConfig:
-    """The default DistillConfig with `overrides` (nested for lora: {"lora": {"rank": 4}}) and
-    `steps` when given; InvalidRequestError naming a bad or unknown key."""
-    values = DistillConfig().to_dict()
-    for key, value in overrides.items():
-        if key == "lora" and isinstance(value, Mapping):
-            known = {f.name for f in dataclasses.fields(LoraSettings)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise InvalidRequestError(f"distillation config: unknown lora keys {unknown}; known: {sorted(known)}")
-            values["lora"] = {**values["lora"], **value}
-        else:
-            values[key] = value
-    if steps is not None:
-        values["steps"] = steps
-    try:
-        return DistillConfig.from_dict(values)
-    except TypeError as e:  # a value of the wrong type (a string for a number...)
-        raise InvalidRequestError(f"distillation config: {e}") from e
 
 
 def start_run(runs: RunStore, index: CacheIndex, tenant: str, spec: RunSpec) -> Run:
@@ -200,12 +178,6 @@ def data_shape(max_example_tokens: int) -> DataConfig:
                                   f"use at least {7 * default.min_block_tokens + default.answer_tokens + 64}")
     return dataclasses.replace(default, max_block_tokens=block, max_blocks=min(default.max_blocks, room // block),
                                max_example_tokens=max_example_tokens)
-
-
-def qa_questions(n: int) -> list[Question]:
-    """The first n held-out questions of the project's QA set (never in any training data)."""
-    return [Question(item.passages, item.question, lambda text, item=item: is_correct(text, item))
-            for item in build_qa_set(n, seed=0, split="heldout")]
 
 
 # -- the job ----------------------------------------------------------------------------------------
@@ -314,12 +286,10 @@ class DistillationJob:
                 raise _Cancelled
             self._progress({"phase": "building examples", "examples_built": done, "examples_wanted": total})
 
-        built = build_examples(model, tokenizer, data.documents, wanted, self.config.seed,
-                               data_shape(self.config.max_example_tokens), data.logged, progress)
-        examples = [e for e in built if e.num_tokens <= self.config.max_example_tokens]
-        if not examples:
-            raise InvalidRequestError(f"no example of the data fits max_example_tokens ({self.config.max_example_tokens})")
-        return examples, {**data.description, "examples": len(examples), "dropped_too_long": len(built) - len(examples)}
+        # data_shape's budget keeps every example within max_example_tokens
+        examples = build_examples(model, tokenizer, data.documents, wanted, self.config.seed,
+                                  data_shape(self.config.max_example_tokens), data.logged, progress)
+        return examples, {**data.description, "examples": len(examples)}
 
     def _load_model(self):
         from blockrag.models import load_model
@@ -376,9 +346,8 @@ class DistillationJob:
                       "active_accuracy": active_result.accuracy, "base_kl": base_result.kl,
                       "base_accuracy": base_result.accuracy, "full_accuracy": probe.full.accuracy,
                       "questions": float(new.questions), "answer_tokens": float(new.answer_tokens)}
-        for key in ("heldout_kl",):
-            if key in self.metrics:
-                evaluation[key] = self.metrics[key]
+        if "heldout_kl" in self.metrics:
+            evaluation["heldout_kl"] = self.metrics["heldout_kl"]
         if self.heldout_start is not None:
             evaluation["heldout_kl_start"] = self.heldout_start
         return evaluation, new_engine.fingerprint, active
@@ -430,16 +399,10 @@ def _engine(model) -> BlockAttentionEngine:
     return BlockAttentionEngine(model, fuse=False, cuda_graphs=False)
 
 
-def served_engine(adapter: Adapter, base_model) -> BlockAttentionEngine:
-    """The engine a version serves: the base with the adapter merged (in place), its sinks."""
-    return BlockAttentionEngine(adapter.merge_into(base_model), sink_token_id=adapter.sink_token_id,
-                                fuse=False, cuda_graphs=False)
-
-
 def _finite(value: Any) -> Any:
     """JSON-safe: NaN or infinity become None."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 __all__ = ["DistillationJob", "JobStores", "RunData", "RunSpec", "cancel_run", "data_shape",
-           "distill_config", "gather_data", "improves", "qa_questions", "served_engine", "start_run"]
+           "gather_data", "improves", "start_run"]

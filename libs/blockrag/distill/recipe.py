@@ -54,7 +54,7 @@ def resolve_sink(tokenizer: PreTrainedTokenizerBase, sink_token: str | None) -> 
     if sink_token is None:
         return None
     token_id = tokenizer.convert_tokens_to_ids(sink_token)
-    if token_id is None or token_id == tokenizer.unk_token_id and sink_token != tokenizer.unk_token:
+    if token_id is None or (token_id == tokenizer.unk_token_id and sink_token != tokenizer.unk_token):
         raise InvalidRequestError(f"sink token {sink_token!r} is not a single token of this tokenizer")
     return int(token_id)
 
@@ -128,29 +128,31 @@ class DistillationRecipe:
         global_blocks = pick_global_blocks(len(example.blocks), self.config.block_dropout, self.generator)
         return build_layout(example, self.sink_token_id, global_blocks)
 
-    def _kl_backward(self, layout: Layout, scale: float):
+    def _full_hidden(self, layout: Layout) -> torch.Tensor:
+        """Hidden states [S, H] at the supervised positions, plain causal attention (the teacher's view)."""
         d = self.device
+        return decoder_hidden(self.student, layout.teacher_ids.to(d))[layout.teacher_index.to(d)]
+
+    def _block_hidden(self, layout: Layout) -> torch.Tensor:
+        """Hidden states [S, H] at the supervised positions under the block mask (the student's view)."""
+        d = self.device
+        return decoder_hidden(self.student, layout.student_ids.to(d), layout.student_positions.to(d),
+                              layout.student_mask)[layout.student_index.to(d)]
+
+    def _kl_backward(self, layout: Layout, scale: float):
         with teacher_mode(self.student):
-            teacher = decoder_hidden(self.student, layout.teacher_ids.to(d))[layout.teacher_index.to(d)]
-            weights = torch.ones(layout.supervised, device=d)
-            if self.config.token_weighting > 0:
-                base_block = decoder_hidden(self.student, layout.student_ids.to(d), layout.student_positions.to(d),
-                                            layout.student_mask)[layout.student_index.to(d)]
-                divergence = token_kl(self.head, teacher, base_block, self.config.kl_chunk_tokens)
+            teacher = self._full_hidden(layout)
+            weights = torch.ones(layout.supervised, device=self.device)
+            if self.config.token_weighting > 0:  # the teacher itself under the block mask
+                divergence = token_kl(self.head, teacher, self._block_hidden(layout), self.config.kl_chunk_tokens)
                 weights = sensitivity_weights(divergence, self.config.token_weighting)
-        student = decoder_hidden(self.student, layout.student_ids.to(d), layout.student_positions.to(d),
-                                 layout.student_mask)[layout.student_index.to(d)]
-        return backward_kl(self.head, student, teacher, weights, self.config.kl_chunk_tokens, scale)
+        return backward_kl(self.head, self._block_hidden(layout), teacher, weights, self.config.kl_chunk_tokens, scale)
 
     def _ce_backward(self, layout: Layout, scale: float) -> float:
         """The predecessor's step: the example under the block mask and again under the full mask."""
-        d = self.device
-        labels = layout.labels.to(d)
-        block = decoder_hidden(self.student, layout.student_ids.to(d), layout.student_positions.to(d),
-                               layout.student_mask)[layout.student_index.to(d)]
-        total = backward_ce(self.head, block, labels, self.config.kl_chunk_tokens, scale / 2)
-        full = decoder_hidden(self.student, layout.teacher_ids.to(d))[layout.teacher_index.to(d)]
-        total += backward_ce(self.head, full, labels, self.config.kl_chunk_tokens, scale / 2)
+        labels, chunk = layout.labels.to(self.device), self.config.kl_chunk_tokens
+        total = backward_ce(self.head, self._block_hidden(layout), labels, chunk, scale / 2)
+        total += backward_ce(self.head, self._full_hidden(layout), labels, chunk, scale / 2)
         return total / 2
 
     # -- evaluate ------------------------------------------------------------------------------------
@@ -161,15 +163,12 @@ class DistillationRecipe:
         token, without dropout: the fidelity of what would be served."""
         self.student.eval()
         total, count = 0.0, 0
-        d = self.device
         try:
             for example in examples:
                 layout = build_layout(example, self.sink_token_id)
                 with teacher_mode(self.student):
-                    teacher = decoder_hidden(self.student, layout.teacher_ids.to(d))[layout.teacher_index.to(d)]
-                student = decoder_hidden(self.student, layout.student_ids.to(d), layout.student_positions.to(d),
-                                         layout.student_mask)[layout.student_index.to(d)]
-                kl = token_kl(self.head, teacher, student, self.config.kl_chunk_tokens)
+                    teacher = self._full_hidden(layout)
+                kl = token_kl(self.head, teacher, self._block_hidden(layout), self.config.kl_chunk_tokens)
                 total, count = total + float(kl.sum()), count + kl.numel()
         finally:
             self.student.train()

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from blockrag.attention import BlockAttentionEngine
 from blockrag.distill.data import DataConfig, mixed_examples
 from blockrag.distill.example import Example
+from blockrag.distill.fidelity import greedy_answer
 from blockrag.distill.recipe import DistillationRecipe, StepMetrics
 from blockrag.prompt import PromptTemplate
 
@@ -33,13 +34,7 @@ def teacher_answerer(model: PreTrainedModel, max_new_tokens: int) -> Callable[[l
     that ended it (the student learns when to stop too)."""
     # no fusion (it would compile the model's modules in place, the same modules then trained)
     engine = BlockAttentionEngine(model, fuse=False, cuda_graphs=False)
-    stop = min(engine.stop_ids) if engine.stop_ids else None
-
-    def answer(ids: list[int]) -> list[int]:
-        tokens = list(engine.generate([], ids, max_new_tokens))
-        return tokens + [stop] if stop is not None and len(tokens) < max_new_tokens else tokens
-
-    return answer
+    return lambda ids: greedy_answer(engine, [], ids, max_new_tokens)
 
 
 def build_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, documents: Sequence[str],

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from blockrag.distill.job import RunSpec, distill_config
+from blockrag.distill.config import DistillConfig
+from blockrag.distill.job import RunSpec
 from blockrag_services.config import PlatformConfig
 
 
@@ -35,10 +36,10 @@ class RunRequest:
         """The run's spec on this platform (its model, its defaults); InvalidRequestError for a
         bad override or value."""
         d = config.distill
-        overrides = {**d.config, **self.overrides}
+        overrides = {**d.config, **self.overrides, **({"steps": self.steps} if self.steps else {})}
         if isinstance(d.config.get("lora"), Mapping) and isinstance(self.overrides.get("lora"), Mapping):
             overrides["lora"] = {**d.config["lora"], **self.overrides["lora"]}
         return RunSpec(collection=self.collection, directory=self.directory, examples=self.examples or d.examples,
                        eval_questions=self.eval_questions or d.eval_questions, logged_questions=d.logged_questions,
                        auto_promote=self.auto_promote, model=config.model,
-                       config=distill_config(overrides, self.steps or None))
+                       config=DistillConfig.from_dict(overrides))
