@@ -167,19 +167,14 @@ def test_distillation_reduces_the_kl_it_is_trained_on():
     config = DistillConfig(sink_token="<sink>", steps=40, warmup_steps=2, learning_rate=3e-3,
                            lora=LoraSettings(rank=8), block_dropout=0.25, token_weighting=0.5)
     recipe = _recipe(config)
-    examples = _examples()
-    before = recipe.evaluate(examples)
+    examples = _examples()[:2]
+    before = recipe.evaluate(examples)  # the fresh adapter is zero: the base model's gap
     for _ in range(40):
-        metrics = recipe.train_step(examples[:2])
-    after = recipe.evaluate(examples[:2])
+        metrics = recipe.train_step(examples)
+    after = recipe.evaluate(examples)
     assert metrics.step == 40 and metrics.kl is not None and metrics.tokens > 0
-    assert after < 0.5 * recipe_eval_at_start(examples[:2])
     assert before > 0
-
-
-def recipe_eval_at_start(examples):
-    config = DistillConfig(sink_token="<sink>", lora=LoraSettings(rank=8))
-    return _recipe(config).evaluate(examples)
+    assert after < 0.5 * before
 
 
 def test_block_fine_tuning_runs_without_teacher():

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from blockrag.errors import InvalidRequestError
+from blockrag.errors import InvalidRequestError, NotFoundError
 from blockrag.kvcache.index_schema import NAME_LEN
 
 SHARED = ""  # the tenant scope of versions and runs that every tenant may use
@@ -114,3 +114,13 @@ def lock_scope(conn: sa.Connection, kind: int, tenant: str) -> None:
             sa.text("SELECT pg_advisory_xact_lock(:kind, hashtext(:tenant))"),
             {"kind": kind, "tenant": tenant},
         )
+
+
+def get_row(conn: sa.Connection, key: sa.Column, value: str, missing: str, *, lock: bool = False) -> sa.Row:
+    """The row of key's table whose key equals value (locked for update when asked);
+    NotFoundError(missing) when there is none."""
+    query = sa.select(key.table).where(key == value)
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
+    if row is None:
+        raise NotFoundError(missing)
+    return row

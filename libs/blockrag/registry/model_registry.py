@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from blockrag.errors import ConflictError, InvalidRequestError, NotFoundError
+from blockrag.errors import ConflictError, InvalidRequestError
 from blockrag.kvcache.index import transaction
 from blockrag.kvcache.index_schema import model_promotions, model_versions
 from blockrag.registry import _database as d
@@ -253,11 +253,7 @@ def _active_id(conn: sa.Connection, tenant: str) -> str | None:
 
 
 def _get(conn: sa.Connection, version_id: str, *, lock: bool = False) -> ModelVersion:
-    query = sa.select(model_versions).where(_V.version_id == version_id)
-    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
-    if row is None:
-        raise NotFoundError(f"unknown model version {version_id!r}")
-    return _version(row)
+    return _version(d.get_row(conn, _V.version_id, version_id, f"unknown model version {version_id!r}", lock=lock))
 
 
 def _version(row: sa.Row) -> ModelVersion:

@@ -211,11 +211,7 @@ def _check_version(conn: sa.Connection, version_id: str, run: Run) -> None:
 
 
 def _get(conn: sa.Connection, run_id: str, *, lock: bool = False) -> Run:
-    query = sa.select(distill_runs).where(_R.run_id == run_id)
-    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
-    if row is None:
-        raise NotFoundError(f"unknown distillation run {run_id!r}")
-    return _run(row)
+    return _run(d.get_row(conn, _R.run_id, run_id, f"unknown distillation run {run_id!r}", lock=lock))
 
 
 def _run(row: sa.Row) -> Run:
