@@ -11,8 +11,11 @@ engine's cached blocks), its ratio to the base model's, and the median wall-cloc
 step (same examples per step, same steps).
 
     python bench/fidelity.py [--questions 300] [--steps 200] [--split heldout]
-    python bench/fidelity.py --adapter PATH          # score a trained adapter only
+    python bench/fidelity.py --adapter A --adapter B # score trained adapters only
     python bench/fidelity.py --no-training           # full, block, block with untrained sinks
+    python bench/fidelity.py --shard 0/3 ... ; python bench/fidelity.py --merge s0.json s1.json s2.json
+                                                     # one process per shard (one GPU, several
+                                                     # launch-bound processes), then one table
 """
 
 from __future__ import annotations
@@ -76,7 +79,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--train-examples", type=int, default=400)
     parser.add_argument("--examples-per-step", type=int, default=4)
-    parser.add_argument("--adapter", type=Path, help="score this adapter instead of training")
+    parser.add_argument("--adapter", type=Path, action="append", default=[],
+                        help="score this adapter instead of training (repeatable)")
+    parser.add_argument("--shard", default="0/1", help="K/N: only the questions whose index is K modulo N")
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine the JSON of shards into one table")
     parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="distillation config overrides")
     parser.add_argument("--no-baseline", action="store_true", help="skip block fine-tuning")
@@ -89,11 +95,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.merge:
+        merged = merge([json.loads(path.read_text()) for path in args.merge])
+        show(merged["rows"], f"Fidelity on {merged['questions']} {merged['split']} questions ({merged['device']})")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(merged, indent=1))
+        return
     started = time.perf_counter()
+    shard, shards = map(int, args.shard.split("/"))
 
     model, tokenizer = load_model(args.model, device=args.device)
     template = PromptTemplate(tokenizer)
-    probe = FidelityProbe(BlockAttentionEngine(model, fuse=False), template, qa_questions(args.questions, args.split),
+    probe = FidelityProbe(BlockAttentionEngine(model, fuse=False), template, qa_questions(args.questions, args.split)[shard::shards],
                           progress=lambda i, n: i % 50 == 0 and console.print(f"  full attention {i}/{n}"))
     console.print(f"full attention: {probe.full.correct}/{probe.full.questions} "
                   f"({time.perf_counter() - started:.0f} s)")
@@ -108,8 +121,10 @@ def main() -> None:
         rows["block, base model + sinks (untrained)"] = {
             "result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))}
     elif args.adapter:
-        adapter = Adapter.from_bytes(args.adapter.read_bytes())
-        rows[f"block, {args.adapter.name}"] = {"result": probe.score(served(adapter, args))}
+        for path in args.adapter:
+            rows[f"block, {path.stem}"] = {"result": probe.score(served(Adapter.from_bytes(path.read_bytes()), args))}
+            console.print(f"block, {path.stem}: {rows[f'block, {path.stem}']['result']} "
+                          f"({time.perf_counter() - started:.0f} s)")
     else:
         examples = build_examples(model, tokenizer, default_corpus(), args.train_examples, seed=config.seed,
                                   data=DataConfig(max_example_tokens=config.max_example_tokens))
@@ -128,24 +143,44 @@ def main() -> None:
                           "log": log, "config": run_config.to_dict()}
             console.print(f"{name}: {rows[name]['result']} ({time.perf_counter() - started:.0f} s)")
 
-    base_kl = rows["block, base model"]["result"].kl
-    table = Table(title=f"Fidelity on {args.questions} {args.split} questions ({args.device})")
+    results = {name: {**as_dict(row["result"]), **{k: v for k, v in row.items() if k != "result"}}
+               for name, row in rows.items()}
+    show(results, f"Fidelity on {probe.full.questions} {args.split} questions ({args.device})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "split": args.split, "questions": probe.full.questions, "shard": args.shard, "steps": args.steps,
+        "device": args.device, "rows": results, "seconds": time.perf_counter() - started}, indent=1))
+
+
+def as_dict(r: FidelityResult) -> dict:
+    return {"questions": r.questions, "accuracy": r.accuracy, "correct": r.correct, "kl": r.kl,
+            "answer_tokens": r.answer_tokens}
+
+
+def merge(parts: list[dict]) -> dict:
+    """Shards of one run -> the whole: counts add up, KL is re-weighted by answer tokens."""
+    rows = {}
+    for name in parts[0]["rows"]:
+        got = [p["rows"][name] for p in parts]
+        tokens = sum(r["answer_tokens"] for r in got)
+        kl = None if got[0]["kl"] is None else sum(r["kl"] * r["answer_tokens"] for r in got) / tokens
+        result = FidelityResult(sum(r["questions"] for r in got), sum(r["correct"] for r in got), kl, tokens)
+        rows[name] = {**as_dict(result), **{k: v for k, v in got[0].items() if k not in as_dict(result)}}
+    return {"split": parts[0]["split"], "questions": sum(p["questions"] for p in parts), "device": parts[0]["device"],
+            "shards": [p.get("shard") for p in parts], "rows": rows, "seconds": max(p["seconds"] for p in parts)}
+
+
+def show(rows: dict[str, dict], title: str) -> None:
+    base_kl = rows["block, base model"]["kl"]
+    table = Table(title=title)
     for column in ("configuration", "accuracy", "answer-token KL", "KL / base", "s per step"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for name, row in rows.items():
-        r: FidelityResult = row["result"]
-        table.add_row(name, f"{100 * r.accuracy:.1f}% ({r.correct}/{r.questions})",
-                      "-" if r.kl is None else f"{r.kl:.3f}",
-                      "-" if r.kl is None else f"{r.kl / base_kl:.2f}",
+        table.add_row(name, f"{100 * row['accuracy']:.1f}% ({row['correct']}/{row['questions']})",
+                      "-" if row["kl"] is None else f"{row['kl']:.3f}",
+                      "-" if row["kl"] is None else f"{row['kl'] / base_kl:.2f}",
                       f"{row['step_seconds']:.3f}" if "step_seconds" in row else "-")
     console.print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "split": args.split, "questions": args.questions, "steps": args.steps, "device": args.device,
-        "rows": {name: {"accuracy": row["result"].accuracy, "correct": row["result"].correct, "kl": row["result"].kl,
-                        "answer_tokens": row["result"].answer_tokens, **{k: v for k, v in row.items() if k != "result"}}
-                 for name, row in rows.items()},
-        "seconds": time.perf_counter() - started}, indent=1))
 
 
 if __name__ == "__main__":

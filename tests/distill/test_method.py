@@ -3,6 +3,8 @@ student's forward against the engine, training and resuming."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from tiny_models import tiny_model
@@ -175,6 +177,32 @@ def test_distillation_reduces_the_kl_it_is_trained_on():
     assert metrics.step == 40 and metrics.kl is not None and metrics.tokens > 0
     assert before > 0
     assert after < 0.5 * before
+
+
+@pytest.mark.parametrize("objective", ["kl", "ce"])
+def test_a_padded_micro_batch_gives_the_gradient_of_one_example_at_a_time(objective):
+    """Examples of different lengths right-padded into one forward: no real token may see
+    padding, so the step's loss and the adapter after it match one example per forward."""
+    if objective == "kl":
+        config = DistillConfig(sink_token="<sink>", steps=3, warmup_steps=1, learning_rate=3e-3,
+                               lora=LoraSettings(rank=4), block_dropout=0.5, token_weighting=0.5)
+    else:
+        config = DistillConfig.block_fine_tuning(steps=3, warmup_steps=1, learning_rate=3e-3, lora=LoraSettings(rank=4))
+    one, four = _recipe(replace(config, micro_batch=1)), _recipe(replace(config, micro_batch=4))
+    with torch.no_grad():  # non-zero B, so the student differs from the teacher from the start
+        for recipe in (one, four):
+            torch.manual_seed(1)
+            for name, p in recipe.student.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05)
+    examples = _examples()
+    assert len({e.num_tokens for e in examples}) > 1  # padding happens
+    before = {k: v.clone() for k, v in one.adapter().weights.items()}
+    a, b = one.train_step(examples), four.train_step(examples)
+    assert a.loss == pytest.approx(b.loss, rel=1e-4) and a.supervised == b.supervised
+    wa, wb = one.adapter().weights, four.adapter().weights
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-5
+    assert max((wa[k] - before[k]).abs().max().item() for k in wa) > 1e-4  # the step did move them
 
 
 def test_block_fine_tuning_runs_without_teacher():

@@ -11,7 +11,7 @@ from tiny_models import tiny_model
 from blockrag.distill.config import LoraSettings, parse_overrides
 from blockrag.distill.data import DataConfig, continuation_examples, mixed_examples, templated_questions
 from blockrag.distill.example import Example
-from blockrag.distill.training import step_batch
+from blockrag.distill.training import cached_examples, step_batch
 from blockrag.errors import InvalidRequestError, ModelLoadError
 from blockrag.models import load_tokenizer
 from blockrag.prompt import PromptTemplate
@@ -88,6 +88,23 @@ def test_prompts_over_the_budget_are_skipped_before_the_teacher_runs(tokenizer):
 def test_mixed_examples_refuse_text_without_blocks(tokenizer):
     with pytest.raises(InvalidRequestError, match="no usable text"):
         mixed_examples(["tiny"], tokenizer, PromptTemplate(tokenizer), lambda ids: [1], DataConfig(), 3, 0)
+
+
+def test_an_examples_file_is_read_back_and_refused_when_built_from_other_inputs(tokenizer, tmp_path):
+    model = tiny_model("llama31")  # continuations only: the tiny model never decodes real token ids
+    data = DataConfig(question_fraction=0.0, max_blocks=3)
+    path = tmp_path / "examples.json.gz"
+    built = cached_examples(path, model, tokenizer, [DOCUMENT], 6, 0, data)
+    assert len(built) == 6 and path.exists() and not (tmp_path / "examples.json.gz.partial").exists()
+    calls = []
+    again = cached_examples(path, model, tokenizer, [DOCUMENT], 6, 0, data, progress=lambda *a: calls.append(a))
+    assert again == built and calls == []  # read back, not rebuilt
+    others = [dict(count=7), dict(seed=1), dict(documents=[DOCUMENT + " Coda."]), dict(model=tiny_model("qwen2")),
+              dict(data=DataConfig(question_fraction=0.0, max_blocks=4))]
+    for change in others:
+        args = {"model": model, "documents": [DOCUMENT], "count": 6, "seed": 0, "data": data, **change}
+        with pytest.raises(InvalidRequestError, match="another model, corpus, count, seed or data config"):
+            cached_examples(path, args["model"], tokenizer, args["documents"], args["count"], args["seed"], args["data"])
 
 
 def test_step_batches_walk_seeded_epochs():

@@ -51,6 +51,8 @@ def distill(
                                                           "(repeatable); default: the shipped corpus.")] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 100,
     examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 200,
+    examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
+                                                      "file and reuse them when it exists.")] = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="A DistillConfig setting, KEY=VALUE (repeatable).")] = None,
     model: Annotated[str | None, typer.Option(help="Base model; default: the embedded one.")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
@@ -67,7 +69,7 @@ def distill(
     from blockrag.distill.config import DistillConfig, parse_overrides
     from blockrag.distill.data import DataConfig, documents_in
     from blockrag.distill.recipe import DistillationRecipe, resolve_sink
-    from blockrag.distill.training import build_examples, default_corpus, run_steps
+    from blockrag.distill.training import build_examples, cached_examples, default_corpus, run_steps
     from blockrag.errors import BlockRAGError
     from blockrag.model_runtime import ModelSpec
     from blockrag.models import load_model
@@ -81,9 +83,12 @@ def distill(
         documents = [d for path in directory for d in documents_in(path)] if directory else default_corpus()
         base, tokenizer = load_model(model, device=ModelSpec(device=device).resolved_device())
         with _progress() as report:
-            data = build_examples(base, tokenizer, documents, examples, seed=config.seed,
-                                  data=DataConfig(max_example_tokens=config.max_example_tokens),
-                                  progress=lambda done, total: report("building examples", done, total))
+            shape = DataConfig(max_example_tokens=config.max_example_tokens)
+            building = lambda done, total: report("building examples", done, total)  # noqa: E731
+            if examples_file:
+                data = cached_examples(examples_file, base, tokenizer, documents, examples, config.seed, shape, building)
+            else:
+                data = build_examples(base, tokenizer, documents, examples, config.seed, shape, progress=building)
             recipe = DistillationRecipe(config, base, resolve_sink(tokenizer, config.sink_token))
             recipe.setup()
 
@@ -91,14 +96,40 @@ def distill(
                 kl = "" if m.kl is None else f" kl {m.kl:.4f}"
                 report("distilling", m.step, config.steps, f"loss {m.loss:.4f}{kl} {m.tokens_per_s:.0f} tok/s")
 
-            run_steps(recipe, data, config.steps, on_step)
+            with _stop_on_signal() as stop:
+                run_steps(recipe, data, config.steps, on_step, should_stop=stop.is_set)
     except BlockRAGError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
     target = out or model_home().parent / "adapters" / f"adapter-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(recipe.adapter().to_bytes())
-    console.print(f"adapter written to {target} after {config.steps} steps in {time.perf_counter() - started:.0f} s")
+    stopped = "" if recipe.step == config.steps else f" (stopped early, of {config.steps})"
+    console.print(f"adapter written to {target} after {recipe.step} steps{stopped} in {time.perf_counter() - started:.0f} s")
+
+
+@contextlib.contextmanager
+def _stop_on_signal():
+    """An event set by SIGTERM or SIGINT (a scheduler's time limit, Ctrl-C): training stops after
+    the step in flight and the adapter of the steps done is still written. A second signal ends
+    the process at once."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        if stop.is_set():
+            raise SystemExit(128 + signum)
+        console.print(f"signal {signal.Signals(signum).name}: stopping after this step (again to quit now)")
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager

@@ -44,6 +44,9 @@ class DistillConfig:
     token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
     the teacher's own distribution moves between full and block attention at each token.
     kl_chunk_tokens: positions whose [chunk, vocab] logits exist at once in the loss.
+    micro_batch: examples per forward (right-padded into one batch); 0 is all of a step's
+    examples at once on a GPU (a small model there is bound by kernel launches) and one at a
+    time on a CPU (where padding would only add work). The gradient is the same either way.
     """
 
     objective: Objective = "kl"
@@ -56,6 +59,7 @@ class DistillConfig:
     warmup_steps: int = 10
     steps: int = 200
     examples_per_step: int = 4
+    micro_batch: int = 0
     max_example_tokens: int = 1536
     eval_examples: int = 32
     checkpoint_every: int = 25
@@ -72,6 +76,8 @@ class DistillConfig:
         for name in ("kl_chunk_tokens", "steps", "examples_per_step", "max_example_tokens", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.micro_batch < 0:
+            problems.append(f"micro_batch must be >= 0 (0: automatic), got {self.micro_batch}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or self.eval_examples < 0:
             problems.append("learning_rate must be > 0, warmup_steps and eval_examples >= 0")
         if self.objective == "ce" and (self.token_weighting or self.block_dropout):

@@ -20,7 +20,7 @@ from blockrag.distill.adapter import Adapter
 from blockrag.distill.config import DistillConfig
 from blockrag.distill.example import Example, Layout, build_layout, pick_global_blocks
 from blockrag.distill.loss import backward_ce, backward_kl, sensitivity_weights, token_kl
-from blockrag.distill.student import attach_lora, decoder_hidden, output_head, teacher_mode, trainable_parameters
+from blockrag.distill.student import attach_lora, decoder_hidden_batch, output_head, teacher_mode, trainable_parameters
 from blockrag.errors import InvalidRequestError
 from blockrag.models.fingerprint import model_fingerprint
 
@@ -97,7 +97,7 @@ class DistillationRecipe:
     # -- train ---------------------------------------------------------------------------------------
 
     def train_step(self, examples: Sequence[Example]) -> StepMetrics:
-        """One optimiser step over `examples` (gradients accumulated example by example)."""
+        """One optimiser step over `examples`, gradients accumulated over micro-batches."""
         if not examples:
             raise InvalidRequestError("a training step needs at least one example")
         started = time.perf_counter()
@@ -106,12 +106,14 @@ class DistillationRecipe:
         scale = 1.0 / max(1, supervised)
         loss = kl = 0.0
         self.optimizer.zero_grad(set_to_none=True)
-        for layout in layouts:
+        size = self.config.micro_batch or (len(layouts) if self.device.type == "cuda" else 1)
+        for start in range(0, len(layouts), size):
+            batch = layouts[start : start + size]
             if self.config.objective == "kl":
-                parts = self._kl_backward(layout, scale)
+                parts = self._kl_backward(batch, scale)
                 loss, kl = loss + parts.loss, kl + parts.kl
             else:
-                loss += self._ce_backward(layout, scale)
+                loss += self._ce_backward(batch, scale)
         self.optimizer.step()
         learning_rate = self.schedule.get_last_lr()[0]
         self.schedule.step()
@@ -128,31 +130,36 @@ class DistillationRecipe:
         global_blocks = pick_global_blocks(len(example.blocks), self.config.block_dropout, self.generator)
         return build_layout(example, self.sink_token_id, global_blocks)
 
-    def _full_hidden(self, layout: Layout) -> torch.Tensor:
-        """Hidden states [S, H] at the supervised positions, plain causal attention (the teacher's view)."""
+    def _full_hidden(self, layouts: Sequence[Layout]) -> torch.Tensor:
+        """Hidden states [S, H] at the supervised positions of every layout, one after another,
+        under plain causal attention (the teacher's view)."""
         d = self.device
-        return decoder_hidden(self.student, layout.teacher_ids.to(d))[layout.teacher_index.to(d)]
+        hidden = decoder_hidden_batch(self.student, [x.teacher_ids.to(d) for x in layouts])
+        return torch.cat([h[x.teacher_index.to(d)] for h, x in zip(hidden, layouts)])
 
-    def _block_hidden(self, layout: Layout) -> torch.Tensor:
+    def _block_hidden(self, layouts: Sequence[Layout]) -> torch.Tensor:
         """Hidden states [S, H] at the supervised positions under the block mask (the student's view)."""
         d = self.device
-        return decoder_hidden(self.student, layout.student_ids.to(d), layout.student_positions.to(d),
-                              layout.student_mask)[layout.student_index.to(d)]
+        hidden = decoder_hidden_batch(self.student, [x.student_ids.to(d) for x in layouts],
+                                      [x.student_positions.to(d) for x in layouts], [x.student_mask for x in layouts])
+        return torch.cat([h[x.student_index.to(d)] for h, x in zip(hidden, layouts)])
 
-    def _kl_backward(self, layout: Layout, scale: float):
+    def _kl_backward(self, layouts: Sequence[Layout], scale: float):
         with teacher_mode(self.student):
-            teacher = self._full_hidden(layout)
-            weights = torch.ones(layout.supervised, device=self.device)
+            teacher = self._full_hidden(layouts)
+            weights = torch.ones(teacher.shape[0], device=self.device)
             if self.config.token_weighting > 0:  # the teacher itself under the block mask
-                divergence = token_kl(self.head, teacher, self._block_hidden(layout), self.config.kl_chunk_tokens)
-                weights = sensitivity_weights(divergence, self.config.token_weighting)
-        return backward_kl(self.head, self._block_hidden(layout), teacher, weights, self.config.kl_chunk_tokens, scale)
+                divergence = token_kl(self.head, teacher, self._block_hidden(layouts), self.config.kl_chunk_tokens)
+                # normalised within each example: a long example's weights do not dilute a short one's
+                weights = torch.cat([sensitivity_weights(part, self.config.token_weighting)
+                                     for part in divergence.split([x.supervised for x in layouts])])
+        return backward_kl(self.head, self._block_hidden(layouts), teacher, weights, self.config.kl_chunk_tokens, scale)
 
-    def _ce_backward(self, layout: Layout, scale: float) -> float:
-        """The predecessor's step: the example under the block mask and again under the full mask."""
-        labels, chunk = layout.labels.to(self.device), self.config.kl_chunk_tokens
-        total = backward_ce(self.head, self._block_hidden(layout), labels, chunk, scale / 2)
-        total += backward_ce(self.head, self._full_hidden(layout), labels, chunk, scale / 2)
+    def _ce_backward(self, layouts: Sequence[Layout], scale: float) -> float:
+        """The predecessor's step: the examples under the block mask and again under the full mask."""
+        labels, chunk = torch.cat([x.labels for x in layouts]).to(self.device), self.config.kl_chunk_tokens
+        total = backward_ce(self.head, self._block_hidden(layouts), labels, chunk, scale / 2)
+        total += backward_ce(self.head, self._full_hidden(layouts), labels, chunk, scale / 2)
         return total / 2
 
     # -- evaluate ------------------------------------------------------------------------------------
@@ -167,8 +174,8 @@ class DistillationRecipe:
             for example in examples:
                 layout = build_layout(example, self.sink_token_id)
                 with teacher_mode(self.student):
-                    teacher = self._full_hidden(layout)
-                kl = token_kl(self.head, teacher, self._block_hidden(layout), self.config.kl_chunk_tokens)
+                    teacher = self._full_hidden([layout])
+                kl = token_kl(self.head, teacher, self._block_hidden([layout]), self.config.kl_chunk_tokens)
                 total, count = total + float(kl.sum()), count + kl.numel()
         finally:
             self.student.train()

@@ -4,8 +4,14 @@ uninterrupted one would), steps, checkpoints, progress."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
+import os
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -14,18 +20,26 @@ from blockrag.attention import BlockAttentionEngine
 from blockrag.distill.data import DataConfig, mixed_examples
 from blockrag.distill.example import Example
 from blockrag.distill.fidelity import greedy_answer
+from blockrag.errors import InvalidRequestError
+from blockrag.models.fingerprint import model_fingerprint
 from blockrag.distill.recipe import DistillationRecipe, StepMetrics
 from blockrag.prompt import PromptTemplate
 
 
 def default_corpus() -> list[str]:
     """The text the shipped adapter is distilled on: the Python reference manual's help topics
-    (pydoc_data, shipped with CPython under the PSF licence: 79 topics, ~460K characters of
-    technical English prose) and the bundled sample documents. Nothing of the fidelity set."""
-    from pydoc_data.topics import topics
+    (79 topics, ~460K characters of technical English prose, under the PSF licence) and the
+    bundled sample documents. Nothing of the fidelity set.
+
+    The topics are a snapshot (corpus/python_reference.json.gz, from CPython 3.11's pydoc_data)
+    rather than the running interpreter's pydoc_data, which changes between Python versions: the
+    same command must build the same examples on every machine."""
+    from importlib.resources import files
 
     from blockrag.samples import sample_documents
 
+    snapshot = json.loads(gzip.decompress(files("blockrag.distill").joinpath("corpus/python_reference.json.gz").read_bytes()))
+    topics = snapshot["topics"]
     return [topics[k] for k in sorted(topics)] + list(sample_documents().values())
 
 
@@ -47,6 +61,36 @@ def build_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     with torch.inference_mode():
         return mixed_examples(documents, tokenizer, PromptTemplate(tokenizer), teacher_answerer(model, data.answer_tokens),
                               data, count, seed, logged, progress)
+
+
+def cached_examples(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    documents: Sequence[str], count: int, seed: int, data: DataConfig | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[Example]:
+    """build_examples, kept in `path` (gzipped JSON of token ids). The teacher's answers are
+    the slow part of a run (one greedy decode per question example: minutes on a CPU), so a
+    second run with other training settings, or on another machine, reads them back. The file
+    records a digest of what it was built from (model weights, documents, count, seed, data
+    config); a file built from anything else is refused, never silently reused."""
+    data = data or DataConfig()
+    digest = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "count": count, "seed": seed,
+                                        "data": asdict(data)}, sort_keys=True).encode())
+    for document in documents:
+        digest.update(hashlib.sha256(document.encode()).digest())
+    key = digest.hexdigest()
+    if path.exists():
+        stored = json.loads(gzip.decompress(path.read_bytes()))
+        if stored.get("key") != key:
+            raise InvalidRequestError(
+                f"{path} holds examples built from another model, corpus, count, seed or data config; "
+                f"delete it or give another --examples-file")
+        return [Example.of(*e) for e in stored["examples"]]
+    examples = build_examples(model, tokenizer, documents, count, seed, data, progress=progress)
+    payload = {"key": key, "examples": [[list(e.blocks), list(e.final), list(e.target)] for e in examples]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(gzip.compress(json.dumps(payload).encode()))
+    os.replace(partial, path)  # a killed build leaves no half file under the real name
+    return examples
 
 
 def step_batch(examples: Sequence[Example], step: int, per_step: int, seed: int) -> list[Example]:
