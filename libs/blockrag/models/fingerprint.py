@@ -12,12 +12,19 @@ from transformers import PreTrainedModel
 # host; a strided sample plus a float64 sum of the whole tensor (computed where the tensor
 # lives) changes with any realistic weight update (fine-tune, merged LoRA, another checkpoint).
 _SAMPLE = 4096
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _IGNORED_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype"}
 
 
 @torch.no_grad()
 def model_fingerprint(model: PreTrainedModel) -> str:
-    """Hex SHA-256 over the config, the dtype and a sample of every parameter."""
+    """Hex SHA-256 over the config, the dtype, and per parameter a checksum of all its bits and a
+    sample of its values.
+
+    The checksum sums the raw bits as integers (wrapping in int64): integer addition does not
+    depend on order, so a model has one fingerprint on every device. A floating-point sum does
+    not: a CUDA reduction adds in another order than the CPU, and an adapter trained on a GPU
+    would then refuse its own base on a CPU."""
     cached = getattr(model, "_blockrag_fingerprint", None)
     if cached is not None:
         return cached
@@ -29,7 +36,8 @@ def model_fingerprint(model: PreTrainedModel) -> str:
         flat = param.detach().reshape(-1)
         step = max(1, flat.numel() // _SAMPLE)
         sample = flat[::step][:_SAMPLE].float().cpu()
-        digest.update(f"{name}:{tuple(param.shape)}:{flat.double().sum().item():.17g}".encode())
+        bits = flat.contiguous().view(_INT_OF_SIZE[flat.element_size()]).sum(dtype=torch.int64)
+        digest.update(f"{name}:{tuple(param.shape)}:{bits.item()}".encode())
         digest.update(sample.numpy().tobytes())
     fingerprint = digest.hexdigest()
     model._blockrag_fingerprint = fingerprint
