@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--split", default="heldout", choices=["dev", "heldout"])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--train-examples", type=int, default=400)
-    parser.add_argument("--examples-per-step", type=int, default=4)
+    parser.add_argument("--examples-per-step", type=int, default=8)
     parser.add_argument("--adapter", type=Path, action="append", default=[],
                         help="score this adapter instead of training (repeatable)")
     parser.add_argument("--shard", default="0/1", help="K/N: only the questions whose index is K modulo N")

@@ -2,15 +2,18 @@
 # Block distillation on the GPU machine, in one or more device calls.
 #
 # The default model travels as its GGUF file (98 MB, over one call's 64 MiB), split in parts
-# under .gpu/ (`split -b 33m -d <gguf> .gpu/gguf.part`); each call stashes the parts it carries
-# on the warm machine, and once all are there the model is converted and the benchmarks run.
-#   run(command="bash bench/gpu/distill_run.sh [fidelity args]", carry=[".whl", ".gpu"])
+# (`split -b 44m -d <gguf> gguf.part`) over folders that .git/info/exclude ignores (.gpu, .gpu-a,
+# .gpu-b); each call stashes what it carries on the warm machine, and once all parts are there
+# the model is converted and the benchmarks run. The shipped adapter's run, three calls:
+#   run("bash bench/gpu/distill_run.sh probe", carry=[".whl", ".gpu-a"])   # gguf.part00
+#   run("bash bench/gpu/distill_run.sh train", carry=[".gpu-b"])  # gguf.part01-02, examples.json.gz
+#   run("bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
 set -uo pipefail
 OUT=${OUT:-bench/results}
 STASH=/root/blockrag-stash
 mkdir -p "$STASH"
-[ -d .gpu ] && cp .gpu/* "$STASH"/ 2>/dev/null
+for d in .gpu .gpu-a .gpu-b; do [ -d $d ] && cp $d/* "$STASH"/; done  # what this call carried
 [ -d .whl ] && cp .whl/*.whl "$STASH"/ 2>/dev/null
 ls -la "$STASH"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STASH"/*.whl || exit 1
@@ -35,7 +38,6 @@ case "$MODE" in
           # steps from the probe's batched step time so both finish in the call (else SIGTERM:
           # each writes the adapter of the steps it did)
     prepare_model || exit 1
-    cp .gpu/examples.json.gz "$STASH/" 2>/dev/null
     STEPS=$(python3 -c "import json; r = json.load(open('$STASH/distill_batch.json'))['rows']
 print(max(50, min(${MAX_STEPS:-800}, int(${TRAIN_SECONDS:-420} / (1.5 * r['distillation, micro_batch 8']['step_s'])))))")
     echo "steps: $STEPS"

@@ -50,7 +50,7 @@ def distill(
     directory: Annotated[list[Path] | None, typer.Option(help="Train on the text files under this directory "
                                                           "(repeatable); default: the shipped corpus.")] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 100,
-    examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 200,
+    examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 1200,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="A DistillConfig setting, KEY=VALUE (repeatable).")] = None,

@@ -58,7 +58,7 @@ class DistillConfig:
     learning_rate: float = 5e-4
     warmup_steps: int = 10
     steps: int = 200
-    examples_per_step: int = 4
+    examples_per_step: int = 8
     micro_batch: int = 0
     max_example_tokens: int = 1536
     eval_examples: int = 32
