@@ -25,7 +25,8 @@ def default_engine(default_model):
 
 @pytest.fixture(scope="session")
 def served_runtime():
-    """The default model as the platform serves it (ModelSpec defaults), gate passed."""
+    """The default model as the platform serves it: the shipped distillation adapter merged,
+    block sinks on, gate passed."""
     from blockrag.model_runtime import ModelRuntime, ModelSpec
 
     return ModelRuntime.load(ModelSpec(device="cpu"))

@@ -28,22 +28,25 @@ class ModelSpec:
     """What to load: model (hub id, local directory, .gguf; None = the embedded default),
     dtype name and device ("auto": the first CUDA device when there is one, else the CPU).
 
-    adapter: the block-distillation adapter merged into the served weights: "none" serves the
-    base model; else the path of an adapter file (`blockrag model distill` writes one). No
-    adapter ships with the package yet, so the default is the base model.
+    adapter: the block-distillation adapter merged into the served weights: "default" is the
+    adapter shipped for the embedded model (none for other models), "none" the base model, else
+    the path of an adapter file (`blockrag model distill` writes one).
     """
 
     model: str | None = None
     dtype: str = "float32"
     device: str = "auto"
-    adapter: str = "none"
+    adapter: str = "default"
 
     def load_adapter(self) -> Adapter | None:
         """The adapter this spec serves, or None for the base model."""
         from blockrag.distill.adapter import Adapter
+        from blockrag.distill.default_adapter import default_adapter
 
         if self.adapter in ("", "none"):
             return None
+        if self.adapter == "default":
+            return default_adapter() if self.model is None else None
         path = Path(self.adapter)
         if not path.is_file():
             raise ModelLoadError(f"adapter file {path} does not exist; pass a file written by `blockrag model distill` "

@@ -24,8 +24,8 @@ def local_ask(
     model: Annotated[str | None, typer.Option(help="Hub id, local directory or .gguf file; default: the embedded SmolLM2-135M-Instruct.")] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
-    adapter: Annotated[str, typer.Option(help="Distillation adapter: a file from `blockrag model distill`, "
-                                              "or 'none' for the base model.")] = "none",
+    adapter: Annotated[str, typer.Option(help="Distillation adapter: 'default' (shipped for the embedded model), "
+                                              "'none', or a file from `blockrag model distill`.")] = "default",
     max_new_tokens: Annotated[int, typer.Option(min=1, max=4096)] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.0,
     cache_dir: Annotated[Path | None, typer.Option(help="Where block KV is kept between runs; default: $BLOCKRAG_HOME/kv.")] = None,

@@ -49,7 +49,10 @@ def distill(
     out: Annotated[Path | None, typer.Option(help="Where to write the adapter (default: under $BLOCKRAG_HOME/adapters).")] = None,
     directory: Annotated[list[Path] | None, typer.Option(help="Train on the text files under this directory "
                                                           "(repeatable); default: the shipped corpus.")] = None,
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Optimiser steps (the learning-rate schedule spans them).")] = 800,
+    stop_after: Annotated[int | None, typer.Option(min=0, help="Stop after this many steps, the schedule still that "
+                                                          "of --steps (what a run stopped then writes); 0: only "
+                                                          "build the --examples-file.")] = None,
     examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 1200,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
@@ -60,9 +63,9 @@ def distill(
 ) -> None:
     """Distil a block-attention adapter for a model on this machine, without the platform.
 
-    With no options: the default corpus (Python's reference topics and the bundled samples), the
-    default DistillConfig and seed. Serve the result with ModelSpec.adapter (the platform's
-    `model.adapter` setting) or `blockrag local-ask --adapter FILE`.
+    With no options: the corpus, examples, config, seed and schedule of the adapter shipped with
+    the package; blockrag/distill/default_adapter/TRAINING.md gives the exact command that
+    reproduces it (it stopped before the end of its schedule).
     """
     import torch
 
@@ -77,6 +80,9 @@ def distill(
 
     if threads:
         torch.set_num_threads(threads)
+    if stop_after == 0 and not examples_file:
+        console.print("[red]error:[/red] --stop-after 0 builds the examples only: give --examples-file")
+        raise typer.Exit(2)
     started = time.perf_counter()
     try:
         config = DistillConfig.from_dict({"steps": steps, **parse_overrides(setting or [])})
@@ -89,6 +95,9 @@ def distill(
                 data = cached_examples(examples_file, base, tokenizer, documents, examples, config.seed, shape, building)
             else:
                 data = build_examples(base, tokenizer, documents, examples, config.seed, shape, progress=building)
+            if stop_after == 0:
+                console.print(f"{len(data)} examples in {examples_file} ({time.perf_counter() - started:.0f} s)")
+                return
             recipe = DistillationRecipe(config, base, resolve_sink(tokenizer, config.sink_token))
             recipe.setup()
 
@@ -97,7 +106,7 @@ def distill(
                 report("distilling", m.step, config.steps, f"loss {m.loss:.4f}{kl} {m.tokens_per_s:.0f} tok/s")
 
             with _stop_on_signal() as stop:
-                run_steps(recipe, data, config.steps, on_step, should_stop=stop.is_set)
+                run_steps(recipe, data, min(config.steps, stop_after or config.steps), on_step, should_stop=stop.is_set)
     except BlockRAGError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e

@@ -1,7 +1,7 @@
 """DistillConfig: every switch of a block-distillation run, validated once.
 
-Defaults are what `blockrag model distill` and an admin-started run use unless told otherwise
-(measured in bench/gpu/DISTILLATION.md).
+Defaults are the recipe of the shipped default adapter (default_adapter/TRAINING.md): what a
+`blockrag model distill` or an admin-started run uses unless told otherwise.
 """
 
 from __future__ import annotations

@@ -335,10 +335,14 @@ class DistillationJob:
         probe = FidelityProbe(base, PromptTemplate(tokenizer), qa_questions(self.spec.eval_questions))
         base_result = probe.score(base)
         active = self._comparable_active(adapter.base_fingerprint)
+        # what the tenant is served now: the active version, else the model spec's own adapter
+        # (the one shipped with the package, by default), else the base model
+        serving = (load_adapter(self.stores.store, active.adapter_key) if active is not None and active.adapter_key
+                   else None if active is not None else self.spec.model.load_adapter())
         active_result = base_result
-        if active is not None and active.adapter_key:
+        if serving is not None and serving.base_fingerprint == adapter.base_fingerprint:
             active_model, _ = self._load_model()
-            active_result = probe.score(served_engine(load_adapter(self.stores.store, active.adapter_key), active_model))
+            active_result = probe.score(served_engine(serving, active_model))
             del active_model
         new_engine = served_engine(adapter, model)  # the base's weights are no longer needed
         new = probe.score(new_engine)
