@@ -45,4 +45,13 @@ def test_an_adapter_is_served_merged_with_its_sinks(adapter_file, default_engine
 def test_a_missing_adapter_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         ModelSpec(adapter=str(tmp_path / "nope.safetensors")).load_adapter()
-    assert ModelSpec().load_adapter() is None
+    assert ModelSpec(adapter="none").load_adapter() is None
+    assert ModelSpec(model="some/other-model").load_adapter() is None  # the shipped one adapts the embedded model only
+
+
+def test_the_default_spec_serves_the_shipped_adapter_with_its_sink(served_runtime, default_engine):
+    shipped = ModelSpec().load_adapter()
+    assert shipped is not None and shipped.sink_token_id == 0 and shipped.lora.rank == 16
+    assert shipped.base_fingerprint == default_engine.fingerprint  # trained on exactly the embedded weights
+    assert served_runtime.spec.adapter == "default" and served_runtime.engine.sink_token_id == 0
+    assert served_runtime.version != default_engine.fingerprint

@@ -49,7 +49,7 @@ def test_to_args_round_trips():
                             limits=Limits(max_block_tokens=77), resources=Resources(num_cpus=2.5, num_gpus=0.5),
                             replica_cache_bytes=123, precompute_batch_tokens=99)
     args = config.to_args()
-    assert args["model"] == {"model": "m", "dtype": "float16", "device": "auto", "adapter": "none"}
+    assert args["model"] == {"model": "m", "dtype": "float16", "device": "auto", "adapter": "default"}
     assert args["limits"]["max_block_tokens"] == 77
     assert args["resources"]["num_gpus"] == 0.5
     assert PlatformConfig.from_args(args) == config
