@@ -178,6 +178,24 @@ def test_lookup_counts_hits(index: CacheIndex, url: str) -> None:
     assert hits(url) == {(a, "m1"): 2, (b, "m1"): 1}
 
 
+def test_hottest_blocks_of_a_version_most_hits_then_most_recent(index: CacheIndex, clock: Clock) -> None:
+    a, b, c, d = index.register_blocks("t", [("alpha", 1), ("beta", 2), ("gamma", 3), ("delta", 4)])
+    index.commit_entries("t", [entry(a), entry(b), entry(c), entry(d, "m2")])
+    (other,) = index.register_blocks("u", [("alpha", 1)])
+    index.commit_entries("u", [entry(other)])
+    for ids in ([a, b], [b], [c]):  # b: 2 hits; a and c: 1 each, c the more recent
+        clock.tick()
+        index.lookup("t", ids, "m1")
+    for _ in range(5):
+        index.lookup("t", [d], "m2")  # another version's hits do not count for m1
+        index.lookup("u", [other], "m1")  # nor another tenant's
+    hottest = index.hottest_blocks("t", "m1", 3)
+    assert [blk.block_id for blk in hottest] == [b, c, a]
+    assert hottest[0] == StoredBlock(b, "beta", 2)
+    assert [blk.block_id for blk in index.hottest_blocks("t", "m1", 1)] == [b]
+    assert index.hottest_blocks("t", "m1", 0) == [] and index.hottest_blocks("t", "m3", 5) == []
+
+
 def test_commit_replaces_and_keeps_hits(index: CacheIndex, url: str) -> None:
     (a,) = index.register_blocks("t", [("a", 1)])
     index.commit_entries("t", [entry(a, nbytes=10)])

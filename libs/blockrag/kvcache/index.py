@@ -340,6 +340,24 @@ class CacheIndex:
                     )
         return [found.get(i) or LookupRow(i, False, False, "", 0, 0) for i in ids]
 
+    def hottest_blocks(self, tenant: str, model_version: str, limit: int) -> list[StoredBlock]:
+        """The tenant's ``limit`` most-hit blocks stored for ``model_version``, most hits first
+        (ties: the most recently used first): what to re-encode before a switch to another
+        version, so the first questions after it find their blocks cached."""
+        if limit <= 0:
+            return []
+        tenant, model_version = _tenant(tenant), _name(model_version, "model_version")
+        b, k = db.blocks.c, db.kv_entries.c
+        query = (
+            sa.select(b.block_id, b.text, b.token_count)
+            .join(db.kv_entries, sa.and_(k.tenant == b.tenant, k.block_id == b.block_id))
+            .where(k.tenant == tenant, k.model_version == model_version)
+            .order_by(k.hits.desc(), k.last_access_at.desc(), b.block_id)
+            .limit(limit)
+        )
+        with self._transaction("read the most-hit blocks") as conn:
+            return [StoredBlock(*r) for r in conn.execute(query)]
+
     def commit_entries(self, tenant: str, entries: Sequence[KVEntry]) -> None:
         """Record stored KV objects: insert, or replace location and size (keeping hits).
 

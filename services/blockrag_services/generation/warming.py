@@ -17,8 +17,7 @@ import time
 import sqlalchemy as sa
 
 from blockrag.errors import ServiceUnavailableError
-from blockrag.kvcache.index import transaction
-from blockrag.kvcache.index_schema import blocks, kv_entries
+from blockrag.kvcache.index import CacheIndex
 from blockrag.telemetry import set_model_warm
 from blockrag.v1 import precompute_pb2 as precompute_pb
 from blockrag_services.errors import unwrap
@@ -28,21 +27,6 @@ log = logging.getLogger("blockrag.services.generation")
 
 BATCH_BLOCKS = 16  # blocks per Precompute call: progress every batch, no huge request
 RETRY_S = 0.5  # between tries while Precompute still loads the version
-
-
-def hottest_blocks(engine: sa.Engine, tenant: str, model_version: str, limit: int) -> list[tuple[str, str]]:
-    """(block id, text) of the tenant's ``limit`` most-hit blocks stored for ``model_version``,
-    most hits first."""
-    if limit <= 0:
-        return []
-    e, b = kv_entries.c, blocks.c
-    query = (sa.select(b.block_id, b.text)
-             .join(kv_entries, sa.and_(e.tenant == b.tenant, e.block_id == b.block_id))
-             .where(e.tenant == tenant, e.model_version == model_version)
-             .order_by(e.hits.desc(), e.last_access_at.desc(), e.block_id)
-             .limit(limit))
-    with transaction(engine, "read the most-hit blocks") as conn:
-        return [(r.block_id, r.text) for r in conn.execute(query)]
 
 
 async def warm_blocks(engine: sa.Engine, handles: Handles, tenant: str, old: str, new: str, limit: int,
@@ -55,12 +39,12 @@ async def warm_blocks(engine: sa.Engine, handles: Handles, tenant: str, old: str
         if time.monotonic() > deadline:
             raise ServiceUnavailableError(f"precompute did not load model version {new[:16]}... within {timeout_s:.0f} s")
         await asyncio.sleep(RETRY_S)
-    hot = await asyncio.to_thread(hottest_blocks, engine, tenant, old, limit)
+    hot = await asyncio.to_thread(CacheIndex(engine).hottest_blocks, tenant, old, limit)
     log.info("warming tenant %r for model version %s: %d hot blocks to re-encode", tenant, new[:16], len(hot))
     set_model_warm(tenant, 0, len(hot))
     try:
         for start in range(0, len(hot), BATCH_BLOCKS):
-            texts = [text for _, text in hot[start:start + BATCH_BLOCKS]]
+            texts = [block.text for block in hot[start:start + BATCH_BLOCKS]]
             await _precompute(precompute, texts, new, tenant, deadline)
             done = min(start + BATCH_BLOCKS, len(hot))
             set_model_warm(tenant, done, len(hot))
