@@ -4,9 +4,12 @@
 # The default model travels as its GGUF file (98 MB, over one call's 64 MiB), split in parts
 # (`split -b 44m -d <gguf> gguf.part`) over folders that .git/info/exclude ignores (.gpu, .gpu-a,
 # .gpu-b); each call stashes what it carries on the warm machine, and once all parts are there
-# the model is converted and the benchmarks run. The shipped adapter's run, three calls:
+# the model is converted and the benchmarks run. Back to back (the machine stays warm 30 s):
 #   run("bash bench/gpu/distill_run.sh probe", carry=[".whl", ".gpu-a"])   # gguf.part00
-#   run("bash bench/gpu/distill_run.sh train", carry=[".gpu-b"])  # gguf.part01-02, examples.json.gz
+#   run("bash bench/gpu/distill_run.sh train distilled --steps 800", carry=[".gpu-b"])
+#                                           # gguf.part01-02 and examples.json.gz, built on the CPU
+#                                           # with `blockrag model distill --examples-file F --stop-after 0`
+#   run("bash bench/gpu/distill_run.sh train block-fine-tuning --steps 800 --set objective=ce ...")
 #   run("bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
 set -uo pipefail
@@ -34,42 +37,30 @@ case "$MODE" in
   probe)  # step time of the default model's shape, one example per forward against one batch
     python3 bench/gpu/distill_batch.py --runs 6 --warmup 2 --out "$STASH" 2>&1 | tee "$OUT/probe.log"
     cp "$STASH/distill_batch.json" "$OUT/" ;;
-  train)  # the shipped adapter and block fine-tuning at equal steps, side by side on the GPU;
-          # steps from the probe's batched step time so both finish in the call (else SIGTERM:
-          # each writes the adapter of the steps it did)
+  train)  # one adapter, alone on the GPU: train NAME [blockrag model distill options], e.g.
+          #   train distilled --steps 800
+          #   train block-fine-tuning --steps 800 --set objective=ce --set sink_token=null \
+          #     --set block_dropout=0 --set token_weighting=0
+          # (the shipped adapter's run trained two at once: each step ran 3.7x slower than alone).
+          # SIGTERM at TRAIN_SECONDS: the adapter of the steps done is still written.
+    NAME=${1:?train NAME [options]}; shift
     prepare_model || exit 1
-    STEPS=$(python3 -c "import json; r = json.load(open('$STASH/distill_batch.json'))['rows']
-print(max(50, min(${MAX_STEPS:-800}, int(${TRAIN_SECONDS:-420} / (1.5 * r['distillation, micro_batch 8']['step_s'])))))")
-    echo "steps: $STEPS"
     mkdir -p /root/adapters
-    common=(--examples "${EXAMPLES:-1200}" --steps "$STEPS" --examples-file "$STASH/examples.json.gz" --device cuda)
-    timeout -s TERM $((${TRAIN_SECONDS:-420} + 60)) python3 -W ignore -m blockrag.cli.app model distill "${common[@]}" \
-      --out /root/adapters/distilled.safetensors > "$OUT/distilled.log" 2>&1 &
-    timeout -s TERM $((${TRAIN_SECONDS:-420} + 60)) python3 -W ignore -m blockrag.cli.app model distill "${common[@]}" \
-      --set objective=ce --set sink_token=null --set block_dropout=0 --set token_weighting=0 \
-      --out /root/adapters/block-fine-tuning.safetensors > "$OUT/block-fine-tuning.log" 2>&1 &
-    wait
-    tail -n 4 "$OUT"/distilled.log "$OUT"/block-fine-tuning.log
-    split -b 15m -d /root/adapters/distilled.safetensors "$OUT/adapter.part" ;;
-  score)  # the held-out table: three shards at once, then one table
+    timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
+      --examples-file "$STASH/examples.json.gz" --device cuda --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 \
+      | tee "$OUT/$NAME.log"
+    split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part" ;;  # join: cat NAME.part*
+  score)  # every adapter trained on this machine, on the held-out set: three shards at once, one table
+    adapters=()
+    for a in /root/adapters/*.safetensors; do adapters+=(--adapter "$a"); done
     for k in 0 1 2; do
       python3 -W ignore bench/fidelity.py --questions "${QUESTIONS:-300}" --split heldout --shard $k/3 \
-        --adapter /root/adapters/distilled.safetensors --adapter /root/adapters/block-fine-tuning.safetensors \
-        --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
+        "${adapters[@]}" --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
     done
     wait
     tail -n 3 "$OUT"/shard*.log
     python3 -W ignore bench/fidelity.py --merge "$OUT"/shard*.json --out "$OUT/fidelity.json" ;;
-  fidelity|ship)
+  fidelity)  # train and score inside bench/fidelity.py (its options follow)
     prepare_model || exit 1
-    if [ "$MODE" = ship ]; then
-      # train an adapter with the CLI's defaults (plus "$@"), score it on the held-out set, and
-      # send it back in parts under $OUT's 16 MiB file limit (join with cat adapter.part*)
-      python3 -W ignore -m blockrag.cli.app model distill --device cuda --out /root/adapter.safetensors "$@" 2>&1 | tee "$OUT/distill.log"
-      split -b 15m -d /root/adapter.safetensors "$OUT/adapter.part"
-      python3 -W ignore bench/fidelity.py --adapter /root/adapter.safetensors --questions 300 --split heldout \
-        --out "$OUT/fidelity.json" 2>&1 | tee "$OUT/fidelity.log"
-    else
-      python3 -W ignore bench/fidelity.py --out "$OUT/fidelity.json" "$@" 2>&1 | tee "$OUT/fidelity.log"
-    fi ;;
+    python3 -W ignore bench/fidelity.py --out "$OUT/fidelity.json" "$@" 2>&1 | tee "$OUT/fidelity.log" ;;
 esac
