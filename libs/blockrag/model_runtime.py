@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,47 +19,8 @@ if TYPE_CHECKING:
     from blockrag.distill.adapter import Adapter
 
 from blockrag.attention import BlockAttentionEngine
+from blockrag.model_spec import ModelSpec
 from blockrag.prompt import PromptTemplate
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What to load: model (hub id, local directory, .gguf; None = the embedded default),
-    dtype name and device ("auto": the first CUDA device when there is one, else the CPU).
-
-    adapter: the block-distillation adapter merged into the served weights: "default" is the
-    adapter shipped for the embedded model (none for other models), "none" the base model, else
-    the path of an adapter file (`blockrag model distill` writes one).
-    """
-
-    model: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    adapter: str = "default"
-
-    def load_adapter(self) -> Adapter | None:
-        """The adapter this spec serves, or None for the base model."""
-        from blockrag.distill.adapter import Adapter
-        from blockrag.distill.default_adapter import default_adapter
-
-        if self.adapter in ("", "none"):
-            return None
-        if self.adapter == "default":
-            return default_adapter() if self.model is None else None
-        path = Path(self.adapter)
-        if not path.is_file():
-            raise ModelLoadError(f"adapter file {path} does not exist; pass a file written by `blockrag model distill` "
-                                 "or 'none' for the base model")
-        return Adapter.from_bytes(path.read_bytes())
-
-    def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
-
-    @property
-    def source(self) -> str:
-        return self.model or "smollm2-135m-instruct (embedded)"
 
 
 @dataclass

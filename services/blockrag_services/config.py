@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from blockrag.errors import InvalidRequestError
-from blockrag.model_runtime import ModelSpec
+from blockrag.model_spec import ModelSpec
 
 
 def platform_home() -> Path:

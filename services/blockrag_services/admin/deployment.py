@@ -1,6 +1,6 @@
 """Admin: the platform's health, model versions, cache statistics, and block distillation (runs
 through the DistillationRunner actor, versions in the model registry), for blockrag-admin.
-A thin translator: the logic is in blockrag.distill.job and blockrag.registry."""
+A thin translator: the logic is in blockrag.distill.runs and blockrag.registry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 from ray import serve
 
-from blockrag.distill.job import JobStores, cancel_run
+from blockrag.distill.runs import JobStores, cancel_run
 from blockrag.v1 import admin_pb2 as pb
 from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag_services.admin.messages import run_message, run_request, version_message

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blockrag.distill.config import DistillConfig
-from blockrag.distill.job import RunSpec
+from blockrag.distill.runs import RunSpec
 from blockrag_services.config import PlatformConfig
 
 

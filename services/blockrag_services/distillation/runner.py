@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from blockrag.distill.job import JobStores, start_run
+from blockrag.distill.runs import JobStores, start_run
 from blockrag.errors import BlockRAGError, ConflictError
 from blockrag.registry import Run
 from blockrag_services.config import PlatformConfig
