@@ -45,8 +45,10 @@ class DistillConfig:
     the teacher's own distribution moves between full and block attention at each token.
     kl_chunk_tokens: positions whose [chunk, vocab] logits exist at once in the loss.
     micro_batch: examples per forward (right-padded into one batch); 0 is all of a step's
-    examples at once on a GPU (a small model there is bound by kernel launches) and one at a
-    time on a CPU (where padding would only add work). The gradient is the same either way.
+    examples at once on a GPU (a small model there is bound by kernel launches: 6.5x faster
+    steps on an H200) and one at a time on a CPU (there 8 real examples in one batch ran out of
+    24 GB: the CPU attention kernel keeps [B, heads, N, N] weights for the backward). The
+    gradient is the same either way.
     """
 
     objective: Objective = "kl"
