@@ -6,9 +6,7 @@
 # .gpu-b); each call stashes what it carries on the warm machine, and once all parts are there
 # the model is converted and the benchmarks run. Back to back (the machine stays warm 30 s):
 #   run("bash bench/gpu/distill_run.sh probe", carry=[".whl", ".gpu-a"])   # gguf.part00
-#   run("bash bench/gpu/distill_run.sh train distilled --steps 800", carry=[".gpu-b"])
-#                                           # gguf.part01-02 and examples.json.gz, built on the CPU
-#                                           # with `blockrag model distill --examples-file F --stop-after 0`
+#   run("bash bench/gpu/distill_run.sh train distilled --steps 800", carry=[".gpu-b"])   # gguf.part01-02
 #   run("bash bench/gpu/distill_run.sh train block-fine-tuning --steps 800 --set objective=ce ...")
 #   run("bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
@@ -45,6 +43,9 @@ case "$MODE" in
           # SIGTERM at TRAIN_SECONDS: the adapter of the steps done is still written.
     NAME=${1:?train NAME [options]}; shift
     prepare_model || exit 1
+    # the shipped adapter's 1,200 examples (teacher answers included; built on the CPU with
+    # `blockrag model distill --examples-file F --stop-after 0`, 32 min) unless a call carried others
+    [ -f "$STASH/examples.json.gz" ] || cp bench/gpu/distill-examples-1200.json.gz "$STASH/examples.json.gz"
     mkdir -p /root/adapters
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
       --examples-file "$STASH/examples.json.gz" --device cuda --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 \
