@@ -148,7 +148,8 @@ def main() -> None:
     show(results, f"Fidelity on {probe.full.questions} {args.split} questions ({args.device})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "split": args.split, "questions": probe.full.questions, "shard": args.shard, "steps": args.steps,
+        "split": args.split, "questions": probe.full.questions, "shard": args.shard,
+        "steps": None if args.adapter or args.no_training else args.steps,
         "device": args.device, "rows": results, "seconds": time.perf_counter() - started}, indent=1))
 
 

@@ -14,7 +14,6 @@ Median of --runs steps after --warmup.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import time
@@ -27,7 +26,7 @@ import blockrag.attention.sdpa  # noqa: F401  (registers block_sdpa)
 from blockrag.distill.config import DistillConfig
 from blockrag.distill.example import Example
 from blockrag.distill.recipe import DistillationRecipe
-from blockrag.distill.training import step_batch
+from blockrag.distill.training import read_examples, step_batch
 
 
 def smollm2_135m() -> LlamaConfig:
@@ -60,11 +59,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    if args.examples_file:
-        stored = json.loads(gzip.decompress(args.examples_file.read_bytes()))["examples"]
-        examples = [Example.of(*e) for e in stored]
-    else:
-        examples = synthetic_examples(256)
+    examples = read_examples(args.examples_file) if args.examples_file else synthetic_examples(256)
     per_step = args.examples_per_step
     rows = {}
     for objective in ("kl", "ce"):

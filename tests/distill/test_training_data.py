@@ -146,6 +146,30 @@ def test_adapter_round_trip_and_merge():
         Adapter.from_bytes(b"garbage")
 
 
+@pytest.mark.parametrize("bits, bound", [(8, 1 / 254), (4, 1 / 14)])
+def test_quantized_adapter_weights_are_within_half_a_step_of_the_originals(bits, bound):
+    """Each value comes back within half a quantization step (step = the group's max |w| /
+    levels); shapes that are not a multiple of the group size survive; the blob shrinks."""
+    from blockrag.distill.adapter import GROUP, Adapter
+
+    g = torch.Generator().manual_seed(0)
+    weights = {"a.lora_A.weight": torch.randn(3, 50, generator=g), "b.lora_B.weight": torch.randn(70, 2, generator=g) * 1e-3}
+    adapter = Adapter(weights, LoraSettings(rank=2), 0, "fp")
+    back = Adapter.from_bytes(adapter.to_bytes(bits))
+    assert back.sink_token_id == 0 and back.base_fingerprint == "fp" and back.lora == adapter.lora
+    for k, w in weights.items():
+        assert back.weights[k].shape == w.shape and back.weights[k].dtype == torch.float32
+        flat = torch.nn.functional.pad(w.reshape(-1), (0, -w.numel() % GROUP)).reshape(-1, GROUP)
+        group_max = flat.abs().amax(dim=1, keepdim=True).expand(-1, GROUP).reshape(-1)[: w.numel()]
+        error = (back.weights[k] - w).reshape(-1).abs()
+        assert bool((error <= group_max * bound * (1 + 1e-5)).all())
+        assert error.max() > 0  # lossy: it did quantize
+    large = Adapter({"c.lora_A.weight": torch.randn(16, 1024, generator=g)}, LoraSettings(rank=16), None, "fp")
+    assert len(large.to_bytes(bits)) < len(large.to_bytes()) * (bits + 1) / 32
+    with pytest.raises(InvalidRequestError, match="32, 8 or 4"):
+        adapter.to_bytes(16)
+
+
 def test_parse_overrides():
     assert parse_overrides(["steps=50", "sink_token=null", "sink_token2=<s>", 'lora={"rank": 8}']) == {
         "steps": 50, "sink_token": None, "sink_token2": "<s>", "lora": {"rank": 8}}

@@ -56,6 +56,8 @@ def distill(
     examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 1200,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
+    bits: Annotated[int, typer.Option(help="Store the adapter's weights in 32 bits, or quantized in 8 or 4 "
+                                           "(the shipped adapter: 4).")] = 32,
     setting: Annotated[list[str] | None, typer.Option("--set", help="A DistillConfig setting, KEY=VALUE (repeatable).")] = None,
     model: Annotated[str | None, typer.Option(help="Base model; default: the embedded one.")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
@@ -80,6 +82,9 @@ def distill(
 
     if threads:
         torch.set_num_threads(threads)
+    if bits not in (32, 8, 4):
+        console.print(f"[red]error:[/red] --bits takes 32, 8 or 4, not {bits}")
+        raise typer.Exit(2)
     if stop_after == 0 and not examples_file:
         console.print("[red]error:[/red] --stop-after 0 builds the examples only: give --examples-file")
         raise typer.Exit(2)
@@ -112,7 +117,7 @@ def distill(
         raise typer.Exit(1) from e
     target = out or model_home().parent / "adapters" / f"adapter-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(recipe.adapter().to_bytes())
+    target.write_bytes(recipe.adapter().to_bytes(bits))
     stopped = "" if recipe.step == config.steps else f" (stopped early, of {config.steps})"
     console.print(f"adapter written to {target} after {recipe.step} steps{stopped} in {time.perf_counter() - started:.0f} s")
 

@@ -4,11 +4,16 @@ Layout: a safetensors file of the adapter weights whose string metadata holds th
 settings, the block sink token and the fingerprint of the base model it was trained on. A
 served version is the base with the adapter merged, so its fingerprint (and with it every
 cache key) differs from the base's.
+
+The weights are float32, or (to_bytes(bits=8 or 4)) symmetric integer codes per group of
+GROUP consecutive values with a float32 scale per group: about a quarter or an eighth of the size
+(the package ships its adapter in 4 bits). Reading gives float32 weights either way.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import safetensors.torch
@@ -18,10 +23,11 @@ from safetensors import SafetensorError
 from transformers import PreTrainedModel
 
 from blockrag.distill.config import LoraSettings
-from blockrag.errors import ModelLoadError
+from blockrag.errors import InvalidRequestError, ModelLoadError
 from blockrag.models.fingerprint import model_fingerprint
 
 FORMAT = "blockrag-adapter/1"
+GROUP = 64  # values per quantization scale
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,19 @@ class Adapter:
                    for k, v in get_peft_model_state_dict(student).items()}
         return cls(weights, lora, sink_token_id, base_fingerprint)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, bits: int = 32) -> bytes:
+        """The blob; bits 32 keeps the weights as they are, 8 or 4 quantizes them (lossy)."""
+        if bits not in (32, 8, 4):
+            raise InvalidRequestError(f"adapter weights are stored in 32, 8 or 4 bits, not {bits}")
         meta = {"format": FORMAT, "lora": json.dumps({**self.lora.__dict__, "target_modules": list(self.lora.target_modules)}),
                 "sink_token_id": json.dumps(self.sink_token_id), "base_fingerprint": self.base_fingerprint}
-        return safetensors.torch.save(self.weights, metadata=meta)
+        if bits == 32:
+            return safetensors.torch.save(self.weights, metadata=meta)
+        tensors = {}
+        for name, w in self.weights.items():
+            tensors[name], tensors[name + SCALES] = _quantize(w, bits)
+        meta.update(bits=str(bits), shapes=json.dumps({k: list(v.shape) for k, v in self.weights.items()}))
+        return safetensors.torch.save(tensors, metadata=meta)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Adapter:
@@ -55,6 +70,9 @@ class Adapter:
             raise ModelLoadError(f"not a readable adapter file: {e}") from e
         if meta.get("format") != FORMAT:
             raise ModelLoadError(f"not a blockrag adapter (format {meta.get('format')!r}, expected {FORMAT!r})")
+        if "bits" in meta:
+            bits, shapes = int(meta["bits"]), json.loads(meta["shapes"])
+            weights = {k: _dequantize(weights[k], weights[k + SCALES], bits, shape) for k, shape in shapes.items()}
         lora = json.loads(meta["lora"])
         lora["target_modules"] = tuple(lora["target_modules"])
         return cls(weights, LoraSettings(**lora), json.loads(meta["sink_token_id"]), meta["base_fingerprint"])
@@ -76,3 +94,28 @@ class Adapter:
         merged = wrapped.merge_and_unload()
         merged.__dict__.pop("_blockrag_fingerprint", None)  # the weights changed
         return merged.eval()
+
+
+SCALES = ".scales"
+
+
+def _quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (any shape) -> codes uint8 [ceil(n / GROUP) * GROUP * bits / 8], scales float32 [groups].
+    Symmetric: code = round(w / scale) + levels, scale = max |w| of the group / levels."""
+    levels = 2 ** (bits - 1) - 1
+    flat = w.detach().float().reshape(-1)
+    flat = torch.nn.functional.pad(flat, (0, -flat.numel() % GROUP)).reshape(-1, GROUP)  # [groups, GROUP]
+    # float32 scales: LoRA's B holds values near 1e-3, whose scales lie below float16's normal range
+    scales = (flat.abs().amax(dim=1) / levels).clamp_min(1e-30)
+    codes = (flat / scales[:, None]).round().clamp(-levels, levels).add(levels).to(torch.uint8).reshape(-1)
+    if bits == 4:  # two codes per byte
+        codes = codes[0::2] | (codes[1::2] << 4)
+    return codes, scales
+
+
+def _dequantize(codes: torch.Tensor, scales: torch.Tensor, bits: int, shape: list[int]) -> torch.Tensor:
+    levels = 2 ** (bits - 1) - 1
+    if bits == 4:
+        codes = torch.stack([codes & 0xF, codes >> 4], dim=1).reshape(-1)
+    values = (codes.float() - levels).reshape(-1, GROUP) * scales[:, None]
+    return values.reshape(-1)[: math.prod(shape)].reshape(shape).contiguous()

@@ -83,7 +83,7 @@ def cached_examples(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTok
             raise InvalidRequestError(
                 f"{path} holds examples built from another model, corpus, count, seed or data config; "
                 f"delete it or give another --examples-file")
-        return [Example.of(*e) for e in stored["examples"]]
+        return _examples_of(stored)
     examples = build_examples(model, tokenizer, documents, count, seed, data, progress=progress)
     payload = {"key": key, "examples": [[list(e.blocks), list(e.final), list(e.target)] for e in examples]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +91,15 @@ def cached_examples(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTok
     partial.write_bytes(gzip.compress(json.dumps(payload).encode()))
     os.replace(partial, path)  # a killed build leaves no half file under the real name
     return examples
+
+
+def read_examples(path: Path) -> list[Example]:
+    """The examples of a file that cached_examples wrote, whatever they were built from."""
+    return _examples_of(json.loads(gzip.decompress(path.read_bytes())))
+
+
+def _examples_of(stored: dict) -> list[Example]:
+    return [Example.of(*e) for e in stored["examples"]]
 
 
 def step_batch(examples: Sequence[Example], step: int, per_step: int, seed: int) -> list[Example]:
