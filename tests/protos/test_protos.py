@@ -115,7 +115,8 @@ def test_blocks_by_tier_is_a_string_to_int32_map():
     (segmentation_pb2, "SegmentationService", {"Segment"}),
     (precompute_pb2, "PrecomputeService", {"Precompute"}),
     (cache_index_pb2, "CacheIndexService",
-     {"Lookup", "Stats", "Evict", "RegisterBlocks", "GetBlocks", "CommitEntries", "ListCollection"}),
+     {"Lookup", "Stats", "Evict", "RegisterBlocks", "GetBlocks", "CommitEntries", "ListCollection",
+      "Search"}),
     (generation_pb2, "GenerationService", {"Ingest", "Generate"}),
     (admin_pb2, "AdminService", {"Health", "ListModelVersions", "CacheStats", "StartDistillation",
                                  "GetDistillation", "ListDistillations", "CancelDistillation", "WatchDistillation",
@@ -127,6 +128,13 @@ def test_services_and_rpcs(module, service, rpcs):
     assert {m.name for m in descriptor.methods} == rpcs
     streaming = {m.name for m in descriptor.methods if m.server_streaming or m.client_streaming}
     assert streaming == {"GenerationService": {"Generate"}, "AdminService": {"WatchDistillation"}}.get(service, set())
+
+
+def test_cache_index_search_contract():
+    has(cache_index_pb2.SearchRequest, tenant="string", collection="string", query="string", k="int32")
+    has(cache_index_pb2.SearchHit, block_id="string", score="double", text="string", token_count="int32")
+    has(cache_index_pb2.SearchResponse, hits="repeated blockrag.v1.SearchHit")
+    has(cache_index_pb2.ListCollectionRequest, tenant="string", collection="string", limit="int32")
 
 
 def test_admin_distillation_contract():

@@ -40,6 +40,7 @@ from blockrag.kvcache.index_engine import (
     shown_url,
     writer,
 )
+from blockrag.kvcache.index_search import SearchHit, search_blocks, search_terms
 from blockrag.kvcache.index_sql import (
     EntryRow,
     chunks,
@@ -271,8 +272,11 @@ class CacheIndex:
                 found.update((r.block_id, StoredBlock(*r)) for r in conn.execute(query))
         return [found.get(i) for i in ids]
 
-    def list_collection(self, tenant: str, collection: str) -> list[StoredBlock]:
-        """The blocks of a collection: documents in ingest order, each in block order."""
+    def list_collection(
+        self, tenant: str, collection: str, limit: int | None = None
+    ) -> list[StoredBlock]:
+        """The blocks of a collection: documents in ingest order, each in block order; the
+        first ``limit`` only, when given."""
         b, d, p = db.blocks.c, db.documents.c, db.document_blocks.c
         query = (
             sa.select(b.block_id, b.text, b.token_count)
@@ -283,9 +287,20 @@ class CacheIndex:
             )
             .where(d.tenant == _tenant(tenant), d.collection == _name(collection, "collection"))
             .order_by(d.seq, p.position)
+            .limit(limit)
         )
         with self._transaction("list collection") as conn:
             return [StoredBlock(*r) for r in conn.execute(query)]
+
+    def search(self, tenant: str, collection: str, query: str, k: int) -> list[SearchHit]:
+        """The ``k`` blocks of the collection that best match ``query`` (any of its words),
+        best first, through the database's full-text index (index_search); fewer when fewer
+        match, none for an unknown collection. InvalidRequestError for an empty query or k
+        outside 1..index_search.MAX_K."""
+        terms = search_terms(query, k)
+        tenant, collection = _tenant(tenant), _name(collection, "collection")
+        with self._transaction("search blocks") as conn:
+            return search_blocks(conn, tenant, collection, terms, k)
 
     def collections(self, tenant: str) -> list[str]:
         """The tenant's collections, in the order of their first ingested document."""

@@ -65,6 +65,8 @@ document_blocks = sa.Table(
         ["tenant", "block_id"], ["blocks.tenant", "blocks.block_id"],
         name="fk_document_blocks_block",
     ),
+    # A search checks each candidate block's collection through this index (index_search).
+    sa.Index("ix_document_blocks_block", "tenant", "block_id"),
 )
 
 # Where the KV of a block, computed by one model version, is stored.

@@ -167,15 +167,47 @@ class CommitEntriesResponse(_message.Message):
     def __init__(self, committed: _Optional[int] = ...) -> None: ...
 
 class ListCollectionRequest(_message.Message):
-    __slots__ = ("tenant", "collection")
+    __slots__ = ("tenant", "collection", "limit")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     collection: str
-    def __init__(self, tenant: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., collection: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListCollectionResponse(_message.Message):
     __slots__ = ("blocks",)
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     blocks: _containers.RepeatedCompositeFieldContainer[StoredBlock]
     def __init__(self, blocks: _Optional[_Iterable[_Union[StoredBlock, _Mapping]]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("tenant", "collection", "query", "k")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    collection: str
+    query: str
+    k: int
+    def __init__(self, tenant: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("block_id", "score", "text", "token_count")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    block_id: str
+    score: float
+    text: str
+    token_count: int
+    def __init__(self, block_id: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ..., token_count: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...

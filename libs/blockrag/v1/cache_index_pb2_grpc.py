@@ -71,6 +71,11 @@ class CacheIndexServiceStub:
                 request_serializer=blockrag_dot_v1_dot_cache__index__pb2.ListCollectionRequest.SerializeToString,
                 response_deserializer=blockrag_dot_v1_dot_cache__index__pb2.ListCollectionResponse.FromString,
                 _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/blockrag.v1.CacheIndexService/Search',
+                request_serializer=blockrag_dot_v1_dot_cache__index__pb2.SearchRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_cache__index__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class CacheIndexServiceServicer:
@@ -129,6 +134,16 @@ class CacheIndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """The k blocks of a collection that best match a query (any of its words), best first, with
+        their texts: the database's full-text index ranks them (SQLite FTS5 BM25, PostgreSQL
+        ts_rank), so the cost follows the matches, not the size of the collection.
+        INVALID_ARGUMENT for an empty query or k outside 1..1000.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheIndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +181,11 @@ def add_CacheIndexServiceServicer_to_server(servicer, server):
                     servicer.ListCollection,
                     request_deserializer=blockrag_dot_v1_dot_cache__index__pb2.ListCollectionRequest.FromString,
                     response_serializer=blockrag_dot_v1_dot_cache__index__pb2.ListCollectionResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=blockrag_dot_v1_dot_cache__index__pb2.SearchRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_cache__index__pb2.SearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +379,33 @@ class CacheIndexService:
             '/blockrag.v1.CacheIndexService/ListCollection',
             blockrag_dot_v1_dot_cache__index__pb2.ListCollectionRequest.SerializeToString,
             blockrag_dot_v1_dot_cache__index__pb2.ListCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.CacheIndexService/Search',
+            blockrag_dot_v1_dot_cache__index__pb2.SearchRequest.SerializeToString,
+            blockrag_dot_v1_dot_cache__index__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,8 +82,16 @@ class CacheIndexService:
 
     @unary(SERVICE, pb.ListCollectionResponse)
     async def ListCollection(self, request: pb.ListCollectionRequest) -> pb.ListCollectionResponse:
-        blocks = await asyncio.to_thread(self.index.list_collection, tenant_of(request), request.collection)
+        blocks = await asyncio.to_thread(self.index.list_collection, tenant_of(request), request.collection,
+                                         request.limit or None)
         return pb.ListCollectionResponse(blocks=[stored_block(b) for b in blocks])
+
+    @unary(SERVICE, pb.SearchResponse)
+    async def Search(self, request: pb.SearchRequest) -> pb.SearchResponse:
+        hits = await asyncio.to_thread(self.index.search, tenant_of(request), request.collection, request.query,
+                                       request.k)
+        return pb.SearchResponse(hits=[pb.SearchHit(block_id=h.block_id, score=h.score, text=h.text,
+                                                    token_count=h.token_count) for h in hits])
 
     async def ready(self) -> str:
         await asyncio.to_thread(self.index.stats, None)

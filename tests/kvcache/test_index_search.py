@@ -1,0 +1,142 @@
+"""CacheIndex.search against real databases (a SQLite file with FTS5, the PostgreSQL server with
+its tsvector column): exact rankings, isolation of tenants and collections, request checks, and
+a database migrated before search existed getting its blocks indexed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from blockrag.errors import InvalidRequestError
+from blockrag.kvcache import migrations
+from blockrag.kvcache.index import CacheIndex
+from blockrag.kvcache.index_engine import IndexConfig, create_index_engine
+from blockrag.kvcache.index_search import MAX_K
+from fixtures.postgres import fresh_database
+
+TABLES = ("kv_entries", "document_blocks", "documents", "blocks")
+CORPUS = [
+    "The ferry to Skarvholm leaves twice a day; the crossing takes fifty minutes.",
+    "Tolvik exports salted cod. Its harbour master signs every export permit.",
+    "The harbour of Tolvik freezes in January, and the ferries stop.",
+    "Skarvholm has one school, one church and no harbour.",
+    "Cod, cod and more cod: the market sells little else.",
+]
+
+# Indices into CORPUS, best first. Both find blocks through any word of the question (an AND
+# would keep only one block per question) and through stems ("permits" finds "permit",
+# "ferries" finds "ferry"). SQLite's BM25 knows no stop words: "the" and "in" bring blocks 0 and 4
+# in at a score of about 0 (every block has "the": no weight), after the real matches, ordered by
+# id. PostgreSQL's english configuration drops them; its ts_rank ties (2 and 3 for the ferry
+# question, 0, 1 and 3 for "harbour ferries") are ordered by block id.
+RANKINGS = {
+    "Who signs the export permits in Tolvik?": {"sqlite": [1, 2, 0, 4], "postgres": [1, 2]},
+    "When does the ferry leave for Skarvholm?": {"sqlite": [0, 3, 2, 4], "postgres": [0, 3, 2]},
+    "cod": {"sqlite": [4, 1], "postgres": [4, 1]},
+    "harbour ferries": {"sqlite": [2, 0, 3, 1], "postgres": [2, 1, 0, 3]},
+    "zebra": {"sqlite": [], "postgres": []},
+}
+
+
+def backend(url: str) -> str:
+    return "postgres" if url.startswith("postgresql") else "sqlite"
+
+
+@pytest.fixture
+def index(url: str) -> Iterator[CacheIndex]:
+    index = CacheIndex.open(url)
+    if url.startswith("postgresql"):  # the session's database: start each case empty
+        with index.engine.begin() as conn:
+            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+    yield index
+    index.close()
+
+
+@pytest.mark.parametrize("question", list(RANKINGS))
+def test_exact_rankings(index: CacheIndex, url: str, question: str) -> None:
+    ids = index.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
+    hits = index.search("t", "port", question, 5)
+    assert [ids.index(h.block_id) for h in hits] == RANKINGS[question][backend(url)]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # texts and sizes come along: a caller needs no second read for them
+    assert all((h.text, h.token_count) == (CORPUS[ids.index(h.block_id)], 9) for h in hits)
+
+
+def test_k_keeps_the_best(index: CacheIndex) -> None:
+    ids = index.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
+    assert [h.block_id for h in index.search("t", "port", "harbour ferries", 1)] == [ids[2]]
+
+
+def test_a_block_in_two_documents_comes_once(index: CacheIndex) -> None:
+    (a,) = index.register_blocks("t", [("cod and ice", 3)], "port", "d1")
+    index.register_blocks("t", [("cod and ice", 3), ("more cod", 2)], "port", "d2")
+    assert [h.block_id for h in index.search("t", "port", "ice", 5)] == [a]
+    # registered again (token count updated, no new row): still one index entry
+    index.register_blocks("t", [("cod and ice", 4)])
+    assert [(h.block_id, h.token_count) for h in index.search("t", "port", "ice", 5)] == [(a, 4)]
+
+
+def test_tenants_and_collections_are_isolated(index: CacheIndex) -> None:
+    text = "The harbour master of Tolvik signs permits."
+    (mine,) = index.register_blocks("acme", [(text, 5)], "port", "d1")
+    (theirs,) = index.register_blocks("globex", [(text, 5)], "port", "d1")
+    (other,) = index.register_blocks("acme", [("Harbour permits cost ten crowns.", 5)], "fees", "d1")
+    index.register_blocks("acme", [("harbour without a collection", 3)])
+    assert mine != theirs
+    assert [h.block_id for h in index.search("acme", "port", "harbour permits", 10)] == [mine]
+    assert [h.block_id for h in index.search("globex", "port", "harbour permits", 10)] == [theirs]
+    assert [h.block_id for h in index.search("acme", "fees", "harbour permits", 10)] == [other]
+    assert index.search("globex", "fees", "harbour permits", 10) == []
+    assert index.search("initech", "port", "harbour permits", 10) == []
+    # the same block in two collections of one tenant is found from both
+    index.register_blocks("acme", [(text, 5)], "fees", "d2")
+    assert {h.block_id for h in index.search("acme", "fees", "Tolvik", 10)} == {mine}
+
+
+@pytest.mark.parametrize(("query", "k"), [("", 3), ("  \n", 3), ("cod", 0), ("cod", -1),
+                                          ("cod", MAX_K + 1), ("cod", True), (None, 3)])
+def test_rejects_empty_queries_and_k_out_of_range(index: CacheIndex, query, k) -> None:
+    with pytest.raises(InvalidRequestError, match="query is empty|k must be between 1 and 1000"):
+        index.search("t", "port", query, k)
+
+
+@pytest.mark.parametrize("query", ['"cod', "cod*", "NEAR(cod ice)", "text:cod", "cod OR", "?!", "ice & !cod",
+                                   "cod' | 'ice", "Drängfjord"])
+def test_query_syntax_is_plain_text(index: CacheIndex, query: str) -> None:
+    # operators of FTS5 or tsquery in a question are words or nothing, never an error
+    ids = index.register_blocks("t", [("cod and ice", 3), ("Drängfjord has no ice", 4)], "port", "d1")
+    found = {h.block_id for h in index.search("t", "port", query, 5)}
+    assert found <= set(ids)
+    if "cod" in query:
+        assert ids[0] in found
+    if query == "Drängfjord":  # non-ASCII words are words
+        assert found == {ids[1]}
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgres"])
+def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
+    def scenario(url: str) -> None:
+        engine = create_index_engine(IndexConfig(url))
+        try:
+            migrations.upgrade(engine, "0002")  # a database from before search
+            old = CacheIndex(engine)
+            ids = old.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
+            assert migrations.current_revision(engine) == "0002"
+            old.migrate()
+            assert migrations.current_revision(engine) == "0003"
+            hits = old.search("t", "port", "cod", 5)
+            assert [ids.index(h.block_id) for h in hits] == RANKINGS["cod"][which]
+            # and blocks registered after the migration are indexed as they come
+            (new,) = old.register_blocks("t", [("Salted cod, cod, cod, cod, cod.", 6)], "port", "d2")
+            assert old.search("t", "port", "cod", 1)[0].block_id == new
+        finally:
+            engine.dispose()
+
+    if which == "sqlite":
+        scenario(f"sqlite:///{tmp_path}/old.db")
+    else:
+        with fresh_database() as url:
+            scenario(url)
