@@ -11,7 +11,7 @@ from blockrag.segment.candidates import find_candidates
 from blockrag.segment.default import default_model_dir, load_default_segmenter
 from blockrag.samples import sample_documents
 
-CODE = Path(__file__).resolve().parents[2] / "libs" / "blockrag" / "retrieve" / "bm25.py"
+CODE = Path(__file__).resolve().parents[2] / "libs" / "blockrag" / "kvcache" / "index_search.py"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from blockrag.kvcache.memory_tier import ByteLRU
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
-from blockrag.retrieve import top_k_bm25
 from blockrag.served_models import ServedModels
 from blockrag.telemetry import TokenStreamTimer, observe_blocks, observe_prompt, set_replica_cache
 from blockrag.text_stream import TextStream
@@ -195,17 +194,21 @@ class Generation:
     async def _context(self, tenant: str, request: pb.GenerateRequest) -> list[BlockRef]:
         if request.context:
             return [self.blocks.ref(tenant, c.block_id, c.text) for c in request.context]
-        listed = await self.handles[CACHE_INDEX].ListCollection.remote(
-            index_pb.ListCollectionRequest(tenant=tenant, collection=request.collection))
-        if not listed.blocks:
-            raise NotFoundError(f"collection {request.collection!r} has no documents for tenant {tenant!r}; "
-                                f"ingest some first")
         k = request.top_k or self.limits.default_top_k
         if k > self.limits.max_context_blocks:
             raise LimitExceededError(f"top_k {k} is over the limit of {self.limits.max_context_blocks} blocks")
-        unique = list({b.block_id: b for b in listed.blocks}.values())
-        chosen = top_k_bm25(request.question, [b.text for b in unique], k)
-        return [BlockRef(unique[i].block_id) for i in chosen]
+        index = self.handles[CACHE_INDEX]
+        found = await index.Search.remote(index_pb.SearchRequest(
+            tenant=tenant, collection=request.collection, query=request.question, k=k))
+        blocks = found.hits
+        if not blocks:  # no block shares a word with the question: the collection's first k, as read
+            blocks = (await index.ListCollection.remote(index_pb.ListCollectionRequest(
+                tenant=tenant, collection=request.collection, limit=k))).blocks
+        if not blocks:
+            raise NotFoundError(f"collection {request.collection!r} has no documents for tenant {tenant!r}; "
+                                f"ingest some first")
+        # with their texts: a block whose KV is missing is computed without asking the index again
+        return list({b.block_id: BlockRef(b.block_id, b.text) for b in blocks}.values())
 
     # ---- model versions ----------------------------------------------------------------------
 
