@@ -40,7 +40,7 @@ NO_GPU = {
 AUTOSCALING = {
     "serve": {"autoscaling": {"enabled": True}, "replicas": {"segmentation": 3}},
     "ray": {"autoscaler": {"enabled": True, "idleTimeoutSeconds": 120}},
-    "gpu": {"workers": {"replicas": 1, "minReplicas": 1, "maxReplicas": 8}},
+    "gpu": {"workers": {"replicas": 2, "minReplicas": 1, "maxReplicas": 8}},
 }
 DISTILL = {
     "distillation": {"schedule": {"enabled": True, "cron": "30 2 * * *", "timeZone": "Europe/Berlin"},

@@ -125,7 +125,7 @@ def test_autoscaling_hands_replicas_to_serve_and_pods_to_the_ray_autoscaler():
     assert cluster["enableInTreeAutoscaling"] is True
     assert cluster["autoscalerOptions"] == {"idleTimeoutSeconds": 120}
     gpu = next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == "gpu-workers")
-    assert (gpu["minReplicas"], gpu["replicas"], gpu["maxReplicas"]) == (1, 1, 8)
+    assert (gpu["minReplicas"], gpu["replicas"], gpu["maxReplicas"]) == (1, 2, 8)
 
 
 # The deployments' names (their classes' names), which the autoscaling override must use.
@@ -157,6 +157,34 @@ def test_serve_config_loads_in_ray_and_the_platform(name):
     ServeDeploySchema.model_validate(config)
     for app in config["applications"]:
         PlatformConfig.from_args(app["args"])
+
+
+def _cpus(quantity) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_replicas_fit_the_workers(name):
+    """The Serve replicas' CPUs and GPUs fit the worker pods: at the start without the Ray autoscaler
+    (pods = replicas), at the most replicas with it (pods = maxReplicas). The head takes none."""
+    values = VALUE_SETS[name]
+    cluster = one(values, "RayService")["spec"]["rayClusterConfig"]
+    pods = "maxReplicas" if cluster["enableInTreeAutoscaling"] else "replicas"
+    have = {"cpu": 0.0, "gpu": 0.0}
+    for group in cluster["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        have["cpu"] += group[pods] * _cpus(limits["cpu"])
+        have["gpu"] += group[pods] * limits.get("nvidia.com/gpu", 0)
+    need = {"cpu": 0.0, "gpu": 0.0}
+    for app in serve_config(values)["applications"]:
+        r = app["args"]["resources"]
+        replicas = r["num_replicas"]
+        for d in app.get("deployments", []):
+            replicas = d["autoscaling_config"]["max_replicas"]
+        need["cpu"] += replicas * r["num_cpus"]
+        need["gpu"] += replicas * r.get("num_gpus", 0)
+    assert need["cpu"] <= have["cpu"] and need["gpu"] <= have["gpu"], (need, have)
 
 
 def test_model_and_args_reach_every_application():
