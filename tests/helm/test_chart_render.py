@@ -339,3 +339,16 @@ def test_ingress_and_auth_secrets():
 def test_notes_name_the_grpc_address():
     notes = render({})["blockrag/templates/NOTES.txt"]
     assert f"blockrag-grpc:{GRPC_PORT}" in notes
+
+
+def test_long_release_names_stay_within_kubernetes_limits():
+    import helm_python as helm
+    from chart_render import CHART
+
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(VALUE_SETS["distill"], name="a-release-name-well-over-forty-characters-long", namespace="x")
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for m in (d for d in yaml.safe_load_all(text) if d):
+            assert len(m["metadata"]["name"]) <= (52 if m["kind"] in ("StatefulSet", "CronJob") else 63), _id(m)
