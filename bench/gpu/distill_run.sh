@@ -40,26 +40,39 @@ case "$MODE" in
           #   train block-fine-tuning --steps 800 --set objective=ce --set sink_token=null \
           #     --set block_dropout=0 --set token_weighting=0
           # (the shipped adapter's run trained two at once: each step ran 3.7x slower than alone).
-          # SIGTERM at TRAIN_SECONDS: the adapter of the steps done is still written.
+          # EXAMPLES and QF: the examples' count and question fraction (default 1200 and 0.5, the
+          # committed file; others are built on the GPU by the first call that names them, the
+          # teacher answering 32 prompts at a time). SIGTERM at TRAIN_SECONDS: the adapter of the
+          # steps done is still written.
     NAME=${1:?train NAME [options]}; shift
     prepare_model || exit 1
+    EXAMPLES=${EXAMPLES:-1200}; QF=${QF:-0.5}
+    FILE="$STASH/examples-$EXAMPLES-$QF.json.gz"
     # the shipped adapter's 1,200 examples (teacher answers included; built on the CPU with
-    # `blockrag model distill --examples-file F --stop-after 0`, 32 min) unless a call carried others
-    [ -f "$STASH/examples.json.gz" ] || cp bench/gpu/distill-examples-1200.json.gz "$STASH/examples.json.gz"
+    # `blockrag model distill --examples-file F --stop-after 0`, 32 min)
+    [ -f "$FILE" ] || [ "$EXAMPLES-$QF" != 1200-0.5 ] || cp bench/gpu/distill-examples-1200.json.gz "$FILE"
     mkdir -p /root/adapters
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
-      --examples-file "$STASH/examples.json.gz" --device cuda --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 \
-      | tee "$OUT/$NAME.log"
+      --examples "$EXAMPLES" --question-fraction "$QF" --examples-file "$FILE" --device cuda \
+      --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
+    cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back too (a few MB)
     split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part" ;;  # join: cat NAME.part*
-  score)  # every adapter trained on this machine, on the held-out set: three shards at once, one table
+  score)  # every adapter trained on this machine: the held-out set in three shards and DEV_QUESTIONS
+          # of the dev split (for choosing between adapters), all at once; one table per split
+    prepare_model || exit 1
     adapters=()
     for a in /root/adapters/*.safetensors; do adapters+=(--adapter "$a"); done
     for k in 0 1 2; do
       python3 -W ignore bench/fidelity.py --questions "${QUESTIONS:-300}" --split heldout --shard $k/3 \
         "${adapters[@]}" --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
     done
+    if [ "${DEV_QUESTIONS:-0}" -gt 0 ]; then
+      python3 -W ignore bench/fidelity.py --questions "$DEV_QUESTIONS" --split dev \
+        "${adapters[@]}" --out "$OUT/dev.json" > "$OUT/dev.log" 2>&1 &
+    fi
     wait
     tail -n 3 "$OUT"/shard*.log
+    [ -f "$OUT/dev.log" ] && tail -n 12 "$OUT/dev.log"
     python3 -W ignore bench/fidelity.py --merge "$OUT"/shard*.json --out "$OUT/fidelity.json" ;;
   fidelity)  # train and score inside bench/fidelity.py (its options follow)
     prepare_model || exit 1

@@ -57,9 +57,9 @@ def test_mixed_examples_hold_questions_with_teacher_answers_and_continuations(to
     template = PromptTemplate(tokenizer)
     asked = []
 
-    def teacher(prompt_ids):
-        asked.append(prompt_ids)
-        return [7, 8, 9]
+    def teacher(prompts):
+        asked.extend(prompts)
+        return [[7, 8, 9] for _ in prompts]
 
     config = DataConfig(question_fraction=0.5)
     examples = mixed_examples([DOCUMENT], tokenizer, template, teacher, config, count=10, seed=0)
@@ -73,13 +73,30 @@ def test_mixed_examples_hold_questions_with_teacher_answers_and_continuations(to
     assert all(e.num_tokens <= config.max_example_tokens for e in examples)
     again = mixed_examples([DOCUMENT], tokenizer, template, teacher, config, count=10, seed=0)
     assert again == examples
+    calls = []
+    batched = mixed_examples([DOCUMENT], tokenizer, template, lambda prompts: calls.append(len(prompts)) or teacher(prompts),
+                             config, count=10, seed=0, batch_size=4)
+    assert batched == examples and calls == [4, 4]  # the same examples; two calls for five questions
+
+
+def test_batch_answers_stay_with_their_prompts(tokenizer):
+    template = PromptTemplate(tokenizer)
+    config = DataConfig(question_fraction=1.0)
+    # each answer is a function of its own prompt: a mix-up within a batch changes the targets
+    teacher = lambda prompts: [[len(p) % 50 + 1, sum(p) % 97 + 1] for p in prompts]  # noqa: E731
+    one = mixed_examples([DOCUMENT], tokenizer, template, teacher, config, count=7, seed=2)
+    many = mixed_examples([DOCUMENT], tokenizer, template, teacher, config, count=7, seed=2, batch_size=3)
+    assert len(one) == 7 and many == one
+    for e in one:
+        prompt = [t for b in e.blocks for t in b] + list(e.final)
+        assert list(e.target) == [len(prompt) % 50 + 1, sum(prompt) % 97 + 1]
 
 
 def test_prompts_over_the_budget_are_skipped_before_the_teacher_runs(tokenizer):
     template = PromptTemplate(tokenizer)
     asked = []
     config = DataConfig(question_fraction=1.0, max_example_tokens=200)
-    examples = mixed_examples([DOCUMENT], tokenizer, template, lambda ids: asked.append(ids) or [5] * 50,
+    examples = mixed_examples([DOCUMENT], tokenizer, template, lambda prompts: asked.extend(prompts) or [[5] * 50] * len(prompts),
                               config, count=4, seed=0)
     assert all(len(ids) < 200 for ids in asked)
     assert all(e.num_tokens <= 200 for e in examples)
@@ -87,7 +104,7 @@ def test_prompts_over_the_budget_are_skipped_before_the_teacher_runs(tokenizer):
 
 def test_mixed_examples_refuse_text_without_blocks(tokenizer):
     with pytest.raises(InvalidRequestError, match="no usable text"):
-        mixed_examples(["tiny"], tokenizer, PromptTemplate(tokenizer), lambda ids: [1], DataConfig(), 3, 0)
+        mixed_examples(["tiny"], tokenizer, PromptTemplate(tokenizer), lambda prompts: [[1]] * len(prompts), DataConfig(), 3, 0)
 
 
 def test_an_examples_file_is_read_back_and_refused_when_built_from_other_inputs(tokenizer, tmp_path):

@@ -53,7 +53,9 @@ def distill(
     stop_after: Annotated[int | None, typer.Option(min=0, help="Stop after this many steps, the schedule still that "
                                                           "of --steps (what a run stopped then writes); 0: only "
                                                           "build the --examples-file.")] = None,
-    examples: Annotated[int, typer.Option(help="Training examples to build (half questions, half continuations).")] = 1200,
+    examples: Annotated[int, typer.Option(help="Training examples to build (questions and continuations).")] = 1200,
+    question_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="The share of question examples (the "
+                                                     "rest: continuations of the text).")] = 0.5,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
     bits: Annotated[int, typer.Option(help="Store the adapter's weights in 32 bits, or quantized in 8 or 4 "
@@ -94,7 +96,7 @@ def distill(
         documents = [d for path in directory for d in documents_in(path)] if directory else default_corpus()
         base, tokenizer = load_model(model, device=ModelSpec(device=device).resolved_device())
         with _progress() as report:
-            shape = DataConfig(max_example_tokens=config.max_example_tokens)
+            shape = DataConfig(max_example_tokens=config.max_example_tokens, question_fraction=question_fraction)
             building = lambda done, total: report("building examples", done, total)  # noqa: E731
             if examples_file:
                 data = cached_examples(examples_file, base, tokenizer, documents, examples, config.seed, shape, building)

@@ -43,6 +43,9 @@ class DistillConfig:
     everything before it and its tokens are supervised too).
     token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
     the teacher's own distribution moves between full and block attention at each token.
+    hard_label_weight: under "kl", adds this times the cross-entropy of the target tokens (a
+    question's target is the teacher's own greedy answer, so this pulls the student's argmax
+    onto the teacher's: sequence-level distillation beside the token-level KL); 0 is KL alone.
     kl_chunk_tokens: positions whose [chunk, vocab] logits exist at once in the loss.
     micro_batch: examples per forward (right-padded into one batch); 0 is all of a step's
     examples at once on a GPU (a small model there is bound by kernel launches: 6.5x faster
@@ -55,6 +58,7 @@ class DistillConfig:
     sink_token: str | None = "<|endoftext|>"
     block_dropout: float = 0.25
     token_weighting: float = 0.5
+    hard_label_weight: float = 0.0
     kl_chunk_tokens: int = 128
     lora: LoraSettings = field(default_factory=LoraSettings)
     learning_rate: float = 5e-4
@@ -78,12 +82,15 @@ class DistillConfig:
         for name in ("kl_chunk_tokens", "steps", "examples_per_step", "max_example_tokens", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hard_label_weight < 0:
+            problems.append(f"hard_label_weight must be >= 0, got {self.hard_label_weight}")
         if self.micro_batch < 0:
             problems.append(f"micro_batch must be >= 0 (0: automatic), got {self.micro_batch}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or self.eval_examples < 0:
             problems.append("learning_rate must be > 0, warmup_steps and eval_examples >= 0")
-        if self.objective == "ce" and (self.token_weighting or self.block_dropout):
-            problems.append("block fine-tuning (objective 'ce') takes no token_weighting or block_dropout: set both to 0")
+        if self.objective == "ce" and (self.token_weighting or self.block_dropout or self.hard_label_weight):
+            problems.append("block fine-tuning (objective 'ce') takes no token_weighting, block_dropout or "
+                            "hard_label_weight: set them to 0")
         if problems:
             raise InvalidRequestError("distillation config: " + "; ".join(problems))
 

@@ -11,8 +11,9 @@ Two kinds of Example (example.py), mixed:
   asked about) or, where there is no log, from templates over a term that only one of the
   passages holds ("What does the text say about X?").
 
-The teacher's answer is computed once per example by `teacher_answer`, a function of the
-prompt's token ids (the base model under full attention, greedy).
+The teacher's answers are computed once per example by `teacher_answers`, a function of a batch
+of prompts' token ids (the base model under full attention, greedy): a GPU answers a few dozen
+prompts in about the time of one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.prompt import PromptTemplate
 from blockrag.segment.paragraph import split_paragraphs
 
-TeacherAnswer = Callable[[list[int]], list[int]]
+TeacherAnswers = Callable[[Sequence[list[int]]], list[list[int]]]  # prompts -> answers, in order
 
 _TERM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{4,}(?:\(\))?")
 _STOP = frozenset("""about above after again against because before being below between could does doing
@@ -116,18 +117,30 @@ def question_prompt(template: PromptTemplate, passages: Sequence[str], question:
 
 
 def question_examples(items: Iterable[tuple[Sequence[str], str]], template: PromptTemplate,
-                      teacher_answer: TeacherAnswer, max_tokens: int) -> Iterator[Example]:
+                      teacher_answers: TeacherAnswers, max_tokens: int, batch_size: int = 1) -> Iterator[Example]:
     """(passages, question) pairs -> examples whose target is the teacher's answer; prompts that
-    leave no room for an answer within max_tokens are skipped before the teacher runs."""
+    leave no room for an answer within max_tokens are skipped before the teacher runs. The
+    teacher answers batch_size prompts per call (the examples come out in the items' order)."""
+    pending: list[tuple[list[list[int]], list[int], list[int]]] = []  # blocks, final, prompt
+
+    def answered() -> Iterator[Example]:
+        answers = teacher_answers([prompt for _, _, prompt in pending])
+        for (blocks, final, prompt), answer in zip(pending, answers):
+            answer = answer[: max_tokens - len(prompt)]
+            if answer:
+                yield Example.of(blocks, final, answer)
+        pending.clear()
+
     for passages, question in items:
         blocks, final = question_prompt(template, passages, question)
         prompt = [t for b in blocks for t in b] + final
-        budget = max_tokens - len(prompt)
-        if budget < 1:
+        if len(prompt) >= max_tokens:
             continue
-        answer = teacher_answer(prompt)[:budget]
-        if answer:
-            yield Example.of(blocks, final, answer)
+        pending.append((blocks, final, prompt))
+        if len(pending) == batch_size:
+            yield from answered()
+    if pending:
+        yield from answered()
 
 
 def templated_questions(passages: Sequence[str], rng: random.Random) -> Iterator[tuple[Sequence[str], str]]:
@@ -160,11 +173,12 @@ def _terms(passage: str) -> list[str]:
 
 
 def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase, template: PromptTemplate,
-                   teacher_answer: TeacherAnswer, config: DataConfig, count: int, seed: int,
+                   teacher_answers: TeacherAnswers, config: DataConfig, count: int, seed: int,
                    logged: Sequence[tuple[Sequence[str], str]] = (),
-                   progress: Callable[[int, int], None] | None = None) -> list[Example]:
+                   progress: Callable[[int, int], None] | None = None, batch_size: int = 1) -> list[Example]:
     """`count` examples: logged questions first, then templated questions and continuations in
-    the ratio question_fraction, all shuffled with `seed`."""
+    the ratio question_fraction, all shuffled with `seed`. batch_size: prompts per call of the
+    teacher (the examples do not depend on it, up to the teacher's own arithmetic)."""
     if count < 1:
         raise InvalidRequestError("count must be >= 1")
     rng = random.Random(seed)
@@ -181,7 +195,8 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
             break
         pairs.extend(fresh)
     examples: list[Example] = []
-    for example in question_examples(pairs, template, teacher_answer, config.max_example_tokens):
+    for example in question_examples(pairs, template, teacher_answers, config.max_example_tokens,
+                                     min(batch_size, max(1, n_questions))):
         examples.append(example)
         if progress:
             progress(len(examples), count)

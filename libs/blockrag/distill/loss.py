@@ -56,8 +56,11 @@ def sensitivity_weights(divergence: torch.Tensor, strength: float) -> torch.Tens
 
 
 def backward_kl(head: Head, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
-                weights: torch.Tensor, chunk: int, scale: float) -> LossParts:
-    """Backpropagate scale * sum_i w_i KL(teacher_i || student_i) through student_hidden [S, H].
+                weights: torch.Tensor, chunk: int, scale: float,
+                labels: torch.Tensor | None = None, label_weights: torch.Tensor | None = None) -> LossParts:
+    """Backpropagate scale * sum_i [w_i KL(teacher_i || student_i) - h_i log p_student(label_i)]
+    through student_hidden [S, H]; the second term only when labels [S] and their weights h [S]
+    are given (hard labels: DistillConfig.hard_label_weight on the target tokens).
 
     teacher_hidden [S, H] carries no gradient. Returns the loss and KL sums (unscaled).
     """
@@ -69,6 +72,9 @@ def backward_kl(head: Head, student_hidden: torch.Tensor, teacher_hidden: torch.
             log_t = _log_probs(head, teacher_hidden[s : s + chunk])
         kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # [c]
         weighted = (kl * weights[s : s + chunk]).sum()
+        if labels is not None and label_weights is not None:
+            ce = -log_s.gather(1, labels[s : s + chunk, None])[:, 0]  # [c]
+            weighted = weighted + (ce * label_weights[s : s + chunk]).sum()
         (weighted * scale).backward()
         loss_sum += float(weighted.detach())
         kl_sum += float(kl.detach().sum())

@@ -153,7 +153,12 @@ class DistillationRecipe:
                 # normalised within each example: a long example's weights do not dilute a short one's
                 weights = torch.cat([sensitivity_weights(part, self.config.token_weighting)
                                      for part in divergence.split([x.supervised for x in layouts])])
-        return backward_kl(self.head, self._block_hidden(layouts), teacher, weights, self.config.kl_chunk_tokens, scale)
+        labels = label_weights = None
+        if self.config.hard_label_weight > 0:  # on the target tokens only, not on global blocks' text
+            labels = torch.cat([x.labels for x in layouts]).to(self.device)
+            label_weights = torch.cat([x.answer for x in layouts]).to(self.device).float() * self.config.hard_label_weight
+        return backward_kl(self.head, self._block_hidden(layouts), teacher, weights, self.config.kl_chunk_tokens, scale,
+                           labels, label_weights)
 
     def _ce_backward(self, layouts: Sequence[Layout], scale: float) -> float:
         """The predecessor's step: the examples under the block mask and again under the full mask."""

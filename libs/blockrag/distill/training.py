@@ -17,9 +17,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from blockrag.attention import BlockAttentionEngine
-from blockrag.distill.data import DataConfig, mixed_examples
+from blockrag.distill.data import DataConfig, TeacherAnswers, mixed_examples
 from blockrag.distill.example import Example
 from blockrag.distill.fidelity import greedy_answer
+from blockrag.distill.teacher import greedy_answers
 from blockrag.errors import InvalidRequestError
 from blockrag.models.fingerprint import model_fingerprint
 from blockrag.distill.recipe import DistillationRecipe, StepMetrics
@@ -43,24 +44,37 @@ def default_corpus() -> list[str]:
     return [topics[k] for k in sorted(topics)] + list(sample_documents().values())
 
 
-def teacher_answerer(model: PreTrainedModel, max_new_tokens: int) -> Callable[[list[int]], list[int]]:
-    """prompt ids -> the base model's greedy answer under full attention, with the stop token
-    that ended it (the student learns when to stop too)."""
+def teacher_answerer(model: PreTrainedModel, max_new_tokens: int, batch_size: int = 1) -> TeacherAnswers:
+    """prompts' ids -> the base model's greedy answers under full attention, each with the stop
+    token that ended it (the student learns when to stop too). batch_size 1 decodes through the
+    engine, one prompt at a time; more decodes that many prompts together (teacher.py)."""
     # no fusion (it would compile the model's modules in place, the same modules then trained)
     engine = BlockAttentionEngine(model, fuse=False, cuda_graphs=False)
-    return lambda ids: greedy_answer(engine, [], ids, max_new_tokens)
+    if batch_size > 1:
+        return lambda prompts: greedy_answers(model, prompts, max_new_tokens, engine.stop_ids, batch_size)
+    return lambda prompts: [greedy_answer(engine, [], ids, max_new_tokens) for ids in prompts]
+
+
+def default_teacher_batch(model: PreTrainedModel) -> int:
+    """Prompts per teacher call: 32 on a GPU (a batch costs about what one prompt costs there),
+    1 on a CPU (no launch overhead to amortise, and the engine's path is the reference)."""
+    return 32 if next(model.parameters()).device.type == "cuda" else 1
 
 
 def build_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, documents: Sequence[str],
                    count: int, seed: int, data: DataConfig | None = None,
                    logged: Sequence[tuple[Sequence[str], str]] = (),
-                   progress: Callable[[int, int], None] | None = None) -> list[Example]:
+                   progress: Callable[[int, int], None] | None = None,
+                   teacher_batch: int | None = None) -> list[Example]:
     """Training examples from documents (and logged questions), teacher answers included.
-    Run before the adapter is attached: the teacher is the model as given."""
+    Run before the adapter is attached: the teacher is the model as given. teacher_batch:
+    prompts per teacher call (default_teacher_batch when None)."""
     data = data or DataConfig()
+    batch = teacher_batch or default_teacher_batch(model)
     with torch.inference_mode():
-        return mixed_examples(documents, tokenizer, PromptTemplate(tokenizer), teacher_answerer(model, data.answer_tokens),
-                              data, count, seed, logged, progress)
+        return mixed_examples(documents, tokenizer, PromptTemplate(tokenizer),
+                              teacher_answerer(model, data.answer_tokens, batch), data, count, seed, logged,
+                              progress, batch_size=batch)
 
 
 def cached_examples(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
