@@ -140,3 +140,23 @@ def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
     else:
         with fresh_database() as url:
             scenario(url)
+
+
+def test_postgres_selects_candidates_by_the_rarest_words(postgres_url: str) -> None:
+    # Once ANALYZE has counted lexemes, a word in most blocks ("harbour") selects none: only the
+    # blocks holding the rarest word of the question are ranked, by all its words.
+    with CacheIndex.open(postgres_url) as index:
+        with index.engine.begin() as conn:
+            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+        texts = [f"Harbour number {i} of the coast." for i in range(200)]
+        texts += ["The harbour of Tolvik is deep.", "Tolvik has a bakery."]
+        ids = index.register_blocks("t", [(t, 7) for t in texts], "port", "d1")
+        question = "Is the harbour of Tolvik deep?"
+        before = [h.block_id for h in index.search("t", "port", question, 5)]
+        assert before[0] == ids[200] and len(before) == 5  # every word selects: harbours come in
+        with index.engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE blocks"))
+        after = [h.block_id for h in index.search("t", "port", question, 5)]
+        assert after == [ids[200], ids[201]]
+        # a question of common words alone still finds blocks: its least common word selects
+        assert len(index.search("t", "port", "harbour coast", 5)) == 5

@@ -67,12 +67,31 @@ LIMIT :k
 """)
 
 # plainto_tsquery ANDs the words; its text form with & turned into | is the OR of the same
-# lexemes (cast back without re-stemming them).
+# lexemes (cast back without re-stemming them). That OR ranks the candidates. The candidates are
+# the blocks holding one of the question's *rarest* lexemes: those in at most COMMON_SHARE of all
+# blocks, or else the least common one(s), by the planner's statistics of the column
+# (pg_stats.most_common_elems, which ANALYZE and autovacuum keep; a lexeme not listed there is
+# rarer than any listed). A common lexeme ("town", "make") would bring in a large share of the
+# collection, each block to be ranked: the cost would grow with the collection. It still counts
+# in the rank of the candidates. Before the first ANALYZE every lexeme selects.
+COMMON_SHARE = 0.01
 _POSTGRESQL = sa.text(f"""
+WITH lexemes AS (
+  SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', :words))) AS lexeme
+), listed AS (
+  SELECT e.lexeme, e.share
+  FROM pg_stats s, unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(lexeme, share)
+  WHERE s.schemaname = current_schema() AND s.tablename = 'blocks' AND s.attname = 'search_vector'
+), shares AS (
+  SELECT l.lexeme, coalesce(listed.share, 0) AS share FROM lexemes l LEFT JOIN listed USING (lexeme)
+), q AS (
+  SELECT replace(plainto_tsquery('english', :words)::text, ' & ', ' | ')::tsquery AS query,
+         (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM shares
+          WHERE share <= greatest(:common_share, (SELECT min(share) FROM shares))) AS candidates
+)
 SELECT b.block_id, ts_rank(b.search_vector, q.query) AS score, b.text, b.token_count
-FROM blocks b,
-     (SELECT replace(plainto_tsquery('english', :words)::text, ' & ', ' | ')::tsquery AS query) q
-WHERE b.tenant = :tenant AND b.search_vector @@ q.query {_IN_COLLECTION}
+FROM blocks b, q
+WHERE b.tenant = :tenant AND b.search_vector @@ q.candidates {_IN_COLLECTION}
 ORDER BY score DESC, b.block_id
 LIMIT :k
 """)
@@ -88,6 +107,7 @@ def search_blocks(
     params: dict[str, object] = dict(tenant=tenant, collection=collection, k=k)
     if conn.dialect.name == "postgresql":
         statement, params["words"] = _POSTGRESQL, " ".join(terms)
+        params["common_share"] = COMMON_SHARE
     else:
         # Each word quoted: FTS5 reads it as a plain string, never as an operator or column.
         statement, params["match"] = _SQLITE, " OR ".join(f'"{t}"' for t in terms)
