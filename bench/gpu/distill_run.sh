@@ -7,8 +7,9 @@
 # the model is converted and the benchmarks run. Back to back (the machine stays warm 30 s):
 #   run("bash bench/gpu/distill_run.sh probe", carry=[".whl", ".gpu-a"])   # gguf.part00
 #   run("bash bench/gpu/distill_run.sh train distilled --steps 800", carry=[".gpu-b"])   # gguf.part01-02
+#   (the shipped adapter: `train distilled --steps 800 --stop-after 448`, 0.94 s per step of 16)
 #   run("bash bench/gpu/distill_run.sh train block-fine-tuning --steps 800 --set objective=ce ...")
-#   run("bash bench/gpu/distill_run.sh score")
+#   run("DEV_QUESTIONS=100 bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
 set -uo pipefail
 OUT=${OUT:-bench/results}
@@ -39,22 +40,22 @@ case "$MODE" in
           #   train distilled --steps 800
           #   train block-fine-tuning --steps 800 --set objective=ce --set sink_token=null \
           #     --set block_dropout=0 --set token_weighting=0
-          # (the shipped adapter's run trained two at once: each step ran 3.7x slower than alone).
-          # EXAMPLES and QF: the examples' count and question fraction (default 1200 and 0.5, the
-          # committed file; others are built on the GPU by the first call that names them, the
-          # teacher answering 32 prompts at a time). SIGTERM at TRAIN_SECONDS: the adapter of the
-          # steps done is still written.
+          # (the previous adapter's run trained two at once: each step ran 3.7x slower than alone).
+          # EXAMPLES and QF: the examples' count and question fraction (default 3000 and 0.75, the
+          # shipped adapter's, committed in bench/gpu; others are built on the GPU by the first call
+          # that names them, the teacher answering 32 prompts at a time: 99 s for those 3,000).
+          # SIGTERM at TRAIN_SECONDS: the adapter of the steps done is still written, and the run's
+          # state stays in /root/checkpoints/NAME: the same command in the next call (the machine
+          # still warm) continues the schedule where it stopped.
     NAME=${1:?train NAME [options]}; shift
     prepare_model || exit 1
-    EXAMPLES=${EXAMPLES:-1200}; QF=${QF:-0.5}
+    EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}
     FILE="$STASH/examples-$EXAMPLES-$QF.json.gz"
-    # the shipped adapter's 1,200 examples (teacher answers included; built on the CPU with
-    # `blockrag model distill --examples-file F --stop-after 0`, 32 min)
-    [ -f "$FILE" ] || [ "$EXAMPLES-$QF" != 1200-0.5 ] || cp bench/gpu/distill-examples-1200.json.gz "$FILE"
+    [ -f "$FILE" ] || [ "$EXAMPLES-$QF" != 3000-0.75 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
     mkdir -p /root/adapters
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
       --examples "$EXAMPLES" --question-fraction "$QF" --examples-file "$FILE" --device cuda \
-      --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
+      --checkpoint-dir "/root/checkpoints/$NAME" --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
     cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back too (a few MB)
     split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part" ;;  # join: cat NAME.part*
   score)  # every adapter trained on this machine: the held-out set in three shards and DEV_QUESTIONS

@@ -261,6 +261,28 @@ def test_resumed_run_continues_exactly():
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 
 
+def test_a_run_stopped_and_resumed_from_its_checkpoint_directory_ends_as_one_straight_run(tmp_path):
+    from blockrag.distill.training import LocalCheckpoint, run_steps
+
+    config = DistillConfig(sink_token="<sink>", steps=6, warmup_steps=1, learning_rate=2e-3,
+                           lora=LoraSettings(rank=4), block_dropout=0.5, examples_per_step=1, checkpoint_every=4)
+    examples = _examples()
+    straight = _recipe(config)
+    run_steps(straight, examples, 6)
+    first = _recipe(config)
+    assert not LocalCheckpoint(tmp_path).resume(first)  # nothing saved yet
+    stops = iter([False, True])  # a signal during step 2: checkpointed there, before checkpoint_every
+    run_steps(first, examples, 6, on_checkpoint=LocalCheckpoint(tmp_path).save, should_stop=lambda: next(stops))
+    assert first.step == 2
+    resumed = _recipe(config)
+    assert LocalCheckpoint(tmp_path).resume(resumed) and resumed.step == 2
+    run_steps(resumed, examples, 6, on_checkpoint=LocalCheckpoint(tmp_path).save)
+    a, b = straight.adapter().weights, resumed.adapter().weights
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    with pytest.raises(InvalidRequestError, match="another config"):
+        LocalCheckpoint(tmp_path).resume(_recipe(replace(config, steps=7)))
+
+
 def test_config_validation_and_round_trip():
     config = DistillConfig(block_dropout=0.1, lora=LoraSettings(rank=4))
     assert DistillConfig.from_dict(config.to_dict()) == config

@@ -53,11 +53,14 @@ def distill(
     stop_after: Annotated[int | None, typer.Option(min=0, help="Stop after this many steps, the schedule still that "
                                                           "of --steps (what a run stopped then writes); 0: only "
                                                           "build the --examples-file.")] = None,
-    examples: Annotated[int, typer.Option(help="Training examples to build (questions and continuations).")] = 1200,
+    examples: Annotated[int, typer.Option(help="Training examples to build (questions and continuations).")] = 3000,
     question_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="The share of question examples (the "
-                                                     "rest: continuations of the text).")] = 0.5,
+                                                     "rest: continuations of the text).")] = 0.75,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Keep the run's state in this directory (every "
+                                                        "checkpoint_every steps and when stopped) and continue "
+                                                        "from it when it holds one of the same settings.")] = None,
     bits: Annotated[int, typer.Option(help="Store the adapter's weights in 32 bits, or quantized in 8 or 4 "
                                            "(the shipped adapter: 4).")] = 32,
     setting: Annotated[list[str] | None, typer.Option("--set", help="A DistillConfig setting, KEY=VALUE (repeatable).")] = None,
@@ -76,7 +79,7 @@ def distill(
     from blockrag.distill.config import DistillConfig, parse_overrides
     from blockrag.distill.data import DataConfig, documents_in
     from blockrag.distill.recipe import DistillationRecipe, resolve_sink
-    from blockrag.distill.training import build_examples, cached_examples, default_corpus, run_steps
+    from blockrag.distill.training import LocalCheckpoint, build_examples, cached_examples, default_corpus, run_steps
     from blockrag.errors import BlockRAGError
     from blockrag.model_runtime import ModelSpec
     from blockrag.models import load_model
@@ -107,13 +110,17 @@ def distill(
                 return
             recipe = DistillationRecipe(config, base, resolve_sink(tokenizer, config.sink_token))
             recipe.setup()
+            checkpoint = LocalCheckpoint(checkpoint_dir) if checkpoint_dir else None
+            if checkpoint and checkpoint.resume(recipe):
+                console.print(f"resumed after step {recipe.step} from {checkpoint_dir}")
 
             def on_step(m) -> None:
                 kl = "" if m.kl is None else f" kl {m.kl:.4f}"
                 report("distilling", m.step, config.steps, f"loss {m.loss:.4f}{kl} {m.tokens_per_s:.0f} tok/s")
 
             with _stop_on_signal() as stop:
-                run_steps(recipe, data, min(config.steps, stop_after or config.steps), on_step, should_stop=stop.is_set)
+                run_steps(recipe, data, min(config.steps, stop_after or config.steps), on_step,
+                          checkpoint.save if checkpoint else None, should_stop=stop.is_set)
     except BlockRAGError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e

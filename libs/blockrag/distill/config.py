@@ -61,10 +61,10 @@ class DistillConfig:
     hard_label_weight: float = 0.0
     kl_chunk_tokens: int = 128
     lora: LoraSettings = field(default_factory=LoraSettings)
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     warmup_steps: int = 10
     steps: int = 200
-    examples_per_step: int = 8
+    examples_per_step: int = 16
     micro_batch: int = 0
     max_example_tokens: int = 1536
     eval_examples: int = 32

@@ -116,6 +116,32 @@ def _examples_of(stored: dict) -> list[Example]:
     return [Example.of(*e) for e in stored["examples"]]
 
 
+class LocalCheckpoint:
+    """A run's state in a directory (`blockrag model distill --checkpoint-dir`): the recipe's
+    state_dict, replaced atomically at every checkpoint, so a run longer than one sitting (a
+    scheduler's or a device call's time limit) continues where it stopped, exactly as if it had
+    not (the Ray job does the same in the object store, checkpoints.RunObjects)."""
+
+    def __init__(self, directory: Path):
+        from blockrag.distill.checkpoints import RunObjects
+        from blockrag.kvcache.object_store import LocalObjectStore
+
+        self.directory = directory
+        self._objects = RunObjects(LocalObjectStore(directory), "local")
+
+    def resume(self, recipe: DistillationRecipe) -> bool:
+        """Load the saved state into `recipe` (after setup); False when there is none yet.
+        InvalidRequestError when it was saved by a run with another config."""
+        state = self._objects.load_checkpoint()
+        if state is None:
+            return False
+        recipe.load_state_dict(state)
+        return True
+
+    def save(self, recipe: DistillationRecipe) -> None:
+        self._objects.save_checkpoint(recipe.state_dict())
+
+
 def step_batch(examples: Sequence[Example], step: int, per_step: int, seed: int) -> list[Example]:
     """The examples of step `step` (0-based): epochs of a seeded permutation, walked in order."""
     n = len(examples)
