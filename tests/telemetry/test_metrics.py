@@ -44,6 +44,7 @@ for code in spec["codes"]:
     telemetry.observe_request("generation", "Generate", code)
 telemetry.observe_precompute_batch(*spec["precompute"])
 telemetry.set_replica_cache("generation", *spec["cache"])
+telemetry.set_replica_cache("generation", *spec["cache"])  # the same eviction count again: no new ones
 with telemetry.time_segmentation():
     pass
 """
@@ -54,7 +55,7 @@ WORKER_A = {
     "blocks": [["memory", 2, 60], ["computed", 1, 40]],
     "codes": ["OK", "OK"],
     "precompute": [3000, 1.0],  # 3000 tok/s
-    "cache": [100, 1],
+    "cache": [100, 1, 2],  # bytes, entries, evictions so far
 }
 WORKER_B = {
     "streams": [[0.0, 0.045, 0.05]],  # TTFT 0.045
@@ -62,7 +63,7 @@ WORKER_B = {
     "blocks": [["store", 3, 250]],
     "codes": ["UNAVAILABLE"],
     "precompute": [1000, 0.5],  # 2000 tok/s, written last
-    "cache": [200, 2],
+    "cache": [200, 2, 5],
 }
 
 
@@ -132,6 +133,10 @@ def test_request_counters(scraped):
 def test_precompute_metrics(scraped):
     assert scraped.value("blockrag_precompute_tokens_total") == 4000
     assert scraped.value("blockrag_precompute_batch_seconds_count") == 2
+    assert scraped.value("blockrag_precompute_batch_tokens_sum") == 4000
+    # batches of 3000 and 1000 tokens
+    assert [scraped.value(f'blockrag_precompute_batch_tokens_bucket{{le="{le}"}}') for le in ("512.0", "1024.0", "4096.0")] \
+        == [0, 1, 2]
     # mostrecent: the value written last (worker B), not the sum (5000) or the max (3000).
     assert scraped.value("blockrag_precompute_tokens_per_second") == 2000
 
@@ -140,6 +145,8 @@ def test_live_gauges_drop_dead_processes(scraped):
     query = 'blockrag_replica_cache_bytes{service="generation"}'
     assert scraped.value(query) == 300
     assert scraped.value('blockrag_replica_cache_entries{service="generation"}') == 3
+    # each worker reported its count twice: counted once (2 + 5)
+    assert scraped.value('blockrag_replica_cache_evictions_total{service="generation"}') == 7
     # Exited processes still count until marked dead; counters keep their share.
     mark_process_dead(scraped.pids[0], scraped.multiproc_dir)
     scraped.prometheus.wait_for(query, lambda r: values(r) == [200.0])

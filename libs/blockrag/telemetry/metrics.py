@@ -83,6 +83,11 @@ PRECOMPUTE_BATCH = Histogram(
     "Wall time of one precompute batch (forward pass over its blocks).",
     buckets=LATENCY_BUCKETS,
 )
+PRECOMPUTE_BATCH_TOKENS = Histogram(
+    "blockrag_precompute_batch_tokens",
+    "Size of one precompute batch, in block tokens (batches are filled up to precompute_batch_tokens).",
+    buckets=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+)
 # "mostrecent": across replicas the exporter reports the value written last, not a sum/max of
 # stale ones (prometheus_client >= 0.17 supports it in multiprocess mode).
 PRECOMPUTE_TOKENS_PER_SECOND = Gauge(
@@ -118,6 +123,11 @@ REPLICA_CACHE_ENTRIES = Gauge(
     ["service"],
     multiprocess_mode="livesum",
 )
+REPLICA_CACHE_EVICTIONS = Counter(
+    "blockrag_replica_cache_evictions",
+    "Blocks the replicas' local (memory) cache tiers dropped to make room for others.",
+    ["service"],
+)
 # A replica switching a tenant to another model version first re-encodes the tenant's most-hit
 # blocks for it; "livemax": replicas warming the same switch report the furthest along.
 MODEL_WARM_BLOCKS = Gauge(
@@ -140,12 +150,14 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     REQUEST_ERRORS,
     PRECOMPUTE_TOKENS,
     PRECOMPUTE_BATCH,
+    PRECOMPUTE_BATCH_TOKENS,
     PRECOMPUTE_TOKENS_PER_SECOND,
     SEGMENTATION_LATENCY,
     SEGMENT_BLOCK_TOKENS,
     SEGMENTED_TOKENS,
     REPLICA_CACHE_BYTES,
     REPLICA_CACHE_ENTRIES,
+    REPLICA_CACHE_EVICTIONS,
     MODEL_WARM_BLOCKS,
 )
 
@@ -186,14 +198,26 @@ def observe_precompute_batch(tokens: int, seconds: float) -> None:
     """Record one precompute batch: its tokens, its wall time and the resulting throughput."""
     PRECOMPUTE_TOKENS.inc(tokens)
     PRECOMPUTE_BATCH.observe(seconds)
+    PRECOMPUTE_BATCH_TOKENS.observe(tokens)
     if seconds > 0:
         PRECOMPUTE_TOKENS_PER_SECOND.set(tokens / seconds)
 
 
-def set_replica_cache(service: str, nbytes: int, entries: int) -> None:
-    """Report this replica's local cache size (summed over live replicas by the exporter)."""
+# The cumulative eviction count each service's cache reported last in this process: the counter
+# grows by the difference (a cache tier counts its evictions since it was made).
+_evictions_seen: dict[str, int] = {}
+
+
+def set_replica_cache(service: str, nbytes: int, entries: int, evictions: int | None = None) -> None:
+    """Report this replica's local cache size (summed over live replicas by the exporter) and,
+    when given, the evictions its cache has counted so far (``MemoryTier.stats().evictions``)."""
     REPLICA_CACHE_BYTES.labels(service=service).set(nbytes)
     REPLICA_CACHE_ENTRIES.labels(service=service).set(entries)
+    if evictions is not None:
+        seen = _evictions_seen.get(service, 0)
+        # A count lower than the last one comes from a new cache tier: all of it is new.
+        REPLICA_CACHE_EVICTIONS.labels(service=service).inc(evictions - seen if evictions >= seen else evictions)
+        _evictions_seen[service] = evictions
 
 
 def set_model_warm(tenant: str, done: int, total: int) -> None:

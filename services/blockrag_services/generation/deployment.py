@@ -31,6 +31,7 @@ from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag.v1 import generation_pb2 as pb
 from blockrag.v1 import precompute_pb2 as precompute_pb
 from blockrag.v1 import segmentation_pb2 as segment_pb
+from blockrag_services.access import READ, WRITE, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.replica_logs import replica_logs
 from blockrag_services.errors import streaming, unary
@@ -54,6 +55,7 @@ class Generation:
         self.handles = handles or Handles()
         store = open_object_store(self.config.object_store)
         self.database = open_index_engine(self.config.database)
+        self.authorizer = authorizer(self.config, self.database)
         self.loop: asyncio.AbstractEventLoop | None = None  # the replica's, for the warm hook's calls
         self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
                                    store, warm=self._warm, refresh_s=self.config.model_refresh_s,
@@ -75,7 +77,7 @@ class Generation:
 
     # ---- Ingest ----------------------------------------------------------------------------
 
-    @unary(SERVICE, pb.IngestResponse)
+    @unary(SERVICE, pb.IngestResponse, WRITE)
     async def Ingest(self, request: pb.IngestRequest) -> pb.IngestResponse:
         self._check_ingest(request)
         tenant = request.tenant or "default"
@@ -118,7 +120,7 @@ class Generation:
 
     # ---- Generate --------------------------------------------------------------------------
 
-    @streaming(SERVICE)
+    @streaming(SERVICE, READ)
     async def Generate(self, request: pb.GenerateRequest):
         tenant = request.tenant or "default"
         arrived = time.perf_counter()
@@ -164,7 +166,7 @@ class Generation:
         if self.questions is not None:  # the answer is complete: log what was asked
             self._log_question(tenant, request.question, list(usage.block_ids), runtime.version)
         stats = self.lru.stats()
-        set_replica_cache(SERVICE, stats.bytes, stats.entries)
+        set_replica_cache(SERVICE, stats.bytes, stats.entries, stats.evictions)
         yield pb.GenerateResponse(done=True, usage=usage)
 
     def _check_generate(self, request: pb.GenerateRequest, runtime: ModelRuntime) -> list[int]:
