@@ -70,3 +70,13 @@ class CacheIndexError(ServiceUnavailableError):
 
 class PlatformStartError(BlockRAGError):
     """The local platform could not start: a port is taken, Ray or a service failed to come up."""
+
+
+class AuthenticationError(BlockRAGError):
+    """No API key where one is required, or a key that is malformed, unknown or revoked.
+    Services answer UNAUTHENTICATED."""
+
+
+class PermissionDeniedError(BlockRAGError):
+    """A valid API key whose role or tenant does not allow the call, or an internal service
+    called from outside without an admin key. Services answer PERMISSION_DENIED."""

@@ -206,3 +206,26 @@ question_log = sa.Table(
     sa.Index("ix_question_log_tenant", "tenant", "id"),
     sa.Index("ix_question_log_created", "created_at"),
 )
+
+
+# -- API keys (blockrag.auth) ----------------------------------------------------------------
+
+KEY_ID_LEN = 20  # "key_" + 16 hex
+ROLES = ("reader", "writer", "admin")
+
+# One row per API key. The secret is never stored: ``secret_hash`` is the hex SHA-256 of the
+# whole key (blockrag.auth.api_key says why a plain hash is enough). A revoked key keeps its row
+# (``revoked_at`` set), so `keys list` shows who had access.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(KEY_ID_LEN), primary_key=True),
+    _name("tenant"),
+    sa.Column("role", sa.String(STATUS_LEN), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("label", sa.String(NAME_LEN), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+    _one_of("role", ROLES, "ck_api_keys_role"),
+    sa.Index("ix_api_keys_tenant", "tenant", "created_at"),
+)
