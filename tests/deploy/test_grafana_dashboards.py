@@ -3,29 +3,19 @@ only metrics the platform exports. (tests/e2e/test_dashboard_queries.py runs eve
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 from fixtures.promql import (
     DASHBOARDS,
-    ROOT,
     alert_expressions,
     dashboard_expressions,
     exported_names,
+    generator,
     metric_names,
     selectors,
     substitute,
 )
-
-GENERATOR = ROOT / "deploy" / "grafana" / "generate.py"
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("grafana_generate", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _boards() -> dict[str, dict]:
@@ -33,7 +23,7 @@ def _boards() -> dict[str, dict]:
 
 
 def test_committed_dashboards_are_the_generators():
-    built = _generator().dashboards()
+    built = generator().dashboards()
     committed = {p.name: p.read_text() for p in DASHBOARDS.glob("*.json")}
     assert sorted(committed) == sorted(built), "run: .venv/bin/python deploy/grafana/generate.py"
     for name, text in built.items():
