@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "blockrag"
 PRODUCTION = ROOT / "deploy" / "serve" / "production.yaml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+GRAFANA_DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 CRDS = Path(__file__).resolve().parent / "crds"
 RELEASE, NAMESPACE = "blockrag", "rag"
 KUBE_VERSION = "1.35.0"  # a current Kubernetes; kubernetes-validate has schemas up to 1.37
@@ -55,9 +56,10 @@ INGRESS_AUTH = {
     "serve": {"model": {"model": "/models/other", "adapter": "none"}, "args": {"question_log": True},
               "modelVolume": {"source": {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}}},
 }
+DASHBOARDS = {"monitoring": {"grafanaDashboards": {"enabled": True, "labels": {"team": "rag"}}}}
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {}, "external": EXTERNAL, "no-gpu": NO_GPU, "autoscaling": AUTOSCALING, "distill": DISTILL,
-    "ingress-auth": INGRESS_AUTH,
+    "ingress-auth": INGRESS_AUTH, "dashboards": DASHBOARDS,
 }
 
 

@@ -27,6 +27,7 @@ def test_chart_files_are_the_deploy_files():
     root = CHART.parents[1]
     assert (CHART / "files" / "serve.yaml").resolve() == root / "deploy" / "serve" / "production.yaml"
     assert (CHART / "files" / "alerts.yml").resolve() == root / "deploy" / "prometheus" / "alerts.yml"
+    assert (CHART / "files" / "dashboards").resolve() == root / "deploy" / "grafana" / "dashboards"
 
 
 def test_packaged_chart_carries_the_linked_files(tmp_path):
@@ -38,3 +39,10 @@ def test_packaged_chart_carries_the_linked_files(tmp_path):
         local = chart.render({}, name="blockrag", namespace=NAMESPACE)
     key = "blockrag/templates/rayservice.yaml"
     assert packaged[key] == local[key]
+    dashboards = {"monitoring": {"grafanaDashboards": {"enabled": True}}}
+    with helm.Chart.load_archive(open(archive, "rb").read()) as chart:
+        packaged = chart.render(dashboards, name="blockrag", namespace=NAMESPACE)
+    with helm.Chart.load(CHART) as chart:
+        local = chart.render(dashboards, name="blockrag", namespace=NAMESPACE)
+    key = "blockrag/templates/grafana-dashboards.yaml"
+    assert packaged[key] == local[key] and local[key].count("kind: ConfigMap") == 5

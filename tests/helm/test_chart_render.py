@@ -6,6 +6,7 @@ deploy/prometheus/alerts.yml, and the wiring between the pieces (ports, selector
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import kubernetes_validate
@@ -14,6 +15,7 @@ import yaml
 from chart_render import (
     ALERTS,
     EXTERNAL,
+    GRAFANA_DASHBOARDS,
     KUBE_VERSION,
     PRODUCTION,
     ROOT,
@@ -253,9 +255,23 @@ def test_prometheus_rule_is_alerts_yml():
     assert one({}, "PrometheusRule")["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
 
 
-def test_grafana_dashboards_are_off_and_absent():
+def test_grafana_dashboards_are_off_by_default():
     assert not [m for m in manifests({}) if m["kind"] == "ConfigMap"]
-    assert not (ROOT / "deploy" / "grafana").exists()  # when dashboards arrive, ship them and turn this on
+
+
+def test_grafana_dashboards_are_deploy_grafana_in_configmaps_for_the_sidecar():
+    """One ConfigMap per deploy/grafana/dashboards/*.json, its data the file unchanged, labelled
+    grafana_dashboard: "1" (and the extra labels)."""
+    maps = {m["metadata"]["name"]: m for m in manifests(VALUE_SETS["dashboards"]) if m["kind"] == "ConfigMap"}
+    files = sorted(GRAFANA_DASHBOARDS.glob("*.json"))
+    assert len(files) == 5
+    assert sorted(maps) == sorted(f"blockrag-dashboard-{f.stem.removeprefix('blockrag-')}" for f in files)
+    for f in files:
+        config_map = maps[f"blockrag-dashboard-{f.stem.removeprefix('blockrag-')}"]
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["labels"]["team"] == "rag"
+        assert config_map["data"] == {f.name: f.read_text()}
+        assert json.loads(config_map["data"][f.name])["uid"] == f.stem
 
 
 def _env(container):
@@ -346,7 +362,8 @@ def test_long_release_names_stay_within_kubernetes_limits():
     from chart_render import CHART
 
     with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(VALUE_SETS["distill"], name="a-release-name-well-over-forty-characters-long", namespace="x")
+        rendered = chart.render({**VALUE_SETS["distill"], **VALUE_SETS["dashboards"]},
+                                name="a-release-name-well-over-forty-characters-long", namespace="x")
     for path, text in rendered.items():
         if path.endswith("NOTES.txt"):
             continue
