@@ -111,6 +111,14 @@ class PlatformConfig:
     question_log_retention_days: float = 30.0
     question_log_max_per_tenant: int = 10000
     distill: Distill = field(default_factory=Distill)
+    # API keys (blockrag.auth): on, every public call needs `authorization: Bearer <key>` with a
+    # role that allows it; off (the embedded default), public calls are open. The internal services
+    # (cache index, precompute) need an admin key from outside either way.
+    auth: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.auth, bool):  # "false" in a YAML string would turn it on
+            raise InvalidRequestError(f"auth must be true or false, got {self.auth!r}")
 
     @property
     def database(self) -> str:

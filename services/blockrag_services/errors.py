@@ -16,22 +16,27 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from blockrag.errors import (
+    AuthenticationError,
     BlockRAGError,
     EngineCorrectnessError,
     InvalidRequestError,
     KVCodecError,
     ModelLoadError,
     NotFoundError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     UnsupportedModelError,
 )
 from blockrag.telemetry import observe_request
+from blockrag_services.access import Access
 
 log = logging.getLogger("blockrag.services")
 
 # first match wins: subclasses before their bases
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (ModelLoadError, grpc.StatusCode.UNAVAILABLE),
@@ -72,14 +77,16 @@ def _fail(service: str, method: str, context, error: BaseException) -> None:
     context.set_details(message)
 
 
-def unary(service: str, response: Callable[[], object]):
+def unary(service: str, response: Callable[[], object], access: Access | None = None):
     """Decorate `async def Method(self, request, grpc_context=None)`; `response` builds the empty
-    reply sent along with an error status."""
+    reply sent along with an error status. `access`: who may call it from the gRPC port (None:
+    anyone; every servicer method of the platform names one, a test checks)."""
 
     def wrap(fn):
         @functools.wraps(fn)
         async def method(self, request, grpc_context=None):
             try:
+                await _admit(access, self, request, grpc_context, fn.__name__)
                 result = await fn(self, request)
             except Exception as e:  # noqa: BLE001 - every error gets a status
                 _fail(service, fn.__name__, grpc_context, e)
@@ -87,18 +94,21 @@ def unary(service: str, response: Callable[[], object]):
             observe_request(service, fn.__name__, "OK")
             return result
 
+        method.access = access
         return _with_context_parameter(method)
 
     return wrap
 
 
-def streaming(service: str):
-    """Decorate `async def Method(self, request)` yielding responses (server streaming)."""
+def streaming(service: str, access: Access | None = None):
+    """Decorate `async def Method(self, request)` yielding responses (server streaming); `access`
+    as for unary."""
 
     def wrap(fn):
         @functools.wraps(fn)
         async def method(self, request, grpc_context=None) -> AsyncIterator:
             try:
+                await _admit(access, self, request, grpc_context, fn.__name__)
                 async for item in fn(self, request):
                     yield item
             except Exception as e:  # noqa: BLE001
@@ -108,9 +118,16 @@ def streaming(service: str):
                 raise StatusSet() from None
             observe_request(service, fn.__name__, "OK")
 
+        method.access = access
         return _with_context_parameter(method)
 
     return wrap
+
+
+async def _admit(access: Access | None, servicer, request, grpc_context, name: str) -> None:
+    """Only calls from the gRPC port carry a context; calls through handles are the platform's."""
+    if access is not None and grpc_context is not None:
+        await access.admit(servicer.authorizer, request, grpc_context.invocation_metadata(), name)
 
 
 def _with_context_parameter(method):

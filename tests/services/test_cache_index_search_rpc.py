@@ -1,7 +1,8 @@
 """CacheIndexService.Search over real gRPC: the servicer behind a grpc.aio server on a loopback
 port (as Ray Serve's proxy calls it: request and gRPC context), a generated stub as the client,
 a SQLite index. Hits come best first with their texts; bad requests get INVALID_ARGUMENT with
-a message that names the fix; a tenant never sees another's blocks."""
+a message that names the fix; a tenant never sees another's blocks. The cache index is internal:
+from outside, as here, it answers an admin key only (tests/services/test_access.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import asyncio
 
 import grpc
 import pytest
+from bearer_channel import bearer_channel
+
+from blockrag.auth import KeyStore, Role
 
 from blockrag.v1 import cache_index_pb2 as pb
 from blockrag.v1 import cache_index_pb2_grpc as pb_grpc
@@ -37,7 +41,8 @@ async def scenario(service: CacheIndexService, calls) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        _, key = KeyStore(service.index.engine).create("ops", Role.ADMIN)
+        async with bearer_channel(f"127.0.0.1:{port}", key.text) as channel:
             await calls(pb_grpc.CacheIndexServiceStub(channel))
     finally:
         await server.stop(None)

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from blockrag.cli.ingest import ADDRESS_HELP
+from blockrag.cli.admin_keys import keys
+from blockrag.cli.ingest import ADDRESS_HELP, ApiKeyOption
 
 console = Console()
 app = typer.Typer(help="Operate a BlockRAG platform over gRPC (AdminService).", no_args_is_help=True,
@@ -24,15 +25,27 @@ app.add_typer(model, name="model")
 app.add_typer(model, name="models", hidden=True)  # the older spelling
 app.add_typer(distill, name="distill")
 app.add_typer(cache, name="cache")
+app.add_typer(keys, name="keys")
 Address = Annotated[str | None, typer.Option(help=ADDRESS_HELP)]
 Tenant = Annotated[str, typer.Option(help='Tenant scope; "" (default) is the shared one.')]
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
+@app.callback()
+def options(ctx: typer.Context, api_key: ApiKeyOption = None) -> None:
+    """Operate a BlockRAG platform over gRPC (AdminService). With authentication on, every
+    command needs an admin API key: --api-key (before the command) or $BLOCKRAG_API_KEY."""
+    ctx.obj = {"api_key": api_key}
+
+
 def _client(address: str | None):
+    import click
+
     from blockrag.client import BlockRAGClient
 
-    return BlockRAGClient(address, timeout_s=60)
+    ctx = click.get_current_context(silent=True)
+    api_key = ((ctx.find_root().obj if ctx else None) or {}).get("api_key")
+    return BlockRAGClient(address, timeout_s=60, api_key=api_key)
 
 
 @app.command()
@@ -231,7 +244,7 @@ def _stream(client, name: str, request):
     from blockrag.client.client import PlatformError
 
     try:
-        yield from getattr(client.admin, name)(request, metadata=(("application", "admin"),))
+        yield from getattr(client.admin, name)(request, metadata=client.metadata("admin"))
     except grpc.RpcError as e:
         raise PlatformError(e.code(), e.details(), client.address) from None
 

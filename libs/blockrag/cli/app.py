@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from blockrag.cli import metrics, model, segment
+from blockrag.cli import keys, metrics, model, segment
 from blockrag.cli.ask import ask
 from blockrag.cli.ingest import ingest
 from blockrag.cli.local_ask import local_ask
@@ -23,6 +23,7 @@ app.command("local-ask")(local_ask)
 app.add_typer(model.app, name="model")
 app.add_typer(metrics.app, name="metrics")
 app.add_typer(segment.app, name="segment")
+app.add_typer(keys.app, name="keys")
 
 
 def run(typer_app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from blockrag.cli.ingest import ADDRESS_HELP
+from blockrag.cli.ingest import ADDRESS_HELP, ApiKeyOption
 
 console = Console()
 
@@ -18,7 +18,8 @@ def ask(
     collection: Annotated[str, typer.Option(help="Search this collection for the context blocks.")] = "default",
     block: Annotated[list[str] | None, typer.Option("--block", help="Explicit context block id (repeatable, in prompt order); replaces --collection.")] = None,
     address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
-    tenant: Annotated[str, typer.Option(help="Tenant namespace.")] = "",
+    tenant: Annotated[str, typer.Option(help="Tenant namespace (with an API key: the key's; leave empty).")] = "",
+    api_key: ApiKeyOption = None,
     top_k: Annotated[int, typer.Option(min=0, help="Blocks taken from the collection (0: the service default).")] = 0,
     max_new_tokens: Annotated[int, typer.Option(min=0, max=4096, help="0: the service default.")] = 0,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 is greedy.")] = 0.0,
@@ -39,7 +40,7 @@ def ask(
     console.print(f"[bold]Q:[/bold] {question}")
     console.print("[bold]A:[/bold] ", end="")
     usage = None
-    with BlockRAGClient(address) as client:
+    with BlockRAGClient(address, api_key=api_key) as client:
         for reply in client.generate(request):
             console.print(reply.text, end="", highlight=False, markup=False)
             console.file.flush()

@@ -14,13 +14,16 @@ from blockrag.documents import read_documents
 console = Console()
 
 ADDRESS_HELP = "host:port of the platform's gRPC proxy; default: $BLOCKRAG_ADDRESS or 127.0.0.1:50051."
+API_KEY_HELP = "API key (brk_...) sent as `authorization: Bearer`, for a platform started with --auth."
+ApiKeyOption = Annotated[str | None, typer.Option(envvar="BLOCKRAG_API_KEY", show_envvar=True, help=API_KEY_HELP)]
 
 
 def ingest(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files or directories (.md/.txt/.rst); default: the bundled samples.")] = None,
     collection: Annotated[str, typer.Option(help="Collection the documents go into.")] = "default",
     address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
-    tenant: Annotated[str, typer.Option(help="Tenant namespace.")] = "",
+    tenant: Annotated[str, typer.Option(help="Tenant namespace (with an API key: the key's; leave empty).")] = "",
+    api_key: ApiKeyOption = None,
     batch: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 8,
     max_block_tokens: Annotated[int, typer.Option(min=0, help="Longest block, in tokens (0: the service default).")] = 0,
     granularity: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="1.0 keeps paragraphs apart, 0.0 merges neighbours up to the longest block; default: the service's.")] = None,
@@ -34,7 +37,7 @@ def ingest(
     documents = list(zip(names if len(set(names)) == len(names) else list(read), read.values()))
     blocks = computed = 0
     sizes: list[int] = []
-    with BlockRAGClient(address) as client, Progress(
+    with BlockRAGClient(address, api_key=api_key) as client, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True) as progress:
         task = progress.add_task(f"Ingesting into {collection!r}", total=len(documents))

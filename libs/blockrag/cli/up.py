@@ -17,6 +17,27 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+def _auth_notice(config, state_dir: Path | None) -> str:
+    """Say plainly whether the port is open, and how to get the first admin key."""
+    if not config.auth:
+        return ("[yellow]Authentication is OFF:[/yellow] anyone who reaches the gRPC port may ingest, ask and "
+                "administer (the cache index and precompute still need an admin key). Start with --auth to "
+                "require API keys.")
+    from blockrag.auth import KeyStore
+    from blockrag.kvcache.index import open_index_engine
+
+    engine = open_index_engine(config.database)
+    try:
+        admins = KeyStore(engine).admins()
+    finally:
+        engine.dispose()
+    if admins:
+        return f"Authentication is on: every call needs an API key ({len(admins)} admin key(s) exist)."
+    where = f" --state-dir {state_dir}" if state_dir else (" --database-url ..." if config.database_url else "")
+    return ("Authentication is on, and no admin key exists yet: create one with "
+            f"`blockrag keys bootstrap{where}`, then others with `blockrag-admin --api-key <it> keys create`.")
+
+
 def up(
     host: Annotated[str, typer.Option(help="Address the gRPC proxy and the metrics exporter listen on.")] = "127.0.0.1",
     grpc_port: Annotated[int, typer.Option(help="gRPC port of every service.")] = 50051,
@@ -30,6 +51,7 @@ def up(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     state_dir: Annotated[Path | None, typer.Option(help="Where the default index, KV entries and metrics files go; default: $BLOCKRAG_HOME/platform.")] = None,
     ready_file: Annotated[Path | None, typer.Option(help="Write the addresses here as JSON once every service is up.")] = None,
+    auth: Annotated[bool, typer.Option(help="Require an API key on every call (create the first admin key with `blockrag keys bootstrap`).")] = False,
     distill_schedule: Annotated[str, typer.Option(help='Start a block distillation run (shared scope, default corpus) periodically: an interval ("6h") or a cron expression ("0 3 * * *"); default: never.')] = "",
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
@@ -44,7 +66,7 @@ def up(
         object_store_url = object_store_url or str(state_dir.resolve() / "kv")
     config = PlatformConfig(database_url=database_url, object_store_url=object_store_url,
                             model=ModelSpec(model=model, dtype=dtype, device=device),
-                            distill=Distill(schedule=distill_schedule))
+                            distill=Distill(schedule=distill_schedule), auth=auth)
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
                                              metrics_dir=state_dir / "metrics" if state_dir else None))
@@ -58,6 +80,7 @@ def up(
                       f"(metadata `application`: generation, admin, segmentation, precompute, cache_index)")
         console.print(f"metrics: http://{platform.metrics_address}/metrics   index: {config.database}   "
                       f"KV store: {config.object_store}")
+        console.print(_auth_notice(config, state_dir))
         console.print("Press Ctrl-C to stop.")
         if ready_file is not None:
             ready_file.write_text(json.dumps({"grpc": platform.grpc_address, "metrics": platform.metrics_address}))

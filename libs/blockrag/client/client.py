@@ -1,7 +1,8 @@
 """BlockRAGClient: the platform's services over one gRPC channel.
 
 Ray Serve's gRPC proxy serves every application on one port and routes each call by the
-`application` metadata key, so every call here names its application.
+`application` metadata key, so every call here names its application. With an API key (the
+argument, or $BLOCKRAG_API_KEY) every call sends it as `authorization: Bearer <key>`.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ class PlatformError(BlockRAGError):
         self.code, self.details = code, details
         hint = (f" (is the platform running at {address}? start it with `blockrag up`)"
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else "")
+        if code == grpc.StatusCode.UNAUTHENTICATED and "--api-key" not in details:
+            hint = f" (pass --api-key or set ${API_KEY_ENV})"
         super().__init__(f"{code.name}: {details}{hint}")
 
 
-def _metadata(app: str) -> tuple[tuple[str, str], ...]:
-    return (("application", app),)
+API_KEY_ENV = "BLOCKRAG_API_KEY"
 
 
 class BlockRAGClient:
-    def __init__(self, address: str | None = None, timeout_s: float = 600.0):
+    def __init__(self, address: str | None = None, timeout_s: float = 600.0, api_key: str | None = None):
         self.address = address or os.environ.get("BLOCKRAG_ADDRESS") or DEFAULT_ADDRESS
+        self.api_key = (api_key or os.environ.get(API_KEY_ENV) or "").strip() or None
         self.timeout_s = timeout_s
         # KV-free messages, but long documents: lift the default 4 MiB cap
         self.channel = grpc.insecure_channel(self.address, options=[
@@ -53,9 +56,15 @@ class BlockRAGClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def metadata(self, app: str) -> tuple[tuple[str, str], ...]:
+        """What every call to application `app` sends."""
+        if self.api_key is None:
+            return (("application", app),)
+        return (("application", app), ("authorization", f"Bearer {self.api_key}"))
+
     def _call(self, method, request, app: str):
         try:
-            return method(request, metadata=_metadata(app), timeout=self.timeout_s)
+            return method(request, metadata=self.metadata(app), timeout=self.timeout_s)
         except grpc.RpcError as e:
             raise PlatformError(e.code(), e.details(), self.address) from None
 
@@ -69,7 +78,7 @@ class BlockRAGClient:
 
     def generate(self, request: generation_pb2.GenerateRequest) -> Iterator[generation_pb2.GenerateResponse]:
         try:
-            yield from self.generation.Generate(request, metadata=_metadata("generation"), timeout=self.timeout_s)
+            yield from self.generation.Generate(request, metadata=self.metadata("generation"), timeout=self.timeout_s)
         except grpc.RpcError as e:
             raise PlatformError(e.code(), e.details(), self.address) from None
 

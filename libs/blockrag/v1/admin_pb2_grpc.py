@@ -87,6 +87,21 @@ class AdminServiceStub:
                 request_serializer=blockrag_dot_v1_dot_admin__pb2.RollbackModelVersionRequest.SerializeToString,
                 response_deserializer=blockrag_dot_v1_dot_admin__pb2.RollbackModelVersionResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/blockrag.v1.AdminService/CreateApiKey',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/blockrag.v1.AdminService/ListApiKeys',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/blockrag.v1.AdminService/RevokeApiKey',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -166,6 +181,28 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """A new API key of a tenant and role. The response holds the key itself: the only copy, since
+        the platform stores its hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Every API key (revoked ones too), without secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revoke a key: its next call is UNAUTHENTICATED. NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +255,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RollbackModelVersion,
                     request_deserializer=blockrag_dot_v1_dot_admin__pb2.RollbackModelVersionRequest.FromString,
                     response_serializer=blockrag_dot_v1_dot_admin__pb2.RollbackModelVersionResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,6 +545,87 @@ class AdminService:
             '/blockrag.v1.AdminService/RollbackModelVersion',
             blockrag_dot_v1_dot_admin__pb2.RollbackModelVersionRequest.SerializeToString,
             blockrag_dot_v1_dot_admin__pb2.RollbackModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/CreateApiKey',
+            blockrag_dot_v1_dot_admin__pb2.CreateApiKeyRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/ListApiKeys',
+            blockrag_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/RevokeApiKey',
+            blockrag_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

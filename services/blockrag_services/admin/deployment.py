@@ -12,7 +12,8 @@ from ray import serve
 from blockrag.distill.runs import JobStores, cancel_run
 from blockrag.v1 import admin_pb2 as pb
 from blockrag.v1 import cache_index_pb2 as index_pb
-from blockrag_services.admin.messages import run_message, run_request, version_message
+from blockrag_services.admin.messages import key_message, role_of, run_message, run_request, version_message
+from blockrag_services.access import ADMIN, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import streaming, unary
 from blockrag_services.handles import APPLICATIONS, CACHE_INDEX, GENERATION, PRECOMPUTE, Handles
@@ -31,6 +32,7 @@ class Admin:
         self.health_timeout_s = health_timeout_s
         self.watch_interval_s = watch_interval_s
         self.stores = JobStores.open(self.config.database, self.config.object_store)
+        self.authorizer = authorizer(self.config, self.stores.index.engine)
         self._runner = runner
         if self.config.distill.schedule or any(not r.finished for r in self.stores.runs.list()):
             self.runner()  # the schedule runs, and unfinished runs resume, while the platform runs
@@ -57,11 +59,11 @@ class Admin:
                                     latency_ms=(time.perf_counter() - started) * 1000)
         return pb.ServiceHealth(service=app, healthy=True, latency_ms=(time.perf_counter() - started) * 1000)
 
-    @unary(SERVICE, pb.HealthResponse)
+    @unary(SERVICE, pb.HealthResponse, ADMIN)
     async def Health(self, request: pb.HealthRequest) -> pb.HealthResponse:
         return pb.HealthResponse(services=await asyncio.gather(*(self._probe(a) for a in APPLICATIONS)))
 
-    @unary(SERVICE, pb.ListModelVersionsResponse)
+    @unary(SERVICE, pb.ListModelVersionsResponse, ADMIN)
     async def ListModelVersions(self, request: pb.ListModelVersionsRequest) -> pb.ListModelVersionsResponse:
         serving = await self.handles[GENERATION].model_info.remote()
         precompute = await self.handles[PRECOMPUTE].model_info.remote()
@@ -72,7 +74,7 @@ class Admin:
         registered = await asyncio.to_thread(self.stores.registry.list)
         return pb.ListModelVersionsResponse(versions=versions, registered=[version_message(v) for v in registered])
 
-    @unary(SERVICE, pb.CacheStatsResponse)
+    @unary(SERVICE, pb.CacheStatsResponse, ADMIN)
     async def CacheStats(self, request: pb.CacheStatsRequest) -> pb.CacheStatsResponse:
         index = await self.handles[CACHE_INDEX].Stats.remote(index_pb.StatsRequest(tenant=request.tenant))
         replica = await self.handles[GENERATION].replica_cache_stats.remote()
@@ -80,12 +82,12 @@ class Admin:
 
     # -- distillation runs ---------------------------------------------------------------------
 
-    @unary(SERVICE, pb.StartDistillationResponse)
+    @unary(SERVICE, pb.StartDistillationResponse, ADMIN)
     async def StartDistillation(self, request: pb.StartDistillationRequest) -> pb.StartDistillationResponse:
         run = await self.runner().start.remote(run_request(request))
         return pb.StartDistillationResponse(run=run_message(run))
 
-    @unary(SERVICE, pb.GetDistillationResponse)
+    @unary(SERVICE, pb.GetDistillationResponse, ADMIN)
     async def GetDistillation(self, request: pb.GetDistillationRequest) -> pb.GetDistillationResponse:
         run = await asyncio.to_thread(self.stores.runs.get, request.run_id)
         reply = pb.GetDistillationResponse(run=run_message(run))
@@ -93,18 +95,18 @@ class Admin:
             reply.version.CopyFrom(version_message(await asyncio.to_thread(self.stores.registry.get, run.version_id)))
         return reply
 
-    @unary(SERVICE, pb.ListDistillationsResponse)
+    @unary(SERVICE, pb.ListDistillationsResponse, ADMIN)
     async def ListDistillations(self, request: pb.ListDistillationsRequest) -> pb.ListDistillationsResponse:
         tenant = request.tenant if request.HasField("tenant") else None
         runs = await asyncio.to_thread(self.stores.runs.list, tenant, request.limit or 50)
         return pb.ListDistillationsResponse(runs=[run_message(r) for r in runs])
 
-    @unary(SERVICE, pb.CancelDistillationResponse)
+    @unary(SERVICE, pb.CancelDistillationResponse, ADMIN)
     async def CancelDistillation(self, request: pb.CancelDistillationRequest) -> pb.CancelDistillationResponse:
         run = await asyncio.to_thread(cancel_run, self.stores.runs, request.run_id)
         return pb.CancelDistillationResponse(run=run_message(run))
 
-    @streaming(SERVICE)
+    @streaming(SERVICE, ADMIN)
     async def WatchDistillation(self, request: pb.WatchDistillationRequest):
         """Every change of the run's row (polled), then the ended run."""
         last = None
@@ -119,7 +121,7 @@ class Admin:
 
     # -- versions ------------------------------------------------------------------------------
 
-    @unary(SERVICE, pb.PromoteModelVersionResponse)
+    @unary(SERVICE, pb.PromoteModelVersionResponse, ADMIN)
     async def PromoteModelVersion(self, request: pb.PromoteModelVersionRequest) -> pb.PromoteModelVersionResponse:
         registry = self.stores.registry
         tenant = request.tenant if request.HasField("tenant") else None
@@ -128,10 +130,29 @@ class Admin:
         version = await asyncio.to_thread(registry.promote, request.version, tenant)
         return pb.PromoteModelVersionResponse(version=version_message(version))
 
-    @unary(SERVICE, pb.RollbackModelVersionResponse)
+    @unary(SERVICE, pb.RollbackModelVersionResponse, ADMIN)
     async def RollbackModelVersion(self, request: pb.RollbackModelVersionRequest) -> pb.RollbackModelVersionResponse:
         version = await asyncio.to_thread(self.stores.registry.rollback, request.tenant)
         return pb.RollbackModelVersionResponse(version=version_message(version) if version else None)
+
+    # -- API keys --------------------------------------------------------------------------------
+
+    @unary(SERVICE, pb.CreateApiKeyResponse, ADMIN)
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest) -> pb.CreateApiKeyResponse:
+        record, key = await asyncio.to_thread(self.authorizer.keys.create, request.tenant, role_of(request.role),
+                                              request.label)
+        return pb.CreateApiKeyResponse(key=key_message(record), api_key=key.text)
+
+    @unary(SERVICE, pb.ListApiKeysResponse, ADMIN)
+    async def ListApiKeys(self, request: pb.ListApiKeysRequest) -> pb.ListApiKeysResponse:
+        tenant = request.tenant if request.HasField("tenant") else None
+        keys = await asyncio.to_thread(self.authorizer.keys.list, tenant)
+        return pb.ListApiKeysResponse(keys=[key_message(k) for k in keys])
+
+    @unary(SERVICE, pb.RevokeApiKeyResponse, ADMIN)
+    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest) -> pb.RevokeApiKeyResponse:
+        record = await asyncio.to_thread(self.authorizer.keys.revoke, request.key_id)
+        return pb.RevokeApiKeyResponse(key=key_message(record))
 
     async def ready(self) -> str:
         return "ok"

@@ -1,10 +1,12 @@
-"""Registry rows (blockrag.registry) as AdminService messages, and back for requests."""
+"""Registry rows (blockrag.registry) and API keys (blockrag.auth) as AdminService messages, and
+back for requests."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from blockrag.auth import KeyRecord, Role
 from blockrag.errors import InvalidRequestError
 from blockrag.registry import ModelVersion, Run
 from blockrag.v1 import admin_pb2 as pb
@@ -51,3 +53,15 @@ def run_request(request: pb.StartDistillationRequest) -> RunRequest:
 
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+def key_message(key: KeyRecord) -> pb.ApiKey:
+    return pb.ApiKey(key_id=key.key_id, tenant=key.tenant, role=pb.Role.Value(f"ROLE_{key.role.name}"),
+                     label=key.label, created_at=key.created_at, revoked_at=key.revoked_at or 0.0)
+
+
+def role_of(role: int) -> Role:
+    """InvalidRequestError for ROLE_UNSPECIFIED or an unknown number."""
+    if role not in pb.Role.values() or role == pb.ROLE_UNSPECIFIED:
+        raise InvalidRequestError("role is required: reader, writer or admin")
+    return Role[pb.Role.Name(role).removeprefix("ROLE_")]

@@ -10,6 +10,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.index import CacheIndex, KVEntry
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.v1 import cache_index_pb2 as pb
+from blockrag_services.access import INTERNAL, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import unary
 
@@ -30,10 +31,11 @@ class CacheIndexService:
         self.config = PlatformConfig.from_args(args)
         self.index = CacheIndex.open(self.config.database)
         self.store = open_object_store(self.config.object_store)
+        self.authorizer = authorizer(self.config, self.index.engine)
 
     # SQL calls block: run them off the event loop so that one slow query stalls no other call
 
-    @unary(SERVICE, pb.LookupResponse)
+    @unary(SERVICE, pb.LookupResponse, INTERNAL)
     async def Lookup(self, request: pb.LookupRequest) -> pb.LookupResponse:
         if not request.model_version:
             raise InvalidRequestError("model_version is required: KV entries belong to one model version")
@@ -43,7 +45,7 @@ class CacheIndexService:
             pb.LookupResult(block_id=r.block_id, hit=r.hit, location=r.location, nbytes=r.nbytes,
                             known=r.known, token_count=r.token_count) for r in rows])
 
-    @unary(SERVICE, pb.StatsResponse)
+    @unary(SERVICE, pb.StatsResponse, INTERNAL)
     async def Stats(self, request: pb.StatsRequest) -> pb.StatsResponse:
         s = await asyncio.to_thread(self.index.stats, request.tenant or None)
         return pb.StatsResponse(
@@ -51,7 +53,7 @@ class CacheIndexService:
             by_model_version=[pb.ModelVersionStats(model_version=v, entries=n, bytes=b)
                               for v, n, b in s.by_model_version])
 
-    @unary(SERVICE, pb.EvictResponse)
+    @unary(SERVICE, pb.EvictResponse, INTERNAL)
     async def Evict(self, request: pb.EvictRequest) -> pb.EvictResponse:
         evicted = await asyncio.to_thread(
             self.index.evict, tenant_of(request), list(request.block_ids), request.model_version or None,
@@ -60,7 +62,7 @@ class CacheIndexService:
             await asyncio.to_thread(self.store.delete, entry.location)
         return pb.EvictResponse(entries=len(evicted), bytes=sum(e.nbytes for e in evicted))
 
-    @unary(SERVICE, pb.RegisterBlocksResponse)
+    @unary(SERVICE, pb.RegisterBlocksResponse, INTERNAL)
     async def RegisterBlocks(self, request: pb.RegisterBlocksRequest) -> pb.RegisterBlocksResponse:
         if bool(request.collection) != bool(request.document_id):
             raise InvalidRequestError("collection and document_id go together: set both or neither")
@@ -69,24 +71,24 @@ class CacheIndexService:
             request.collection or None, request.document_id or None)
         return pb.RegisterBlocksResponse(block_ids=ids)
 
-    @unary(SERVICE, pb.GetBlocksResponse)
+    @unary(SERVICE, pb.GetBlocksResponse, INTERNAL)
     async def GetBlocks(self, request: pb.GetBlocksRequest) -> pb.GetBlocksResponse:
         blocks = await asyncio.to_thread(self.index.get_blocks, tenant_of(request), list(request.block_ids))
         return pb.GetBlocksResponse(blocks=[stored_block(b) if b else pb.StoredBlock() for b in blocks])
 
-    @unary(SERVICE, pb.CommitEntriesResponse)
+    @unary(SERVICE, pb.CommitEntriesResponse, INTERNAL)
     async def CommitEntries(self, request: pb.CommitEntriesRequest) -> pb.CommitEntriesResponse:
         entries = [KVEntry(e.block_id, e.model_version, e.location, e.nbytes) for e in request.entries]
         await asyncio.to_thread(self.index.commit_entries, tenant_of(request), entries)
         return pb.CommitEntriesResponse(committed=len(entries))
 
-    @unary(SERVICE, pb.ListCollectionResponse)
+    @unary(SERVICE, pb.ListCollectionResponse, INTERNAL)
     async def ListCollection(self, request: pb.ListCollectionRequest) -> pb.ListCollectionResponse:
         blocks = await asyncio.to_thread(self.index.list_collection, tenant_of(request), request.collection,
                                          request.limit or None)
         return pb.ListCollectionResponse(blocks=[stored_block(b) for b in blocks])
 
-    @unary(SERVICE, pb.SearchResponse)
+    @unary(SERVICE, pb.SearchResponse, INTERNAL)
     async def Search(self, request: pb.SearchRequest) -> pb.SearchResponse:
         hits = await asyncio.to_thread(self.index.search, tenant_of(request), request.collection, request.query,
                                        request.k)

@@ -23,6 +23,7 @@ from blockrag.served_models import ServedModels
 from blockrag.telemetry import observe_precompute_batch
 from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag.v1 import precompute_pb2 as pb
+from blockrag_services.access import INTERNAL, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.replica_logs import replica_logs
 from blockrag_services.errors import unary
@@ -42,9 +43,10 @@ class Precompute:
                                    self.store, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models)
         self.handles = handles or Handles()
+        self.authorizer = authorizer(self.config, self.database)
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
 
-    @unary(SERVICE, pb.PrecomputeResponse)
+    @unary(SERVICE, pb.PrecomputeResponse, INTERNAL)
     async def Precompute(self, request: pb.PrecomputeRequest) -> pb.PrecomputeResponse:
         tenant = request.tenant or "default"
         texts = list(dict.fromkeys(t.strip() for t in request.texts))  # distinct, in order

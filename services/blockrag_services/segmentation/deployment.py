@@ -10,6 +10,7 @@ from blockrag.prompt import PromptTemplate
 from blockrag.segment import ParagraphSegmenter, SegmentOptions
 from blockrag.telemetry import observe_segments, time_segmentation
 from blockrag.v1 import segmentation_pb2 as pb
+from blockrag_services.access import SEGMENT, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import unary
 
@@ -34,6 +35,7 @@ def _segmenter(config: PlatformConfig, count_tokens):
 class Segmentation:
     def __init__(self, args: dict | None = None):
         self.config = PlatformConfig.from_args(args)
+        self.authorizer = authorizer(self.config)  # no index of its own: opened for the first key
         import torch
 
         torch.set_num_threads(self.config.resources.threads())  # the boundary model's backbone
@@ -56,7 +58,7 @@ class Segmentation:
                               granularity=request.granularity if request.HasField("granularity")
                               else c.segment_granularity)
 
-    @unary(SERVICE, pb.SegmentResponse)
+    @unary(SERVICE, pb.SegmentResponse, SEGMENT)
     async def Segment(self, request: pb.SegmentRequest) -> pb.SegmentResponse:
         if len(request.text.encode()) > self.config.limits.max_document_bytes:
             raise InvalidRequestError(
