@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow bench prometheus
+.PHONY: setup demo test test-slow bench prometheus dashboards
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ test-slow: setup
 
 bench: setup
 	$(PY) bench/ttft_cpu.py
+
+# Rewrite deploy/grafana/dashboards/*.json from deploy/grafana/generate.py (a test fails when they differ).
+dashboards: setup
+	$(PY) deploy/grafana/generate.py
 
 prometheus:
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
