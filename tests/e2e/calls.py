@@ -6,6 +6,7 @@ from blockrag.v1 import generation_pb2
 
 GENERATION = (("application", "generation"),)
 CACHE_INDEX = (("application", "cache_index"),)
+PRECOMPUTE = (("application", "precompute"),)
 ADMIN = (("application", "admin"),)
 COLLECTION = "samples"
 
@@ -19,3 +20,9 @@ def ask(generation, request: generation_pb2.GenerateRequest) -> tuple[str, gener
             usage = reply.usage
     assert usage is not None, "the stream ended without a done message"
     return "".join(pieces), usage
+
+
+def with_key(metadata: tuple, key: str) -> tuple:
+    """The metadata plus an API key: the internal services (cache index, precompute) answer an
+    admin key only, from outside, even on a platform without authentication."""
+    return (*metadata, ("authorization", f"Bearer {key}"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from calls import ADMIN, COLLECTION, GENERATION, ask
+from calls import ADMIN, CACHE_INDEX, COLLECTION, GENERATION, PRECOMPUTE, ask, with_key
 
-from blockrag.v1 import admin_pb2, admin_pb2_grpc, precompute_pb2, precompute_pb2_grpc
+from blockrag.v1 import admin_pb2, admin_pb2_grpc, cache_index_pb2, cache_index_pb2_grpc, precompute_pb2
+from blockrag.v1 import precompute_pb2_grpc
 from blockrag.v1 import generation_pb2 as pb
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -55,14 +56,33 @@ def test_ingest_rejects_bad_documents(generation, request_, message):
     _no_trace(error.value.details())
 
 
-def test_a_model_version_unknown_to_the_registry_is_not_found(channel):
+def test_a_model_version_unknown_to_the_registry_is_not_found(channel, admin_key):
     stub = precompute_pb2_grpc.PrecomputeServiceStub(channel)
     with pytest.raises(grpc.RpcError) as error:
         stub.Precompute(precompute_pb2.PrecomputeRequest(texts=["x"], model_version="0" * 64),
-                        metadata=(("application", "precompute"),))
+                        metadata=with_key(PRECOMPUTE, admin_key))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert "model version 0000000000000000... is not served for tenant 'default'" in error.value.details()
     assert "leave model_version empty" in error.value.details()
+
+
+def test_internal_services_refuse_outside_calls_without_an_admin_key(channel, ingested):
+    """Through Ray Serve's proxy: the cache index and precompute are reached by the other services
+    through handles; from the gRPC port they need an admin key, though this platform runs without
+    authentication."""
+    ids = [b for d in ingested.documents for b in d.block_ids]
+    calls = [
+        lambda m: cache_index_pb2_grpc.CacheIndexServiceStub(channel).GetBlocks(
+            cache_index_pb2.GetBlocksRequest(block_ids=ids), metadata=m),
+        lambda m: precompute_pb2_grpc.PrecomputeServiceStub(channel).Precompute(
+            precompute_pb2.PrecomputeRequest(texts=["x"]), metadata=m),
+    ]
+    for call, app in zip(calls, (CACHE_INDEX, PRECOMPUTE)):
+        with pytest.raises(grpc.RpcError) as error:
+            call(app)
+        assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED, error.value.details()
+        assert "is internal" in error.value.details() and "admin API key" in error.value.details()
+        _no_trace(error.value.details())
 
 
 def test_an_unknown_distillation_run_is_not_found(channel):

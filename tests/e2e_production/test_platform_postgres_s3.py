@@ -10,10 +10,12 @@ import pytest
 from fixtures.platform import start_platform, stop_platform
 
 from blockrag.samples import sample_documents
-from blockrag.v1 import cache_index_pb2, cache_index_pb2_grpc, generation_pb2, generation_pb2_grpc
+from blockrag.v1 import admin_pb2, admin_pb2_grpc, cache_index_pb2, cache_index_pb2_grpc, generation_pb2
+from blockrag.v1 import generation_pb2_grpc
 
 pytestmark = pytest.mark.slow
-GENERATION, CACHE_INDEX = (("application", "generation"),), (("application", "cache_index"),)
+GENERATION, CACHE_INDEX, ADMIN = (("application", "generation"),), (("application", "cache_index"),), \
+    (("application", "admin"),)
 
 
 def test_ingest_and_ask_on_postgres_and_s3(tmp_path, postgres_url, s3_server):
@@ -28,8 +30,12 @@ def test_ingest_and_ask_on_postgres_and_s3(tmp_path, postgres_url, s3_server):
             ingested = generation.Ingest(generation_pb2.IngestRequest(
                 collection="prod", documents=[generation_pb2.Document(id=name, text=text)]), metadata=GENERATION)
             ids = list(ingested.documents[0].block_ids)
+            # the cache index is internal: from outside, an admin key (created open: no --auth here)
+            key = admin_pb2_grpc.AdminServiceStub(channel).CreateApiKey(admin_pb2.CreateApiKeyRequest(
+                tenant="ops", role=admin_pb2.ROLE_ADMIN), metadata=ADMIN).api_key
             found = cache_index_pb2_grpc.CacheIndexServiceStub(channel).Lookup(cache_index_pb2.LookupRequest(
-                block_ids=ids, model_version=ingested.model_version), metadata=CACHE_INDEX)
+                block_ids=ids, model_version=ingested.model_version),
+                metadata=(*CACHE_INDEX, ("authorization", f"Bearer {key}")))
             assert all(r.hit and r.location.startswith("s3://blockrag-kv/kv/") for r in found.results)
             assert len(list((s3_server.root / "blockrag-kv" / "kv").rglob("*"))) >= len(ids)
 

@@ -51,6 +51,8 @@ def fields(message) -> dict[str, str]:
     for f in message.DESCRIPTOR.fields:
         if f.message_type is not None:
             kind = f.message_type.full_name
+        elif f.enum_type is not None:
+            kind = f.enum_type.full_name
         else:
             kind = {FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_INT32: "int32",
                     FieldDescriptor.TYPE_INT64: "int64", FieldDescriptor.TYPE_BOOL: "bool",
@@ -120,7 +122,8 @@ def test_blocks_by_tier_is_a_string_to_int32_map():
     (generation_pb2, "GenerationService", {"Ingest", "Generate"}),
     (admin_pb2, "AdminService", {"Health", "ListModelVersions", "CacheStats", "StartDistillation",
                                  "GetDistillation", "ListDistillations", "CancelDistillation", "WatchDistillation",
-                                 "PromoteModelVersion", "RollbackModelVersion"}),
+                                 "PromoteModelVersion", "RollbackModelVersion", "CreateApiKey", "ListApiKeys",
+                                 "RevokeApiKey"}),
 ])
 def test_services_and_rpcs(module, service, rpcs):
     descriptor = module.DESCRIPTOR.services_by_name[service]
@@ -135,6 +138,16 @@ def test_cache_index_search_contract():
     has(cache_index_pb2.SearchHit, block_id="string", score="double", text="string", token_count="int32")
     has(cache_index_pb2.SearchResponse, hits="repeated blockrag.v1.SearchHit")
     has(cache_index_pb2.ListCollectionRequest, tenant="string", collection="string", limit="int32")
+
+
+def test_admin_api_key_contract():
+    has(admin_pb2.CreateApiKeyRequest, tenant="string", role="blockrag.v1.Role", label="string")
+    has(admin_pb2.CreateApiKeyResponse, key="blockrag.v1.ApiKey", api_key="string")
+    has(admin_pb2.ApiKey, key_id="string", tenant="string", role="blockrag.v1.Role", label="string",
+        created_at="double", revoked_at="double")
+    has(admin_pb2.RevokeApiKeyRequest, key_id="string")
+    assert [admin_pb2.Role.Name(v) for v in sorted(admin_pb2.Role.values())] == [
+        "ROLE_UNSPECIFIED", "ROLE_READER", "ROLE_WRITER", "ROLE_ADMIN"]
 
 
 def test_admin_distillation_contract():

@@ -64,7 +64,7 @@ class KeyStore:
         if admins and not force:
             raise ConflictError(
                 f"an admin key exists already ({admins[0].key_id}): create further keys with "
-                f"`blockrag-admin keys create --api-key <admin key>`, or pass --force if every admin key is lost")
+                f"`blockrag-admin --api-key <admin key> keys create`, or pass --force if every admin key is lost")
         return self.create(tenant, Role.ADMIN, label)
 
     def admins(self) -> list[KeyRecord]:

@@ -77,7 +77,7 @@ def up(
         with console.status("Starting the platform...") as status:
             platform.start(progress=lambda text: status.update(f"{text}..."))
         console.print(f"[green]BlockRAG is up.[/green] gRPC: [bold]{platform.grpc_address}[/bold] "
-                      f"(metadata `application`: generation, admin, segmentation, precompute, cache_index)")
+                      f"(metadata `application`: generation, admin, segmentation; precompute and cache_index are internal)")
         console.print(f"metrics: http://{platform.metrics_address}/metrics   index: {config.database}   "
                       f"KV store: {config.object_store}")
         console.print(_auth_notice(config, state_dir))
