@@ -304,6 +304,46 @@ def test_a_failed_warm_up_keeps_the_old_runtime_until_a_retry_succeeds(env):
     assert models.describe()["failed"] == {}
 
 
+def test_a_promotion_is_loaded_ahead_of_its_first_request(env):
+    """Precompute's replicas: a version that became active is loaded before any request names it."""
+    models = env.served()
+    assert models.load_promoted() == []  # the first look only notes what is active
+    version = env.version("acme")
+    assert models.load_promoted() == []  # registered, not active
+    env.registry.promote(version.version_id, "acme")
+    assert models.load_promoted() == [version.version_id]
+    wait_for(lambda: version.fingerprint in _versions(models))
+    assert models.for_version(version.fingerprint, "acme").version == version.fingerprint  # no "is loading"
+    assert models.load_promoted() == []  # once per promotion
+    with pytest.raises(NotFoundError):
+        models.for_version(version.fingerprint, "globex")  # loaded ahead, still its tenant's only
+
+    following = env.served(follow_promotions=True, refresh_s=0.05)  # the same, by itself
+    wait_for(lambda: following._active_seen is not None)
+    shared = env.version(SHARED, which=1)
+    env.registry.promote(shared.version_id, SHARED)
+    wait_for(lambda: shared.fingerprint in _versions(following))
+
+
+def test_a_promotion_that_does_not_fit_is_left_to_its_first_request_not_failed(env):
+    stub = lambda version: dataclasses.replace(env.base, version=version.fingerprint)  # noqa: E731
+    models = env.served(load_version=stub, max_loaded=2)
+    first, second = (env.registry.register(SHARED, "tiny-llama", "b" * 64, adapter_key="", fingerprint=f"{i}" * 64)
+                     for i in (1, 2))
+    models.load_promoted()
+    with pytest.raises(ServiceUnavailableError):
+        models.for_version(first.fingerprint, "acme")
+    wait_for(lambda: _loaded(models, first.fingerprint, "acme"))
+    with models.lease(models.for_version(first.fingerprint, "acme")):  # the one free slot is in use
+        env.registry.promote(second.version_id, SHARED)
+        assert models.load_promoted() == [second.version_id]
+        wait_for(lambda: not models._loading)
+        assert second.fingerprint not in _versions(models) and models.describe()["failed"] == {}
+    with pytest.raises(ServiceUnavailableError, match="is loading"):  # not "failed to load"
+        models.for_version(second.fingerprint, "acme")
+    wait_for(lambda: _loaded(models, second.fingerprint, "acme"))
+
+
 def test_at_most_max_loaded_runtimes_least_recently_used_first(env):
     """A stub loader (the base runtime under the version's fingerprint): only the bookkeeping counts."""
     loads = []

@@ -19,6 +19,13 @@ keys' model version). At most ``max_loaded`` runtimes stay loaded: the least rec
 goes first, never the configured one, one leased by a request (``lease``) or one a switch is
 moving from or to.
 
+``follow_promotions`` (Precompute's replicas): a daemon thread reads the registry every
+``refresh_s`` and loads, in the background, every version that became active since its last
+look. A generation replica switching a tenant asks one Precompute replica to load the new
+version before it switches (warming); the others learn of the promotion this way, so a miss
+after the switch finds the version loaded on whichever replica it reaches, instead of an
+UNAVAILABLE "is loading" and a retry there. (Serve has no call to every replica.)
+
 Tenant safety: a version of scope A serves tenant A only. The registry's ``active`` scopes
 already; both lookups check the scope again here.
 """
@@ -83,6 +90,7 @@ class ServedModels:
         configured: ModelRuntime | None = None,
         load_version: VersionLoader | None = None,
         clock: Callable[[], float] = time.monotonic,
+        follow_promotions: bool = False,
     ):
         """spec, threads: the configured model (loaded here unless `configured` is given).
         registry and store: where versions and their adapters are (None: serve the configured
@@ -103,9 +111,13 @@ class ServedModels:
         self._failed: dict[str, tuple[float, str]] = {}  # key -> (when, why) of a failed load
         self._warm_failed: dict[tuple[str, str], tuple[float, str]] = {}  # (tenant, key) -> (when, why)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-models")
+        self._active_seen: set[str] | None = None  # version ids active at the last load_promoted
+        self._stop = threading.Event()
         runtime = configured or ModelRuntime.load(spec, threads)
         self._loaded[CONFIGURED] = _Loaded(runtime, None, clock())
         self._preload_shared()
+        if follow_promotions and registry is not None:
+            threading.Thread(target=self._follow_promotions, name="served-models-promotions", daemon=True).start()
 
     @property
     def configured(self) -> ModelRuntime:
@@ -194,8 +206,38 @@ class ServedModels:
             failed.update({f"{k} (warming for {t})": why for (t, k), (_, why) in self._warm_failed.items()})
             return {"loaded": loaded, "switching": switching, "failed": failed}
 
+    def load_promoted(self) -> list[str]:
+        """Start loading, in the background, the versions that became active since the last
+        call and are not loaded here; their ids. The first call only notes what is active (the
+        shared scope's version is loaded at start already). A version that does not fit
+        (max_loaded, all in use) is left to the first request that needs it."""
+        if self.registry is None:
+            return []
+        active = {v.version_id: v for v in self.registry.list() if v.status == "active"}
+        with self._lock:
+            seen, self._active_seen = self._active_seen, set(active)
+            if seen is None:
+                return []
+            new = [v for key, v in active.items() if key not in seen and key not in self._loaded
+                   and key not in self._loading and not self._failed_recently(key, self._clock())]
+            for version in new:
+                self._loading[version.version_id] = version
+                self._loader.submit(self._load_only, version, True)
+        for version in new:
+            log.info("%s became active (scope %r): loading it ahead of its first request", version.version_id,
+                     version.tenant)
+        return [v.version_id for v in new]
+
+    def _follow_promotions(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.load_promoted()
+            except Exception as e:  # noqa: BLE001 - a background thread: the registry may be down; next time
+                log.warning("reading the registry for promotions failed: %s", e)
+
     def close(self) -> None:
-        """Stop the loader thread (a load under way finishes first)."""
+        """Stop the loader thread (a load under way finishes first) and the promotions follower."""
+        self._stop.set()
         self._loader.shutdown(wait=True, cancel_futures=True)
 
     # -- switching -------------------------------------------------------------------------------
@@ -263,11 +305,14 @@ class ServedModels:
             if state is not None and state.target == key:
                 state.target = None
 
-    def _load_only(self, version: ModelVersion) -> None:
-        """In the loader thread: load a version for for_version."""
+    def _load_only(self, version: ModelVersion, ahead: bool = False) -> None:
+        """In the loader thread: load a version for for_version (or ahead of it: load_promoted)."""
         try:
             self._ensure(version)
         except Exception as e:  # noqa: BLE001 - a background thread; for_version reports it
+            if ahead and isinstance(e, ServiceUnavailableError):  # no room now: not the version's fault
+                log.info("not loading %s ahead of its first request: %s", version.version_id, e)
+                return
             log.error("loading %s failed: %s", version.version_id, e, exc_info=e)
             with self._lock:
                 self._failed[version.version_id] = (self._clock(), f"{type(e).__name__}: {e}")

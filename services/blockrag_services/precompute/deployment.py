@@ -41,7 +41,7 @@ class Precompute:
         self.database = open_index_engine(self.config.database)
         self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
                                    self.store, refresh_s=self.config.model_refresh_s,
-                                   max_loaded=self.config.max_loaded_models)
+                                   max_loaded=self.config.max_loaded_models, follow_promotions=True)
         self.handles = handles or Handles()
         self.authorizer = authorizer(self.config, self.database)
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
