@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from blockrag.cli.admin_keys import keys
 from blockrag.cli.ingest import ADDRESS_HELP, ApiKeyOption
+from blockrag.client.client import API_KEY_ENV
 
 console = Console()
 app = typer.Typer(help="Operate a BlockRAG platform over gRPC (AdminService).", no_args_is_help=True,
@@ -32,20 +34,18 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @app.callback()
-def options(ctx: typer.Context, api_key: ApiKeyOption = None) -> None:
+def options(api_key: ApiKeyOption = None) -> None:
     """Operate a BlockRAG platform over gRPC (AdminService). With authentication on, every
     command needs an admin API key: --api-key (before the command) or $BLOCKRAG_API_KEY."""
-    ctx.obj = {"api_key": api_key}
+    if api_key:
+        # the one setting every subcommand's client shares: handed on as the variable it reads
+        os.environ[API_KEY_ENV] = api_key
 
 
 def _client(address: str | None):
-    import click
-
     from blockrag.client import BlockRAGClient
 
-    ctx = click.get_current_context(silent=True)
-    api_key = ((ctx.find_root().obj if ctx else None) or {}).get("api_key")
-    return BlockRAGClient(address, timeout_s=60, api_key=api_key)
+    return BlockRAGClient(address, timeout_s=60)
 
 
 @app.command()
