@@ -12,6 +12,7 @@ authentication on or off; every servicer method declares who may call it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from types import SimpleNamespace
 
@@ -85,6 +86,16 @@ def _descriptor(name: str):
         if name in module.DESCRIPTOR.services_by_name:
             return module.DESCRIPTOR.services_by_name[name]
     raise KeyError(name)
+
+
+@pytest.fixture(autouse=True)
+def blockrag_logger():
+    """Generation and Precompute hand Serve's log handlers to the blockrag logger (replica_logs),
+    which is right in a replica; here, put it back for the tests that capture its records."""
+    logger = logging.getLogger("blockrag")
+    handlers, level = logger.handlers[:], logger.level
+    yield
+    logger.handlers[:], logger.level = handlers, level
 
 
 @pytest.fixture(scope="module")
