@@ -276,3 +276,12 @@ def test_every_servicer_method_declares_its_access() -> None:
             access = getattr(deployment.func_or_class, method.name).access
             assert access is not None, f"{name}.{method.name} declares no access"
             assert (access == INTERNAL) == (name in ("CacheIndexService", "PrecomputeService")), name
+
+
+def test_auth_is_a_boolean_setting() -> None:
+    from blockrag.errors import InvalidRequestError
+    from blockrag_services.config import PlatformConfig
+
+    assert PlatformConfig().auth is False and PlatformConfig.from_args({"auth": True}).auth is True
+    with pytest.raises(InvalidRequestError, match="auth must be true or false"):
+        PlatformConfig.from_args({"auth": "false"})
