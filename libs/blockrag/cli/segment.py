@@ -34,8 +34,9 @@ def build_data(
 ) -> None:
     """Labelled instances (documents cut at their own structure, and concatenations of segments
     of different documents) from a corpus of text, Markdown, HTML and code files."""
-    from blockrag.segment.data import build_instances, summarize, write_jsonl
+    from blockrag.segment.data import build_instances, write_jsonl
     from blockrag.segment.sources import default_sources
+    from blockrag.segment.train.prose import forbidden
 
     sources = corpus or default_sources(split)
     if not sources:
@@ -45,7 +46,35 @@ def build_data(
         instances = build_instances(sources, seed=seed, min_tokens=min_tokens, max_tokens=max_tokens,
                                     max_instances=max_instances,
                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if split == "train" and not corpus:
+        # the hidden prose acceptance set comes from man pages, licence texts and the Debian FAQ
+        instances = [i for i in instances if not any(forbidden(s) for s in i.sources)]
     written = write_jsonl(out, instances)
+    _summary(instances, written, out)
+
+
+@app.command("build-prose")
+def build_prose(
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    seed: Annotated[int, typer.Option()] = 0,
+    choi: Annotated[int, typer.Option(help="Choi-style concatenations (4-10 segments of different documents).")] = 200,
+    stripped: Annotated[int, typer.Option(help="Windows of documents with their headings removed.")] = 100,
+    debian_docs: Annotated[int, typer.Option(help="At most this many /usr/share/doc documents.")] = 500,
+) -> None:
+    """Prose that only content can segment: every join the same blank line as every paragraph
+    break (Python language reference, standard-library docstrings, /usr/share/doc; never man
+    pages, licence texts or the Debian FAQ). segment/train/prose.py lists sources and licences."""
+    from blockrag.segment.data import write_jsonl
+    from blockrag.segment.train.prose import build_prose as build
+
+    with console.status("Reading the prose sources..."):
+        instances = build(seed=seed, choi=choi, stripped=stripped, debian_limit=debian_docs)
+    _summary(instances, write_jsonl(out, instances), out)
+
+
+def _summary(instances: list, written: int, out: Path) -> None:
+    from blockrag.segment.data import summarize
+
     table = Table("category", *(k for k in next(iter(summarize(instances).values()), {})), title=f"{written} instances -> {out}")
     for category, stats in summarize(instances).items():
         table.add_row(category, *(f"{v:.0f}" if isinstance(v, float) else str(v) for v in stats.values()))
@@ -54,21 +83,24 @@ def build_data(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Training JSONL (from build-data).")],
+    data: Annotated[list[Path], typer.Option(help="Training JSONL (from build-data, build-prose); repeat for several.")],
     out: Annotated[Path, typer.Option(help="Directory for the trained head (head.safetensors, config.json).")],
     backbone: Annotated[str, typer.Option(help="all-minilm-l6-v2 (default, an encoder) or a causal LM path / hub id.")] = "all-minilm-l6-v2",
     validation: Annotated[float, typer.Option(help="Fraction of instances held out to choose the threshold.")] = 0.2,
     epochs: Annotated[int, typer.Option()] = 30,
     hidden: Annotated[int, typer.Option()] = 256,
     seed: Annotated[int, typer.Option()] = 0,
+    similarity: Annotated[bool, typer.Option(help="Wide-window similarity features (segment/similarity.py).")] = True,
 ) -> None:
     """Train the boundary head on a frozen backbone; the threshold is chosen on a validation part."""
     from blockrag.segment.backbone import Backbone
     from blockrag.segment.boundary import BoundaryConfig, BoundaryModel
     from blockrag.segment.data import read_jsonl
+    from blockrag.segment.similarity import DEFAULT_WIDTHS, PER_WIDTH
     from blockrag.segment.training import choose_threshold, featurize, probabilities, train_head
 
-    instances = read_jsonl(data)
+    instances = [instance for path in data for instance in read_jsonl(path)]
+    widths = list(DEFAULT_WIDTHS) if similarity else []
     rng = random.Random(seed)
     order = list(range(len(instances)))
     rng.shuffle(order)
@@ -77,16 +109,17 @@ def train(
     model = Backbone.load(backbone)
     with _progress() as progress:
         task = progress.add_task("Backbone features (training)", total=len(fit))
-        fit_set = featurize(model, fit, lambda d, t: progress.update(task, completed=d))
+        fit_set = featurize(model, fit, lambda d, t: progress.update(task, completed=d), widths=widths)
         task = progress.add_task("Backbone features (validation)", total=len(val))
-        val_set = featurize(model, val, lambda d, t: progress.update(task, completed=d))
+        val_set = featurize(model, val, lambda d, t: progress.update(task, completed=d), widths=widths)
         task = progress.add_task("Training the head", total=epochs)
         head = train_head(fit_set, hidden=hidden, epochs=epochs, seed=seed,
-                          progress=lambda d, t: progress.update(task, completed=d))
+                          progress=lambda d, t: progress.update(task, completed=d), similarity=PER_WIDTH * len(widths))
     threshold, scores = choose_threshold(probabilities(head, val_set), val_set)
     config = BoundaryConfig(backbone=backbone, backbone_kind=model.kind, feature_size=model.feature_size, hidden=hidden,
-                            threshold=threshold, window=model.window, overlap=model.overlap, training={
-                                "data": str(data), "instances": len(fit), "validation_instances": len(val),
+                            threshold=threshold, window=model.window, overlap=model.overlap,
+                            similarity_widths=widths, training={
+                                "data": " ".join(map(str, data)), "instances": len(fit), "validation_instances": len(val),
                                 "candidates": len(fit_set.labels), "cuts": int(fit_set.labels.sum()),
                                 "epochs": epochs, "seed": seed, "validation": scores.__dict__})
     BoundaryModel(model, head, config).save(out)

@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from blockrag.errors import ModelLoadError
+from blockrag.segment.similarity import PER_WIDTH, similarity_features
 
 ENCODER, CAUSAL = "encoder", "causal"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
@@ -99,19 +100,27 @@ class Backbone:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return enc["input_ids"], [s for s, _ in enc["offset_mapping"]]
 
-    @torch.inference_mode()
     def features(self, text: str, offsets: list[int]) -> torch.Tensor:
         """[len(offsets), feature_size] float32 per candidate: (a, b, |a - b|, ma, mb, |ma - mb|,
         cos(ma, mb)), where for an encoder a/b are the hidden states of the last token before /
         first token after the cut, and for a causal LM of the last token before the cut / before
         the next candidate; ma/mb are the means of the `context` tokens ending at a / starting
         at b (causal: ending at b)."""
+        return self.read(text, offsets)[0]
+
+    @torch.inference_mode()
+    def read(self, text: str, offsets: list[int], widths: tuple[int, ...] | list[int] = ()) -> tuple[
+            torch.Tensor, torch.Tensor]:
+        """(features [len(offsets), feature_size], similarity [len(offsets), PER_WIDTH * len(widths)]):
+        the features above and, with widths, the wide-window content-shift features of
+        similarity.py, pooled from the same token states (every window is then read)."""
+        width = PER_WIDTH * len(widths)
         if not offsets:
-            return torch.zeros(0, self.feature_size)
+            return torch.zeros(0, self.feature_size), torch.zeros(0, width)
         ids, starts = self.tokenize(text)
         n = len(ids)
         if n < 2:
-            return torch.zeros(len(offsets), self.feature_size)
+            return torch.zeros(len(offsets), self.feature_size), torch.zeros(len(offsets), width)
         # first token starting at or after each offset (the cut lies just before it)
         import bisect
 
@@ -128,7 +137,8 @@ class Backbone:
         for pair in pairs:
             w = plan.best(pair)
             chosen.append((w, w) if plan.margin(w, pair) >= 0 else (plan.best(pair[:1]), plan.best(pair[1:])))
-        hidden = self._hidden(ids, plan, sorted({w for ws in chosen for w in ws}))
+        needed = range(len(plan.starts)) if widths else sorted({w for ws in chosen for w in ws})
+        hidden = self._hidden(ids, plan, list(needed))
         rows = []
         c = self.context
         for (a, b), (wa, wb) in zip(pairs, chosen):
@@ -141,7 +151,10 @@ class Backbone:
             mb = right[ib:ib + c].mean(0) if self.kind == ENCODER else right[max(0, ib - c + 1):ib + 1].mean(0)
             cos = torch.nn.functional.cosine_similarity(ma, mb, dim=0).reshape(1)
             rows.append(torch.cat([ha, hb, (ha - hb).abs(), ma, mb, (ma - mb).abs(), cos]))
-        return torch.stack(rows)
+        features = torch.stack(rows)
+        if not widths:
+            return features, torch.zeros(len(offsets), 0)
+        return features, similarity_features(_stitched(hidden, plan), after, widths)
 
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> "np.ndarray":
@@ -173,6 +186,22 @@ class Backbone:
             for w, c, h in zip(group, chunks, hidden):
                 out[w] = h[:len(c)]
         return out
+
+
+def _stitched(hidden: dict[int, torch.Tensor], plan: WindowPlan) -> torch.Tensor:
+    """[plan.length, hidden] token states, each token read from the window where it sits farthest
+    from an edge: window i owns the tokens from the middle of its overlap with window i-1 to the
+    middle of its overlap with window i+1."""
+    parts = []
+    for i, start in enumerate(plan.starts):
+        lo = 0 if i == 0 else (start + min(plan.starts[i - 1] + plan.window, plan.length)) // 2
+        if i + 1 < len(plan.starts):
+            hi = (plan.starts[i + 1] + min(start + plan.window, plan.length)) // 2
+        else:
+            hi = plan.length
+        if hi > lo:
+            parts.append(hidden[i][lo - start:hi - start])
+    return torch.cat(parts)
 
 
 _ENCODER_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "deberta", "deberta-v2", "electra", "mpnet",

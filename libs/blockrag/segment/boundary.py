@@ -21,8 +21,10 @@ from torch import nn
 from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import Backbone
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates
+from blockrag.segment.similarity import PER_WIDTH
 
-FORMAT = 2  # 2: pooled context, cosine and layout features
+FORMAT = 3  # 2: pooled context, cosine and layout features; 3: + wide-window similarity (similarity.py)
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass
@@ -37,15 +39,16 @@ class BoundaryConfig:
     window: int = 256
     overlap: int = 64
     format: int = FORMAT
+    similarity_widths: list[int] = field(default_factory=list)  # empty: no similarity features
     training: dict = field(default_factory=dict)  # data, epochs, validation scores
 
 
 class BoundaryHead(nn.Module):
-    """[n, feature_size + len(KINDS) + GAP_FEATURES] -> [n] logits."""
+    """[n, feature_size + len(KINDS) + GAP_FEATURES + similarity] -> [n] logits."""
 
-    def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1):
+    def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1, similarity: int = 0):
         super().__init__()
-        width = feature_size + len(KINDS) + GAP_FEATURES
+        width = feature_size + len(KINDS) + GAP_FEATURES + similarity
         self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden),
                                  nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
@@ -86,9 +89,11 @@ class BoundaryModel:
         self.backbone, self.head, self.config = backbone, head.eval(), config
 
     def inputs(self, text: str, candidates: list[Candidate]) -> torch.Tensor:
-        """The head's input rows for the candidates of one text."""
-        features = self.backbone.features(text, [c.offset for c in candidates])
-        return torch.cat([features, kind_one_hot(candidates, text)], dim=1)
+        """The head's input rows for the candidates of one text: backbone features, kind and
+        layout, then the wide-window similarity features when the head was trained with them."""
+        features, similarity = self.backbone.read(text, [c.offset for c in candidates],
+                                                  self.config.similarity_widths)
+        return torch.cat([features, kind_one_hot(candidates, text), similarity], dim=1)
 
     @torch.inference_mode()
     def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:
@@ -111,14 +116,16 @@ class BoundaryModel:
             state = safetensors.torch.load_file(str(directory / "head.safetensors"))
         except (OSError, TypeError, ValueError, SafetensorError) as e:
             raise ModelLoadError(f"no usable segmenter in {directory}: {e}") from e
-        if config.format != FORMAT:
-            raise ModelLoadError(f"segmenter format {config.format} in {directory}; this build reads {FORMAT}")
+        if config.format not in READABLE_FORMATS:
+            raise ModelLoadError(f"segmenter format {config.format} in {directory}; this build reads "
+                                 f"{READABLE_FORMATS}")
         backbone = backbone or Backbone.load(config.backbone, config.backbone_kind, window=config.window,
                                              overlap=config.overlap)
         if backbone.feature_size != config.feature_size:
             raise ModelLoadError(f"the segmenter head in {directory} expects {config.feature_size} features, "
                                  f"its backbone {config.backbone!r} gives {backbone.feature_size}")
-        head = BoundaryHead(config.feature_size, config.hidden)
+        head = BoundaryHead(config.feature_size, config.hidden,
+                            similarity=PER_WIDTH * len(config.similarity_widths))
         try:
             head.load_state_dict(state)
         except RuntimeError as e:

@@ -43,13 +43,16 @@ class FeatureSet:
         return (self.owner == instance).nonzero().squeeze(1)
 
 
-def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None = None) -> FeatureSet:
+def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None = None,
+              widths: Sequence[int] = ()) -> FeatureSet:
+    """The head's input rows (as BoundaryModel.inputs makes them) and labels of every candidate;
+    widths: the similarity widths of the head (similarity.py), none for a format-2 head."""
     inputs, labels, owner, candidates = [], [], [], []
     for i, instance in enumerate(instances):
         found = find_candidates(instance.text)
         truth = set(instance.boundaries)
-        features = backbone.features(instance.text, [c.offset for c in found])
-        inputs.append(torch.cat([features, kind_one_hot(found, instance.text)], dim=1))
+        features, similarity = backbone.read(instance.text, [c.offset for c in found], widths)
+        inputs.append(torch.cat([features, kind_one_hot(found, instance.text), similarity], dim=1))
         labels.append(torch.tensor([float(c.offset in truth) for c in found]))
         owner.append(torch.full((len(found),), i, dtype=torch.int64))
         candidates.append(found)
@@ -59,9 +62,11 @@ def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None
 
 
 def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: float = 1e-3, batch: int = 512,
-               seed: int = 0, progress: Progress | None = None) -> BoundaryHead:
+               seed: int = 0, progress: Progress | None = None, similarity: int = 0) -> BoundaryHead:
+    """similarity: how many of the last input columns are similarity features (similarity.py)."""
     torch.manual_seed(seed)
-    head = BoundaryHead(data.inputs.shape[1] - kind_one_hot([]).shape[1], hidden)
+    head = BoundaryHead(data.inputs.shape[1] - kind_one_hot([]).shape[1] - similarity, hidden,
+                        similarity=similarity)
     positives = float(data.labels.sum())
     # cuts are rare among candidates (every line and sentence end is one): weigh them up by the
     # imbalance (its square root ranked held-out cuts worse: Pk 0.306 against 0.282). This lifts

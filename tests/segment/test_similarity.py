@@ -1,0 +1,91 @@
+"""Wide-window similarity features: values on hand-made token states, shapes through the backbone,
+and a format-3 head that saves, loads and reads them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from blockrag.segment.backbone import ENCODER, Backbone, WindowPlan, _stitched, minilm_path
+from blockrag.segment.boundary import GAP_FEATURES, BoundaryConfig, BoundaryHead, BoundaryModel
+from blockrag.segment.candidates import KINDS, find_candidates
+from blockrag.segment.similarity import PER_WIDTH, similarity_features
+
+
+def two_topics(n: int = 40) -> torch.Tensor:
+    """[n, 4]: the first half of the tokens one direction, the second half an orthogonal one."""
+    states = torch.zeros(n, 4)
+    states[: n // 2, 0] = 1.0
+    states[n // 2:, 1] = 1.0
+    return states
+
+
+def test_cosine_dips_to_zero_at_the_topic_change():
+    out = similarity_features(two_topics(), [5, 10, 20, 30, 35], widths=[4, 12])
+    assert out.shape == (5, 2 * PER_WIDTH)
+    cos4, cos12 = out[:, 0], out[:, PER_WIDTH]
+    assert cos4.tolist() == pytest.approx([1.0, 1.0, 0.0, 1.0, 1.0], abs=1e-6)
+    # width 12 at token 30 reaches back over the change: left mean (2/12 e0 + 10/12 e1) against e1
+    assert cos12[2] == pytest.approx(0.0, abs=1e-6) and 0.0 < cos12[3] < 1.0
+
+
+def test_z_is_standardised_and_depth_peaks_at_the_dip():
+    out = similarity_features(two_topics(), [5, 10, 20, 30, 35], widths=[4])
+    cos, z, depth = out[:, 0], out[:, 1], out[:, 2]
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert int(z.argmin()) == int(cos.argmin()) == 2 and int(depth.argmax()) == 2
+    assert float(depth[2]) == pytest.approx(2.0)  # peaks of 1 on both sides, value 0
+    assert torch.all(depth[[0, 1, 3, 4]] == 0)
+
+
+def test_windows_are_clipped_at_the_ends():
+    out = similarity_features(two_topics(8), [1, 7], widths=[100])
+    assert out.shape == (2, PER_WIDTH) and torch.isfinite(out).all()
+
+
+def test_no_cuts_or_too_short():
+    assert similarity_features(two_topics(), [], widths=[4]).shape == (0, PER_WIDTH)
+    assert torch.equal(similarity_features(torch.ones(1, 4), [1], widths=[4, 8]), torch.zeros(1, 2 * PER_WIDTH))
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Backbone:
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    return Backbone(BertModel(config), tokenizer, ENCODER, "tiny-bert", window=32, overlap=8)
+
+
+TEXT = " ".join(f"Sentence number {i} talks about topic {i % 3}." for i in range(40))
+
+
+def test_stitched_states_cover_every_token_once(backbone):
+    plan = WindowPlan.of(100, 32, 8)
+    hidden = {i: torch.arange(s, min(s + 32, 100)).float().unsqueeze(1) for i, s in enumerate(plan.starts)}
+    assert _stitched(hidden, plan).squeeze(1).tolist() == list(range(100))
+
+
+def test_backbone_read_gives_both_blocks(backbone):
+    offsets = [c.offset for c in find_candidates(TEXT)]
+    features, similarity = backbone.read(TEXT, offsets, [8, 64])
+    assert features.shape == (len(offsets), backbone.feature_size)
+    assert similarity.shape == (len(offsets), 2 * PER_WIDTH)
+    assert torch.allclose(features, backbone.features(TEXT, offsets))  # reading every window changes nothing
+    assert backbone.read(TEXT, offsets)[1].shape == (len(offsets), 0)
+
+
+def test_format_3_head_round_trip(tmp_path, backbone):
+    widths = [8, 64]
+    config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
+                            hidden=8, similarity_widths=widths)
+    head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH * len(widths))
+    model = BoundaryModel(backbone, head, config)
+    candidates = find_candidates(TEXT)
+    rows = model.inputs(TEXT, candidates)
+    assert rows.shape == (len(candidates), backbone.feature_size + len(KINDS) + GAP_FEATURES + PER_WIDTH * len(widths))
+    model.save(tmp_path)
+    loaded = BoundaryModel.load(tmp_path, backbone=backbone)
+    assert loaded.config.similarity_widths == widths and loaded.config.format == 3
+    assert torch.allclose(loaded.probabilities(TEXT)[1], model.probabilities(TEXT)[1])
