@@ -48,6 +48,12 @@ from blockrag.registry import SHARED, ModelRegistry, ModelVersion
 log = logging.getLogger("blockrag.served_models")
 
 CONFIGURED = ""  # the key of the configured model's runtime (version ids start with "mv_")
+# One model load at a time in a process: transformers builds a model on the meta device and
+# then fills it, and two builds at once in one process (a generation and a precompute replica's
+# ServedModels in one test process, both following a promotion) can see each other's init
+# context and fail with "Cannot copy out of meta tensor". Serve's replicas are processes of
+# their own, so this costs them nothing.
+_LOADS = threading.Lock()
 RETRY_FAILED_S = 60.0  # a version that failed to load is tried again after this long
 
 # (tenant, old model version, new model version): re-encode the tenant's hot blocks for the
@@ -113,7 +119,10 @@ class ServedModels:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-models")
         self._active_seen: set[str] | None = None  # version ids active at the last load_promoted
         self._stop = threading.Event()
-        runtime = configured or ModelRuntime.load(spec, threads)
+        if configured is None:
+            with _LOADS:
+                configured = ModelRuntime.load(spec, threads)
+        runtime = configured
         self._loaded[CONFIGURED] = _Loaded(runtime, None, clock())
         self._preload_shared()
         if follow_promotions and registry is not None:
@@ -330,7 +339,8 @@ class ServedModels:
                 return self._loaded[key].runtime
             self._make_room()
         log.info("loading %s (scope %r, adapter %r)", key, version.tenant, version.adapter_key)
-        runtime = self._load(version)
+        with _LOADS:
+            runtime = self._load(version)
         if version.fingerprint is not None and runtime.version != version.fingerprint:
             raise ModelLoadError(
                 f"{key} loads as model version {runtime.version[:16]}..., not the {version.fingerprint[:16]}... it "
