@@ -56,7 +56,10 @@ def test_runner_starts_runs_one_per_scope_and_resumes_unfinished_ones(tmp_path):
     left = stores.runs.create("acme", {}, 3)  # a run a previous runner never finished
     fit = FakeFit()
     runner = DistillationRunner(config.to_args(), fit=fit)
-    wait_for(lambda: left.run_id in fit.ids)
+    # resumed, and ended (the fake fit records the id before it moves the run on: waiting for the
+    # id alone raced with the status and made the next start a conflict on a busy machine)
+    wait_for(lambda: stores.runs.get(left.run_id).status == "cancelled")
+    assert left.run_id in fit.ids
     run = runner.start(RunRequest(tenant="acme", steps=2))
     assert run.tenant == "acme" and run.total_steps == 2
     wait_for(lambda: run.run_id in fit.ids and not runner.active_runs())
