@@ -28,7 +28,8 @@ def test_ships_with_the_package(segmenter):
     assert (default_model_dir() / "TRAINING.md").is_file()
     config = segmenter.model.config
     assert config.backbone == "all-minilm-l6-v2" and config.backbone_kind == "encoder"
-    assert 0.5 < config.threshold < 1.0 and config.training["instances"] == 192
+    assert 0.5 < config.threshold < 1.0 and config.training["instances"] == 304
+    assert config.format == 3 and config.similarity_widths == [64, 128, 256, 512]  # issue 10: content shift
 
 
 def test_finer_granularity_keeps_every_coarser_cut(segmenter, text):
