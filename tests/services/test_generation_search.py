@@ -1,7 +1,7 @@
 """Generate over a collection, called in-process (no Ray) on a tiny random Llama: the context
-blocks are the cache index's Search hits, best first, computed from the texts the hits carry
-(no GetBlocks, no listing of the collection); a question that shares no word with the
-collection gets its first blocks; an unknown collection is NOT_FOUND."""
+blocks are the cache index's Search hits, the best last (next to the question), computed from
+the texts the hits carry (no GetBlocks, no listing of the collection); a question that shares
+no word with the collection gets its first blocks; an unknown collection is NOT_FOUND."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def test_collection_questions_use_search_hits(platform) -> None:
 
     usage = ask(platform.generation, "Who signs the permits for boats?", "tolvik", 2)
     expected = [h.block_id for h in platform.index.search("acme", "tolvik", "Who signs the permits for boats?", 2)]
-    assert expected[0] == ids[1]  # the permit block first: it holds both "permit" and "boat"
-    assert list(usage.block_ids) == expected and dict(usage.blocks_by_tier) == {"computed": 2}
+    assert expected[0] == ids[1]  # the permit block ranks first: it holds both "permit" and "boat"
+    # in the prompt, the best hit goes last (next to the question)
+    assert list(usage.block_ids) == expected[::-1] and dict(usage.blocks_by_tier) == {"computed": 2}
     assert platform.calls[0] == "Search" and "GetBlocks" not in platform.calls
     assert "ListCollection" not in platform.calls
 
