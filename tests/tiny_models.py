@@ -26,3 +26,17 @@ def tiny_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
     """A random-initialised model in eval mode."""
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(tiny_configs()[name], dtype=dtype).eval()
+
+
+def tiny_backbone(window: int = 64, overlap: int = 16):
+    """A tiny random BERT under the default segmenter's tokenizer, as a segmentation Backbone:
+    features are real tensors, cheap."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from blockrag.segment.backbone import ENCODER, Backbone, minilm_path
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    return Backbone(BertModel(config), tokenizer, ENCODER, "tiny-bert", window=window, overlap=overlap)

@@ -13,9 +13,9 @@ import random
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from tiny_models import tiny_backbone
 
-from blockrag.segment.backbone import ENCODER, Backbone, minilm_path
+from blockrag.segment.backbone import ENCODER, Backbone
 from blockrag.segment.boundary import BoundaryConfig, BoundaryHead, BoundaryModel
 from blockrag.segment.learned import LearnedSegmenter
 from blockrag.segment.similarity import PER_WIDTH
@@ -31,11 +31,7 @@ def words(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def backbone() -> Backbone:
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)
-    return Backbone(BertModel(config), tokenizer, ENCODER, "tiny-bert", window=64, overlap=16)
+    return tiny_backbone()
 
 
 def random_text(rng: random.Random) -> str:

@@ -10,9 +10,9 @@ import random
 import pytest
 import torch
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel
+from tiny_models import tiny_backbone
 
-from blockrag.segment.backbone import ENCODER, Backbone, minilm_path
+from blockrag.segment.backbone import ENCODER, Backbone
 from blockrag.segment.boundary import GAP_FEATURES, BoundaryConfig, BoundaryHead, BoundaryModel
 from blockrag.segment.candidates import KINDS, find_candidates
 from blockrag.segment.learned import LearnedSegmenter, threshold_for
@@ -46,11 +46,7 @@ class KindHead(nn.Module):
 @pytest.fixture(scope="module")
 def backbone() -> Backbone:
     """A tiny random BERT under the default encoder's tokenizer: features are real tensors, cheap."""
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)
-    return Backbone(BertModel(config), tokenizer, ENCODER, "tiny-bert", window=64, overlap=16)
+    return tiny_backbone()
 
 
 def segmenter(backbone: Backbone, head: nn.Module, threshold: float = 0.5) -> LearnedSegmenter:

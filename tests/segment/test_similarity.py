@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from tiny_models import tiny_backbone
 
-from blockrag.segment.backbone import ENCODER, Backbone, WindowPlan, _stitched, minilm_path
+from blockrag.segment.backbone import ENCODER, Backbone, WindowPlan, _stitched
 from blockrag.segment.boundary import GAP_FEATURES, BoundaryConfig, BoundaryHead, BoundaryModel
 from blockrag.segment.candidates import KINDS, find_candidates
 from blockrag.segment.similarity import PER_WIDTH, similarity_features
@@ -51,11 +51,7 @@ def test_no_cuts_or_too_short():
 
 @pytest.fixture(scope="module")
 def backbone() -> Backbone:
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)
-    return Backbone(BertModel(config), tokenizer, ENCODER, "tiny-bert", window=32, overlap=8)
+    return tiny_backbone(window=32, overlap=8)
 
 
 TEXT = " ".join(f"Sentence number {i} talks about topic {i % 3}." for i in range(40))
