@@ -12,7 +12,7 @@ Both paths are the engine's own public verbs, so the figures are those a user wo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,10 +46,17 @@ def greedy_answer(engine: BlockAttentionEngine, kvs: Sequence[BlockKV], final: S
                   max_new_tokens: int) -> list[int]:
     """The greedy answer and, when it stopped before the budget, the stop token that ended it
     (a position whose distribution counts too: a student must learn when to stop)."""
-    tokens = list(engine.generate(kvs, final, max_new_tokens))
-    if len(tokens) < max_new_tokens and engine.stop_ids:
-        tokens.append(min(engine.stop_ids))
-    return tokens
+    return ended_answer(list(engine.generate(kvs, final, max_new_tokens)), max_new_tokens, engine.stop_ids)
+
+
+def ended_answer(tokens: Sequence[int], max_new_tokens: int, stop_ids: Collection[int]) -> list[int]:
+    """The tokens before the first stop id, then min(stop_ids) when the answer stopped within
+    max_new_tokens: the one form of a greedy answer (here and in teacher.greedy_answers)."""
+    cut = next((j for j, t in enumerate(tokens) if t in stop_ids), len(tokens))
+    answer = list(tokens[:cut])
+    if len(answer) < max_new_tokens and stop_ids:
+        answer.append(min(stop_ids))
+    return answer
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from blockrag.attention.mask import additive_mask
+from blockrag.distill.fidelity import ended_answer
 
 
 def greedy_answers(model: PreTrainedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    stop_ids: Collection[int], batch_size: int = 32) -> list[list[int]]:
-    """Each prompt's greedy answer, as `fidelity.greedy_answer` gives it: the tokens before the
-    first stop id, and min(stop_ids) after them when the answer stopped within max_new_tokens.
+    """Each prompt's greedy answer, as `fidelity.greedy_answer` gives it (`ended_answer`).
     Prompts are grouped by length (less padding); the answers come back in the prompts' order."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[int]] = [[] for _ in prompts]
@@ -65,9 +65,4 @@ def _decode(prompts: Sequence[Sequence[int]], model: PreTrainedModel, max_new_to
         out = model(input_ids=token[:, None], position_ids=next_position, attention_mask=step_mask,
                     past_key_values=cache, use_cache=True)
         next_position = next_position + 1
-    generated = torch.stack(tokens, 1).tolist()  # [B, steps]
-    answers = []
-    for row in generated:
-        cut = next((j for j, t in enumerate(row) if t in stop_ids), None)
-        answers.append(row if cut is None else row[:cut] + [min(stop_ids)])
-    return answers
+    return [ended_answer(row, max_new_tokens, stop_ids) for row in torch.stack(tokens, 1).tolist()]  # [B, steps]
