@@ -52,11 +52,12 @@ case "$MODE" in
     EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}
     FILE="$STASH/examples-$EXAMPLES-$QF.json.gz"
     [ -f "$FILE" ] || [ "$EXAMPLES-$QF" != 3000-0.75 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
+    BUILT=$([ -f "$FILE" ] && echo no || echo yes)  # built by this call: sent back
     mkdir -p /root/adapters
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
       --examples "$EXAMPLES" --question-fraction "$QF" --examples-file "$FILE" --device cuda \
       --checkpoint-dir "/root/checkpoints/$NAME" --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
-    cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back too (a few MB)
+    [ "$BUILT" = yes ] && cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back once (a few MB)
     split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part" ;;  # join: cat NAME.part*
   score)  # every adapter trained on this machine: the held-out set in three shards and DEV_QUESTIONS
           # of the dev split (for choosing between adapters), all at once; one table per split
