@@ -222,7 +222,7 @@ class ServedModels:
         (max_loaded, all in use) is left to the first request that needs it."""
         if self.registry is None:
             return []
-        active = {v.version_id: v for v in self.registry.list() if v.status == "active"}
+        active = {v.version_id: v for v in self.registry.list(status="active")}  # every refresh_s: in SQL
         with self._lock:
             seen, self._active_seen = self._active_seen, set(active)
             if seen is None:

@@ -61,6 +61,10 @@ def test_list_newest_first_by_scope(registry: ModelRegistry, clock) -> None:
     assert [v.version_id for v in registry.list("a")] == [a2.version_id, a1.version_id]
     assert [v.version_id for v in registry.list(SHARED)] == [s1.version_id]
     assert registry.list("nobody") == []
+    registry.promote(a1.version_id, "a")
+    registry.promote(s1.version_id, SHARED)
+    assert [v.version_id for v in registry.list(status="active")] == [s1.version_id, a1.version_id]
+    assert [v.version_id for v in registry.list("a", status="candidate")] == [a2.version_id]
 
 
 def test_unknown_ids(registry: ModelRegistry) -> None:

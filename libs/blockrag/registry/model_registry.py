@@ -109,11 +109,14 @@ class ModelRegistry:
         with transaction(self._engine, "get model version") as conn:
             return _get(conn, _id(version_id))
 
-    def list(self, tenant: str | None = None) -> list[ModelVersion]:
-        """The versions of one scope (all scopes when None), newest first."""
+    def list(self, tenant: str | None = None, status: str | None = None) -> list[ModelVersion]:
+        """The versions of one scope (all scopes when None), of one status (any when None),
+        newest first."""
         query = sa.select(model_versions).order_by(_V.created_at.desc(), _V.version_id.desc())
         if tenant is not None:
             query = query.where(_V.tenant == d.scope(tenant))
+        if status is not None:
+            query = query.where(_V.status == status)
         with transaction(self._engine, "list model versions") as conn:
             return [_version(r) for r in conn.execute(query)]
 
