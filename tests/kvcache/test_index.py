@@ -170,13 +170,23 @@ def test_lookup_hit_miss_unknown(index: CacheIndex, url: str) -> None:
     assert index.lookup("t", [], "m1") == []
 
 
-def test_lookup_counts_hits(index: CacheIndex, url: str) -> None:
+def test_lookup_is_a_read_and_hits_are_recorded_in_batches(index: CacheIndex, url: str, clock: Clock) -> None:
     a, b = index.register_blocks("t", [("a", 1), ("b", 1)])
     index.commit_entries("t", [entry(a), entry(b)])
-    index.lookup("t", [a], "m1")
-    index.lookup("t", [a, a, b], "m1")  # a repeated id counts once
-    index.lookup("t", [a], "m2")  # a miss counts nothing
+    index.lookup("t", [a, b], "m1")
+    assert hits(url) == {(a, "m1"): 0, (b, "m1"): 0}  # no write on the request path
+    clock.tick()
+    index.record_hits("t", "m1", {a: 2, b: 1})
+    index.record_hits("t", "m2", {a: 5})  # no m2 entry: nothing to count
+    index.record_hits("u", "m1", {a: 5})  # nor for another tenant
+    index.record_hits("t", "m1", {a: 0, "blk_gone": 3})  # an evicted entry is skipped
     assert hits(url) == {(a, "m1"): 2, (b, "m1"): 1}
+    # a late batch never moves an entry's last access back in time
+    index.record_hits("t", "m1", {b: 1}, at=clock.now - 100)
+    rows = run(url, "SELECT block_id, last_access_at FROM kv_entries")
+    assert {r[0]: r[1] for r in rows} == {a: clock.now, b: clock.now}
+    with pytest.raises(InvalidRequestError, match="hit counts"):
+        index.record_hits("t", "m1", {a: -1})
 
 
 def test_hottest_blocks_of_a_version_most_hits_then_most_recent(index: CacheIndex, clock: Clock) -> None:
@@ -186,10 +196,9 @@ def test_hottest_blocks_of_a_version_most_hits_then_most_recent(index: CacheInde
     index.commit_entries("u", [entry(other)])
     for ids in ([a, b], [b], [c]):  # b: 2 hits; a and c: 1 each, c the more recent
         clock.tick()
-        index.lookup("t", ids, "m1")
-    for _ in range(5):
-        index.lookup("t", [d], "m2")  # another version's hits do not count for m1
-        index.lookup("u", [other], "m1")  # nor another tenant's
+        index.record_hits("t", "m1", dict.fromkeys(ids, 1))
+    index.record_hits("t", "m2", {d: 5})  # another version's hits do not count for m1
+    index.record_hits("u", "m1", {other: 5})  # nor another tenant's
     hottest = index.hottest_blocks("t", "m1", 3)
     assert [blk.block_id for blk in hottest] == [b, c, a]
     assert hottest[0] == StoredBlock(b, "beta", 2)
@@ -200,7 +209,7 @@ def test_hottest_blocks_of_a_version_most_hits_then_most_recent(index: CacheInde
 def test_commit_replaces_and_keeps_hits(index: CacheIndex, url: str) -> None:
     (a,) = index.register_blocks("t", [("a", 1)])
     index.commit_entries("t", [entry(a, nbytes=10)])
-    index.lookup("t", [a], "m1")
+    index.record_hits("t", "m1", {a: 2})
     moved = KVEntry(a, "m1", "s3://bucket/kv/a", 12)
     index.commit_entries("t", [moved, entry(a, "m2", 5)])
     assert index.lookup("t", [a], "m1")[0].location == "s3://bucket/kv/a"
@@ -262,7 +271,7 @@ def test_evict_lru_until_max_bytes(index: CacheIndex, clock: Clock) -> None:
         clock.tick()
     index.commit_entries("u", [entry(other, nbytes=1000)])
     clock.tick()
-    index.lookup("t", [a], "m1")  # a becomes the most recently used
+    index.record_hits("t", "m1", {a: 1})  # a becomes the most recently used
     # 400 bytes, keep at most 250: drop b then c (the oldest); a and d stay.
     assert index.evict("t", max_bytes=250) == [entry(b, nbytes=100), entry(c, nbytes=100)]
     assert index.stats("t").bytes == 200

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -319,7 +319,8 @@ class CacheIndex:
     def lookup(self, tenant: str, block_ids: Sequence[str], model_version: str) -> list[LookupRow]:
         """What is known and stored of each block for ``model_version``, in request order.
 
-        Each hit counts as an access (last_access_at, hits), once per distinct id.
+        A read only (no write lock, so lookups never queue behind writers): accesses are
+        counted apart, in batches, by ``record_hits``.
         """
         tenant, ids = _tenant(tenant), _ids(block_ids)
         model_version = _name(model_version, "model_version")
@@ -328,8 +329,6 @@ class CacheIndex:
             k.tenant == b.tenant, k.block_id == b.block_id, k.model_version == model_version
         )
         found: dict[str, LookupRow] = {}
-        # Read, then count hits in a second transaction: the read takes no write lock, and a
-        # count that misses an entry evicted in between is harmless.
         with self._transaction("look up blocks") as conn:
             for chunk in chunks(sorted(set(ids))):
                 query = (
@@ -342,18 +341,39 @@ class CacheIndex:
                     found[r.block_id] = LookupRow(
                         r.block_id, True, hit, r.location or "", r.nbytes or 0, r.token_count
                     )
-        hits = sorted(i for i, row in found.items() if row.hit)
-        if hits:
-            now = self._clock()
-            with self._transaction("count cache hits", write=True) as conn:
-                for chunk in chunks(hits):
+        return [found.get(i) or LookupRow(i, False, False, "", 0, 0) for i in ids]
+
+    def record_hits(
+        self, tenant: str, model_version: str, counts: Mapping[str, int], at: float | None = None
+    ) -> None:
+        """Add ``counts`` (block id -> hits) to the entries of ``model_version`` and mark them
+        accessed at ``at`` (default: now); entries evicted since are skipped. One transaction
+        for the whole batch: callers collect hits off the request path (resolve.AccessLog)."""
+        tenant, model_version = _tenant(tenant), _name(model_version, "model_version")
+        by_count: dict[int, list[str]] = {}
+        for block_id, n in sorted(counts.items()):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise InvalidRequestError(f"hit counts must be ints >= 0; got {n!r} for {block_id}")
+            if n:
+                by_count.setdefault(n, []).append(_name(block_id, "block_id"))
+        if not by_count:
+            return
+        now = self._clock() if at is None else at
+        k = db.kv_entries.c
+        # one UPDATE per distinct count (most blocks share a few counts), ids sorted so that
+        # concurrent batches lock rows in one order
+        with self._transaction("record cache hits", write=True) as conn:
+            for n, ids in sorted(by_count.items()):
+                for chunk in chunks(ids):
                     conn.execute(
                         sa.update(db.kv_entries)
                         .where(k.tenant == tenant, k.model_version == model_version,
                                k.block_id.in_(chunk))
-                        .values(hits=k.hits + 1, last_access_at=now)
+                        .values(hits=k.hits + n,
+                                last_access_at=sa.func.max(k.last_access_at, now)
+                                if conn.dialect.name == "sqlite"
+                                else sa.func.greatest(k.last_access_at, now))
                     )
-        return [found.get(i) or LookupRow(i, False, False, "", 0, 0) for i in ids]
 
     def hottest_blocks(self, tenant: str, model_version: str, limit: int) -> list[StoredBlock]:
         """The tenant's ``limit`` most-hit blocks stored for ``model_version``, most hits first
