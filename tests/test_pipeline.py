@@ -1,7 +1,10 @@
-"""LocalPipeline: blocks by cache key, corrupt entries replaced, answers equal the engine's."""
+"""LocalPipeline: blocks from the cache directory's index and objects, corrupt entries replaced,
+answers equal the engine's."""
 
+from blockrag.kvcache import CacheKey
+from blockrag.kvcache.index import CacheIndex, block_id_for
 from blockrag.kvcache.local_store import LocalDirectoryStore
-from blockrag.pipeline import LocalPipeline
+from blockrag.pipeline import INDEX_FILE, LocalPipeline
 
 PASSAGES = ["The river Auna runs through Veldmark.", "A ticket costs 9 crowns.", "The river Auna runs through Veldmark."]
 
@@ -21,7 +24,8 @@ def test_corrupt_entry_is_re_encoded(default_engine, default_model, tmp_path):
     store = LocalDirectoryStore(tmp_path)
     pipeline = LocalPipeline(default_engine, default_model[1], store)
     pipeline.context_blocks(PASSAGES[:1])
-    victim = next(p for p in tmp_path.rglob("*") if p.is_file())
+    key = CacheKey.of("default", default_engine.fingerprint, pipeline.template.block_ids(PASSAGES[0]))
+    victim = store._objects.path_for(key.hex)
     data = bytearray(victim.read_bytes())
     data[-10] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -44,3 +48,18 @@ def test_answer_streams_the_engine_greedy_tokens(default_engine, default_model):
     assert stats.cached_tokens == sum(kv.num_tokens for kv in kvs)
     assert stats.computed_tokens == len(final) and stats.new_tokens == len(expected)
     assert 0 < stats.ttft_ms <= stats.total_ms
+
+
+def test_a_new_process_finds_the_blocks_and_the_opening_through_the_index(default_engine, default_model, tmp_path):
+    first = LocalPipeline(default_engine, default_model[1], LocalDirectoryStore(tmp_path))
+    first.context_blocks(PASSAGES)
+    index = CacheIndex.open(f"sqlite:///{tmp_path / INDEX_FILE}")
+    rows = index.lookup("default", [block_id_for("default", p) for p in PASSAGES[:2]], default_engine.fingerprint)
+    # committed by the writer, with the token counts it measured
+    assert [(r.hit, r.token_count) for r in rows] == [(True, len(first.template.block_ids(p))) for p in PASSAGES[:2]]
+    # a fresh pipeline (another run of `blockrag local-ask`) encodes nothing, the opening included
+    second = LocalPipeline(default_engine, default_model[1], LocalDirectoryStore(tmp_path))
+    _, stats = second.context_blocks(PASSAGES)
+    assert (stats.blocks, stats.from_store, stats.encoded) == (4, 3, 0)
+    blocks = [first.template.prefix_ids()] + [first.template.block_ids(p) for p in PASSAGES]
+    assert stats.context_tokens == sum(map(len, blocks))

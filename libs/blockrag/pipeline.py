@@ -1,12 +1,13 @@
 """LocalPipeline: the whole ask path in one process, blocks cached in a local directory.
 
-This is the main job until the platform's services replace it: segment documents into blocks,
-look each block's KV up by cache key, encode the misses (batched), then prefill the question over
-the cached blocks and stream the answer.
+Segment documents into blocks, resolve each block's KV through the same core as the platform
+(blockrag.resolve: the cache index and object store of the cache directory, misses encoded here
+in batches and stored), then prefill the question over the cached blocks and stream the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,20 +15,23 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from blockrag.attention import BlockAttentionEngine, BlockKV
-from blockrag.errors import KVCodecError
-from blockrag.kvcache import CacheKey, KVCodec
+from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.local_store import LocalDirectoryStore
+from blockrag.kvcache.object_store import LocalObjectStore
 from blockrag.prompt import PromptTemplate
+from blockrag.resolve import BlockRef, BlockResolver, BlockWriter, LocalEncoder, ResolveLimits, StoreTier
 from blockrag.text_stream import TextStream
+
+INDEX_FILE = "index.db"  # the cache index, next to the objects of the cache directory
 
 
 @dataclass
 class BlockStats:
-    """Where the context blocks came from."""
+    """Where the context blocks came from (the prompt's opening block counted as one)."""
 
     blocks: int = 0
-    from_store: int = 0
-    encoded: int = 0
+    from_store: int = 0  # distinct blocks from the KV cache (this process's memory or the directory)
+    encoded: int = 0  # distinct blocks encoded now
     corrupt: int = 0  # entries that failed their checksum and were re-encoded
     context_tokens: int = 0
     encode_seconds: float = 0.0
@@ -56,13 +60,37 @@ class Answer:
         return self.pieces
 
 
+@dataclass(frozen=True)
+class _Runtime:
+    """The engine as a model version (blockrag.resolve.Runtime)."""
+
+    engine: BlockAttentionEngine
+    template: PromptTemplate
+    version: str
+
+
 class LocalPipeline:
-    """Blocks by cache key from an optional local store; answers streamed from the engine."""
+    """Blocks resolved through blockrag.resolve over an optional cache directory; answers
+    streamed from the engine."""
 
     def __init__(self, engine: BlockAttentionEngine, tokenizer: PreTrainedTokenizerBase,
-                 store: LocalDirectoryStore | None = None, namespace: str = "default"):
-        self.engine, self.tokenizer, self.store, self.namespace = engine, tokenizer, store, namespace
+                 store: LocalDirectoryStore | None = None, namespace: str = "default",
+                 limits: ResolveLimits | None = None):
+        """``store``: the cache directory (its objects, and the cache index in INDEX_FILE there);
+        None encodes every block and keeps nothing. ``namespace``: the tenant blocks belong to.
+        ``limits``: none by default (the user's own documents, on the user's machine)."""
+        limits = limits or ResolveLimits.unbounded()
+        self.engine, self.tokenizer, self.namespace = engine, tokenizer, namespace
         self.template = PromptTemplate(tokenizer)
+        self.runtime = _Runtime(engine, self.template, engine.fingerprint)
+        lock = asyncio.Lock()  # one engine: the encoder and the opening block take turns
+        tier = writer = None
+        if store is not None:
+            index = CacheIndex.open(f"sqlite:///{store.root / INDEX_FILE}")
+            objects = LocalObjectStore(store.root)
+            tier = StoreTier(index, objects)
+            writer = BlockWriter(index, objects, limits, batch_tokens=engine.max_batch_tokens // 2)
+        self.resolver = BlockResolver(LocalEncoder(writer, lock), store=tier, limits=limits, engine_lock=lock)
 
     def context_blocks(self, passages: Sequence[str],
                        progress: Callable[[int, int], None] | None = None) -> tuple[list[BlockKV], BlockStats]:
@@ -70,43 +98,16 @@ class LocalPipeline:
 
         progress(done, total) is called as missing blocks are encoded (total = blocks to encode).
         """
-        ids = [tuple(self.template.prefix_ids())] + [tuple(self.template.block_ids(p)) for p in passages]
-        fingerprint = self.engine.fingerprint
-        stats = BlockStats(blocks=len(ids), context_tokens=sum(map(len, ids)))
-        keys = {block: CacheKey.of(self.namespace, fingerprint, block) for block in ids}  # distinct blocks
-        found: dict[tuple[int, ...], BlockKV] = {}
-        for block, key in keys.items():
-            kv = self._load(key, fingerprint, stats)
-            if kv is not None:
-                found[block] = kv
-        missing = [b for b in keys if b not in found]
-        started = time.perf_counter()
-        for done, (block, kv) in enumerate(zip(missing, self._encode(missing)), start=1):
-            found[block] = kv
-            if self.store is not None:
-                self.store.put(keys[block], KVCodec.encode(kv, fingerprint))
-            if progress is not None:
-                progress(done, len(missing))
-        stats.encode_seconds = time.perf_counter() - started
-        stats.encoded = len(missing)
-        return [found[b] for b in ids], stats
-
-    def _load(self, key: CacheKey, fingerprint: str, stats: BlockStats) -> BlockKV | None:
-        data = self.store.get(key) if self.store is not None else None
-        if data is None:
-            return None
-        try:
-            kv = KVCodec.decode(data, expected_fingerprint=fingerprint)
-        except KVCodecError:
-            stats.corrupt += 1  # a damaged entry is a miss: re-encoded and overwritten below
-            return None
-        stats.from_store += 1
-        return kv
-
-    def _encode(self, blocks: list[tuple[int, ...]]) -> Iterator[BlockKV]:
-        """Encode in groups of about half an engine batch, yielding as each group finishes (progress)."""
-        for _, kvs in self.engine.encode_groups(blocks, self.engine.max_batch_tokens // 2):
-            yield from kvs
+        refs = [BlockRef.of(self.namespace, text=p) for p in passages]
+        resolution = asyncio.run(self.resolver.resolve(self.runtime, self.namespace, refs, progress=progress))
+        if self.resolver.store is not None:
+            self.resolver.store.access.flush()  # a CLI process may end right after: keep its hits
+        distinct = {b.block_id: b for b in (resolution.prefix, *resolution.blocks)}.values()
+        encoded = sum(b.tier == "computed" for b in distinct)
+        stats = BlockStats(blocks=1 + len(refs), from_store=len(distinct) - encoded, encoded=encoded,
+                           corrupt=resolution.corrupt, context_tokens=resolution.context_tokens,
+                           encode_seconds=resolution.encode_seconds)
+        return resolution.kvs, stats
 
     def answer(self, kvs: Sequence[BlockKV], question: str, max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int | None = None) -> Answer:

@@ -1,0 +1,52 @@
+"""ResolveLimits: the bounds every block resolution enforces, wherever it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blockrag.errors import InvalidRequestError, LimitExceededError
+
+
+@dataclass(frozen=True)
+class ResolveLimits:
+    """The platform takes these from its config (PlatformConfig.limits); the local pipeline
+    runs with the defaults. Checked here only, so every caller refuses alike."""
+
+    max_context_blocks: int = 64
+    max_context_tokens: int = 8192  # the prompt: opening block + context blocks + question
+    max_block_tokens: int = 1024  # one block, as the encoder takes it
+
+    def __post_init__(self) -> None:
+        for name in ("max_context_blocks", "max_context_tokens", "max_block_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"limits: {name} must be an int >= 1, got {value!r}")
+
+    @classmethod
+    def unbounded(cls) -> ResolveLimits:
+        """No practical bound: a user's own process (the local pipeline) over its own documents."""
+        return cls(max_context_blocks=1 << 30, max_context_tokens=1 << 40, max_block_tokens=1 << 30)
+
+    def check_blocks(self, n: int, what: str = "context blocks") -> None:
+        if n > self.max_context_blocks:
+            raise LimitExceededError(f"{n} {what}, over the limit of {self.max_context_blocks}")
+
+    def check_block_tokens(self, lengths: list[int]) -> None:
+        too_long = [n for n in lengths if n > self.max_block_tokens]
+        if too_long:
+            raise LimitExceededError(
+                f"{len(too_long)} block(s) are over the limit of {self.max_block_tokens} tokens "
+                f"(the first has {too_long[0]}); segment the text into smaller blocks")
+
+    def check_known_context(self, tokens: int) -> None:
+        """Before anything is fetched or encoded: the blocks the index knows already overflow."""
+        if tokens > self.max_context_tokens:
+            raise LimitExceededError(
+                f"the context blocks hold {tokens} tokens, over the limit of {self.max_context_tokens}; "
+                f"pass fewer or smaller blocks")
+
+    def check_prompt(self, context_tokens: int, question_tokens: int) -> None:
+        if context_tokens + question_tokens > self.max_context_tokens:
+            raise LimitExceededError(
+                f"context ({context_tokens} tokens) and question ({question_tokens}) exceed the limit of "
+                f"{self.max_context_tokens} tokens; pass fewer blocks")

@@ -1,0 +1,151 @@
+"""BlockResolver: the KV of a request's context blocks, from the nearest tier that has it.
+
+    memory (this process's LRU of decoded blocks, bounded in bytes)
+      -> store (the cache index says where each entry lives; the objects are fetched
+         concurrently, checksum and model fingerprint verified; hits counted off the path)
+      -> encoder (ONE call for every block still missing; its answer carries the KV)
+
+The local pipeline (`blockrag local-ask`) and the platform's generation replicas both resolve
+through this class; they differ only in their parts (a store or none, an in-process encoder or
+Precompute). Limits, usage accounting and metrics live here, once.
+
+Every call names the runtime (the model version) its request captured: entries of all versions
+share the memory tier, keyed by version, so a switch of version never serves one version's KV to
+another. A corrupt or foreign entry is a miss: recomputed, and the encoder's write replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from blockrag.attention import BlockKV
+from blockrag.errors import NotFoundError
+from blockrag.kvcache import CacheKey
+from blockrag.kvcache.index import DEFAULT_TENANT
+from blockrag.kvcache.memory_tier import ByteLRU
+from blockrag.resolve.block_ref import TIERS, BlockRef, Resolution, ResolvedBlock, Tier
+from blockrag.resolve.encoder import BlockEncoder, Progress, Runtime
+from blockrag.resolve.limits import ResolveLimits
+from blockrag.resolve.store_tier import StoreTier
+from blockrag.telemetry import observe_blocks, observe_prompt, set_replica_cache
+
+MAX_PREFIXES = 4  # model versions whose opening block stays pinned (a replica serves a few)
+
+
+class BlockResolver:
+    def __init__(self, encoder: BlockEncoder, *, store: StoreTier | None = None, memory: ByteLRU | None = None,
+                 limits: ResolveLimits = ResolveLimits(), engine_lock: asyncio.Lock | None = None,
+                 service: str | None = None):
+        """``store``: None keeps nothing between processes (every miss is encoded);
+        ``memory``: None keeps nothing in this process either; ``engine_lock``: held while this
+        process's engine encodes the prompt's opening block (shared with the decoder);
+        ``service``: the metrics' service label, None to record no metrics (one-shot CLIs)."""
+        self.encoder, self.store, self.limits, self.service = encoder, store, limits, service
+        self.memory: ByteLRU = memory if memory is not None else ByteLRU(0)
+        self.engine_lock = engine_lock or asyncio.Lock()
+        self._prefixes: OrderedDict[str, BlockKV] = OrderedDict()  # version -> opening block
+
+    async def resolve(self, runtime: Runtime, tenant: str, refs: Sequence[BlockRef], *, question_tokens: int = 0,
+                      progress: Progress | None = None) -> Resolution:
+        """The opening block and the KV of every ref under ``runtime``'s version, in ref order.
+
+        NotFoundError for an id the index does not know (and no text to encode); LimitExceededError
+        past a limit, checked on what the index knows before anything is fetched or encoded, and
+        on the whole prompt (``question_tokens`` included) after. ``progress(done, total)`` as
+        missing blocks are encoded, where the encoder reports it."""
+        self.limits.check_blocks(len(refs))
+        version = runtime.version
+        found: dict[str, ResolvedBlock] = {}
+        for ref in refs:
+            kv = self.memory.get((tenant, ref.block_id, version))
+            if kv is not None:
+                found[ref.block_id] = ResolvedBlock(ref.block_id, kv, "memory")
+        rest = list({r.block_id: r for r in refs if r.block_id not in found}.values())
+        texts = {r.block_id: r.text for r in rest if r.text}
+        corrupt = 0
+        if self.store is not None:
+            if found:  # memory hits are accesses of the stored entries too (eviction order, warming)
+                self.store.access.record(tenant, version, found)
+            if rest:
+                corrupt = await self._from_store(self.store, runtime, tenant, rest, texts, found)
+        else:
+            self._check_known(tenant, [r.block_id for r in rest if r.block_id not in texts])
+        missing = [r.block_id for r in rest if r.block_id not in found]
+        encode_seconds = 0.0
+        if missing:
+            started = time.perf_counter()
+            kvs = await self.encoder.encode(runtime, tenant, [texts[b] for b in missing], progress)
+            encode_seconds = time.perf_counter() - started
+            for block_id, kv in zip(missing, kvs):
+                found[block_id] = ResolvedBlock(block_id, kv, "computed")
+        for block in found.values():
+            if block.tier != "memory":
+                self.memory.put((tenant, block.block_id, version), block.kv, block.kv.nbytes)
+        resolution = Resolution(await self.prefix(runtime), [found[r.block_id] for r in refs], corrupt,
+                                encode_seconds)
+        self.limits.check_prompt(resolution.context_tokens, question_tokens)
+        self._observe(tenant, resolution, question_tokens)
+        return resolution
+
+    async def prefix(self, runtime: Runtime) -> ResolvedBlock:
+        """The prompt's opening block (the system message) under the runtime's version: pinned in
+        this process, else from the store by its cache key, else encoded here (and stored)."""
+        version = runtime.version
+        kv = self._prefixes.get(version)
+        if kv is not None:
+            self._prefixes.move_to_end(version)
+            return ResolvedBlock("prefix", kv, "memory")
+        ids = runtime.template.prefix_ids()
+        key = CacheKey.of(DEFAULT_TENANT, version, ids)  # one opening for every tenant: no tenant data
+        device = runtime.engine.device
+        kv = await asyncio.to_thread(self.store.get_named, key, version, device) if self.store else None
+        tier: Tier = "store"
+        if kv is None:
+            tier = "computed"
+            async with self.engine_lock:
+                kv = await asyncio.to_thread(runtime.engine.encode_block, ids)
+            if self.store is not None:
+                await asyncio.to_thread(self.store.put_named, key, kv, version)
+        self._prefixes[version] = kv
+        while len(self._prefixes) > MAX_PREFIXES:
+            self._prefixes.popitem(last=False)
+        return ResolvedBlock("prefix", kv, tier)
+
+    async def _from_store(self, store: StoreTier, runtime: Runtime, tenant: str, refs: list[BlockRef],
+                          texts: dict[str, str], found: dict[str, ResolvedBlock]) -> int:
+        """Look the refs up, fetch the stored ones into ``found``, fill ``texts`` for the rest;
+        how many stored entries were corrupt."""
+        version = runtime.version
+        rows = await asyncio.to_thread(store.lookup, tenant, [r.block_id for r in refs], version)
+        self._check_known(tenant, [row.block_id for row in rows if not row.known and row.block_id not in texts])
+        self.limits.check_known_context(sum(row.token_count for row in rows) + sum(b.tokens for b in found.values()))
+        fetched = await asyncio.to_thread(store.fetch, rows, version, runtime.engine.device)
+        for block_id, kv in fetched.kvs.items():
+            found[block_id] = ResolvedBlock(block_id, kv, "store")
+        if fetched.kvs:
+            store.access.record(tenant, version, fetched.kvs)
+        need = [r.block_id for r in refs if r.block_id not in found and r.block_id not in texts]
+        if need:  # ingested blocks whose KV is gone (evicted, another version): their text, here
+            texts.update(await asyncio.to_thread(store.texts, tenant, need))
+        return len(fetched.corrupt)
+
+    @staticmethod
+    def _check_known(tenant: str, unknown: list[str]) -> None:
+        if unknown:
+            raise NotFoundError(
+                f"unknown block id(s) {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} for tenant "
+                f"{tenant!r}: ingest the documents first (Ingest returns block ids) or pass the block text")
+
+    def _observe(self, tenant: str, resolution: Resolution, question_tokens: int) -> None:
+        if self.service is None:
+            return
+        tiers = resolution.tiers()
+        for tier in TIERS:
+            observe_blocks(tenant, tier, tiers.get(tier, 0), resolution.tier_tokens(tier))
+        prompt = resolution.context_tokens + question_tokens
+        observe_prompt(tenant, prompt, resolution.context_tokens - resolution.computed_tokens)
+        stats = self.memory.stats()
+        set_replica_cache(self.service, stats.bytes, stats.entries, stats.evictions)
