@@ -155,7 +155,8 @@ def main() -> None:
 
 def as_dict(r: FidelityResult) -> dict:
     return {"questions": r.questions, "accuracy": r.accuracy, "correct": r.correct, "kl": r.kl,
-            "answer_tokens": r.answer_tokens}
+            "answer_tokens": r.answer_tokens,
+            "by_position": {str(k): list(v) for k, v in r.by_position.items()}}  # JSON keys are strings
 
 
 def merge(parts: list[dict]) -> dict:
@@ -165,7 +166,10 @@ def merge(parts: list[dict]) -> dict:
         got = [p["rows"][name] for p in parts]
         tokens = sum(r["answer_tokens"] for r in got)
         kl = None if got[0]["kl"] is None else sum(r["kl"] * r["answer_tokens"] for r in got) / tokens
-        result = FidelityResult(sum(r["questions"] for r in got), sum(r["correct"] for r in got), kl, tokens)
+        positions = sorted({int(k) for r in got for k in r.get("by_position", {})})
+        by_position = {p: (sum(r["by_position"].get(str(p), (0, 0))[0] for r in got),
+                           sum(r["by_position"].get(str(p), (0, 0))[1] for r in got)) for p in positions}
+        result = FidelityResult(sum(r["questions"] for r in got), sum(r["correct"] for r in got), kl, tokens, by_position)
         rows[name] = {**as_dict(result), **{k: v for k, v in got[0].items() if k not in as_dict(result)}}
     return {"split": parts[0]["split"], "questions": sum(p["questions"] for p in parts), "device": parts[0]["device"],
             "shards": [p.get("shard") for p in parts], "rows": rows, "seconds": max(p["seconds"] for p in parts)}
@@ -174,13 +178,16 @@ def merge(parts: list[dict]) -> dict:
 def show(rows: dict[str, dict], title: str) -> None:
     base_kl = rows["block, base model"]["kl"]
     table = Table(title=title)
-    for column in ("configuration", "accuracy", "answer-token KL", "KL / base", "s per step"):
+    positions = sorted({k for row in rows.values() for k in row.get("by_position", {})}, key=int)
+    for column in ("configuration", "accuracy", "answer-token KL", "KL / base", "s per step",
+                   *(f"answer in passage {int(p) + 1}" for p in positions)):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for name, row in rows.items():
+        cells = [f"{c}/{n}" for c, n in (row.get("by_position", {}).get(p, (0, 0)) for p in positions)]
         table.add_row(name, f"{100 * row['accuracy']:.1f}% ({row['correct']}/{row['questions']})",
                       "-" if row["kl"] is None else f"{row['kl']:.3f}",
                       "-" if row["kl"] is None else f"{row['kl'] / base_kl:.2f}",
-                      f"{row['step_seconds']:.3f}" if "step_seconds" in row else "-")
+                      f"{row['step_seconds']:.3f}" if "step_seconds" in row else "-", *cells)
     console.print(table)
 
 

@@ -13,7 +13,7 @@ Both paths are the engine's own public verbs, so the figures are those a user wo
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,11 +28,12 @@ class Question:
     passages: tuple[str, ...]
     question: str
     is_correct: Callable[[str], bool]
+    answer_passage: int | None = None  # index of the passage that holds the answer, when known
 
 
 def qa_questions(n: int, split: str = "heldout") -> list[Question]:
     """The first n questions of a split of the project's QA set (held out: never in training data)."""
-    return [Question(item.passages, item.question, lambda text, item=item: is_correct(text, item))
+    return [Question(item.passages, item.question, lambda text, item=item: is_correct(text, item), item.answer_passage)
             for item in build_qa_set(n, seed=0, split=split)]
 
 
@@ -61,12 +62,15 @@ def ended_answer(tokens: Sequence[int], max_new_tokens: int, stop_ids: Collectio
 
 @dataclass(frozen=True)
 class FidelityResult:
-    """accuracy in [0, 1]; kl: mean nats per answer token (None for full attention itself)."""
+    """accuracy in [0, 1]; kl: mean nats per answer token (None for full attention itself).
+    by_position: answer passage index -> (correct, questions), over the questions that know it
+    (block attention loses most where the answer sits far from the question)."""
 
     questions: int
     correct: int
     kl: float | None
     answer_tokens: int
+    by_position: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -91,9 +95,10 @@ class FidelityProbe:
             self.full_logits.append(base.full_prefill(ids + targets[:-1], logits_to_keep=len(targets)).logits)
             if progress:
                 progress(i + 1, len(self.prompts))
-        self.full = FidelityResult(len(self.questions), sum(
-            q.is_correct(self.tokenizer.decode(a, skip_special_tokens=True)) for q, a in zip(self.questions, self.full_answers)),
-            None, sum(map(len, self.full_logits)))
+        outcomes = [q.is_correct(self.tokenizer.decode(a, skip_special_tokens=True))
+                     for q, a in zip(self.questions, self.full_answers)]
+        self.full = FidelityResult(len(self.questions), sum(outcomes), None, sum(map(len, self.full_logits)),
+                                   self._by_position(outcomes))
 
     def _prompt(self, q: Question) -> tuple[list[list[int]], list[int]]:
         blocks = [self.template.prefix_ids()] + [self.template.block_ids(p) for p in q.passages]
@@ -101,11 +106,11 @@ class FidelityProbe:
 
     def score(self, engine: BlockAttentionEngine, progress: Callable[[int, int], None] | None = None) -> FidelityResult:
         """Accuracy and answer-token KL of block attention through `engine`."""
-        correct, kl_sum, tokens = 0, 0.0, 0
+        outcomes, kl_sum, tokens = [], 0.0, 0
         for i, (q, (blocks, final)) in enumerate(zip(self.questions, self.prompts)):
             kvs = engine.encode_blocks(blocks)
             answer = list(engine.generate(kvs, final, self.max_new_tokens))
-            correct += q.is_correct(self.tokenizer.decode(answer, skip_special_tokens=True))
+            outcomes.append(q.is_correct(self.tokenizer.decode(answer, skip_special_tokens=True)))
             targets = self.full_answers[i]
             block = engine.prefill(kvs, final + targets[:-1], logits_to_keep=len(targets)).logits
             full = self.full_logits[i]
@@ -114,4 +119,13 @@ class FidelityProbe:
             tokens += len(targets)
             if progress:
                 progress(i + 1, len(self.questions))
-        return FidelityResult(len(self.questions), correct, kl_sum / max(1, tokens), tokens)
+        return FidelityResult(len(self.questions), sum(outcomes), kl_sum / max(1, tokens), tokens,
+                              self._by_position(outcomes))
+
+    def _by_position(self, outcomes: Sequence[bool]) -> dict[int, tuple[int, int]]:
+        counts: dict[int, tuple[int, int]] = {}
+        for q, ok in zip(self.questions, outcomes):
+            if q.answer_passage is not None:
+                right, n = counts.get(q.answer_passage, (0, 0))
+                counts[q.answer_passage] = (right + int(ok), n + 1)
+        return dict(sorted(counts.items()))
