@@ -10,7 +10,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from blockrag.attention.block_kv import BlockKV
-from blockrag.attention.placement import place_blocks_torch, place_blocks_triton, triton_available
+from blockrag.attention.placement import place_blocks
 from blockrag.attention.rotary import RotaryReencoder
 
 
@@ -113,22 +113,8 @@ class BlockCache(Cache):
 
     def write_blocks(self, kvs: list[BlockKV], offsets: list[int], reencoder: RotaryReencoder,
                      host_reads: str = "staged") -> None:
-        """Rotate each block's keys to its offset and copy its values there, all layers at once.
-
-        On CUDA one Triton launch places every block. Blocks in pinned host memory are read in
-        place by the kernel (host_reads="direct") or first copied to the device
-        (host_reads="staged"); other blocks are converted to the cache's device and dtype first.
-        """
-        device, dtype = self.key_buffer.device, self.key_buffer.dtype
-        if device.type == "cuda" and triton_available():
-            def ready(kv: BlockKV) -> bool:
-                resident = kv.keys.device == device or (host_reads == "direct" and kv.keys.is_pinned())
-                return resident and kv.dtype == dtype and kv.keys.is_contiguous() and kv.values.is_contiguous()
-
-            kvs = [kv if ready(kv) else kv.to(device, dtype, non_blocking=True) for kv in kvs]
-            place_blocks_triton(kvs, offsets, reencoder, self.key_buffer, self.value_buffer)
-        else:
-            place_blocks_torch(kvs, offsets, reencoder, self.key_buffer, self.value_buffer)
+        """Rotate each block's keys to its offset and copy its values there (placement.place_blocks)."""
+        place_blocks(kvs, offsets, reencoder, self.key_buffer, self.value_buffer, host_reads)
 
     def set_length(self, length: int) -> None:
         """Mark the first `length` positions of every layer as filled (after write_blocks)."""

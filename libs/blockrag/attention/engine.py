@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -18,7 +19,11 @@ from blockrag.attention.placement import triton_available
 from blockrag.attention.rotary import RotaryReencoder
 from blockrag.attention.sampling import sample_token
 from blockrag.attention.sdpa import NAME as BLOCK_SDPA
+from blockrag.attention.sequence import GenerationRequest
 from blockrag.errors import InvalidBlockError, InvalidRequestError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from blockrag.attention.batch import GenerationBatch
 
 TokenIds = Sequence[int] | torch.Tensor
 
@@ -141,7 +146,7 @@ class BlockAttentionEngine:
         alone (the block-diagonal pattern), and SDPA runs its plain causal kernels with no mask
         tensor at all. Blocks are sorted by length so that rows in a batch pad little.
         """
-        ids = [self._token_ids(b) for b in blocks]
+        ids = [self.token_ids(b) for b in blocks]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: list[BlockKV | None] = [None] * len(ids)
         for batch in _batches(order, [len(b) for b in ids], self.max_batch_tokens):
@@ -200,14 +205,8 @@ class BlockAttentionEngine:
         logits_to_keep: 0 keeps every final-block position, k keeps the last k.
         reserve_tokens: spare cache rows for decoding after the prefill.
         """
-        final = self._token_ids(final_ids)
-        for kv in kvs:
-            self._check_block(kv)
-        if self.sink is not None:  # [sink, block 1, sink, block 2, ...]: each block after its own sink
-            kvs = [part for kv in kvs for part in (self.sink, kv)]
-        ends = list(itertools.accumulate(kv.num_tokens for kv in kvs))
-        context = ends[-1] if ends else 0
-        offsets = [end - kv.num_tokens for end, kv in zip(ends, kvs)]  # where each block starts
+        final = self.token_ids(final_ids)
+        kvs, offsets, context = self.layout(kvs)
         if self.cuda_graphs:
             graphs = self._prefill_graphs()
             if graphs.fits(context, len(final)):
@@ -244,23 +243,34 @@ class BlockAttentionEngine:
         Stops after max_new_tokens or before a stop id (default: the model's eos ids), which is
         not yielded. The prefill runs on the first next(), so timing it gives time to first token.
         """
-        if max_new_tokens < 1:
-            raise InvalidRequestError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise InvalidRequestError(f"temperature must be >= 0, got {temperature}")
-        return self._generate(kvs, final_ids, max_new_tokens, temperature,
-                              self.stop_ids if stop_ids is None else frozenset(stop_ids), seed)
+        return self._generate(self.request(kvs, final_ids, max_new_tokens, temperature, stop_ids=stop_ids, seed=seed))
 
-    def _generate(self, kvs, final_ids, max_new_tokens, temperature, stops, seed) -> Iterator[int]:
-        out = self.prefill(kvs, final_ids, logits_to_keep=1, reserve_tokens=max_new_tokens)
-        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+    def request(self, kvs: Sequence[BlockKV], final_ids: TokenIds, max_new_tokens: int = 32,
+                temperature: float = 0.0, *, stop_ids: Sequence[int] | None = None,
+                seed: int | None = None) -> GenerationRequest:
+        """generate's arguments as one request (for a GenerationBatch too); the settings are
+        checked here, token ids and blocks when the request is prefilled."""
+        stops = self.stop_ids if stop_ids is None else frozenset(stop_ids)
+        return GenerationRequest(tuple(kvs), final_ids, max_new_tokens, temperature, stops, seed)
+
+    def batch(self, slots: int = 4, slot_tokens: int = 4096) -> GenerationBatch:
+        """Many sequences at once (continuous batching), each greedy-equal to generate() alone;
+        their caches come from `slots` slots of `slot_tokens` positions, allocated now
+        (batch.py says how it schedules, kv_slots.py why slots)."""
+        from blockrag.attention.batch import GenerationBatch
+
+        return GenerationBatch(self, slots, slot_tokens)
+
+    def _generate(self, request: GenerationRequest) -> Iterator[int]:
+        out = self.prefill(request.kvs, request.final_ids, logits_to_keep=1, reserve_tokens=request.max_new_tokens)
+        generator = request.generator(self.device)
         logits, position = out.logits[-1], out.cached_tokens + out.computed_tokens
-        for step in range(max_new_tokens):
-            token = sample_token(logits, temperature, generator)
-            if token in stops:
+        for step in range(request.max_new_tokens):
+            token = sample_token(logits, request.temperature, generator)
+            if token in request.stop_ids:
                 return
             yield token
-            if step + 1 < max_new_tokens:
+            if step + 1 < request.max_new_tokens:
                 with torch.inference_mode():
                     logits = self._forward((token,), position, out.cache, 1)[-1]
                 position += 1
@@ -277,7 +287,19 @@ class BlockAttentionEngine:
 
     # -- validation ----------------------------------------------------------------------------
 
-    def _token_ids(self, ids: TokenIds) -> tuple[int, ...]:
+    def layout(self, kvs: Sequence[BlockKV]) -> tuple[list[BlockKV], list[int], int]:
+        """The blocks as a prompt lays them out (each after its sink, with sinks), where each
+        starts, and the context length they take; InvalidBlockError for another model's block."""
+        for kv in kvs:
+            self._check_block(kv)
+        if self.sink is not None:  # [sink, block 1, sink, block 2, ...]: each block after its own sink
+            kvs = [part for kv in kvs for part in (self.sink, kv)]
+        ends = list(itertools.accumulate(kv.num_tokens for kv in kvs))
+        offsets = [end - kv.num_tokens for end, kv in zip(ends, kvs)]  # where each block starts
+        return list(kvs), offsets, ends[-1] if ends else 0
+
+    def token_ids(self, ids: TokenIds) -> tuple[int, ...]:
+        """ids as a tuple; InvalidBlockError if empty or outside the vocabulary."""
         if isinstance(ids, torch.Tensor):
             ids = ids.reshape(-1).tolist()
         ids = tuple(int(t) for t in ids)

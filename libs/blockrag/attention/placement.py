@@ -27,6 +27,27 @@ if TYPE_CHECKING:
     from blockrag.attention.rotary import RotaryReencoder
 
 
+def place_blocks(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
+                 key_buffer: torch.Tensor, value_buffer: torch.Tensor, host_reads: str = "staged") -> None:
+    """Rotate each block's keys to its offset and copy its values there, all layers at once;
+    key_buffer/value_buffer: [layers, 1, H, capacity, D] contiguous (a BlockCache's, or a KV slot).
+
+    On CUDA one Triton launch places every block. Blocks in pinned host memory are read in
+    place by the kernel (host_reads="direct") or first copied to the device
+    (host_reads="staged"); other blocks are converted to the buffers' device and dtype first.
+    """
+    device, dtype = key_buffer.device, key_buffer.dtype
+    if device.type == "cuda" and triton_available():
+        def ready(kv: BlockKV) -> bool:
+            resident = kv.keys.device == device or (host_reads == "direct" and kv.keys.is_pinned())
+            return resident and kv.dtype == dtype and kv.keys.is_contiguous() and kv.values.is_contiguous()
+
+        kvs = [kv if ready(kv) else kv.to(device, dtype, non_blocking=True) for kv in kvs]
+        place_blocks_triton(kvs, offsets, reencoder, key_buffer, value_buffer)
+    else:
+        place_blocks_torch(kvs, offsets, reencoder, key_buffer, value_buffer)
+
+
 def place_blocks_torch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
                        key_buffer: torch.Tensor, value_buffer: torch.Tensor) -> None:
     """key_buffer/value_buffer: [layers, 1, H, capacity, D]; block i goes to [offsets[i], +L_i)."""

@@ -5,7 +5,8 @@ to the math path with one). The final block of a block-attention prompt always h
 stock `sdpa` copies every layer's cached keys and values num_heads / num_kv_heads times:
 2K context on the default model, ~45 ms of a ~180 ms prefill on 2 cores; 32K context on an
 8B model, ~17 GB of copies per prefill on a GPU. Instead:
-- CPU: the kernel takes a mask and GQA together (enable_gqa=True).
+- CPU: the kernel takes a mask and GQA together (enable_gqa=True), for any query length (a
+  GenerationBatch's decode step masks each row's one query to its own length).
 - CUDA: the query heads that share a KV head are stacked along the sequence ([B, Hkv, G*M, D]),
   the mask repeated to match, so each KV head is read once by the memory-efficient kernel.
 - CUDA, the engine's final block over its cache (the engine passes blockrag_final_block=True,
@@ -41,7 +42,10 @@ def block_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.
             from blockrag.attention.final_block_kernel import final_block_attention
 
             return final_block_attention(query, key, value, scaling, kv_length), None
-    if not (grouped and attention_mask is not None and query.shape[2] > 1 and plain):
+    # one-token queries come with a mask only from a GenerationBatch (rows of different lengths);
+    # on the CPU they take the grouped kernel too, on CUDA the stock path as before
+    one_token_ok = query.shape[2] > 1 or query.device.type == "cpu"
+    if not (grouped and attention_mask is not None and one_token_ok and plain):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     mask = attention_mask[:, :, :, : key.shape[-2]]
