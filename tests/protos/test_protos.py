@@ -56,7 +56,8 @@ def fields(message) -> dict[str, str]:
         else:
             kind = {FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_INT32: "int32",
                     FieldDescriptor.TYPE_INT64: "int64", FieldDescriptor.TYPE_BOOL: "bool",
-                    FieldDescriptor.TYPE_FLOAT: "float", FieldDescriptor.TYPE_DOUBLE: "double"}[f.type]
+                    FieldDescriptor.TYPE_FLOAT: "float", FieldDescriptor.TYPE_DOUBLE: "double",
+                    FieldDescriptor.TYPE_BYTES: "bytes"}[f.type]
         is_map = f.message_type is not None and f.message_type.GetOptions().map_entry
         repeated = f.is_repeated and not is_map
         out[f.name] = f"{REPEATED} {kind}" if repeated else kind
@@ -77,9 +78,9 @@ def test_segmentation_contract():
 
 
 def test_precompute_contract():
-    has(precompute_pb2.PrecomputeRequest, texts="repeated string", model_version="string")
+    has(precompute_pb2.PrecomputeRequest, texts="repeated string", model_version="string", return_kv="bool")
     has(precompute_pb2.PrecomputeResponse, blocks="repeated blockrag.v1.BlockEntry")
-    has(precompute_pb2.BlockEntry, block_id="string", token_count="int32", nbytes="int64", tier="string")
+    has(precompute_pb2.BlockEntry, block_id="string", token_count="int32", nbytes="int64", tier="string", kv="bytes")
 
 
 def test_cache_index_contract():

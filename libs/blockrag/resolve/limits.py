@@ -23,6 +23,11 @@ class ResolveLimits:
                 raise InvalidRequestError(f"limits: {name} must be an int >= 1, got {value!r}")
 
     @classmethod
+    def of(cls, settings: object) -> ResolveLimits:
+        """The limits named alike in a larger settings object (the platform's config Limits)."""
+        return cls(settings.max_context_blocks, settings.max_context_tokens, settings.max_block_tokens)
+
+    @classmethod
     def unbounded(cls) -> ResolveLimits:
         """No practical bound: a user's own process (the local pipeline) over its own documents."""
         return cls(max_context_blocks=1 << 30, max_context_tokens=1 << 40, max_block_tokens=1 << 30)

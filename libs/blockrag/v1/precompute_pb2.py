@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lockrag/v1/precompute.proto\x12\x0b\x62lockrag.v1\"I\n\x11PrecomputeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"u\n\nBlockEntry\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\x12\x0e\n\x06nbytes\x18\x03 \x01(\x03\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x10\n\x08\x63omputed\x18\x05 \x01(\x08\x12\x10\n\x08location\x18\x06 \x01(\t\"T\n\x12PrecomputeResponse\x12\'\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x17.blockrag.v1.BlockEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t2b\n\x11PrecomputeService\x12M\n\nPrecompute\x12\x1e.blockrag.v1.PrecomputeRequest\x1a\x1f.blockrag.v1.PrecomputeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lockrag/v1/precompute.proto\x12\x0b\x62lockrag.v1\"\\\n\x11PrecomputeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\treturn_kv\x18\x04 \x01(\x08\"\x81\x01\n\nBlockEntry\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\x12\x0e\n\x06nbytes\x18\x03 \x01(\x03\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x10\n\x08\x63omputed\x18\x05 \x01(\x08\x12\x10\n\x08location\x18\x06 \x01(\t\x12\n\n\x02kv\x18\x07 \x01(\x0c\"T\n\x12PrecomputeResponse\x12\'\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x17.blockrag.v1.BlockEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t2b\n\x11PrecomputeService\x12M\n\nPrecompute\x12\x1e.blockrag.v1.PrecomputeRequest\x1a\x1f.blockrag.v1.PrecomputeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blockrag.v1.precompute_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRECOMPUTEREQUEST']._serialized_start=45
-  _globals['_PRECOMPUTEREQUEST']._serialized_end=118
-  _globals['_BLOCKENTRY']._serialized_start=120
-  _globals['_BLOCKENTRY']._serialized_end=237
-  _globals['_PRECOMPUTERESPONSE']._serialized_start=239
-  _globals['_PRECOMPUTERESPONSE']._serialized_end=323
-  _globals['_PRECOMPUTESERVICE']._serialized_start=325
-  _globals['_PRECOMPUTESERVICE']._serialized_end=423
+  _globals['_PRECOMPUTEREQUEST']._serialized_end=137
+  _globals['_BLOCKENTRY']._serialized_start=140
+  _globals['_BLOCKENTRY']._serialized_end=269
+  _globals['_PRECOMPUTERESPONSE']._serialized_start=271
+  _globals['_PRECOMPUTERESPONSE']._serialized_end=355
+  _globals['_PRECOMPUTESERVICE']._serialized_start=357
+  _globals['_PRECOMPUTESERVICE']._serialized_end=455
 # @@protoc_insertion_point(module_scope)

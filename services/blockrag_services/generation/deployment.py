@@ -2,6 +2,11 @@
 blocks, streaming. Every answer's usage says where each block's KV came from and which model
 version answered.
 
+Blocks are resolved by blockrag.resolve.BlockResolver: this replica's memory, then the entries the
+cache index lists (read from the index database and the object store directly, no call to another
+deployment), then ONE call to Precompute for whatever is still missing, whose answer carries the
+KV (generation/blocks.py). A question over a collection adds one Search call to the cache index.
+
 Each tenant is served by its active model version (ServedModels, following the registry); a
 request captures its runtime once, so an answer in flight ends on the version it started with.
 With the question log on, each completed answer's question and block ids are logged for
@@ -13,19 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 
 from ray import serve
 
-from blockrag.attention import BlockKV
 from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
-from blockrag.kvcache.index import open_index_engine
+from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.memory_tier import ByteLRU
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
+from blockrag.resolve import BlockRef, BlockResolver, ResolveLimits, StoreTier
 from blockrag.served_models import ServedModels
-from blockrag.telemetry import TokenStreamTimer, observe_blocks, observe_prompt, set_replica_cache
+from blockrag.telemetry import TokenStreamTimer
 from blockrag.text_stream import TextStream
 from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag.v1 import generation_pb2 as pb
@@ -35,7 +39,7 @@ from blockrag_services.access import READ, WRITE, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.replica_logs import replica_logs
 from blockrag_services.errors import streaming, unary
-from blockrag_services.generation.blocks import BlockRef, BlockSource
+from blockrag_services.generation.blocks import PrecomputeEncoder
 from blockrag_services.generation.warming import warm_blocks
 from blockrag_services.handles import CACHE_INDEX, PRECOMPUTE, SEGMENTATION, Handles
 
@@ -61,13 +65,10 @@ class Generation:
                                    store, warm=self._warm, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models)
         self.lru = ByteLRU(self.config.replica_cache_bytes)
-        self.blocks = BlockSource(self.handles, store, self.lru, self.limits.max_context_tokens)
-        # the prompt's opening (system message) is a block like any other, kept by every replica,
-        # one per model version
-        configured = self.models.configured
-        self.prefixes: dict[str, BlockKV] = {
-            configured.version: configured.engine.encode_block(configured.template.prefix_ids())}
         self.engine_lock = asyncio.Lock()  # the engine decodes one answer at a time
+        self.blocks = BlockResolver(PrecomputeEncoder(self.handles), store=StoreTier(CacheIndex(self.database), store),
+                                    memory=self.lru, limits=ResolveLimits.of(self.limits),
+                                    engine_lock=self.engine_lock, service=SERVICE)
         self.questions = None
         if self.config.question_log:
             self.questions = QuestionLog(self.database, self.config.question_log_retention_days,
@@ -134,25 +135,16 @@ class Generation:
                         timer: TokenStreamTimer):
         final = self._check_generate(request, runtime)
         refs = await self._context(tenant, request)
-        resolved = await self.blocks.resolve(runtime, tenant, refs)
-        prefix = await self._prefix(runtime)
-        context_tokens = prefix.num_tokens + sum(r.tokens for r in resolved)
-        if context_tokens + len(final) > self.limits.max_context_tokens:
-            raise LimitExceededError(
-                f"context ({context_tokens} tokens) and question ({len(final)}) exceed the limit of "
-                f"{self.limits.max_context_tokens} tokens; pass fewer blocks")
-        tiers = Counter(r.tier for r in resolved)
-        computed_context = sum(r.tokens for r in resolved if r.tier == "computed")
-        usage = pb.Usage(prompt_tokens=context_tokens + len(final), computed_tokens=computed_context + len(final),
-                         cached_tokens=context_tokens - computed_context, model_version=runtime.version,
-                         blocks_by_tier=dict(tiers), block_ids=[r.block_id for r in resolved])
-        for tier in ("memory", "store", "computed"):
-            observe_blocks(tenant, tier, tiers.get(tier, 0), sum(r.tokens for r in resolved if r.tier == tier))
-        observe_prompt(tenant, usage.prompt_tokens, usage.cached_tokens)
+        # limits, metrics and the replica cache's figures: in the resolver
+        resolved = await self.blocks.resolve(runtime, tenant, refs, question_tokens=len(final))
+        context, computed = resolved.context_tokens, resolved.computed_tokens
+        usage = pb.Usage(prompt_tokens=context + len(final), computed_tokens=computed + len(final),
+                         cached_tokens=context - computed, model_version=runtime.version,
+                         blocks_by_tier=dict(resolved.tiers()), block_ids=[b.block_id for b in resolved.blocks])
         max_new = request.max_new_tokens or self.limits.default_max_new_tokens
         async with self.engine_lock:
-            tokens = runtime.engine.generate([prefix] + [r.kv for r in resolved], final, max_new,
-                                             request.temperature, seed=request.seed or None)
+            tokens = runtime.engine.generate(resolved.kvs, final, max_new, request.temperature,
+                                             seed=request.seed or None)
             stream = TextStream(runtime.tokenizer)
             while (token := await asyncio.to_thread(next, tokens, None)) is not None:
                 timer.token()
@@ -165,17 +157,12 @@ class Generation:
         usage.e2e_ms = timer.finish() * 1000
         if self.questions is not None:  # the answer is complete: log what was asked
             self._log_question(tenant, request.question, list(usage.block_ids), runtime.version)
-        stats = self.lru.stats()
-        set_replica_cache(SERVICE, stats.bytes, stats.entries, stats.evictions)
         yield pb.GenerateResponse(done=True, usage=usage)
 
     def _check_generate(self, request: pb.GenerateRequest, runtime: ModelRuntime) -> list[int]:
         """The final block's ids, after checking the request against the limits."""
         if not request.question.strip():
             raise InvalidRequestError("question is empty")
-        if len(request.context) > self.limits.max_context_blocks:
-            raise LimitExceededError(f"{len(request.context)} context blocks, over the limit of "
-                                     f"{self.limits.max_context_blocks}")
         if not 0 <= request.max_new_tokens <= self.limits.max_new_tokens:
             raise LimitExceededError(f"max_new_tokens must be between 1 and {self.limits.max_new_tokens} "
                                      f"(0 for the default, {self.limits.default_max_new_tokens})")
@@ -195,10 +182,9 @@ class Generation:
 
     async def _context(self, tenant: str, request: pb.GenerateRequest) -> list[BlockRef]:
         if request.context:
-            return [self.blocks.ref(tenant, c.block_id, c.text) for c in request.context]
+            return [BlockRef.of(tenant, c.block_id, c.text) for c in request.context]
         k = request.top_k or self.limits.default_top_k
-        if k > self.limits.max_context_blocks:
-            raise LimitExceededError(f"top_k {k} is over the limit of {self.limits.max_context_blocks} blocks")
+        self.blocks.limits.check_blocks(k, "blocks asked for (top_k)")
         index = self.handles[CACHE_INDEX]
         found = await index.Search.remote(index_pb.SearchRequest(
             tenant=tenant, collection=request.collection, query=request.question, k=k))
@@ -220,17 +206,6 @@ class Generation:
     async def _runtime(self, tenant: str) -> ModelRuntime:
         self.loop = asyncio.get_running_loop()
         return await asyncio.to_thread(self.models.for_tenant, tenant)  # may read the registry
-
-    async def _prefix(self, runtime: ModelRuntime) -> BlockKV:
-        """The prompt's opening block under the runtime's version (encoded once per version)."""
-        prefix = self.prefixes.get(runtime.version)
-        if prefix is None:
-            async with self.engine_lock:
-                prefix = await asyncio.to_thread(runtime.engine.encode_block, runtime.template.prefix_ids())
-            loaded = {m["model_version"] for m in self.models.describe()["loaded"]}
-            self.prefixes = {v: p for v, p in self.prefixes.items() if v in loaded}
-            self.prefixes[runtime.version] = prefix
-        return prefix
 
     def _warm(self, tenant: str, old: str, new: str) -> None:
         """ServedModels' warm hook (its loader thread): re-encode the tenant's hot blocks for the

@@ -1,0 +1,133 @@
+"""Calls between deployments on the request path, counted in-process (no Ray): the cache index,
+Precompute and Generation servicers over one SQLite index and a local object store, on a tiny
+random Llama, each reaching the others through recording stand-in handles.
+
+A question over 8 cached blocks of a collection costs one call (Search); over 8 cached block ids,
+none; over 8 blocks nobody has cached, one call to Precompute, whose answer carries the KV (the
+object store is not read), and Precompute calls nobody."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from tiny_versions import save_tiny_llama
+
+from blockrag.kvcache.object_store import LocalObjectStore
+from blockrag.v1 import generation_pb2 as pb
+from blockrag.v1 import precompute_pb2
+from blockrag_services.cache_index.deployment import CacheIndexService
+from blockrag_services.generation.deployment import Generation
+from blockrag_services.handles import CACHE_INDEX, PRECOMPUTE
+from blockrag_services.precompute.deployment import Precompute
+
+TENANT = "acme"
+TOWNS = ["Tolvik", "Orsa", "Brennholt", "Skarvholm", "Veldmark", "Auna", "Kessel", "Lindvik"]
+
+
+class Recorded:
+    """A deployment handle stand-in: awaits the servicer's method, recording (app, method)."""
+
+    def __init__(self, app: str, target, calls: list[tuple[str, str]]) -> None:
+        self.app, self.target, self.calls = app, target, calls
+
+    def __getattr__(self, name: str):
+        method = getattr(self.target, name)
+
+        def remote(*args):
+            self.calls.append((self.app, name))
+            return method(*args)
+
+        return SimpleNamespace(remote=remote)
+
+
+class CountingStore(LocalObjectStore):
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.gets = 0
+
+    def get(self, location: str):
+        self.gets += 1
+        return super().get(location)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def platform(tmp_path, tiny_dir):
+    args = {"database_url": f"sqlite:///{tmp_path}/index.db", "object_store_url": str(tmp_path / "kv"),
+            "model": {"model": str(tiny_dir), "device": "cpu"}, "resources": {"torch_threads": 1}}
+    calls: list[tuple[str, str]] = []
+    cache = CacheIndexService.func_or_class(args)
+    precompute = Precompute.func_or_class(args, handles={CACHE_INDEX: Recorded(CACHE_INDEX, cache, calls)})
+    generation = Generation.func_or_class(args, handles={CACHE_INDEX: Recorded(CACHE_INDEX, cache, calls),
+                                                         PRECOMPUTE: Recorded(PRECOMPUTE, precompute, calls)})
+    store = CountingStore(tmp_path / "kv")
+    generation.blocks.store.store = store  # the same directory, its reads counted
+    yield SimpleNamespace(generation=generation, precompute=precompute, index=cache.index, calls=calls, store=store)
+    generation.blocks.store.close()
+    for service in (generation, precompute):
+        service.models.close()
+    cache.index.close()
+
+
+def ask(generation: Generation, **fields) -> pb.Usage:
+    async def run():
+        request = pb.GenerateRequest(question="What happens in town?", max_new_tokens=2, tenant=TENANT, **fields)
+        return [r async for r in generation.Generate(request)]
+
+    responses = asyncio.run(run())
+    assert responses[-1].done
+    return responses[-1].usage
+
+
+def test_calls_between_deployments_per_question(platform):
+    texts = [f"In town, {town} keeps its harbour office open until {7 + i} o'clock." for i, town in enumerate(TOWNS)]
+    ids = platform.index.register_blocks(TENANT, [(t, 16) for t in texts], "towns", "guide")
+    asyncio.run(platform.precompute.Precompute(precompute_pb2.PrecomputeRequest(texts=texts, tenant=TENANT)))
+    assert platform.calls == []  # Precompute writes to the index database itself
+
+    # 8 blocks stored by Precompute, new to this replica: Search, then the store (no index call)
+    first = ask(platform.generation, collection="towns", top_k=8)
+    assert platform.calls == [(CACHE_INDEX, "Search")]
+    assert dict(first.blocks_by_tier) == {"store": 8} and sorted(first.block_ids) == sorted(ids)
+    platform.calls.clear()
+    again = ask(platform.generation, collection="towns", top_k=8)
+    assert platform.calls == [(CACHE_INDEX, "Search")] and dict(again.blocks_by_tier) == {"memory": 8}
+    platform.calls.clear()
+    by_id = ask(platform.generation, context=[pb.ContextBlock(block_id=b) for b in ids])
+    assert platform.calls == [] and dict(by_id.blocks_by_tier) == {"memory": 8}
+
+    # 8 blocks nobody has: one Precompute call, whose answer carries the KV: nothing read back
+    gets = platform.store.gets
+    fresh = [f"The archive code of {town} is {uuid.uuid4().hex}." for town in TOWNS]
+    cold = ask(platform.generation, context=[pb.ContextBlock(text=t) for t in fresh])
+    assert platform.calls == [(PRECOMPUTE, "Precompute")]
+    assert dict(cold.blocks_by_tier) == {"computed": 8} and platform.store.gets == gets
+    # ... and Precompute still stored and committed them for the other replicas
+    rows = platform.index.lookup(TENANT, list(cold.block_ids), platform.generation.models.configured.version)
+    assert all(r.hit for r in rows)
+    assert all(platform.store.get(r.location) for r in rows)
+
+    # the hits of the asks above reach the index when the access log flushes, not before
+    platform.generation.blocks.store.access.flush()
+    with platform.index.engine.begin() as conn:
+        counted = dict(conn.exec_driver_sql("SELECT block_id, hits FROM kv_entries").fetchall())
+    assert [counted[b] for b in ids] == [3] * 8  # the store read, then memory twice
+
+
+def test_precompute_returns_the_kv_only_when_asked(platform):
+    text = "Kessel has a lighthouse that nobody has climbed since 1911."
+    request = precompute_pb2.PrecomputeRequest(texts=[text], tenant=TENANT)
+    stored = asyncio.run(platform.precompute.Precompute(request))
+    assert stored.blocks[0].computed and stored.blocks[0].kv == b""
+    again = asyncio.run(platform.precompute.Precompute(request))
+    assert not again.blocks[0].computed  # stored: skipped
+    request.return_kv = True
+    back = asyncio.run(platform.precompute.Precompute(request))
+    assert back.blocks[0].computed and back.blocks[0].kv == platform.store.get(back.blocks[0].location)
