@@ -41,7 +41,7 @@ case "$MODE" in
           #   train block-fine-tuning --steps 800 --set objective=ce --set sink_token=null \
           #     --set block_dropout=0 --set token_weighting=0
           # (the previous adapter's run trained two at once: each step ran 3.7x slower than alone).
-          # EXAMPLES and QF: the examples' count and question fraction (default 3000 and 0.75, the
+          # EXAMPLES, QF and CF: the examples' count, question and cloze fractions (default 3000, 0.75, 0: the
           # shipped adapter's, committed in bench/gpu; others are built on the GPU by the first call
           # that names them, the teacher answering 32 prompts at a time: 99 s for those 3,000).
           # SIGTERM at TRAIN_SECONDS: the adapter of the steps done is still written, and the run's
@@ -49,13 +49,13 @@ case "$MODE" in
           # still warm) continues the schedule where it stopped.
     NAME=${1:?train NAME [options]}; shift
     prepare_model || exit 1
-    EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}
-    FILE="$STASH/examples-$EXAMPLES-$QF.json.gz"
-    [ -f "$FILE" ] || [ "$EXAMPLES-$QF" != 3000-0.75 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
+    EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}; CF=${CF:-0}
+    FILE="$STASH/examples-$EXAMPLES-$QF-$CF.json.gz"
+    [ -f "$FILE" ] || [ "$EXAMPLES-$QF-$CF" != 3000-0.75-0 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
     BUILT=$([ -f "$FILE" ] && echo no || echo yes)  # built by this call: sent back
     mkdir -p /root/adapters
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
-      --examples "$EXAMPLES" --question-fraction "$QF" --examples-file "$FILE" --device cuda \
+      --examples "$EXAMPLES" --question-fraction "$QF" --cloze-fraction "$CF" --examples-file "$FILE" --device cuda \
       --checkpoint-dir "/root/checkpoints/$NAME" --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
     [ "$BUILT" = yes ] && cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back once (a few MB)
     split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part" ;;  # join: cat NAME.part*

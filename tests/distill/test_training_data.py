@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import torch
@@ -51,6 +52,28 @@ def test_templated_questions_ask_about_a_term_only_one_passage_holds():
         term = next(w.strip("?.,") for w in question.split() if w.startswith(("Quill", "Alder")))
         holders = [p for p in passages if term in p.replace(".", " ").replace(",", " ").split()]
         assert len(holders) == 1, (term, question)
+
+
+def test_cloze_questions_blank_one_value_of_a_sentence_only_one_passage_holds():
+    pairs = list(templated_questions(PARAGRAPHS, random.Random(4), cloze_fraction=1.0))
+    assert len(pairs) >= 5
+    for passages, question in pairs:
+        quoted = question.split('"')[1]
+        assert question.count("___") == 1 and quoted.count("___") == 1
+        before, after = quoted.split("___")
+        found = [m for p in passages for m in [re.search(re.escape(before) + r"(\w+)" + re.escape(after), p)] if m]
+        assert len(found) == 1, question  # the sentence is one passage's
+        value = found[0].group(1)
+        # a number or a name when the sentence has one ("... built by Alder3 in year ___."), else a term
+        has_value = re.search(r"\s(\d+|[A-Z][a-z]+)[\s,.]", found[0].group(0))
+        assert re.fullmatch(r"\d+|[A-Z][a-z]+", value) if has_value else len(value) >= 5, question
+
+
+def test_cloze_fraction_mixes_the_two_kinds():
+    pairs = list(templated_questions(PARAGRAPHS * 5, random.Random(2), cloze_fraction=0.5))
+    clozes = sum("___" in q for _, q in pairs)
+    assert 0.25 * len(pairs) < clozes < 0.75 * len(pairs)
+    assert all("___" not in q for _, q in templated_questions(PARAGRAPHS * 5, random.Random(2)))
 
 
 def test_mixed_examples_hold_questions_with_teacher_answers_and_continuations(tokenizer):
@@ -117,7 +140,8 @@ def test_an_examples_file_is_read_back_and_refused_when_built_from_other_inputs(
     again = cached_examples(path, model, tokenizer, [DOCUMENT], 6, 0, data, progress=lambda *a: calls.append(a))
     assert again == built and calls == []  # read back, not rebuilt
     others = [dict(count=7), dict(seed=1), dict(documents=[DOCUMENT + " Coda."]), dict(model=tiny_model("qwen2")),
-              dict(data=DataConfig(question_fraction=0.0, max_blocks=4))]
+              dict(data=DataConfig(question_fraction=0.0, max_blocks=4)),
+              dict(data=DataConfig(question_fraction=0.0, max_blocks=3, cloze_fraction=0.5))]
     for change in others:
         args = {"model": model, "documents": [DOCUMENT], "count": 6, "seed": 0, "data": data, **change}
         with pytest.raises(InvalidRequestError, match="another model, corpus, count, seed or data config"):

@@ -56,6 +56,9 @@ def distill(
     examples: Annotated[int, typer.Option(help="Training examples to build (questions and continuations).")] = 3000,
     question_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="The share of question examples (the "
                                                      "rest: continuations of the text).")] = 0.75,
+    cloze_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Of the templated questions, the share that "
+                                                  "blank a value out of one passage's sentence (short answers "
+                                                  "copied from one passage, as factual questions draw).")] = 0.0,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Keep the run's state in this directory (every "
@@ -99,7 +102,8 @@ def distill(
         documents = [d for path in directory for d in documents_in(path)] if directory else default_corpus()
         base, tokenizer = load_model(model, device=ModelSpec(device=device).resolved_device())
         with _progress() as report:
-            shape = DataConfig(max_example_tokens=config.max_example_tokens, question_fraction=question_fraction)
+            shape = DataConfig(max_example_tokens=config.max_example_tokens, question_fraction=question_fraction,
+                               cloze_fraction=cloze_fraction)
             building = lambda done, total: report("building examples", done, total)  # noqa: E731
             if examples_file:
                 data = cached_examples(examples_file, base, tokenizer, documents, examples, config.seed, shape, building)

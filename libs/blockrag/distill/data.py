@@ -8,8 +8,12 @@ Two kinds of Example (example.py), mixed:
 - question: the serving prompt exactly (the template's opening block, passage blocks, the
   question and the assistant header); the target is the teacher's own answer under full
   attention. Questions come from the question log (what users asked, over the blocks they
-  asked about) or, where there is no log, from templates over a term that only one of the
-  passages holds ("What does the text say about X?").
+  asked about) or, where there is no log, from templates over one of the passages: about a
+  term only that passage holds ("What does the text say about X?"), or, for cloze_fraction of
+  them, one of its sentences with a value blanked out ('Fill in the blank, using the documents:
+  "The line was opened in ___."'). The term questions draw long explanations (most run to the
+  answer budget); the cloze questions draw what factual RAG questions draw, a short value found
+  in one passage among others and copied, then the end of the answer.
 
 The teacher's answers are computed once per example by `teacher_answers`, a function of a batch
 of prompts' token ids (the base model under full attention, greedy): a GPU answers a few dozen
@@ -46,6 +50,15 @@ _QUESTIONS = (
     "Which document mentions {term}, and what does it say?",
     "Summarize what the documents say about {term}.",
 )
+_CLOZES = (
+    'Fill in the blank, using the documents: "{sentence}"',
+    'Which word or number is missing from this sentence of the documents? "{sentence}"',
+    'According to the documents, what goes in the blank? "{sentence}"',
+)
+_BLANK = "___"
+_SENTENCE = re.compile(r"(?<![^\s])[A-Z][^.!?]{20,240}[.!?](?=\s|$)")  # from a capital to its stop
+# a value worth asking for: a number, a capitalised name inside the sentence, or a term
+_VALUE = re.compile(r"(?<=\s)(?:\d[\d,.:]*\d|\d|[A-Z][a-z]+(?: [A-Z][a-z]+)*)(?=[\s,.;:!?)])")
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,13 @@ class DataConfig:
     final_tokens: int = 4  # continuation examples: how much of the following text is the final block
     answer_tokens: int = 48
     question_fraction: float = 0.75  # the shipped adapter's: questions over passages are what serving sees
+    cloze_fraction: float = 0.0  # of the templated questions, the share that blank a value out of a sentence
     max_example_tokens: int = 1536  # a question prompt longer than this, answer included, is skipped
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_blocks <= self.max_blocks and 1 <= self.min_block_tokens <= self.max_block_tokens
                 and self.target_tokens >= 2 and self.final_tokens >= 1 and self.answer_tokens >= 1
-                and 0 <= self.question_fraction <= 1):
+                and 0 <= self.question_fraction <= 1 and 0 <= self.cloze_fraction <= 1):
             raise InvalidRequestError(f"data config out of range: {self}")
 
 
@@ -143,16 +157,39 @@ def question_examples(items: Iterable[tuple[Sequence[str], str]], template: Prom
         yield from answered()
 
 
-def templated_questions(passages: Sequence[str], rng: random.Random) -> Iterator[tuple[Sequence[str], str]]:
-    """Label-free questions over groups of passages: each group gets one question about a term
-    that occurs in exactly one of its passages (so the answer needs that block)."""
+def templated_questions(passages: Sequence[str], rng: random.Random,
+                        cloze_fraction: float = 0.0) -> Iterator[tuple[Sequence[str], str]]:
+    """Label-free questions over groups of passages, each about one passage of its group (so the
+    answer needs that block): a cloze over one of its sentences (cloze_fraction of the groups,
+    where it has a sentence with a value), else a question about a term no other passage holds."""
     for group in _groups(list(passages), rng):
-        terms = [set(_terms(p)) for p in group]
         target = rng.randrange(len(group))
-        only_here = sorted(terms[target] - set().union(*(t for i, t in enumerate(terms) if i != target)))
-        if only_here:
-            question = rng.choice(_QUESTIONS).format(term=rng.choice(only_here))
+        cloze = rng.random() < cloze_fraction
+        question = (cloze and _cloze(group, target, rng)) or _term_question(group, target, rng)
+        if question:
             yield group, question
+
+
+def _term_question(group: Sequence[str], target: int, rng: random.Random) -> str | None:
+    terms = [set(_terms(p)) for p in group]
+    only_here = sorted(terms[target] - set().union(*(t for i, t in enumerate(terms) if i != target)))
+    return rng.choice(_QUESTIONS).format(term=rng.choice(only_here)) if only_here else None
+
+
+def _cloze(group: Sequence[str], target: int, rng: random.Random) -> str | None:
+    """One sentence of group[target] (6-40 words, found in no other passage of the group) with
+    one value blanked: a number or a capitalised name when it has one, else a term."""
+    flat = [" ".join(p.split()) for p in group]  # wrapped lines joined: a sentence may span them
+    sentences = [m.group(0) for m in _SENTENCE.finditer(flat[target]) if 6 <= len(m.group(0).split()) <= 40
+                 and not any(m.group(0) in p for i, p in enumerate(flat) if i != target)]
+    rng.shuffle(sentences)
+    for sentence in sentences:
+        values = [(m.start(), m.end()) for m in _VALUE.finditer(sentence)] or \
+                 [(m.start(), m.end()) for m in _TERM.finditer(sentence) if m.group(0).lower() not in _STOP]
+        if values:
+            start, end = rng.choice(values)
+            return rng.choice(_CLOZES).format(sentence=sentence[:start] + _BLANK + sentence[end:])
+    return None
 
 
 def _groups(passages: list[str], rng: random.Random, sizes: tuple[int, int] = (3, 6)) -> Iterator[list[str]]:
@@ -190,7 +227,7 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
     passages = [b for doc in blocked for b in doc]
     pairs = list(logged)
     while len(pairs) < 2 * n_questions:  # spare pairs: prompts over the token budget are skipped
-        fresh = list(templated_questions(passages, rng))
+        fresh = list(templated_questions(passages, rng, config.cloze_fraction))
         if not fresh:
             break
         pairs.extend(fresh)
