@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Block distillation on the GPU machine, in one or more device calls.
 #
-# The default model travels as its GGUF file (98 MB, over one call's 64 MiB), split in parts
-# (`split -b 44m -d <gguf> gguf.part`) over folders that .git/info/exclude ignores (.gpu, .gpu-a,
-# .gpu-b); each call stashes what it carries on the warm machine, and once all parts are there
-# the model is converted and the benchmarks run. Back to back (the machine stays warm 30 s):
-#   run("bash bench/gpu/distill_run.sh probe", carry=[".whl", ".gpu-a"])   # gguf.part00
-#   run("bash bench/gpu/distill_run.sh train distilled --steps 800", carry=[".gpu-b"])   # gguf.part01-02
+# The default model travels as its GGUF file (98 MB, over one call's 64 MiB with the working tree),
+# split in parts (`split -b 40m -d <gguf> gguf.part`) over folders that .git/info/exclude ignores
+# (.gpu-a, .gpu-b, .gpu-c); each call stashes what it carries on the warm machine, and once all
+# parts are there the model is converted and the benchmarks run. A committed snapshot of the code
+# (`git archive HEAD libs bench | tar -x -C .gpu-libs`) keeps others' uncommitted edits off the
+# device: each call runs `cd .gpu-libs && ln -sfn ../.gpu-X .gpu-X ... && bash bench/gpu/distill_run.sh`.
+# Back to back (the machine stays warm 30 s):
+#   run("... stash", carry=[".gpu-a"]); run("... stash", carry=[".whl", ".gpu-b"])
+#   run("CF=0.5 EXAMPLES=4000 ... train NAME --steps 800", carry=[".gpu-c", ".gpu-libs"])
 #   (the shipped adapter: `train distilled --steps 800 --stop-after 448`, 0.94 s per step of 16)
-#   run("bash bench/gpu/distill_run.sh train block-fine-tuning --steps 800 --set objective=ce ...")
+#   run("... train block-fine-tuning --steps 800 --set objective=ce ...")
 #   run("DEV_QUESTIONS=100 bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
 set -uo pipefail
 OUT=${OUT:-bench/results}
 STASH=/root/blockrag-stash
 mkdir -p "$STASH"
-for d in .gpu .gpu-a .gpu-b; do [ -d $d ] && cp $d/* "$STASH"/; done  # what this call carried
+for d in .gpu .gpu-a .gpu-b .gpu-c; do [ -d $d ] && cp $d/* "$STASH"/; done  # what this call carried
 [ -d .whl ] && cp .whl/*.whl "$STASH"/ 2>/dev/null
 ls -la "$STASH"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STASH"/*.whl || exit 1
