@@ -142,3 +142,26 @@ def test_slots_release_moves_the_last_row():
     assert pool.release(1, last_row_tokens=0) is None and pool.used == 1
     with pytest.raises(InvalidRequestError, match="slot"):
         KVSlots(0, 8, 1, 1, 4, torch.float32, "cpu")
+
+
+def test_a_failed_prefill_gives_its_slots_back(engine, monkeypatch):
+    requests = _requests(engine, seed=6, stop_ids=[])
+    batch = engine.batch(slots=3, slot_tokens=128)
+    running = batch.add(requests[2])
+    batch.step()
+    batch.add(requests[0]), batch.add(requests[1])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    decode = batch._forward
+    calls = iter([decode, broken])  # the step's decode works, its prefill fails
+    monkeypatch.setattr(batch, "_forward", lambda *a, **k: next(calls)(*a, **k))
+    with pytest.raises(RuntimeError, match="out of memory") as failed:
+        batch.step()
+    assert "sequences dropped unstarted: [1, 2]" in failed.value.__notes__[0]
+    assert batch.pool.used == 1 and [s.id for s in batch.running] == [running] and not batch.waiting
+    monkeypatch.setattr(batch, "_forward", decode)
+    rest = [t for out in batch.run() for t in out.tokens.values()]
+    alone = list(engine.generate(requests[2].kvs, requests[2].final_ids, 12, stop_ids=[]))
+    assert rest == alone[2:]

@@ -59,7 +59,8 @@ class StepOutput:
 
 
 class GenerationBatch:
-    """Sequences of one engine decoded together; see the module docstring for a step."""
+    """Sequences of one engine decoded together; see the module docstring for a step. One thread
+    drives it (add, cancel, step); the engine's lone generate() may run beside it."""
 
     def __init__(self, engine: BlockAttentionEngine, slots: int, slot_tokens: int):
         self.engine = engine
@@ -127,20 +128,36 @@ class GenerationBatch:
         batch = list(self.running)
         for seq in batch:  # every length first: a sequence that leaves moves the last row's KV
             seq.length += 1
-        for seq, row_logits in zip(batch, logits):
-            self._emit(seq, row_logits, out)
+        self._emit_all(batch, logits, out)
 
     def _prefill(self, out: StepOutput) -> None:
-        admitted = []
+        admitted: list[tuple[_Sequence, tuple[int, ...]]] = []
+        try:
+            self._admit(admitted, out)
+        except BaseException as e:  # a failed placement or forward must not keep the slots it took
+            for seq, _ in admitted:
+                if any(s is seq for s in self.running):
+                    self._leave(seq)
+            e.add_note(f"sequences dropped unstarted: {[seq.id for seq, _ in admitted]}")
+            raise
+
+    def _admit(self, admitted: list, out: StepOutput) -> None:
+        """Take waiting requests while slots are free and their padded final blocks stay within
+        the engine's max_batch_tokens (one at least); place their blocks; prefill them together."""
+        longest = 0
         while self.waiting and self.pool.free:
-            seq_id, request, final = self.waiting.popleft()
+            seq_id, request, final = self.waiting[0]
+            if admitted and (len(admitted) + 1) * max(longest, len(final)) > self.engine.max_batch_tokens:
+                break
+            self.waiting.popleft()
+            longest = max(longest, len(final))
             seq = _Sequence(seq_id, request, request.generator(self.engine.device), row=self.pool.acquire())
             kvs, offsets, context = self.engine.layout(request.kvs)
             place_blocks(kvs, offsets, self.engine.reencoder, *self.pool.slot(seq.row), self.engine.host_reads)
             seq.length = context
             self.running.append(seq)
             admitted.append((seq, final))
-        device, longest = self.engine.device, max(len(final) for _, final in admitted)
+        device = self.engine.device
         ids = torch.zeros(len(admitted), longest, dtype=torch.long)  # [k, M]; id 0 pads, after every real token
         for i, (_, final) in enumerate(admitted):
             ids[i, : len(final)] = torch.tensor(final)
@@ -151,8 +168,7 @@ class GenerationBatch:
         logits = self._forward(ids.to(device), positions, mask, last)[:, 0]  # [k, vocab]
         for seq, final in admitted:
             seq.length += len(final)
-        for (seq, _), row_logits in zip(admitted, logits):
-            self._emit(seq, row_logits, out)
+        self._emit_all([seq for seq, _ in admitted], logits, out)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
                  logits_to_keep: int | torch.Tensor) -> torch.Tensor:
@@ -163,10 +179,17 @@ class GenerationBatch:
 
     # -- sequences ----------------------------------------------------------------------------
 
-    def _emit(self, seq: _Sequence, logits: torch.Tensor, out: StepOutput) -> None:
-        """Sample seq's next token as generate() does: a stop id ends it unemitted; the
+    def _emit_all(self, batch: list[_Sequence], logits: torch.Tensor, out: StepOutput) -> None:
+        """logits: [B, vocab], row i for batch[i]. Greedy rows take one argmax over the batch (one
+        device sync, not one per row; ties go to the first index, as sample_token's argmax)."""
+        greedy = logits.argmax(-1).tolist() if any(s.request.temperature == 0 for s in batch) else []
+        for i, seq in enumerate(batch):
+            temperature = seq.request.temperature
+            self._emit(seq, greedy[i] if temperature == 0 else sample_token(logits[i], temperature, seq.generator), out)
+
+    def _emit(self, seq: _Sequence, token: int, out: StepOutput) -> None:
+        """Take seq's next token as generate() does: a stop id ends it unemitted; the
         max_new_tokens-th token ends it after being emitted."""
-        token = sample_token(logits, seq.request.temperature, seq.generator)
         if token not in seq.request.stop_ids:
             out.tokens[seq.id] = token
             seq.emitted += 1
