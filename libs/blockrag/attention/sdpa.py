@@ -12,7 +12,7 @@ stock `sdpa` copies every layer's cached keys and values num_heads / num_kv_head
 - CUDA, the engine's final block over its cache (the engine passes blockrag_final_block=True,
   so the mask is known to be lower-right causal): a split-over-keys Triton kernel
   (final_block_kernel.py); SDPA's kernels leave most of the GPU idle at long context.
-Everything else (no mask, decoding, softcap, biases) goes to the stock function.
+Everything else (no mask, as in a lone sequence's decoding; softcap, biases) goes to the stock function.
 """
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ def block_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.
             from blockrag.attention.final_block_kernel import final_block_attention
 
             return final_block_attention(query, key, value, scaling, kv_length), None
-    # one-token queries come with a mask only from a GenerationBatch (rows of different lengths);
-    # on the CPU they take the grouped kernel too, on CUDA the stock path as before
-    one_token_ok = query.shape[2] > 1 or query.device.type == "cpu"
-    if not (grouped and attention_mask is not None and one_token_ok and plain):
+    # one-token queries come with a mask only from a GenerationBatch's decode step (rows of
+    # different lengths); they take the grouped paths too, not repeat_kv's copies of every cache
+    if not (grouped and attention_mask is not None and plain):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     mask = attention_mask[:, :, :, : key.shape[-2]]
