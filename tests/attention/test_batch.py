@@ -165,3 +165,15 @@ def test_a_failed_prefill_gives_its_slots_back(engine, monkeypatch):
     rest = [t for out in batch.run() for t in out.tokens.values()]
     alone = list(engine.generate(requests[2].kvs, requests[2].final_ids, 12, stop_ids=[]))
     assert rest == alone[2:]
+
+
+def test_pad_positions_past_a_tight_slot(engine):
+    # a 1-token question prefilled beside a 20-token one: its pad positions run past its slot's
+    # end and are written to the slot's last position, which its answer never reaches
+    g = torch.Generator().manual_seed(7)
+    long_context = engine.encode_blocks([torch.randint(97, (60,), generator=g).tolist()])
+    short_context = engine.encode_blocks([torch.randint(97, (5,), generator=g).tolist()])
+    tight = engine.request(long_context, [7], 3, stop_ids=[])  # needs 64 positions: all of its slot
+    wide = engine.request(short_context, torch.randint(97, (20,), generator=g).tolist(), 9, stop_ids=[])
+    alone = [list(engine.generate(r.kvs, r.final_ids, r.max_new_tokens, stop_ids=[])) for r in (tight, wide)]
+    assert _run(engine.batch(slots=2, slot_tokens=64), [tight, wide], [0, 0])[0] == alone
