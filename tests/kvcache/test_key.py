@@ -33,6 +33,24 @@ def test_known_value() -> None:
     assert cache_key("default", "qwen2-0.5b@abc123", IDS) == key.hex
 
 
+# Literal keys, pinned: every stored entry and the prompt's opening block are named by their key,
+# so a change of derivation (encoding, hash, argument order) orphans the whole store. If one of
+# these fails, the change needs a migration of the stores, not a new expected value.
+PINNED = [
+    (("default", "qwen2-0.5b@abc123", IDS), "9e65af438247cde4a720b5912c46c740a5defa7483334a27a9c17cd7660e9461"),
+    (("acme", "mv_0123456789abcdef", [9707, 11, 1879]),
+     "123d6e917ec00d8574fd539250d2aabdcfa75aed6a4de10b863554749ac80d17"),
+    (("", "m", [1]), "6507496d73a04cea8cce658e094f7f43f65ee785e10b923b3c4de31392d80778"),
+    (("café", "m", [1]), "e9e76296e1d524fd5bc286faa39a3ef0d4e5b2c6d4737df296040595a535edf4"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), PINNED)
+def test_keys_are_pinned_literally(args: tuple, expected: str) -> None:
+    assert CacheKey.of(*args).hex == expected
+    assert cache_key(*args) == expected
+
+
 def test_non_ascii_namespace_is_utf8() -> None:
     assert CacheKey.of("café", "m", [1]).hex == _expected("café", "m", [1])
 
