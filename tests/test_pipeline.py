@@ -1,7 +1,9 @@
 """LocalPipeline: blocks from the cache directory's index and objects, corrupt entries replaced,
 answers equal the engine's."""
 
-from blockrag.kvcache import CacheKey
+from pathlib import Path
+from urllib.parse import urlsplit
+
 from blockrag.kvcache.index import CacheIndex, block_id_for
 from blockrag.kvcache.local_store import LocalDirectoryStore
 from blockrag.pipeline import INDEX_FILE, LocalPipeline
@@ -24,8 +26,11 @@ def test_corrupt_entry_is_re_encoded(default_engine, default_model, tmp_path):
     store = LocalDirectoryStore(tmp_path)
     pipeline = LocalPipeline(default_engine, default_model[1], store)
     pipeline.context_blocks(PASSAGES[:1])
-    key = CacheKey.of("default", default_engine.fingerprint, pipeline.template.block_ids(PASSAGES[0]))
-    victim = store._objects.path_for(key.hex)
+    # each write has an object of its own (kvcache.entry_writer): the index names it
+    index = CacheIndex.open(f"sqlite:///{tmp_path / INDEX_FILE}")
+    (row,) = index.lookup("default", [block_id_for("default", PASSAGES[0])], default_engine.fingerprint)
+    index.close()
+    victim = Path(urlsplit(row.location).path)
     data = bytearray(victim.read_bytes())
     data[-10] ^= 0xFF
     victim.write_bytes(bytes(data))

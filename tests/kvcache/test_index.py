@@ -29,7 +29,7 @@ from fixtures.index_db import Clock
 from fixtures.postgres import fresh_database
 
 ITERATIONS = 15  # per thread; raise it to stress the locking
-TABLES = ("kv_entries", "document_blocks", "documents", "blocks")
+TABLES = ("kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ def test_migrate_is_idempotent_and_keeps_data(url: str, index: CacheIndex) -> No
     with CacheIndex.open(url) as reopened:
         assert reopened.get_blocks("t", [a]) == [StoredBlock(a, "a", 1)]
     engine = create_index_engine(IndexConfig(url))
-    assert migrations.current_revision(engine) == "0004"
+    assert migrations.current_revision(engine) == "0005"
     engine.dispose()
 
 
@@ -350,7 +350,7 @@ def test_migrate_a_fresh_postgres_database() -> None:
         assert migrations.current_revision(engine) is None
         with CacheIndex.open(url) as index:
             index.migrate()
-        assert migrations.current_revision(engine) == "0004"
+        assert migrations.current_revision(engine) == "0005"
         engine.dispose()
 
 

@@ -126,7 +126,7 @@ def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
             ids = old.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
             assert migrations.current_revision(engine) == "0002"
             old.migrate()
-            assert migrations.current_revision(engine) == "0004"
+            assert migrations.current_revision(engine) == "0005"
             hits = old.search("t", "port", "cod", 5)
             assert [ids.index(h.block_id) for h in hits] == RANKINGS["cod"][which]
             # and blocks registered after the migration are indexed as they come

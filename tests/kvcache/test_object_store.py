@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import secrets
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,7 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> S3Server:
 
 def test_implements_the_whole_protocol(store: ObjectStore) -> None:
     assert isinstance(store, ObjectStore)
-    for name in ("put", "get", "delete", "exists", "location_for"):
+    for name in ("put", "get", "delete", "exists", "location_for", "list_objects"):
         expected = inspect.signature(getattr(ObjectStore, name))
         actual = inspect.signature(getattr(type(store), name))
         assert list(actual.parameters) == list(expected.parameters), name
@@ -91,6 +93,42 @@ def test_delete(store: ObjectStore) -> None:
     assert store.get(keep) == b"k"
 
 
+def test_list_objects(store: ObjectStore) -> None:
+    assert list(store.list_objects()) == []
+    before = time.time()
+    put = {name: store.put(name, b"x" * n) for name, n in (("abc", 3), ("abd", 0), ("zz-1.2", 7))}
+    store.delete(store.put("gone", b"g"))
+    listed = {o.name: o for o in store.list_objects()}
+    assert {n: (o.location, o.nbytes) for n, o in listed.items()} == {
+        "abc": (put["abc"], 3), "abd": (put["abd"], 0), "zz-1.2": (put["zz-1.2"], 7)}
+    # the store's clock (file mtime, S3 LastModified in whole seconds) near ours
+    assert all(before - 2 < o.modified_at < time.time() + 2 for o in listed.values())
+
+
+def test_a_reader_never_sees_half_an_object(store: ObjectStore) -> None:
+    # 4 MiB objects written while a reader polls them: it sees nothing or all of one, never a part
+    size, names = 4 << 20, [f"big-{i}" for i in range(6)]
+    seen: list[int | str | None] = []  # None: not there yet; a length; "wrong bytes"
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            for i, name in enumerate(names):
+                data = store.get(store.location_for(name))
+                seen.append(None if data is None else len(data) if data == bytes([i]) * len(data) else "wrong bytes")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i, name in enumerate(names):
+            store.put(name, bytes([i]) * size)
+            store.put(name, bytes([i]) * size)  # an overwrite is atomic too
+    finally:
+        done.set()
+        reader.join()
+    assert set(seen) <= {None, size} and len(seen) >= len(names)
+
+
 @pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../up", "sp ace", "x" * 256, "é"])
 def test_rejects_bad_names(store: ObjectStore, name: str) -> None:
     with pytest.raises(InvalidRequestError, match="object name"):
@@ -116,6 +154,9 @@ def test_local_layout_is_atomic_and_fanned_out(tmp_path: Path) -> None:
     assert location == (tmp_path / "objects" / "ab" / "abcdef").resolve().as_uri()
     files = [p.relative_to(store.root) for p in store.root.rglob("*") if p.is_file()]
     assert files == [Path("ab/abcdef")]  # no temp file left behind
+    # a write in flight (its temp file) is not an object
+    (store.root / "ab" / ".tmp-crashed").write_bytes(b"half")
+    assert [o.name for o in store.list_objects()] == ["abcdef"]
 
 
 def test_local_locations_outside_root_are_refused(tmp_path: Path) -> None:

@@ -10,12 +10,13 @@ import asyncio
 import sqlite3
 import threading
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import torch
 
 from blockrag.errors import LimitExceededError, NotFoundError
-from blockrag.kvcache import CacheKey
 from blockrag.kvcache.index import CacheIndex, block_id_for
 from blockrag.kvcache.index_engine import IndexConfig
 from blockrag.kvcache.memory_tier import ByteLRU
@@ -147,12 +148,13 @@ def test_lookup_takes_no_write_lock(runtime, tmp_path):
 def test_a_corrupt_or_missing_entry_is_recomputed_by_itself(runtime, index, objects):
     first, _ = replica(index, objects)
     resolve(first, runtime, texts(*TEXTS[:3]))
-    damaged = objects.path_for(CacheKey.of(TENANT, runtime.version, runtime.template.block_ids(TEXTS[1])).hex)
+    damaged, lost = (row.location for row in index.lookup(TENANT, [block_id_for(TENANT, t) for t in TEXTS[1:3]],
+                                                           runtime.version))
+    damaged = Path(urlsplit(damaged).path)
     data = bytearray(damaged.read_bytes())
     data[-10] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    objects.delete(objects.location_for(CacheKey.of(TENANT, runtime.version,
-                                                    runtime.template.block_ids(TEXTS[2])).hex))
+    objects.delete(lost)
     # by id only: the resolver reads the texts of the blocks it must recompute from the index
     refs = [BlockRef(block_id_for(TENANT, t)) for t in TEXTS[:3]]
     reader, encoder = replica(index, objects)

@@ -48,6 +48,7 @@ from blockrag.kvcache.index_sql import (
     evict_lru,
     upsert,
 )
+from blockrag.kvcache.index_writes import Finished, begin_writes, expire_writes, finish_writes, named
 
 DEFAULT_TENANT = "default"
 
@@ -397,33 +398,66 @@ class CacheIndex:
         """Record stored KV objects: insert, or replace location and size (keeping hits).
 
         The blocks must be registered (InvalidRequestError otherwise, and nothing is
-        committed). A committed entry counts as accessed now.
+        committed). A committed entry counts as accessed now. A writer that puts objects itself
+        should go through ``begin_writes``/``finish_writes`` (kvcache.EntryWriter) instead:
+        an object committed here is protected from the orphan sweeper only by its grace period
+        until this call, and the object a replaced row named is left to the sweeper.
         """
         tenant = _tenant(tenant)
-        latest = {(e.block_id, e.model_version): e for e in map(_entry, entries)}
-        if not latest:
+        rows = self._entry_rows(tenant, entries)
+        if not rows:
             return
+        with self._transaction("commit entries", write=True) as conn:
+            _check_registered(conn, tenant, sorted({str(r["block_id"]) for r in rows}))
+            upsert(conn, db.kv_entries, rows, keys=("tenant", "block_id", "model_version"),
+                   update=("location", "nbytes", "created_at", "last_access_at"))
+
+    def begin_writes(self, tenant: str, entries: Sequence[KVEntry]) -> None:
+        """Record that the objects of ``entries`` (at unique locations) are about to be put.
+
+        Until ``finish_writes`` swaps them for entries (or the sweeper expires them after its
+        grace period), the sweeper keeps those objects. InvalidRequestError for an unregistered
+        block, as ``commit_entries``."""
+        tenant = _tenant(tenant)
+        rows = self._entry_rows(tenant, entries)
+        with self._transaction("begin writes", write=True) as conn:
+            _check_registered(conn, tenant, sorted({str(r["block_id"]) for r in rows}))
+            begin_writes(conn, tenant, [(str(r["location"]), str(r["block_id"]), str(r["model_version"]))
+                                        for r in rows], self._clock())
+
+    def finish_writes(self, tenant: str, entries: Sequence[KVEntry], *,
+                      replace_before: float | None = None) -> Finished:
+        """Commit the entries whose writes ``begin_writes`` recorded, in one transaction with
+        the removal of their intents (index_writes.finish_writes: who wins, what to delete)."""
+        tenant = _tenant(tenant)
+        rows = self._entry_rows(tenant, entries)
+        with self._transaction("finish writes", write=True) as conn:
+            return finish_writes(conn, tenant, rows, replace_before=replace_before)
+
+    def now(self) -> float:
+        """The index's clock (unix seconds), which stamps entries: a writer's ``replace_before``."""
+        return self._clock()
+
+    def expire_writes(self, before: float) -> list[str]:
+        """Forget intents started before ``before`` (unix seconds); their locations, so the
+        caller deletes whatever the crashed writers left there."""
+        with self._transaction("expire writes", write=True) as conn:
+            return expire_writes(conn, before)
+
+    def named(self, locations: Sequence[str]) -> set[str]:
+        """Those of ``locations`` an entry or a write in flight names: objects to keep."""
+        with self._transaction("check object locations") as conn:
+            return named(conn, list(locations))
+
+    def _entry_rows(self, tenant: str, entries: Sequence[KVEntry]) -> list[dict[str, object]]:
+        """kv_entries values, one per (block, version) (the last given wins), sorted by key."""
+        latest = {(e.block_id, e.model_version): e for e in map(_entry, entries)}
         now = self._clock()
-        rows = [
+        return [
             dict(tenant=tenant, block_id=e.block_id, model_version=e.model_version,
                  location=e.location, nbytes=e.nbytes, created_at=now, last_access_at=now, hits=0)
             for _, e in sorted(latest.items())
         ]
-        wanted = sorted({block_id for block_id, _ in latest})
-        b = db.blocks.c
-        with self._transaction("commit entries", write=True) as conn:
-            known: set[str] = set()
-            for chunk in chunks(wanted):
-                query = sa.select(b.block_id).where(b.tenant == tenant, b.block_id.in_(chunk))
-                known.update(conn.execute(query).scalars())
-            missing = [i for i in wanted if i not in known]
-            if missing:
-                raise InvalidRequestError(
-                    f"cannot commit KV of {len(missing)} unregistered block(s) of tenant "
-                    f"{tenant!r} (first: {missing[0]}); call register_blocks first"
-                )
-            upsert(conn, db.kv_entries, rows, keys=("tenant", "block_id", "model_version"),
-                   update=("location", "nbytes", "created_at", "last_access_at"))
 
     def evict(
         self,
@@ -559,6 +593,21 @@ def _entry(entry: KVEntry) -> KVEntry:
     if isinstance(entry.nbytes, bool) or not isinstance(entry.nbytes, int) or entry.nbytes < 0:
         raise InvalidRequestError(f"nbytes must be an int >= 0; got {entry.nbytes!r}")
     return entry
+
+
+def _check_registered(conn: sa.Connection, tenant: str, wanted: list[str]) -> None:
+    """InvalidRequestError unless every id of ``wanted`` (sorted) is a registered block."""
+    b = db.blocks.c
+    known: set[str] = set()
+    for chunk in chunks(wanted):
+        query = sa.select(b.block_id).where(b.tenant == tenant, b.block_id.in_(chunk))
+        known.update(conn.execute(query).scalars())
+    missing = [i for i in wanted if i not in known]
+    if missing:
+        raise InvalidRequestError(
+            f"cannot commit KV of {len(missing)} unregistered block(s) of tenant "
+            f"{tenant!r} (first: {missing[0]}); call register_blocks first"
+        )
 
 
 def _kv_entry(row: EntryRow) -> KVEntry:

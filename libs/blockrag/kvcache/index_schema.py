@@ -88,6 +88,25 @@ kv_entries = sa.Table(
     # group them by model version.
     sa.Index("ix_kv_entries_lru", "tenant", "last_access_at"),
     sa.Index("ix_kv_entries_version", "tenant", "model_version"),
+    # The orphan sweeper asks, per object listed, whether a row names it.
+    sa.Index("ix_kv_entries_location", "location"),
+)
+
+LOCATION_LEN = 1024  # an object's location: "s3://bucket/prefix/<255-character name>" fits
+
+# KV objects a writer is putting: its intent, recorded before the object exists and swapped for
+# the kv_entries row in the transaction that commits it (kvcache.entry_writer). The orphan
+# sweeper never deletes an object named here, and expires rows older than its grace period
+# (a writer that crashed between the two steps).
+kv_writes = sa.Table(
+    "kv_writes",
+    metadata,
+    sa.Column("location", sa.String(LOCATION_LEN), primary_key=True),
+    _name("tenant"),
+    sa.Column("block_id", sa.String(BLOCK_ID_LEN), nullable=False),
+    _name("model_version"),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Index("ix_kv_writes_started", "started_at"),
 )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
@@ -22,6 +24,16 @@ from blockrag.errors import InvalidRequestError, ObjectStoreError, StorageConfig
 
 # No leading dot: temp files of in-flight local writes are ".tmp-*" and must never be a name.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@=+-]{0,254}")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored object as a listing shows it."""
+
+    name: str
+    location: str
+    nbytes: int
+    modified_at: float  # unix seconds, by the store's clock (file mtime, S3 LastModified)
 
 
 @runtime_checkable
@@ -47,6 +59,15 @@ class ObjectStore(Protocol):
     def location_for(self, name: str) -> str:
         """The location ``put(name, ...)`` returns, computed without I/O."""
         ...
+
+    def list_objects(self) -> Iterator[ObjectInfo]:
+        """Every object stored, in no set order (never an in-flight write's temporary file)."""
+        ...
+
+
+def is_object_name(name: object) -> bool:
+    """Whether ``name`` is a valid object name (see the module docstring)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
 def check_name(name: str) -> str:
@@ -119,6 +140,23 @@ class LocalObjectStore:
 
     def exists(self, location: str) -> bool:
         return self._path_of(location).is_file()
+
+    def list_objects(self) -> Iterator[ObjectInfo]:
+        try:
+            for fan in sorted(self.root.iterdir()):
+                if not fan.is_dir():
+                    continue
+                for path in sorted(fan.iterdir()):
+                    # temp files of writes in flight (".tmp-*") are not valid names
+                    if not is_object_name(path.name) or path != self.path_for(path.name):
+                        continue
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue  # deleted since the directory was read
+                    yield ObjectInfo(path.name, path.as_uri(), st.st_size, st.st_mtime)
+        except OSError as e:
+            raise ObjectStoreError(f"cannot list objects under {self.root}: {e}") from e
 
     def _path_of(self, location: str) -> Path:
         """The file behind a location this store wrote; StorageConfigError for any other."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +21,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from minio.helpers import check_bucket_name
 
 from blockrag.errors import ObjectStoreError, StorageConfigError
-from blockrag.kvcache.object_store import check_name
+from blockrag.kvcache.object_store import ObjectInfo, check_name, is_object_name
 
 T = TypeVar("T")
 _MISSING = object()
@@ -226,6 +226,18 @@ class S3ObjectStore:
             return True
 
         return self._call("stat", key, stat, missing=False)
+
+    def list_objects(self) -> Iterator[ObjectInfo]:
+        prefix = f"{self.config.prefix}/" if self.config.prefix else ""
+        listing = self._call("list", prefix or self.config.bucket, lambda: list(
+            self._client.list_objects(self.config.bucket, prefix=prefix, recursive=True)))
+        for obj in listing:
+            name = obj.object_name[len(prefix):]
+            if obj.is_dir or not is_object_name(name):
+                continue  # deeper keys and odd names are not objects this store wrote
+            yield ObjectInfo(name, f"s3://{self.config.bucket}/{obj.object_name}", obj.size or 0,
+                             # no date: never old enough to be swept
+                             obj.last_modified.timestamp() if obj.last_modified else float("inf"))
 
     def _key(self, name: str) -> str:
         check_name(name)

@@ -1,5 +1,5 @@
-"""BlockWriter: block texts -> KV under one model version, encoded in batches, each frame written
-to the object store and its entry committed to the cache index (the work of Precompute).
+"""BlockWriter: block texts -> KV under one model version, encoded in batches, the frames stored
+and their entries committed through an EntryWriter (the work of Precompute).
 
 The writer hands back what it encoded (the KV and its frame), so a caller that needed the
 blocks uses them at once instead of reading back what was just written.
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from blockrag.attention import BlockKV
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache import CacheKey, KVCodec
-from blockrag.kvcache.index import CacheIndex, KVEntry
+from blockrag.kvcache.entry_writer import EntryFrame, EntryWriter
+from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.object_store import ObjectStore
 from blockrag.resolve.encoder import Runtime
 from blockrag.resolve.limits import ResolveLimits
@@ -42,6 +43,7 @@ class WritePlan:
     token_ids: list[list[int]]
     block_ids: list[str]
     stored: dict[int, tuple[str, int]]  # position -> (location, nbytes) of entries kept
+    replace_before: float | None = None  # recompute: replace entries committed before the plan
 
     @property
     def to_encode(self) -> list[int]:
@@ -54,6 +56,7 @@ class BlockWriter:
         """``batch_tokens``: real tokens per encoded group (progress, metrics and writes follow
         each group)."""
         self.index, self.store, self.limits, self.batch_tokens = index, store, limits, batch_tokens
+        self.entries = EntryWriter(index, store)
 
     def write(self, runtime: Runtime, tenant: str, texts: Sequence[str], *, recompute: bool = False,
               progress: Progress | None = None) -> list[WrittenBlock]:
@@ -62,7 +65,7 @@ class BlockWriter:
 
     def plan(self, runtime: Runtime, tenant: str, texts: Sequence[str], *, recompute: bool = False) -> WritePlan:
         """Check and register the blocks (no device work). Without ``recompute``, blocks already
-        stored for the version are kept; with it every text is encoded and its entry replaced
+        stored for the version are kept; with it every text is encoded and replaces the entry stored before this plan
         (the caller found the stored one missing or corrupt)."""
         distinct = list(dict.fromkeys(t.strip() for t in texts))
         if not distinct or not all(distinct):
@@ -74,29 +77,27 @@ class BlockWriter:
         if not recompute:
             rows = self.index.lookup(tenant, block_ids, runtime.version)
             stored = {i: (r.location, r.nbytes) for i, r in enumerate(rows) if r.hit}
-        return WritePlan(distinct, ids, block_ids, stored)
+        return WritePlan(distinct, ids, block_ids, stored, replace_before=self.index.now() if recompute else None)
 
     def encode(self, runtime: Runtime, tenant: str, plan: WritePlan,
                progress: Progress | None = None) -> list[WrittenBlock]:
-        """Encode what the plan lacks, in groups; write each frame, then commit the entries
-        (objects first: an entry never names an object not yet written)."""
+        """Encode what the plan lacks, in groups, then store the frames and commit their entries
+        (EntryWriter: crash-safe, and a block another writer stored meanwhile keeps its entry)."""
         version, todo = runtime.version, plan.to_encode
-        computed: list[WrittenBlock] = []
+        encoded: list[tuple[BlockKV, bytes]] = []  # in todo order
         started = time.perf_counter()
         blocks = [plan.token_ids[i] for i in todo]
         for group, kvs in runtime.engine.encode_groups(blocks, self.batch_tokens):
             observe_precompute_batch(sum(map(len, group)), time.perf_counter() - started)
-            for kv in kvs:
-                i = todo[len(computed)]
-                frame = KVCodec.encode(kv, version)
-                location = self.store.put(CacheKey.of(tenant, version, kv.token_ids).hex, frame)
-                computed.append(WrittenBlock(plan.block_ids[i], kv.num_tokens, location, len(frame), True, kv, frame))
+            encoded.extend((kv, KVCodec.encode(kv, version)) for kv in kvs)
             if progress is not None:
-                progress(len(computed), len(todo))
+                progress(len(encoded), len(todo))
             started = time.perf_counter()
-        if computed:
-            self.index.commit_entries(tenant, [KVEntry(w.block_id, version, w.location, w.nbytes) for w in computed])
-        out = dict(zip(todo, computed))
+        frames = [EntryFrame(plan.block_ids[i], CacheKey.of(tenant, version, kv.token_ids), frame)
+                  for i, (kv, frame) in zip(todo, encoded)]
+        entries = self.entries.write(tenant, version, frames, replace_before=plan.replace_before) if frames else []
+        out = {i: WrittenBlock(plan.block_ids[i], kv.num_tokens, e.location, e.nbytes, True, kv, frame)
+               for i, (kv, frame), e in zip(todo, encoded, entries)}
         out.update({i: WrittenBlock(plan.block_ids[i], len(plan.token_ids[i]), loc, n, False)
                     for i, (loc, n) in plan.stored.items()})
         return [out[i] for i in range(len(plan.texts))]
