@@ -170,7 +170,7 @@ def main() -> None:
               f"{t['cached_forward_ms']} ms")
     if args.skip != "batching":
         requests = [engine.request(kv, q, args.answer_tokens, stop_ids=[]) for kv, q in zip(kvs, questions)]
-        result["batching"] = b = batching(engine, requests, max(3, args.runs // 2))
+        result["batching"] = b = batching(engine, requests, args.runs)
         print(f"{CONCURRENT} answers of {b['answer_tokens']} tokens over ~2K-token contexts: batched "
               f"{b['batched_tokens_per_s']} tokens/s against {b['one_alone_tokens_per_s']} for one alone "
               f"({b['speedup']}x, target >= 2x); one through the batch {b['one_batched_tokens_per_s']}; "
