@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Block distillation on the GPU machine, in one or more device calls.
 #
-# The default model travels as its GGUF file (98 MB, over one call's 64 MiB with the working tree),
-# split in parts (`split -b 40m -d <gguf> gguf.part`) over folders that .git/info/exclude ignores
-# (.gpu-a, .gpu-b, .gpu-c); each call stashes what it carries on the warm machine, and once all
-# parts are there the model is converted and the benchmarks run. A committed snapshot of the code
-# (`git archive HEAD libs bench | tar -x -C .gpu-libs`) keeps others' uncommitted edits off the
-# device: each call runs `cd .gpu-libs && ln -sfn ../.gpu-X .gpu-X ... && bash bench/gpu/distill_run.sh`.
-# Back to back (the machine stays warm 30 s):
-#   run("... stash", carry=[".gpu-a"]); run("... stash", carry=[".whl", ".gpu-b"])
-#   run("CF=0.5 EXAMPLES=4000 ... train NAME --steps 800", carry=[".gpu-c", ".gpu-libs"])
+# The default model travels as its GGUF file (98 MB; a call carries at most 64 MiB with the
+# working tree's 9.4), xz-compressed (86 MiB) and split in two parts over folders that
+# .git/info/exclude ignores: `xz -6 -c <gguf> | split -b 40m -d - gguf.xz.part` (part00 in .gpu-a,
+# part01 in .gpu-b). Each call stashes what it carries on the warm machine; once all parts are
+# there the model is converted and the benchmarks run. A committed snapshot of the code without
+# its large data files (`git archive HEAD libs bench | tar -x -C .gpu-libs`, then remove the
+# segmenter's weights, the shipped adapter and the committed examples) keeps others' uncommitted
+# edits off the device: each call runs `cd .gpu-libs && ln -sfn ../.gpu-a .gpu-a ... && bash
+# bench/gpu/distill_run.sh ...`. Back to back (the machine stays warm 30 s):
+#   run("... stash", carry=[".whl", ".gpu-a"])
+#   run("CF=0.5 EXAMPLES=4000 ... train NAME --steps 460", carry=[".gpu-b", ".gpu-libs"])
 #   (the shipped adapter: `train distilled --steps 800 --stop-after 448`, 0.94 s per step of 16)
 #   run("... train block-fine-tuning --steps 800 --set objective=ce ...")
 #   run("DEV_QUESTIONS=100 bash bench/gpu/distill_run.sh score")
@@ -27,7 +29,12 @@ MODE=${1:-fidelity}; shift || true
 prepare_model() {  # converted where load_model() looks for the default model, so fingerprints match the CPU's
   MODEL=$BLOCKRAG_HOME/models/smollm2-135m-instruct
   if [ ! -f "$MODEL/config.json" ]; then
-    cat "$STASH"/gguf.part* > "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf" || return 1
+    if ls "$STASH"/gguf.xz.part* > /dev/null 2>&1; then  # xz-compressed parts (8% smaller: two calls carry it)
+      cat "$STASH"/gguf.xz.part* | python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)" \
+        > "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf" || return 1
+    else
+      cat "$STASH"/gguf.part* > "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf" || return 1
+    fi
     python3 -c "from pathlib import Path; from blockrag.models.default import convert_gguf; convert_gguf(Path('$STASH/SmolLM2-135M-Instruct.Q4_1.gguf'), Path('$MODEL'))" 2>&1 | tail -n 2
   fi
 }
