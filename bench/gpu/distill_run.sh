@@ -4,7 +4,7 @@
 # The default model travels as its GGUF file (98 MB; a call carries at most 64 MiB with the
 # working tree's 9.4), xz-compressed (86 MiB) and split in two parts over folders that
 # .git/info/exclude ignores: `xz -6 -c <gguf> | split -b 40m -d - gguf.xz.part` (part00 in .gpu-a,
-# part01 in .gpu-b). Each call stashes what it carries on the warm machine; once all parts are
+# part01 and part02 in .gpu-b). Each call stashes what it carries on the warm machine; once all parts are
 # there the model is converted and the benchmarks run. A committed snapshot of the code without
 # its large data files (`git archive HEAD libs bench | tar -x -C .gpu-libs`, then remove the
 # segmenter's weights, the shipped adapter and the committed examples) keeps others' uncommitted
