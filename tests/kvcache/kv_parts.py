@@ -88,3 +88,12 @@ def crash_in_process(url: str, root: str, step: str, writer: int) -> None:
     """Write the block through a store that crashes at ``step`` (never returns)."""
     index = CacheIndex.open(url)
     EntryWriter(index, CrashAfter(LocalObjectStore(root), step)).write(TENANT, VERSION, [frame(writer)])
+
+
+def evict_in_process(url: str, root: str, high: int, low: int) -> None:
+    """Evict through a store that crashes at its first object delete (never returns)."""
+    from blockrag.kvcache.eviction import EvictionPolicy, Watermarks, evict
+
+    index = CacheIndex.open(url)
+    evict(index, CrashAfter(LocalObjectStore(root), "delete"), EvictionPolicy(tenant=Watermarks(high, low)),
+          reader_grace_s=0)

@@ -45,7 +45,9 @@ from blockrag.kvcache.index_sql import (
     EntryRow,
     chunks,
     delete_entries,
+    evict_idle,
     evict_lru,
+    evict_lru_of,
     upsert,
 )
 from blockrag.kvcache.index_writes import Finished, begin_writes, expire_writes, finish_writes, named
@@ -137,6 +139,17 @@ class KVEntry:
     model_version: str
     location: str
     nbytes: int
+
+
+class Evicted(NamedTuple):
+    tenant: str
+    entry: KVEntry
+
+
+class TenantUsage(NamedTuple):
+    tenant: str
+    entries: int
+    bytes: int
 
 
 class VersionStats(NamedTuple):
@@ -497,6 +510,31 @@ class CacheIndex:
             else:
                 rows = sorted(delete_entries(conn, k.tenant == tenant, *version))
         return [_kv_entry(row) for row in rows]
+
+    def evict_least_recent(self, max_bytes: int, tenant: str | None = None) -> list[Evicted]:
+        """Delete the least recently used entries of ``tenant`` (None: of the whole store)
+        until they total at most ``max_bytes`` (>= 0); what was deleted, oldest first. The
+        caller deletes the objects after (kvcache.eviction)."""
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidRequestError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        tenant = None if tenant is None else _tenant(tenant)
+        with self._transaction("evict least recently used entries", write=True) as conn:
+            return [Evicted(t, _kv_entry(row)) for t, row in evict_lru_of(conn, tenant, max_bytes)]
+
+    def evict_idle(self, before: float, tenant: str | None = None) -> list[Evicted]:
+        """Delete the entries of ``tenant`` (None: every tenant) last accessed before ``before``
+        (unix seconds: a TTL); what was deleted."""
+        tenant = None if tenant is None else _tenant(tenant)
+        with self._transaction("evict idle entries", write=True) as conn:
+            return [Evicted(t, _kv_entry(row)) for t, row in evict_idle(conn, tenant, before)]
+
+    def usage(self) -> list[TenantUsage]:
+        """Entries and bytes of every tenant that has entries, by tenant."""
+        k = db.kv_entries.c
+        query = (sa.select(k.tenant, sa.func.count(), sa.func.sum(k.nbytes))
+                 .group_by(k.tenant).order_by(k.tenant))
+        with self._transaction("compute usage") as conn:
+            return [TenantUsage(t, int(n), int(size)) for t, n, size in conn.execute(query)]
 
     def stats(self, tenant: str | None = None) -> IndexStats:
         """Counts and sizes of one tenant, or of all tenants when ``tenant`` is None."""

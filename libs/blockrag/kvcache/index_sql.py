@@ -64,29 +64,45 @@ def delete_entries(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> list[
 def evict_lru(conn: sa.Connection, tenant: str, max_bytes: int) -> list[EntryRow]:
     """Delete the tenant's least recently used entries until its entries total at most
     ``max_bytes``; the deleted rows, least recently used first."""
+    return [row for _, row in evict_lru_of(conn, tenant, max_bytes)]
+
+
+def evict_idle(conn: sa.Connection, tenant: str | None, before: float) -> list[tuple[str, EntryRow]]:
+    """Delete the entries of ``tenant`` (None: every tenant) last accessed before ``before``;
+    (tenant, row) of each, sorted."""
     c = kv_entries.c
-    total = int(
-        conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(c.nbytes), 0)).where(c.tenant == tenant)
-        ).scalar_one()
-    )
+    mine = [] if tenant is None else [c.tenant == tenant]
+    stmt = sa.delete(kv_entries).where(c.last_access_at < before, *mine).returning(
+        c.tenant, c.block_id, c.model_version, c.location, c.nbytes)
+    return sorted((owner, EntryRow(*row)) for owner, *row in conn.execute(stmt))
+
+
+def evict_lru_of(conn: sa.Connection, tenant: str | None, max_bytes: int) -> list[tuple[str, EntryRow]]:
+    """Delete the least recently used entries of ``tenant`` (None: of every tenant, the whole
+    store) until they total at most ``max_bytes``; (tenant, row) of each, least recently used
+    first."""
+    c = kv_entries.c
+    mine = [] if tenant is None else [c.tenant == tenant]
+    total = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(c.nbytes), 0)).where(*mine)).scalar_one())
     if total <= max_bytes:
         return []
     # Ties in last access are broken by key, so the order is deterministic.
     oldest_first = (
-        sa.select(c.block_id, c.model_version, c.nbytes)
-        .where(c.tenant == tenant)
-        .order_by(c.last_access_at, c.block_id, c.model_version)
+        sa.select(c.tenant, c.block_id, c.model_version, c.nbytes)
+        .where(*mine)
+        .order_by(c.last_access_at, c.tenant, c.block_id, c.model_version)
     )
-    victims: list[tuple[str, str]] = []
-    for block_id, model_version, nbytes in conn.execute(oldest_first):
+    victims: list[tuple[str, str, str]] = []
+    for owner, block_id, model_version, nbytes in conn.execute(oldest_first):
         if total <= max_bytes:
             break
-        victims.append((block_id, model_version))
+        victims.append((owner, block_id, model_version))
         total -= nbytes
-    deleted: dict[tuple[str, str], EntryRow] = {}
-    key = sa.tuple_(c.block_id, c.model_version)
+    deleted: dict[tuple[str, str, str], tuple[str, EntryRow]] = {}
+    key = sa.tuple_(c.tenant, c.block_id, c.model_version)
     for chunk in chunks(victims):
-        for row in delete_entries(conn, c.tenant == tenant, key.in_(chunk)):
-            deleted[(row.block_id, row.model_version)] = row
+        stmt = sa.delete(kv_entries).where(key.in_(chunk)).returning(
+            c.tenant, c.block_id, c.model_version, c.location, c.nbytes)
+        for owner, *row in conn.execute(stmt):
+            deleted[(owner, row[0], row[1])] = (owner, EntryRow(*row))
     return [deleted[k] for k in victims if k in deleted]
