@@ -3,9 +3,10 @@
 A request waits until a KV slot is free. Each step:
 1. decode: every running sequence feeds its last token; one forward of [B, 1] tokens, each row
    at its own position over its own cache, one token sampled per row;
-2. prefill: waiting requests take free slots, their blocks are placed into their slots, and
-   their final blocks prefill together in one forward of [k, longest final block] tokens; each
-   samples its first token. They join the decode of the next step.
+2. prefill: waiting requests take free slots (in order, while k x the longest final block stays
+   within the engine's max_batch_tokens), their blocks are placed into their slots, and their
+   final blocks prefill together in one forward of [k, longest final block] tokens; each samples
+   its first token. They join the decode of the next step.
 A sequence leaves when it stops (a stop id, not emitted, or max_new_tokens) or is cancelled, and
 its slot is free for the same step's prefill.
 
@@ -43,7 +44,7 @@ class _Sequence:
     id: int
     request: GenerationRequest
     generator: torch.Generator | None
-    row: int = -1
+    row: int  # its row of the KV pool; the last row moves into any row released below it
     length: int = 0  # cache positions filled (context + final block + fed tokens)
     pending: int = 0  # the last emitted token, fed at the next decode
     emitted: int = 0
@@ -60,7 +61,7 @@ class StepOutput:
 
 class GenerationBatch:
     """Sequences of one engine decoded together; see the module docstring for a step. One thread
-    drives it (add, cancel, step); the engine's lone generate() may run beside it."""
+    drives it (add, cancel, step): it holds no lock."""
 
     def __init__(self, engine: BlockAttentionEngine, slots: int, slot_tokens: int):
         self.engine = engine
@@ -151,7 +152,7 @@ class GenerationBatch:
                 break
             self.waiting.popleft()
             longest = max(longest, len(final))
-            seq = _Sequence(seq_id, request, request.generator(self.engine.device), row=self.pool.acquire())
+            seq = _Sequence(seq_id, request, request.generator(self.engine.device), self.pool.acquire())
             kvs, offsets, context = self.engine.layout(request.kvs)
             place_blocks(kvs, offsets, self.engine.reencoder, *self.pool.slot(seq.row), self.engine.host_reads)
             seq.length = context
