@@ -124,7 +124,7 @@ def test_blocks_by_tier_is_a_string_to_int32_map():
     (admin_pb2, "AdminService", {"Health", "ListModelVersions", "CacheStats", "StartDistillation",
                                  "GetDistillation", "ListDistillations", "CancelDistillation", "WatchDistillation",
                                  "PromoteModelVersion", "RollbackModelVersion", "CreateApiKey", "ListApiKeys",
-                                 "RevokeApiKey"}),
+                                 "RevokeApiKey", "SweepCache", "EvictCache"}),
 ])
 def test_services_and_rpcs(module, service, rpcs):
     descriptor = module.DESCRIPTOR.services_by_name[service]
@@ -139,6 +139,21 @@ def test_cache_index_search_contract():
     has(cache_index_pb2.SearchHit, block_id="string", score="double", text="string", token_count="int32")
     has(cache_index_pb2.SearchResponse, hits="repeated blockrag.v1.SearchHit")
     has(cache_index_pb2.ListCollectionRequest, tenant="string", collection="string", limit="int32")
+
+
+def test_admin_cache_maintenance_contract():
+    has(admin_pb2.SweepCacheRequest, grace_s="double", dry_run="bool")
+    has(admin_pb2.SweepCacheResponse, scanned="int64", deleted="int64", deleted_bytes="int64", young="int64",
+        expired_writes="int64")
+    has(admin_pb2.Watermarks, high_bytes="int64", low_bytes="int64")
+    has(admin_pb2.EvictCacheRequest, tenant_bounds="blockrag.v1.Watermarks", store_bounds="blockrag.v1.Watermarks",
+        ttl_s="double", tenant="string")
+    has(admin_pb2.TenantEviction, tenant="string", entries="int64", bytes="int64")
+    has(admin_pb2.EvictCacheResponse, entries="int64", bytes="int64", tenants="repeated blockrag.v1.TenantEviction")
+    assert admin_pb2.EvictCacheResponse.DESCRIPTOR.fields_by_name["by_reason"].message_type.GetOptions().map_entry
+    # presence: unset (every tenant) differs from "" (the default tenant)
+    assert not admin_pb2.EvictCacheRequest().HasField("tenant")
+    assert admin_pb2.EvictCacheRequest(tenant="").HasField("tenant")
 
 
 def test_admin_api_key_contract():

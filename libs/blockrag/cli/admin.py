@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from blockrag.cli.admin_cache import cache
 from blockrag.cli.admin_keys import keys
 from blockrag.cli.ingest import ADDRESS_HELP, ApiKeyOption
 from blockrag.client.client import API_KEY_ENV
@@ -22,7 +23,6 @@ app = typer.Typer(help="Operate a BlockRAG platform over gRPC (AdminService).", 
 model = typer.Typer(help="Model versions: the models the replicas loaded and the registry's versions.",
                     no_args_is_help=True)
 distill = typer.Typer(help="Block distillation runs (each registers a model version).", no_args_is_help=True)
-cache = typer.Typer(help="The block KV cache.", no_args_is_help=True)
 app.add_typer(model, name="model")
 app.add_typer(model, name="models", hidden=True)  # the older spelling
 app.add_typer(distill, name="distill")
@@ -286,35 +286,6 @@ def _pair(evaluation, key: str, active: str, fmt: str) -> str:
 
 def _time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
-
-
-@cache.command("stats")
-def cache_stats(address: Address = None, tenant: Annotated[str, typer.Option(help="One tenant; default: all.")] = "") -> None:
-    """Blocks, documents and KV entries in the index, and the generation replicas' memory tier."""
-    from blockrag.v1 import admin_pb2
-
-    with _client(address) as client:
-        reply = client.admin_call("CacheStats", admin_pb2.CacheStatsRequest(tenant=tenant))
-    i = reply.index
-    table = Table(show_header=False, title="Cache index", title_justify="left")
-    table.add_row("collections / documents / blocks", f"{i.collections} / {i.documents} / {i.blocks}")
-    table.add_row("KV entries", f"{i.entries} ({_bytes(i.bytes)})")
-    for v in i.by_model_version:
-        table.add_row(f"  model {v.model_version[:16]}", f"{v.entries} entries ({_bytes(v.bytes)})")
-    console.print(table)
-    replicas = Table("replica", "entries", "bytes", "capacity", "hits", "misses", title="Generation replicas (memory tier)",
-                     title_justify="left")
-    for r in reply.replicas:
-        replicas.add_row(r.replica, str(r.entries), _bytes(r.bytes), _bytes(r.capacity_bytes), str(r.hits), str(r.misses))
-    console.print(replicas)
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def main() -> None:

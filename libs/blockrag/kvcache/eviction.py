@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from blockrag.errors import InvalidRequestError
-from blockrag.kvcache.index import CacheIndex, Evicted
+from blockrag.kvcache.index import DEFAULT_TENANT, CacheIndex, Evicted
 from blockrag.kvcache.object_store import ObjectStore
 
 DEFAULT_READER_GRACE_S = 2.0
@@ -95,6 +95,7 @@ def evict(index: CacheIndex, store: ObjectStore, policy: EvictionPolicy, *, tena
     rows first, then, after ``reader_grace_s``, objects (see the module docstring)."""
     if isinstance(reader_grace_s, bool) or not isinstance(reader_grace_s, int | float) or reader_grace_s < 0:
         raise InvalidRequestError(f"reader_grace_s must be a number of seconds >= 0, got {reader_grace_s!r}")
+    tenant = None if tenant is None else tenant or DEFAULT_TENANT
     gone: list[tuple[str, Evicted]] = []
     if policy.ttl_s is not None:
         gone += [("ttl", e) for e in index.evict_idle(clock() - policy.ttl_s, tenant)]

@@ -134,6 +134,77 @@ class CacheStatsResponse(_message.Message):
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaCacheStats]
     def __init__(self, index: _Optional[_Union[_cache_index_pb2.StatsResponse, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaCacheStats, _Mapping]]] = ...) -> None: ...
 
+class SweepCacheRequest(_message.Message):
+    __slots__ = ("grace_s", "dry_run")
+    GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    grace_s: float
+    dry_run: bool
+    def __init__(self, grace_s: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class SweepCacheResponse(_message.Message):
+    __slots__ = ("scanned", "deleted", "deleted_bytes", "young", "expired_writes")
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    YOUNG_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    scanned: int
+    deleted: int
+    deleted_bytes: int
+    young: int
+    expired_writes: int
+    def __init__(self, scanned: _Optional[int] = ..., deleted: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., young: _Optional[int] = ..., expired_writes: _Optional[int] = ...) -> None: ...
+
+class Watermarks(_message.Message):
+    __slots__ = ("high_bytes", "low_bytes")
+    HIGH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    high_bytes: int
+    low_bytes: int
+    def __init__(self, high_bytes: _Optional[int] = ..., low_bytes: _Optional[int] = ...) -> None: ...
+
+class EvictCacheRequest(_message.Message):
+    __slots__ = ("tenant_bounds", "store_bounds", "ttl_s", "tenant")
+    TENANT_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    STORE_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant_bounds: Watermarks
+    store_bounds: Watermarks
+    ttl_s: float
+    tenant: str
+    def __init__(self, tenant_bounds: _Optional[_Union[Watermarks, _Mapping]] = ..., store_bounds: _Optional[_Union[Watermarks, _Mapping]] = ..., ttl_s: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class TenantEviction(_message.Message):
+    __slots__ = ("tenant", "entries", "bytes")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    entries: int
+    bytes: int
+    def __init__(self, tenant: _Optional[str] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class EvictCacheResponse(_message.Message):
+    __slots__ = ("entries", "bytes", "tenants", "by_reason")
+    class ByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    bytes: int
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantEviction]
+    by_reason: _containers.ScalarMap[str, int]
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[TenantEviction, _Mapping]]] = ..., by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
 class StartDistillationRequest(_message.Message):
     __slots__ = ("tenant", "collection", "directory", "steps", "examples", "eval_questions", "config_json", "auto_promote")
     TENANT_FIELD_NUMBER: _ClassVar[int]

@@ -52,6 +52,16 @@ class AdminServiceStub:
                 request_serializer=blockrag_dot_v1_dot_admin__pb2.CacheStatsRequest.SerializeToString,
                 response_deserializer=blockrag_dot_v1_dot_admin__pb2.CacheStatsResponse.FromString,
                 _registered_method=True)
+        self.SweepCache = channel.unary_unary(
+                '/blockrag.v1.AdminService/SweepCache',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.SweepCacheRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.SweepCacheResponse.FromString,
+                _registered_method=True)
+        self.EvictCache = channel.unary_unary(
+                '/blockrag.v1.AdminService/EvictCache',
+                request_serializer=blockrag_dot_v1_dot_admin__pb2.EvictCacheRequest.SerializeToString,
+                response_deserializer=blockrag_dot_v1_dot_admin__pb2.EvictCacheResponse.FromString,
+                _registered_method=True)
         self.StartDistillation = channel.unary_unary(
                 '/blockrag.v1.AdminService/StartDistillation',
                 request_serializer=blockrag_dot_v1_dot_admin__pb2.StartDistillationRequest.SerializeToString,
@@ -126,6 +136,22 @@ class AdminServiceServicer:
 
     def CacheStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SweepCache(self, request, context):
+        """Delete KV objects that no cache index entry names (left by crashed writers or evictions),
+        once older than a grace period; INVALID_ARGUMENT for a negative grace period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvictCache(self, request, context):
+        """Evict KV entries (rows, then their objects) by watermarks per tenant and for the whole
+        store, least recently used first, and by a TTL; INVALID_ARGUMENT for inconsistent bounds.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -220,6 +246,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CacheStats,
                     request_deserializer=blockrag_dot_v1_dot_admin__pb2.CacheStatsRequest.FromString,
                     response_serializer=blockrag_dot_v1_dot_admin__pb2.CacheStatsResponse.SerializeToString,
+            ),
+            'SweepCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.SweepCache,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.SweepCacheRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.SweepCacheResponse.SerializeToString,
+            ),
+            'EvictCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvictCache,
+                    request_deserializer=blockrag_dot_v1_dot_admin__pb2.EvictCacheRequest.FromString,
+                    response_serializer=blockrag_dot_v1_dot_admin__pb2.EvictCacheResponse.SerializeToString,
             ),
             'StartDistillation': grpc.unary_unary_rpc_method_handler(
                     servicer.StartDistillation,
@@ -356,6 +392,60 @@ class AdminService:
             '/blockrag.v1.AdminService/CacheStats',
             blockrag_dot_v1_dot_admin__pb2.CacheStatsRequest.SerializeToString,
             blockrag_dot_v1_dot_admin__pb2.CacheStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SweepCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/SweepCache',
+            blockrag_dot_v1_dot_admin__pb2.SweepCacheRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.SweepCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvictCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blockrag.v1.AdminService/EvictCache',
+            blockrag_dot_v1_dot_admin__pb2.EvictCacheRequest.SerializeToString,
+            blockrag_dot_v1_dot_admin__pb2.EvictCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

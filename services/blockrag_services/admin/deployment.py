@@ -1,18 +1,30 @@
-"""Admin: the platform's health, model versions, cache statistics, and block distillation (runs
-through the DistillationRunner actor, versions in the model registry), for blockrag-admin.
-A thin translator: the logic is in blockrag.distill.runs and blockrag.registry."""
+"""Admin: the platform's health, model versions, the cache (statistics, orphan sweep, eviction),
+and block distillation (runs through the DistillationRunner actor, versions in the model
+registry), for blockrag-admin. A thin translator: the logic is in blockrag.distill.runs,
+blockrag.registry and blockrag.kvcache (sweeper, eviction)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 
 from ray import serve
 
 from blockrag.distill.runs import JobStores, cancel_run
+from blockrag.kvcache.eviction import evict
+from blockrag.kvcache.sweeper import DEFAULT_GRACE_S, sweep_orphans
 from blockrag.v1 import admin_pb2 as pb
 from blockrag.v1 import cache_index_pb2 as index_pb
-from blockrag_services.admin.messages import key_message, role_of, run_message, run_request, version_message
+from blockrag_services.admin.messages import (
+    eviction_message,
+    eviction_policy,
+    key_message,
+    role_of,
+    run_message,
+    run_request,
+    version_message,
+)
 from blockrag_services.access import ADMIN, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import streaming, unary
@@ -79,6 +91,19 @@ class Admin:
         index = await self.handles[CACHE_INDEX].Stats.remote(index_pb.StatsRequest(tenant=request.tenant))
         replica = await self.handles[GENERATION].replica_cache_stats.remote()
         return pb.CacheStatsResponse(index=index, replicas=[pb.ReplicaCacheStats(**replica)])
+
+    @unary(SERVICE, pb.SweepCacheResponse, ADMIN)
+    async def SweepCache(self, request: pb.SweepCacheRequest) -> pb.SweepCacheResponse:
+        report = await asyncio.to_thread(sweep_orphans, self.stores.index, self.stores.store,
+                                         grace_s=request.grace_s or DEFAULT_GRACE_S, dry_run=request.dry_run)
+        return pb.SweepCacheResponse(**asdict(report))
+
+    @unary(SERVICE, pb.EvictCacheResponse, ADMIN)
+    async def EvictCache(self, request: pb.EvictCacheRequest) -> pb.EvictCacheResponse:
+        policy = eviction_policy(request)
+        tenant = request.tenant if request.HasField("tenant") else None
+        report = await asyncio.to_thread(evict, self.stores.index, self.stores.store, policy, tenant=tenant)
+        return eviction_message(report)
 
     # -- distillation runs ---------------------------------------------------------------------
 

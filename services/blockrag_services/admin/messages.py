@@ -1,5 +1,5 @@
-"""Registry rows (blockrag.registry) and API keys (blockrag.auth) as AdminService messages, and
-back for requests."""
+"""Registry rows (blockrag.registry), API keys (blockrag.auth) and cache maintenance
+(blockrag.kvcache.sweeper, .eviction) as AdminService messages, and back for requests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from blockrag.auth import KeyRecord, Role
 from blockrag.errors import InvalidRequestError
+from blockrag.kvcache.eviction import EvictionPolicy, EvictionReport, Watermarks
 from blockrag.registry import ModelVersion, Run
 from blockrag.v1 import admin_pb2 as pb
 from blockrag_services.distillation.request import RunRequest
@@ -65,3 +66,18 @@ def role_of(role: int) -> Role:
     if role not in pb.Role.values() or role == pb.ROLE_UNSPECIFIED:
         raise InvalidRequestError("role is required: reader, writer or admin")
     return Role[pb.Role.Name(role).removeprefix("ROLE_")]
+
+
+def eviction_policy(request: pb.EvictCacheRequest) -> EvictionPolicy:
+    """The request's bounds (a high watermark of 0 or unset: no bound), checked by the policy."""
+    def marks(m: pb.Watermarks) -> Watermarks | None:
+        return Watermarks(m.high_bytes, m.low_bytes) if m.high_bytes or m.low_bytes else None
+
+    return EvictionPolicy(tenant=marks(request.tenant_bounds), store=marks(request.store_bounds),
+                          ttl_s=request.ttl_s or None)
+
+
+def eviction_message(report: EvictionReport) -> pb.EvictCacheResponse:
+    return pb.EvictCacheResponse(
+        entries=report.entries, bytes=report.bytes, by_reason=report.by_reason,
+        tenants=[pb.TenantEviction(tenant=t, entries=n, bytes=b) for t, (n, b) in report.by_tenant.items()])
