@@ -19,6 +19,10 @@ class Recorder(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self) -> None:
         self.requests: list[object] = []
 
+    def CacheStats(self, request, context):
+        self.requests.append(request)
+        return admin_pb2.CacheStatsResponse(tenants=[admin_pb2.TenantBytes(tenant="acme", entries=3, bytes=3 << 20)])
+
     def SweepCache(self, request, context):
         self.requests.append(request)
         return admin_pb2.SweepCacheResponse(scanned=12, deleted=3, deleted_bytes=3 << 20, young=2, expired_writes=1)
@@ -26,7 +30,7 @@ class Recorder(admin_pb2_grpc.AdminServiceServicer):
     def EvictCache(self, request, context):
         self.requests.append(request)
         return admin_pb2.EvictCacheResponse(entries=5, bytes=5 << 10, by_reason={"tenant": 4, "ttl": 1},
-                                            tenants=[admin_pb2.TenantEviction(tenant="acme", entries=5, bytes=5 << 10)])
+                                            tenants=[admin_pb2.TenantBytes(tenant="acme", entries=5, bytes=5 << 10)])
 
 
 @pytest.fixture
@@ -46,6 +50,12 @@ def invoke(*args: str):
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
+
+
+def test_stats_show_each_tenant(server):
+    out = invoke("cache", "stats", "--tenant", "acme")
+    assert server.requests == [admin_pb2.CacheStatsRequest(tenant="acme")]
+    assert "acme │ 3 │ 3.0 MiB" in out
 
 
 def test_sweep(server):

@@ -148,8 +148,10 @@ def test_admin_cache_maintenance_contract():
     has(admin_pb2.Watermarks, high_bytes="int64", low_bytes="int64")
     has(admin_pb2.EvictCacheRequest, tenant_bounds="blockrag.v1.Watermarks", store_bounds="blockrag.v1.Watermarks",
         ttl_s="double", tenant="string")
-    has(admin_pb2.TenantEviction, tenant="string", entries="int64", bytes="int64")
-    has(admin_pb2.EvictCacheResponse, entries="int64", bytes="int64", tenants="repeated blockrag.v1.TenantEviction")
+    has(admin_pb2.TenantBytes, tenant="string", entries="int64", bytes="int64")
+    has(admin_pb2.EvictCacheResponse, entries="int64", bytes="int64", tenants="repeated blockrag.v1.TenantBytes")
+    has(admin_pb2.CacheStatsResponse, index="blockrag.v1.StatsResponse",
+        replicas="repeated blockrag.v1.ReplicaCacheStats", tenants="repeated blockrag.v1.TenantBytes")
     assert admin_pb2.EvictCacheResponse.DESCRIPTOR.fields_by_name["by_reason"].message_type.GetOptions().map_entry
     # presence: unset (every tenant) differs from "" (the default tenant)
     assert not admin_pb2.EvictCacheRequest().HasField("tenant")

@@ -16,6 +16,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.entry_writer import EntryFrame, EntryWriter, entry_object_name
 from blockrag.kvcache.key import CacheKey
 from blockrag.v1 import admin_pb2 as pb
+from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag_services.admin.deployment import Admin
 from blockrag_services.config import PlatformConfig
 
@@ -32,10 +33,26 @@ def stores(config):
     stores.close()
 
 
+class Remote:
+    """A Ray method stand-in: .remote(...) gives an awaitable of fn's result."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        async def result():
+            return self.fn(*args)
+
+        return result()
+
+
 @pytest.fixture
 def admin(config, stores):
+    replica = dict(replica="generation#1", entries=2, bytes=64, capacity_bytes=1 << 20, hits=5, misses=1)
+    handles = {"cache_index": SimpleNamespace(Stats=Remote(lambda request: index_pb.StatsResponse(entries=6))),
+               "generation": SimpleNamespace(replica_cache_stats=Remote(lambda: replica))}
     runner = SimpleNamespace()  # no distillation here: never called
-    return Admin.func_or_class(config.to_args(), handles={}, runner=runner)
+    return Admin.func_or_class(config.to_args(), handles=handles, runner=runner)
 
 
 def call(coroutine):
@@ -78,3 +95,12 @@ def test_evict_by_tenant_bounds(admin, stores):
     assert call(admin.EvictCache(store_wide)).entries == 1
     with pytest.raises(InvalidRequestError, match="low_bytes <= high_bytes"):
         call(admin.EvictCache(pb.EvictCacheRequest(tenant_bounds=pb.Watermarks(high_bytes=1, low_bytes=2))))
+
+
+def test_stats_give_each_tenants_bytes(admin, stores):
+    entries(stores, "acme", 4, 100), entries(stores, "other", 2, 10)
+    reply = call(admin.CacheStats(pb.CacheStatsRequest()))
+    assert reply.index.entries == 6 and reply.replicas[0].hits == 5
+    assert [(t.tenant, t.entries, t.bytes) for t in reply.tenants] == [("acme", 4, 400), ("other", 2, 20)]
+    one = call(admin.CacheStats(pb.CacheStatsRequest(tenant="other")))
+    assert [(t.tenant, t.bytes) for t in one.tenants] == [("other", 20)]

@@ -51,6 +51,12 @@ def cache_stats(address: Address = None, tenant: Annotated[str, typer.Option(hel
     for v in i.by_model_version:
         table.add_row(f"  model {v.model_version[:16]}", f"{v.entries} entries ({_bytes(v.bytes)})")
     console.print(table)
+    if reply.tenants:
+        tenants = Table("tenant", "KV entries", "bytes", title="By tenant (eviction's watermarks apply to these)",
+                        title_justify="left")
+        for t in reply.tenants:
+            tenants.add_row(t.tenant, str(t.entries), _bytes(t.bytes))
+        console.print(tenants)
     replicas = Table("replica", "entries", "bytes", "capacity", "hits", "misses", title="Generation replicas (memory tier)",
                      title_justify="left")
     for r in reply.replicas:

@@ -127,12 +127,14 @@ class ReplicaCacheStats(_message.Message):
     def __init__(self, replica: _Optional[str] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ...) -> None: ...
 
 class CacheStatsResponse(_message.Message):
-    __slots__ = ("index", "replicas")
+    __slots__ = ("index", "replicas", "tenants")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     index: _cache_index_pb2.StatsResponse
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaCacheStats]
-    def __init__(self, index: _Optional[_Union[_cache_index_pb2.StatsResponse, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaCacheStats, _Mapping]]] = ...) -> None: ...
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantBytes]
+    def __init__(self, index: _Optional[_Union[_cache_index_pb2.StatsResponse, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaCacheStats, _Mapping]]] = ..., tenants: _Optional[_Iterable[_Union[TenantBytes, _Mapping]]] = ...) -> None: ...
 
 class SweepCacheRequest(_message.Message):
     __slots__ = ("grace_s", "dry_run")
@@ -176,7 +178,7 @@ class EvictCacheRequest(_message.Message):
     tenant: str
     def __init__(self, tenant_bounds: _Optional[_Union[Watermarks, _Mapping]] = ..., store_bounds: _Optional[_Union[Watermarks, _Mapping]] = ..., ttl_s: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
 
-class TenantEviction(_message.Message):
+class TenantBytes(_message.Message):
     __slots__ = ("tenant", "entries", "bytes")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
@@ -201,9 +203,9 @@ class EvictCacheResponse(_message.Message):
     BY_REASON_FIELD_NUMBER: _ClassVar[int]
     entries: int
     bytes: int
-    tenants: _containers.RepeatedCompositeFieldContainer[TenantEviction]
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantBytes]
     by_reason: _containers.ScalarMap[str, int]
-    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[TenantEviction, _Mapping]]] = ..., by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[TenantBytes, _Mapping]]] = ..., by_reason: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class StartDistillationRequest(_message.Message):
     __slots__ = ("tenant", "collection", "directory", "steps", "examples", "eval_questions", "config_json", "auto_promote")

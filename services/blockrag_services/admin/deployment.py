@@ -90,7 +90,10 @@ class Admin:
     async def CacheStats(self, request: pb.CacheStatsRequest) -> pb.CacheStatsResponse:
         index = await self.handles[CACHE_INDEX].Stats.remote(index_pb.StatsRequest(tenant=request.tenant))
         replica = await self.handles[GENERATION].replica_cache_stats.remote()
-        return pb.CacheStatsResponse(index=index, replicas=[pb.ReplicaCacheStats(**replica)])
+        usage = await asyncio.to_thread(self.stores.index.usage)
+        tenants = [pb.TenantBytes(tenant=u.tenant, entries=u.entries, bytes=u.bytes) for u in usage
+                   if not request.tenant or u.tenant == request.tenant]
+        return pb.CacheStatsResponse(index=index, replicas=[pb.ReplicaCacheStats(**replica)], tenants=tenants)
 
     @unary(SERVICE, pb.SweepCacheResponse, ADMIN)
     async def SweepCache(self, request: pb.SweepCacheRequest) -> pb.SweepCacheResponse:

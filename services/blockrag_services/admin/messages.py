@@ -80,4 +80,4 @@ def eviction_policy(request: pb.EvictCacheRequest) -> EvictionPolicy:
 def eviction_message(report: EvictionReport) -> pb.EvictCacheResponse:
     return pb.EvictCacheResponse(
         entries=report.entries, bytes=report.bytes, by_reason=report.by_reason,
-        tenants=[pb.TenantEviction(tenant=t, entries=n, bytes=b) for t, (n, b) in report.by_tenant.items()])
+        tenants=[pb.TenantBytes(tenant=t, entries=n, bytes=b) for t, (n, b) in report.by_tenant.items()])
