@@ -97,6 +97,13 @@ def test_a_reader_that_looked_an_entry_up_still_gets_its_object(url, index, stor
     assert not index.lookup("a", [block], "m1")[0].hit and store.get(row.location) is None
 
 
+def test_a_bad_reader_grace_is_refused_before_any_row_goes(url, index, store, clock):
+    ids = fill(index, store, clock, "a", 2)
+    with pytest.raises(InvalidRequestError, match="reader_grace_s"):
+        evict(index, store, EvictionPolicy(tenant=Watermarks(50, 0)), reader_grace_s=-1)
+    assert stored(index, "a", ids) == [True, True]
+
+
 def test_a_crash_between_rows_and_objects_leaves_orphans_only(url, index, store, clock):
     ids = fill(index, store, clock, "a", 4)
     process = multiprocessing.get_context("spawn").Process(target=evict_in_process,

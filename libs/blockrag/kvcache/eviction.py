@@ -88,13 +88,28 @@ class EvictionReport:
     by_reason: dict[str, int]  # "ttl", "tenant", "store" -> entries
 
 
+def _check_grace(reader_grace_s: object) -> None:
+    if isinstance(reader_grace_s, bool) or not isinstance(reader_grace_s, int | float) or reader_grace_s < 0:
+        raise InvalidRequestError(f"reader_grace_s must be a number of seconds >= 0, got {reader_grace_s!r}")
+
+
+def drop_objects(store: ObjectStore, locations: list[str], *, reader_grace_s: float = DEFAULT_READER_GRACE_S,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """Delete the objects of entries whose rows are already gone, after ``reader_grace_s``: a
+    reader that looked a row up just before it went still gets its object (module docstring)."""
+    _check_grace(reader_grace_s)
+    if locations and reader_grace_s:
+        sleep(reader_grace_s)
+    for location in locations:
+        store.delete(location)
+
+
 def evict(index: CacheIndex, store: ObjectStore, policy: EvictionPolicy, *, tenant: str | None = None,
           reader_grace_s: float = DEFAULT_READER_GRACE_S, clock: Callable[[], float] = time.time,
           sleep: Callable[[float], None] = time.sleep) -> EvictionReport:
     """Apply ``policy`` (to ``tenant`` only when given: its TTL and its bounds, not the store's);
     rows first, then, after ``reader_grace_s``, objects (see the module docstring)."""
-    if isinstance(reader_grace_s, bool) or not isinstance(reader_grace_s, int | float) or reader_grace_s < 0:
-        raise InvalidRequestError(f"reader_grace_s must be a number of seconds >= 0, got {reader_grace_s!r}")
+    _check_grace(reader_grace_s)  # before any row goes
     tenant = None if tenant is None else tenant or DEFAULT_TENANT
     gone: list[tuple[str, Evicted]] = []
     if policy.ttl_s is not None:
@@ -106,10 +121,7 @@ def evict(index: CacheIndex, store: ObjectStore, policy: EvictionPolicy, *, tena
     if policy.store is not None and tenant is None:
         if sum(u.bytes for u in index.usage()) > policy.store.high_bytes:
             gone += [("store", e) for e in index.evict_least_recent(policy.store.low_bytes)]
-    if gone and reader_grace_s:
-        sleep(reader_grace_s)  # a reader that looked a row up just before it went still gets its object
-    for _, evicted in gone:
-        store.delete(evicted.entry.location)
+    drop_objects(store, [e.entry.location for _, e in gone], reader_grace_s=reader_grace_s, sleep=sleep)
     by_tenant: dict[str, tuple[int, int]] = {}
     for _, e in gone:
         n, size = by_tenant.get(e.tenant, (0, 0))

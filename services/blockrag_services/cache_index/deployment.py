@@ -7,6 +7,7 @@ import asyncio
 from ray import serve
 
 from blockrag.errors import InvalidRequestError
+from blockrag.kvcache.eviction import drop_objects
 from blockrag.kvcache.index import CacheIndex, KVEntry
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.v1 import cache_index_pb2 as pb
@@ -58,8 +59,8 @@ class CacheIndexService:
         evicted = await asyncio.to_thread(
             self.index.evict, tenant_of(request), list(request.block_ids), request.model_version or None,
             request.max_bytes)
-        for entry in evicted:  # rows first: a reader never finds a row whose object is gone for good
-            await asyncio.to_thread(self.store.delete, entry.location)
+        # rows first, objects after a pause for readers that had just looked them up (kvcache.eviction)
+        await asyncio.to_thread(drop_objects, self.store, [e.location for e in evicted])
         return pb.EvictResponse(entries=len(evicted), bytes=sum(e.nbytes for e in evicted))
 
     @unary(SERVICE, pb.RegisterBlocksResponse, INTERNAL)
