@@ -4,6 +4,7 @@ then what is backend-specific: URLs, locations, layout and failures."""
 from __future__ import annotations
 
 import inspect
+import os
 import secrets
 import threading
 import time
@@ -55,7 +56,7 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> S3Server:
 
 def test_implements_the_whole_protocol(store: ObjectStore) -> None:
     assert isinstance(store, ObjectStore)
-    for name in ("put", "get", "delete", "exists", "location_for", "list_objects"):
+    for name in ("put", "get", "delete", "exists", "location_for", "list_objects", "remove_partial_writes"):
         expected = inspect.signature(getattr(ObjectStore, name))
         actual = inspect.signature(getattr(type(store), name))
         assert list(actual.parameters) == list(expected.parameters), name
@@ -103,6 +104,11 @@ def test_list_objects(store: ObjectStore) -> None:
         "abc": (put["abc"], 3), "abd": (put["abd"], 0), "zz-1.2": (put["zz-1.2"], 7)}
     # the store's clock (file mtime, S3 LastModified in whole seconds) near ours
     assert all(before - 2 < o.modified_at < time.time() + 2 for o in listed.values())
+
+
+def test_remove_partial_writes_keeps_objects(store: ObjectStore) -> None:
+    location = store.put("whole", b"w")
+    assert store.remove_partial_writes(time.time() + 60) == 0 and store.get(location) == b"w"
 
 
 def test_a_reader_never_sees_half_an_object(store: ObjectStore) -> None:
@@ -157,6 +163,11 @@ def test_local_layout_is_atomic_and_fanned_out(tmp_path: Path) -> None:
     # a write in flight (its temp file) is not an object
     (store.root / "ab" / ".tmp-crashed").write_bytes(b"half")
     assert [o.name for o in store.list_objects()] == ["abcdef"]
+    # one whose writer died an hour ago is removed; a younger one may still be renamed: kept
+    os.utime(store.root / "ab" / ".tmp-crashed", (time.time() - 3600, time.time() - 3600))
+    (store.root / "ab" / ".tmp-writing").write_bytes(b"half")
+    assert store.remove_partial_writes(time.time() - 60) == 1
+    assert sorted(p.name for p in (store.root / "ab").iterdir()) == [".tmp-writing", "abcdef"]
 
 
 def test_local_locations_outside_root_are_refused(tmp_path: Path) -> None:

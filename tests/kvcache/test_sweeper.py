@@ -68,3 +68,13 @@ def test_grace_must_be_a_non_negative_number(url, index, store):
     for grace_s in (-1, "1h", True):
         with pytest.raises(InvalidRequestError, match="grace_s"):
             sweep_orphans(index, store, grace_s=grace_s)
+
+
+def test_partial_local_writes_go_after_the_grace_period(url, index, tmp_path):
+    store = LocalObjectStore(tmp_path / "kv")
+    store.put(entry_object_name(CacheKey.of(TENANT, VERSION, [1])), b"x")  # makes a fan-out directory
+    (fan,) = [p for p in store.root.iterdir()]
+    (fan / ".tmp-died").write_bytes(b"half a frame")  # a put killed before its rename
+    assert sweep_orphans(index, store).partial_writes == 0  # it may be a put still going
+    assert sweep_orphans(index, store, clock=later).partial_writes == 1
+    assert [p.name for p in fan.iterdir()] == []

@@ -144,7 +144,7 @@ def test_cache_index_search_contract():
 def test_admin_cache_maintenance_contract():
     has(admin_pb2.SweepCacheRequest, grace_s="double", dry_run="bool")
     has(admin_pb2.SweepCacheResponse, scanned="int64", deleted="int64", deleted_bytes="int64", young="int64",
-        expired_writes="int64")
+        expired_writes="int64", partial_writes="int64")
     has(admin_pb2.Watermarks, high_bytes="int64", low_bytes="int64")
     has(admin_pb2.EvictCacheRequest, tenant_bounds="blockrag.v1.Watermarks", store_bounds="blockrag.v1.Watermarks",
         ttl_s="double", tenant="string")

@@ -78,7 +78,8 @@ def cache_sweep(
         r = client.admin_call("SweepCache", admin_pb2.SweepCacheRequest(grace_s=grace, dry_run=dry_run))
     verb = "would delete" if dry_run else "deleted"
     console.print(f"Swept {r.scanned} entry objects: {verb} {r.deleted} orphans ({_bytes(r.deleted_bytes)}); "
-                  f"{r.young} younger than the grace period kept; {r.expired_writes} abandoned writes expired")
+                  f"{r.young} younger than the grace period kept; {r.expired_writes} abandoned writes expired, "
+                  f"{r.partial_writes} partial writes removed")
 
 
 @cache.command("evict")

@@ -64,6 +64,11 @@ class ObjectStore(Protocol):
         """Every object stored, in no set order (never an in-flight write's temporary file)."""
         ...
 
+    def remove_partial_writes(self, before: float) -> int:
+        """Delete what writes that died mid-put left, if older than ``before`` (unix seconds, the
+        store's clock); how many. Readers never see these (they have no object name)."""
+        ...
+
 
 def is_object_name(name: object) -> bool:
     """Whether ``name`` is a valid object name (see the module docstring)."""
@@ -157,6 +162,21 @@ class LocalObjectStore:
                     yield ObjectInfo(path.name, path.as_uri(), st.st_size, st.st_mtime)
         except OSError as e:
             raise ObjectStoreError(f"cannot list objects under {self.root}: {e}") from e
+
+    def remove_partial_writes(self, before: float) -> int:
+        """The temp files (".tmp-*") of puts that died before their rename."""
+        removed = 0
+        try:
+            for path in self.root.glob("*/.tmp-*"):
+                try:
+                    if path.stat().st_mtime < before:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # renamed or removed meanwhile
+        except OSError as e:
+            raise ObjectStoreError(f"cannot remove partial writes under {self.root}: {e}") from e
+        return removed
 
     def _path_of(self, location: str) -> Path:
         """The file behind a location this store wrote; StorageConfigError for any other."""

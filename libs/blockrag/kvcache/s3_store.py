@@ -239,6 +239,10 @@ class S3ObjectStore:
                              # no date: never old enough to be swept
                              obj.last_modified.timestamp() if obj.last_modified else float("inf"))
 
+    def remove_partial_writes(self, before: float) -> int:
+        """Nothing to remove: a PUT is atomic, and an upload that died left no object."""
+        return 0
+
     def _key(self, name: str) -> str:
         check_name(name)
         return f"{self.config.prefix}/{name}" if self.config.prefix else name

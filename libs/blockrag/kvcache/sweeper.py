@@ -7,7 +7,8 @@ before deleting their copy. A sweep:
     1. expires the intents (kv_writes) older than the grace period: their writers are gone
        (EntryWriter redoes a write whose intent it finds expired), and deletes their objects;
     2. lists the store and deletes every entry object (kvcache.entry_writer.ENTRY_NAME) older
-       than the grace period that neither an entry nor an intent names.
+       than the grace period that neither an entry nor an intent names;
+    3. removes what puts that died midway left (a local store's temp files) past the grace period.
 
 An object being written is named by its intent from before it exists, so step 2 never takes
 it; the grace period on the object's age is a second guard, for writers that commit without
@@ -38,6 +39,7 @@ class SweepReport:
     deleted_bytes: int
     young: int  # younger than the grace period: not examined, kept
     expired_writes: int  # intents of writers gone, forgotten (their objects deleted)
+    partial_writes: int = 0  # leftovers of puts that died midway (local temp files), removed
 
 
 def sweep_orphans(index: CacheIndex, store: ObjectStore, *, grace_s: float = DEFAULT_GRACE_S,
@@ -77,4 +79,5 @@ def sweep_orphans(index: CacheIndex, store: ObjectStore, *, grace_s: float = DEF
             batch = []
     if batch:
         settle(batch)
-    return SweepReport(scanned, deleted, deleted_bytes, young, len(expired))
+    partial = 0 if dry_run else store.remove_partial_writes(cutoff)
+    return SweepReport(scanned, deleted, deleted_bytes, young, len(expired), partial)

@@ -145,18 +145,20 @@ class SweepCacheRequest(_message.Message):
     def __init__(self, grace_s: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class SweepCacheResponse(_message.Message):
-    __slots__ = ("scanned", "deleted", "deleted_bytes", "young", "expired_writes")
+    __slots__ = ("scanned", "deleted", "deleted_bytes", "young", "expired_writes", "partial_writes")
     SCANNED_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DELETED_BYTES_FIELD_NUMBER: _ClassVar[int]
     YOUNG_FIELD_NUMBER: _ClassVar[int]
     EXPIRED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_WRITES_FIELD_NUMBER: _ClassVar[int]
     scanned: int
     deleted: int
     deleted_bytes: int
     young: int
     expired_writes: int
-    def __init__(self, scanned: _Optional[int] = ..., deleted: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., young: _Optional[int] = ..., expired_writes: _Optional[int] = ...) -> None: ...
+    partial_writes: int
+    def __init__(self, scanned: _Optional[int] = ..., deleted: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., young: _Optional[int] = ..., expired_writes: _Optional[int] = ..., partial_writes: _Optional[int] = ...) -> None: ...
 
 class Watermarks(_message.Message):
     __slots__ = ("high_bytes", "low_bytes")
