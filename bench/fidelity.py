@@ -41,7 +41,7 @@ from blockrag.distill.training import build_examples, default_corpus, run_steps
 from blockrag.models import load_model
 from blockrag.prompt import PromptTemplate
 
-console = Console()
+console = Console(width=200)  # the by-position columns are wide; logs are read off a terminal
 
 # ablations of the distillation recipe (--variants): each switch off in turn
 VARIANTS = {
@@ -156,7 +156,8 @@ def main() -> None:
 def as_dict(r: FidelityResult) -> dict:
     return {"questions": r.questions, "accuracy": r.accuracy, "correct": r.correct, "kl": r.kl,
             "answer_tokens": r.answer_tokens,
-            "by_position": {str(k): list(v) for k, v in r.by_position.items()}}  # JSON keys are strings
+            "by_position": {str(k): list(v) for k, v in r.by_position.items()},  # JSON keys are strings
+            "kl_by_position": {str(k): list(v) for k, v in r.kl_by_position.items()}}
 
 
 def merge(parts: list[dict]) -> dict:
@@ -169,7 +170,14 @@ def merge(parts: list[dict]) -> dict:
         positions = sorted({int(k) for r in got for k in r.get("by_position", {})})
         by_position = {p: (sum(r["by_position"].get(str(p), (0, 0))[0] for r in got),
                            sum(r["by_position"].get(str(p), (0, 0))[1] for r in got)) for p in positions}
-        result = FidelityResult(sum(r["questions"] for r in got), sum(r["correct"] for r in got), kl, tokens, by_position)
+        kl_by_position = {}
+        for p in positions:  # token-weighted, as the overall KL
+            shares = [r.get("kl_by_position", {}).get(str(p)) for r in got]  # (mean, tokens) per shard
+            n = sum(share[1] for share in shares if share)
+            if n:
+                kl_by_position[p] = (sum(share[0] * share[1] for share in shares if share) / n, n)
+        result = FidelityResult(sum(r["questions"] for r in got), sum(r["correct"] for r in got), kl, tokens, by_position,
+                                kl_by_position)
         rows[name] = {**as_dict(result), **{k: v for k, v in got[0].items() if k not in as_dict(result)}}
     return {"split": parts[0]["split"], "questions": sum(p["questions"] for p in parts), "device": parts[0]["device"],
             "shards": [p.get("shard") for p in parts], "rows": rows, "seconds": max(p["seconds"] for p in parts)}
@@ -180,10 +188,12 @@ def show(rows: dict[str, dict], title: str) -> None:
     table = Table(title=title)
     positions = sorted({k for row in rows.values() for k in row.get("by_position", {})}, key=int)
     for column in ("configuration", "accuracy", "answer-token KL", "KL / base", "s per step",
-                   *(f"answer in passage {int(p) + 1}" for p in positions)):
+                   *(f"answer in passage {int(p) + 1}: right (KL)" for p in positions)):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for name, row in rows.items():
-        cells = [f"{c}/{n}" for c, n in (row.get("by_position", {}).get(p, (0, 0)) for p in positions)]
+        kls = row.get("kl_by_position", {})
+        cells = [f"{c}/{n}" + (f" ({kls[p][0]:.3f})" if p in kls else "")
+                 for p, (c, n) in ((p, row.get("by_position", {}).get(p, (0, 0))) for p in positions)]
         table.add_row(name, f"{100 * row['accuracy']:.1f}% ({row['correct']}/{row['questions']})",
                       "-" if row["kl"] is None else f"{row['kl']:.3f}",
                       "-" if row["kl"] is None else f"{row['kl'] / base_kl:.2f}",

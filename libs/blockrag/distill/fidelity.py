@@ -64,13 +64,15 @@ def ended_answer(tokens: Sequence[int], max_new_tokens: int, stop_ids: Collectio
 class FidelityResult:
     """accuracy in [0, 1]; kl: mean nats per answer token (None for full attention itself).
     by_position: answer passage index -> (correct, questions), over the questions that know it
-    (block attention loses most where the answer sits far from the question)."""
+    (block attention loses most where the answer sits far from the question); kl_by_position:
+    answer passage index -> (mean KL, answer tokens), empty for full attention."""
 
     questions: int
     correct: int
     kl: float | None
     answer_tokens: int
     by_position: dict[int, tuple[int, int]] = field(default_factory=dict)
+    kl_by_position: dict[int, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -107,6 +109,7 @@ class FidelityProbe:
     def score(self, engine: BlockAttentionEngine, progress: Callable[[int, int], None] | None = None) -> FidelityResult:
         """Accuracy and answer-token KL of block attention through `engine`."""
         outcomes, kl_sum, tokens = [], 0.0, 0
+        per_position: dict[int, tuple[float, int]] = {}  # answer passage -> (KL sum, tokens)
         for i, (q, (blocks, final)) in enumerate(zip(self.questions, self.prompts)):
             kvs = engine.encode_blocks(blocks)
             answer = list(engine.generate(kvs, final, self.max_new_tokens))
@@ -115,12 +118,16 @@ class FidelityProbe:
             block = engine.prefill(kvs, final + targets[:-1], logits_to_keep=len(targets)).logits
             full = self.full_logits[i]
             log_full, log_block = torch.log_softmax(full, -1), torch.log_softmax(block, -1)
-            kl_sum += float((log_full.exp() * (log_full - log_block)).sum())
-            tokens += len(targets)
+            kl = float((log_full.exp() * (log_full - log_block)).sum())
+            kl_sum, tokens = kl_sum + kl, tokens + len(targets)
+            if q.answer_passage is not None:
+                total, n = per_position.get(q.answer_passage, (0.0, 0))
+                per_position[q.answer_passage] = (total + kl, n + len(targets))
             if progress:
                 progress(i + 1, len(self.questions))
         return FidelityResult(len(self.questions), sum(outcomes), kl_sum / max(1, tokens), tokens,
-                              self._by_position(outcomes))
+                              self._by_position(outcomes),
+                              {p: (total / n, n) for p, (total, n) in sorted(per_position.items())})
 
     def _by_position(self, outcomes: Sequence[bool]) -> dict[int, tuple[int, int]]:
         counts: dict[int, tuple[int, int]] = {}
