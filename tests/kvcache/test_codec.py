@@ -10,9 +10,10 @@ import torch
 
 from blockrag.attention.block_kv import BlockKV
 from blockrag.errors import InvalidBlockError, KVCodecError, KVIntegrityError
-from blockrag.kvcache import KVCodec, KVFingerprintMismatchError, token_ids_digest
+from blockrag.kvcache import KVBindingError, KVCodec, KVFingerprintMismatchError, token_ids_digest
 
 FP = "test-model@rev1"
+BOUND = {"tenant": "acme", "block_id": "blk_0123"}  # what every frame here is computed for
 PREFIX = 4 + 1 + 32  # magic, version, digest
 
 
@@ -24,15 +25,16 @@ def make_kv(num_tokens: int = 5, dtype: torch.dtype = torch.float32, seed: int =
     return BlockKV(tuple(range(100, 100 + num_tokens)), keys, values)
 
 
-def frame(payload: bytes, version: int = 1) -> bytes:
+def frame(payload: bytes, version: int = 2) -> bytes:
     """A frame with a valid digest around any payload, to reach the checks after the digest."""
     return b"BRKV" + bytes((version,)) + hashlib.sha256(payload).digest() + payload
 
 
 def metadata(kv: BlockKV, **overrides: str) -> dict[str, str]:
     meta = {
-        "format_version": "1",
+        "format_version": "2",
         "model_fingerprint": FP,
+        **BOUND,
         "dtype": str(kv.dtype).removeprefix("torch."),
         "num_layers": str(kv.num_layers),
         "num_kv_heads": str(kv.num_kv_heads),
@@ -62,8 +64,8 @@ def assert_same(a: BlockKV, b: BlockKV) -> None:
 @pytest.mark.parametrize("num_tokens", [1, 7])
 def test_round_trip(dtype: torch.dtype, num_tokens: int) -> None:
     kv = make_kv(num_tokens, dtype)
-    data = KVCodec.encode(kv, FP)
-    assert data[:5] == b"BRKV\x01"
+    data = KVCodec.encode(kv, FP, **BOUND)
+    assert data[:5] == b"BRKV\x02"
     out = KVCodec.decode(data, expected_fingerprint=FP)
     assert_same(out, kv)
     assert out.keys.device.type == "cpu"
@@ -71,7 +73,7 @@ def test_round_trip(dtype: torch.dtype, num_tokens: int) -> None:
 
 def test_encoding_is_deterministic() -> None:
     kv = make_kv()
-    assert KVCodec.encode(kv, FP) == KVCodec.encode(kv, FP)
+    assert KVCodec.encode(kv, FP, **BOUND) == KVCodec.encode(kv, FP, **BOUND)
 
 
 def test_non_contiguous_and_shared_inputs() -> None:
@@ -79,17 +81,17 @@ def test_non_contiguous_and_shared_inputs() -> None:
     transposed = kv.keys.transpose(2, 3).contiguous().transpose(2, 3)
     assert not transposed.is_contiguous()
     strided = BlockKV(kv.token_ids, transposed, kv.values)
-    assert_same(KVCodec.decode(KVCodec.encode(strided, FP)), kv)
+    assert_same(KVCodec.decode(KVCodec.encode(strided, FP, **BOUND)), kv)
     # The same tensor as keys and values, and views of one packed tensor.
     same = BlockKV(kv.token_ids, kv.keys, kv.keys)
-    assert_same(KVCodec.decode(KVCodec.encode(same, FP)), same)
+    assert_same(KVCodec.decode(KVCodec.encode(same, FP, **BOUND)), same)
     packed = torch.stack([kv.keys, kv.values])
     views = BlockKV(kv.token_ids, packed[0], packed[1])
-    assert_same(KVCodec.decode(KVCodec.encode(views, FP)), kv)
+    assert_same(KVCodec.decode(KVCodec.encode(views, FP, **BOUND)), kv)
 
 
 def test_decoded_tensors_own_their_memory() -> None:
-    data = KVCodec.encode(make_kv(), FP)
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
     first = KVCodec.decode(data)
     first.keys.add_(1.0)
     assert_same(KVCodec.decode(data), make_kv())
@@ -97,16 +99,16 @@ def test_decoded_tensors_own_their_memory() -> None:
 
 def test_accepts_bytearray_and_memoryview() -> None:
     kv = make_kv()
-    data = KVCodec.encode(kv, FP)
+    data = KVCodec.encode(kv, FP, **BOUND)
     assert_same(KVCodec.decode(bytearray(data)), kv)
     assert_same(KVCodec.decode(memoryview(data)), kv)
 
 
 def test_header_fields() -> None:
     kv = make_kv(6, torch.bfloat16)
-    data = KVCodec.encode(kv, FP)
+    data = KVCodec.encode(kv, FP, **BOUND)
     h = KVCodec.read_header(data)
-    assert h.format_version == 1
+    assert h.format_version == 2
     assert h.model_fingerprint == FP
     assert h.dtype == "bfloat16" and h.torch_dtype == torch.bfloat16
     assert (h.num_layers, h.num_kv_heads, h.head_dim, h.num_tokens) == (2, 3, 4, 6)
@@ -116,7 +118,7 @@ def test_header_fields() -> None:
 
 
 def test_any_flipped_byte_after_version_fails_integrity() -> None:
-    data = KVCodec.encode(make_kv(1), FP)
+    data = KVCodec.encode(make_kv(1), FP, **BOUND)
     for i in range(5, len(data)):  # digest and payload
         bad = bytearray(data)
         bad[i] ^= 0xFF
@@ -127,14 +129,14 @@ def test_any_flipped_byte_after_version_fails_integrity() -> None:
 
 
 def test_read_header_without_verify_skips_digest() -> None:
-    data = bytearray(KVCodec.encode(make_kv(), FP))
+    data = bytearray(KVCodec.encode(make_kv(), FP, **BOUND))
     data[-1] ^= 0xFF  # inside tensor data, not the JSON header
     assert KVCodec.read_header(bytes(data), verify=False).model_fingerprint == FP
 
 
 @pytest.mark.parametrize("cut", ["0", "3", "10", "36", "37", "half", "len-1"])
 def test_truncated(cut: str) -> None:
-    data = KVCodec.encode(make_kv(), FP)
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
     n = {"half": len(data) // 2, "len-1": len(data) - 1}.get(cut) or int(cut)
     with pytest.raises(KVCodecError):
         KVCodec.decode(data[:n])
@@ -147,21 +149,21 @@ def test_truncated(cut: str) -> None:
 
 
 def test_wrong_magic() -> None:
-    data = KVCodec.encode(make_kv(), FP)
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
     with pytest.raises(KVCodecError, match="magic") as info:
         KVCodec.decode(b"XRKV" + data[4:])
     assert not isinstance(info.value, KVIntegrityError)
 
 
 def test_wrong_version() -> None:
-    data = KVCodec.encode(make_kv(), FP)
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
     with pytest.raises(KVCodecError, match="version 2") as info:
-        KVCodec.decode(data[:4] + b"\x02" + data[5:])
+        KVCodec.decode(data[:4] + b"\x03" + data[5:])
     assert not isinstance(info.value, KVIntegrityError)
 
 
 def test_fingerprint_mismatch() -> None:
-    data = KVCodec.encode(make_kv(), FP)
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
     with pytest.raises(KVFingerprintMismatchError) as info:
         KVCodec.decode(data, expected_fingerprint="other-model@rev9")
     assert isinstance(info.value, KVCodecError)
@@ -192,7 +194,7 @@ def test_unreadable_safetensors_is_wrapped() -> None:
         {"head_dim": "8"},
         {"dtype": "float16"},
         {"dtype": "int8"},
-        {"format_version": "2"},
+        {"format_version": "1"},
         {"num_tokens": "-5"},
         {"token_ids_sha256": "0" * 64},
         {"token_ids_sha256": "zz"},
@@ -220,8 +222,51 @@ def test_missing_header_field_and_extra_tensor() -> None:
 def test_encode_rejects_bad_input() -> None:
     kv = make_kv()
     with pytest.raises(ValueError, match="fingerprint"):
-        KVCodec.encode(kv, "")
+        KVCodec.encode(kv, "", **BOUND)
     with pytest.raises(InvalidBlockError, match="dtype"):
-        KVCodec.encode(BlockKV(kv.token_ids, kv.keys, kv.values.half()), FP)
+        KVCodec.encode(BlockKV(kv.token_ids, kv.keys, kv.values.half()), FP, **BOUND)
     with pytest.raises(InvalidBlockError, match="float64"):
-        KVCodec.encode(BlockKV(kv.token_ids, kv.keys.double(), kv.values.double()), FP)
+        KVCodec.encode(BlockKV(kv.token_ids, kv.keys.double(), kv.values.double()), FP, **BOUND)
+
+
+def test_binding_round_trip_and_header() -> None:
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
+    h = KVCodec.read_header(data)
+    assert (h.format_version, h.tenant, h.block_id) == (2, "acme", "blk_0123")
+    assert_same(KVCodec.decode(data, FP, tenant="acme", block_id="blk_0123"), make_kv())
+
+
+@pytest.mark.parametrize("expected", [{"tenant": "globex"}, {"block_id": "blk_9999"},
+                                      {"tenant": "globex", "block_id": "blk_0123"}])
+def test_foreign_tenant_or_block_is_refused(expected: dict[str, str]) -> None:
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
+    with pytest.raises(KVBindingError) as info:
+        KVCodec.decode(data, FP, **expected)
+    assert isinstance(info.value, KVCodecError)
+    # the refusal names neither side's tenant nor block: it may reach another tenant
+    assert "acme" not in str(info.value) and "globex" not in str(info.value) and "blk_" not in str(info.value)
+
+
+def test_binding_cannot_be_rewritten_without_breaking_the_checksum() -> None:
+    data = KVCodec.encode(make_kv(), FP, **BOUND)
+    forged = data.replace(b'"tenant":"acme"', b'"tenant":"acmf"')
+    assert forged != data
+    with pytest.raises(KVIntegrityError):
+        KVCodec.decode(forged, FP, tenant="acmf", block_id="blk_0123")
+
+
+def test_version_1_frame_is_refused_as_unbound() -> None:
+    """A frame written before entries were bound: sound, but nothing says whose it is."""
+    kv = make_kv()
+    meta = metadata(kv, format_version="1")
+    del meta["tenant"], meta["block_id"]
+    old = frame(safetensors.torch.save(tensors(kv), metadata=meta), version=1)
+    with pytest.raises(KVCodecError, match="not bound") as info:
+        KVCodec.decode(old, FP, **BOUND)
+    assert not isinstance(info.value, KVIntegrityError)
+
+
+@pytest.mark.parametrize("field", ["tenant", "block_id"])
+def test_encode_requires_a_binding(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        KVCodec.encode(make_kv(), FP, **{**BOUND, field: ""})

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blockrag.errors import KVFingerprintMismatchError
-    from blockrag.kvcache.codec import KVCodec, KVHeader
+    from blockrag.kvcache.codec import KVBindingError, KVCodec, KVHeader
     from blockrag.kvcache.key import CacheKey, cache_key, token_ids_digest
 
 _EXPORTS = {
     "CacheKey": "blockrag.kvcache.key",
+    "KVBindingError": "blockrag.kvcache.codec",
     "KVCodec": "blockrag.kvcache.codec",
     "KVFingerprintMismatchError": "blockrag.errors",
     "KVHeader": "blockrag.kvcache.codec",
@@ -25,6 +26,7 @@ _EXPORTS = {
 
 __all__ = [
     "CacheKey",
+    "KVBindingError",
     "KVCodec",
     "KVFingerprintMismatchError",
     "KVHeader",

@@ -12,6 +12,13 @@ float32 / bfloat16 / float16) and "token_ids" (int64 [L]); its string metadata h
 KVHeader fields except payload_sha256, which is the frame digest itself (a digest cannot be
 stored inside the bytes it covers).
 
+Version 2 binds a frame to what it holds: the tenant and block id it was computed for sit in the
+checksummed metadata next to the model fingerprint, and a reader passes what it expects. An
+index row pointed at another tenant's or another block's object (a swapped copy, a planted
+location) then decodes to KVBindingError instead of someone else's KV. Version 1 frames carry no
+binding and are refused like any unknown version: an unbound entry cannot be told apart from a
+foreign one, so it is a miss and is recomputed (once) as a bound version 2 entry.
+
 Bytes come from caches that may be stale, truncated or tampered with, so decode trusts nothing:
 it verifies the digest on every call, then checks the tensors against the header.
 """
@@ -33,7 +40,7 @@ from blockrag.errors import InvalidBlockError, KVCodecError, KVFingerprintMismat
 from blockrag.kvcache.key import token_ids_digest
 
 MAGIC = b"BRKV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frames bound to tenant and block id (1: unbound, refused)
 _DIGEST_LEN = 32
 _PAYLOAD_START = len(MAGIC) + 1 + _DIGEST_LEN
 
@@ -44,7 +51,7 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _INT_FIELDS = ("format_version", "num_layers", "num_kv_heads", "head_dim", "num_tokens")
-_STR_FIELDS = ("model_fingerprint", "dtype", "token_ids_sha256")
+_STR_FIELDS = ("model_fingerprint", "tenant", "block_id", "dtype", "token_ids_sha256")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 
@@ -55,6 +62,8 @@ class KVHeader:
 
     format_version: int
     model_fingerprint: str
+    tenant: str  # whose block this KV was computed for
+    block_id: str  # which block (an index block id, or the cache key hex of a named object)
     dtype: str
     num_layers: int
     num_kv_heads: int
@@ -73,22 +82,27 @@ class KVHeader:
         return (self.num_layers, self.num_kv_heads, self.num_tokens, self.head_dim)
 
 
+class KVBindingError(KVCodecError):
+    """A sound frame computed for another tenant or block than the reader expects: never served."""
+
+
 class KVCodec:
     """Stateless encoder/decoder between BlockKV and the framed bytes described above."""
 
     @staticmethod
-    def encode(kv: BlockKV, model_fingerprint: str) -> bytes:
-        """Serialize ``kv`` for the model ``model_fingerprint``.
+    def encode(kv: BlockKV, model_fingerprint: str, *, tenant: str, block_id: str) -> bytes:
+        """Serialize ``kv`` for the model ``model_fingerprint``, bound to ``tenant``'s ``block_id``.
 
         Tensors may live on any device; they are copied to contiguous CPU memory first.
-        Raises ValueError for an empty fingerprint and InvalidBlockError for keys and values
-        of different or unsupported dtypes.
+        Raises ValueError for an empty fingerprint, tenant or block id and InvalidBlockError for
+        keys and values of different or unsupported dtypes.
         """
-        if not isinstance(model_fingerprint, str) or not model_fingerprint:
-            raise ValueError(
-                "model_fingerprint must be a non-empty str: it guards against serving KV "
-                "computed by another model"
-            )
+        for name, value in (("model_fingerprint", model_fingerprint), ("tenant", tenant), ("block_id", block_id)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(
+                    f"{name} must be a non-empty str: it guards against serving KV computed "
+                    f"for another model, tenant or block"
+                )
         if kv.keys.dtype != kv.values.dtype:
             raise InvalidBlockError(
                 f"keys and values must share a dtype; got {kv.keys.dtype} and {kv.values.dtype}"
@@ -105,6 +119,8 @@ class KVCodec:
         metadata = {
             "format_version": str(FORMAT_VERSION),
             "model_fingerprint": model_fingerprint,
+            "tenant": tenant,
+            "block_id": block_id,
             "dtype": dtype_name,
             "num_layers": str(kv.num_layers),
             "num_kv_heads": str(kv.num_kv_heads),
@@ -139,14 +155,26 @@ class KVCodec:
         data: bytes,
         expected_fingerprint: str | None = None,
         device: torch.device | str = "cpu",
+        *,
+        tenant: str | None = None,
+        block_id: str | None = None,
     ) -> BlockKV:
         """Deserialize a frame into a BlockKV on ``device``.
 
         Verifies the frame digest (KVIntegrityError), the format and the agreement of the
-        tensors with the header (KVCodecError), and, when ``expected_fingerprint`` is given,
-        that the entry was made by that model (KVFingerprintMismatchError, a KVCodecError).
+        tensors with the header (KVCodecError), when ``expected_fingerprint`` is given, that the
+        entry was made by that model (KVFingerprintMismatchError), and when ``tenant`` or
+        ``block_id`` is given, that it was computed for them (KVBindingError). All are
+        KVCodecErrors: a reader of a store passes all three and treats any as a miss.
         """
         header = KVCodec.read_header(data, verify=True)
+        for name, expected, actual in (("tenant", tenant, header.tenant), ("block", block_id, header.block_id)):
+            if expected is not None and actual != expected:
+                # the values stay out of the message: it may reach a log or another tenant's client
+                raise KVBindingError(
+                    f"KV entry was computed for another {name} than the one it is read for; "
+                    f"it must not be used (treat it as a cache miss and recompute)"
+                )
         if expected_fingerprint is not None and header.model_fingerprint != expected_fingerprint:
             raise KVFingerprintMismatchError(
                 f"KV entry was encoded for model fingerprint {header.model_fingerprint!r} but "
@@ -210,7 +238,8 @@ def _open_frame(data: bytes, *, verify: bool) -> memoryview:
     if version != FORMAT_VERSION:
         raise KVCodecError(
             f"unsupported KV format version {version}; this build reads version "
-            f"{FORMAT_VERSION} (re-encode the entry or upgrade blockrag)"
+            f"{FORMAT_VERSION} only (version 1 entries are not bound to their tenant and block, "
+            f"so they are recomputed; newer ones need a newer blockrag)"
         )
     payload = view[_PAYLOAD_START:]
     if verify:
@@ -273,6 +302,8 @@ def _parse_header(meta: dict[str, str], payload_sha256: str) -> KVHeader:
         raise KVCodecError("KV header token_ids_sha256 is not a hex SHA-256")
     return KVHeader(
         model_fingerprint=meta["model_fingerprint"],
+        tenant=meta["tenant"],
+        block_id=meta["block_id"],
         dtype=meta["dtype"],
         token_ids_sha256=meta["token_ids_sha256"],
         payload_sha256=payload_sha256,

@@ -93,9 +93,14 @@ class EntryWriter:
         for block_id, name in names.items():
             self.store.put(name, frames[block_id].frame)
         done = self.index.finish_writes(tenant, list(entries.values()), replace_before=replace_before)
-        # expired: the sweeper may have looked before our put landed, so the object is ours to delete
+        # expired: the sweeper may have looked before our put landed, so the object is ours to delete.
+        # A replaced row may have named an object that is not this block's (planted, swapped: its
+        # frame was refused as foreign); it may be another tenant's live entry, so only objects named
+        # for these frames' cache keys go now, the rest is the sweeper's once no row names them
+        keys = {self.store.location_for(f.key.hex) for f in frames.values()}
         for location in done.unneeded + done.expired:
-            self.store.delete(location)
+            if location.rsplit(".", 1)[0] in keys:
+                self.store.delete(location)
         if done.expired:
             log.warning("%d KV write(s) of tenant %r were expired by the orphan sweeper before they committed; "
                         "writing them again", len(done.expired), tenant)

@@ -2,7 +2,7 @@
 
     memory (this process's LRU of decoded blocks, bounded in bytes)
       -> store (the cache index says where each entry lives; the objects are fetched
-         concurrently, checksum and model fingerprint verified; hits counted off the path)
+         concurrently, checksum, model fingerprint, tenant and block id verified; hits counted off the path)
       -> encoder (ONE call for every block still missing; its answer carries the KV)
 
 The local pipeline (`blockrag local-ask`) and the platform's generation replicas both resolve
@@ -122,7 +122,7 @@ class BlockResolver:
         rows = await asyncio.to_thread(store.lookup, tenant, [r.block_id for r in refs], version)
         self._check_known(tenant, [row.block_id for row in rows if not row.known and row.block_id not in texts])
         self.limits.check_known_context(sum(row.token_count for row in rows) + sum(b.tokens for b in found.values()))
-        fetched = await asyncio.to_thread(store.fetch, rows, version, runtime.engine.device)
+        fetched = await asyncio.to_thread(store.fetch, tenant, rows, version, runtime.engine.device)
         for block_id, kv in fetched.kvs.items():
             found[block_id] = ResolvedBlock(block_id, kv, "store")
         if fetched.kvs:

@@ -2,29 +2,36 @@
 
 The index says which blocks exist and where each one's KV lives for a model version; the objects
 are fetched on a thread pool (one get per entry, ``threads`` at a time: an S3 get is latency, not
-bandwidth) and decoded there, checksum and model fingerprint verified. A missing, corrupt or
-foreign object is a miss, never served.
+bandwidth) and decoded there, checksum, model fingerprint, tenant and block id verified (the frame
+carries them: KVCodec). A missing, corrupt or foreign object is a miss, never served; corrupt and
+foreign ones are also counted and logged, since they mean a fault or tampering, not an eviction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from blockrag.attention import BlockKV
-from blockrag.errors import KVCodecError
-from blockrag.kvcache import CacheKey, KVCodec
+from blockrag.errors import KVCodecError, KVFingerprintMismatchError
+from blockrag.kvcache import CacheKey, KVBindingError, KVCodec
 from blockrag.kvcache.index import CacheIndex, LookupRow
 from blockrag.kvcache.object_store import ObjectStore
+from blockrag.kvcache.index import DEFAULT_TENANT
 from blockrag.resolve.access_log import AccessLog
+from blockrag.telemetry import observe_rejected_entry
+
+log = logging.getLogger("blockrag.resolve")
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """The KV read at each hit row's location; ``corrupt`` ids had bytes that did not decode."""
+    """The KV read at each hit row's location; ``corrupt`` ids had bytes that did not decode or
+    were computed for another model, tenant or block."""
 
     kvs: dict[str, BlockKV]
     corrupt: list[str]
@@ -46,33 +53,42 @@ class StoreTier:
         """The registered text of each known id."""
         return {b.block_id: b.text for b in self.index.get_blocks(tenant, block_ids) if b is not None}
 
-    def fetch(self, rows: Sequence[LookupRow], version: str, device: torch.device | str) -> Fetched:
-        """The KV of every hit row, fetched and decoded concurrently (``threads`` at a time)."""
+    def fetch(self, tenant: str, rows: Sequence[LookupRow], version: str, device: torch.device | str) -> Fetched:
+        """The KV of every hit row of ``tenant``'s lookup, fetched and decoded concurrently
+        (``threads`` at a time); each frame must be bound to ``tenant``, its row's block and ``version``."""
         hits = [r for r in rows if r.hit]
-        results = list(self._pool.map(lambda r: self._read(r.location, version, device), hits))
+        results = list(self._pool.map(lambda r: self._read(r.location, version, device, tenant, r.block_id), hits))
         kvs = {r.block_id: kv for r, kv in zip(hits, results) if isinstance(kv, BlockKV)}
         return Fetched(kvs, [r.block_id for r, kv in zip(hits, results) if kv is _CORRUPT])
 
     def get_named(self, key: CacheKey, version: str, device: torch.device | str) -> BlockKV | None:
         """A block kept by its cache key alone, without an index row (the prompt's opening)."""
-        kv = self._read(self.store.location_for(key.hex), version, device)
+        # bound to its cache key (tenant, version and token ids in one digest) in place of a block id
+        kv = self._read(self.store.location_for(key.hex), version, device, DEFAULT_TENANT, key.hex)
         return kv if isinstance(kv, BlockKV) else None
 
     def put_named(self, key: CacheKey, kv: BlockKV, version: str) -> None:
-        self.store.put(key.hex, KVCodec.encode(kv, version))
+        self.store.put(key.hex, KVCodec.encode(kv, version, tenant=DEFAULT_TENANT, block_id=key.hex))
 
     def close(self) -> None:
         self._pool.shutdown()
         self.access.close()
 
-    def _read(self, location: str, version: str, device: torch.device | str) -> BlockKV | object | None:
+    def _read(self, location: str, version: str, device: torch.device | str, tenant: str,
+              block_id: str) -> BlockKV | object | None:
         data = self.store.get(location)
         if data is None:
             return None  # evicted or not written yet: a miss
         try:
-            return KVCodec.decode(data, version, device)
-        except KVCodecError:
-            return _CORRUPT  # recomputed by the caller, whose write replaces it
+            return KVCodec.decode(data, version, device, tenant=tenant, block_id=block_id)
+        except KVCodecError as e:
+            # recomputed by the caller, whose write replaces it; a fingerprint mismatch is foreign
+            # too: the row says this version, the bytes another (a swapped object, not an old row)
+            reason = "foreign" if isinstance(e, (KVBindingError, KVFingerprintMismatchError)) else "corrupt"
+            observe_rejected_entry(reason)
+            log.warning("KV entry of block %s (tenant %r, model version %.16s) at %s not served, recomputing: %s",
+                        block_id, tenant, version, location, e)
+            return _CORRUPT
 
 
 _CORRUPT = object()

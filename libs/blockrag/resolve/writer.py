@@ -89,7 +89,10 @@ class BlockWriter:
         blocks = [plan.token_ids[i] for i in todo]
         for group, kvs in runtime.engine.encode_groups(blocks, self.batch_tokens):
             observe_precompute_batch(sum(map(len, group)), time.perf_counter() - started)
-            encoded.extend((kv, KVCodec.encode(kv, version)) for kv in kvs)
+            # each frame names the tenant and block it is for, so a reader pointed elsewhere refuses it
+            for kv in kvs:
+                block_id = plan.block_ids[todo[len(encoded)]]
+                encoded.append((kv, KVCodec.encode(kv, version, tenant=tenant, block_id=block_id)))
             if progress is not None:
                 progress(len(encoded), len(todo))
             started = time.perf_counter()

@@ -138,6 +138,16 @@ MODEL_WARM_BLOCKS = Gauge(
     multiprocess_mode="livemax",
 )
 
+# A stored entry that was not served: its bytes failed the checksum or format (corrupt), or were
+# sound but computed for another model, tenant or block (foreign: a swapped or planted object).
+KVRejectReason = Literal["corrupt", "foreign"]
+KV_REJECT_REASONS: tuple[str, ...] = get_args(KVRejectReason)
+KV_ENTRIES_REJECTED = Counter(
+    "blockrag_kv_entries_rejected",
+    "Stored KV entries read but not served (each was recomputed), by reason: corrupt or foreign.",
+    ["reason"],
+)
+
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TIME_TO_FIRST_TOKEN,
     INTER_TOKEN_LATENCY,
@@ -159,6 +169,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     REPLICA_CACHE_ENTRIES,
     REPLICA_CACHE_EVICTIONS,
     MODEL_WARM_BLOCKS,
+    KV_ENTRIES_REJECTED,
 )
 
 
@@ -192,6 +203,14 @@ def observe_blocks(tenant: str, tier: Tier, blocks: int, tokens: int) -> None:
         raise ValueError(f"unknown tier {tier!r}; expected one of {TIERS}")
     BLOCKS.labels(tenant=tenant, tier=tier).inc(blocks)
     BLOCK_TOKENS.labels(tenant=tenant, tier=tier).inc(tokens)
+
+
+def observe_rejected_entry(reason: KVRejectReason) -> None:
+    """Count one stored KV entry that was read but not served (no tenant label: the reason is
+    what an operator acts on, and the log line names the block)."""
+    if reason not in KV_REJECT_REASONS:
+        raise ValueError(f"unknown reason {reason!r}; expected one of {KV_REJECT_REASONS}")
+    KV_ENTRIES_REJECTED.labels(reason=reason).inc()
 
 
 def observe_precompute_batch(tokens: int, seconds: float) -> None:
