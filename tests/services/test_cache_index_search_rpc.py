@@ -35,9 +35,9 @@ class Servicer(pb_grpc.CacheIndexServiceServicer):
         return await self.service.Search(request, context)
 
 
-async def scenario(service: CacheIndexService, calls) -> None:
+async def scenario(service: CacheIndexService, calls, servicer: type = Servicer) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_CacheIndexServiceServicer_to_server(Servicer(service), server)
+    pb_grpc.add_CacheIndexServiceServicer_to_server(servicer(service), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -12,7 +12,7 @@ before deleting their copy. A sweep:
 
 An object being written is named by its intent from before it exists, so step 2 never takes
 it; the grace period on the object's age is a second guard, for writers that commit without
-intents (CacheIndex.commit_entries, the CommitEntries RPC) and for clocks that disagree. Names
+intents (CacheIndex.commit_entries; the CommitEntries RPC refuses callers) and for clocks that disagree. Names
 that are not entry names (the prompt's opening block, distillation checkpoints, entries written
 before write ids existed) are never touched.
 """

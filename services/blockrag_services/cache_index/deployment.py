@@ -6,9 +6,9 @@ import asyncio
 
 from ray import serve
 
-from blockrag.errors import InvalidRequestError
+from blockrag.errors import InvalidRequestError, PermissionDeniedError
 from blockrag.kvcache.eviction import drop_objects
-from blockrag.kvcache.index import CacheIndex, KVEntry
+from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.v1 import cache_index_pb2 as pb
 from blockrag_services.access import INTERNAL, authorizer
@@ -79,9 +79,13 @@ class CacheIndexService:
 
     @unary(SERVICE, pb.CommitEntriesResponse, INTERNAL)
     async def CommitEntries(self, request: pb.CommitEntriesRequest) -> pb.CommitEntriesResponse:
-        entries = [KVEntry(e.block_id, e.model_version, e.location, e.nbytes) for e in request.entries]
-        await asyncio.to_thread(self.index.commit_entries, tenant_of(request), entries)
-        return pb.CommitEntriesResponse(committed=len(entries))
+        # A location taken from a caller let any client point its block's entry at another tenant's
+        # object (issue 14). No service calls this RPC: Precompute writes objects and commits their
+        # entries in one EntryWriter, at locations the store makes. So it refuses, admin or not;
+        # verifying instead would still let a caller pick among objects it should not know about.
+        raise PermissionDeniedError(
+            "CommitEntries takes no locations from callers: KV entries are written and committed by "
+            "Precompute (call Precompute, or Ingest, for the blocks)")
 
     @unary(SERVICE, pb.ListCollectionResponse, INTERNAL)
     async def ListCollection(self, request: pb.ListCollectionRequest) -> pb.ListCollectionResponse:
