@@ -69,6 +69,16 @@ def test_cloze_questions_blank_one_value_of_a_sentence_only_one_passage_holds():
         assert re.fullmatch(r"\d+|[A-Z][a-z]+", value) if has_value else len(value) >= 5, question
 
 
+def test_without_clozes_the_questions_are_those_older_examples_files_hold():
+    # cloze_fraction 0 draws nothing more from the stream: the same groups and questions as
+    # before clozes existed, so an old examples file is rebuilt exactly (its digest matches too)
+    pairs = list(templated_questions(PARAGRAPHS, random.Random(1)))[:3]
+    assert [(q, [PARAGRAPHS.index(p) for p in g]) for g, q in pairs] == [
+        ("According to the documents, what is Alder11?", [23, 2, 11, 1]),
+        ("What does the text say about Quill5?", [37, 32, 5, 9, 17, 29]),
+        ("Explain Alder34 in one sentence, using the documents.", [34, 20, 38])]
+
+
 def test_cloze_fraction_mixes_the_two_kinds():
     pairs = list(templated_questions(PARAGRAPHS * 5, random.Random(2), cloze_fraction=0.5))
     clozes = sum("___" in q for _, q in pairs)

@@ -164,7 +164,7 @@ def templated_questions(passages: Sequence[str], rng: random.Random,
     where it has a sentence with a value), else a question about a term no other passage holds."""
     for group in _groups(list(passages), rng):
         target = rng.randrange(len(group))
-        cloze = rng.random() < cloze_fraction
+        cloze = cloze_fraction > 0 and rng.random() < cloze_fraction  # at 0, no draw: the stream of older files
         question = (cloze and _cloze(group, target, rng)) or _term_question(group, target, rng)
         if question:
             yield group, question
