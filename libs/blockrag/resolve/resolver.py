@@ -30,7 +30,7 @@ from blockrag.resolve.block_ref import TIERS, BlockRef, Resolution, ResolvedBloc
 from blockrag.resolve.encoder import BlockEncoder, Progress, Runtime
 from blockrag.resolve.limits import ResolveLimits
 from blockrag.resolve.store_tier import StoreTier
-from blockrag.telemetry import observe_blocks, observe_prompt, set_replica_cache
+from blockrag.telemetry import TENANT_LABELS, observe_blocks, observe_prompt, set_replica_cache
 
 MAX_PREFIXES = 4  # model versions whose opening block stays pinned (a replica serves a few)
 
@@ -47,6 +47,10 @@ class BlockResolver:
         self.memory: ByteLRU = memory if memory is not None else ByteLRU(0)
         self.engine_lock = engine_lock or asyncio.Lock()
         self._prefixes: OrderedDict[str, BlockKV] = OrderedDict()  # version -> opening block
+        if service is not None and store is not None:
+            # the metrics' tenant label: tenants with a key or documents keep their name, the rest
+            # fold into one value (TenantLabels)
+            TENANT_LABELS.set_source("cache_index", store.known_tenants)
 
     async def resolve(self, runtime: Runtime, tenant: str, refs: Sequence[BlockRef], *, question_tokens: int = 0,
                       progress: Progress | None = None) -> Resolution:

@@ -9,19 +9,21 @@ foreign ones are also counted and logged, since they mean a fault or tampering, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-import logging
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 import torch
 
 from blockrag.attention import BlockKV
-from blockrag.errors import KVCodecError, KVFingerprintMismatchError
+from blockrag.auth import KeyStore
+from blockrag.errors import KVCodecError, KVFingerprintMismatchError, ServiceUnavailableError
 from blockrag.kvcache import CacheKey, KVBindingError, KVCodec
-from blockrag.kvcache.index import CacheIndex, LookupRow
+from blockrag.kvcache.index import DEFAULT_TENANT, CacheIndex, LookupRow, transaction
+from blockrag.kvcache.index_schema import documents
 from blockrag.kvcache.object_store import ObjectStore
-from blockrag.kvcache.index import DEFAULT_TENANT
 from blockrag.resolve.access_log import AccessLog
 from blockrag.telemetry import observe_rejected_entry
 
@@ -66,6 +68,16 @@ class StoreTier:
         # bound to its cache key (tenant, version and token ids in one digest) in place of a block id
         kv = self._read(self.store.location_for(key.hex), version, device, DEFAULT_TENANT, key.hex)
         return kv if isinstance(kv, BlockKV) else None
+
+    def known_tenants(self) -> set[str] | None:
+        """Tenants holding an active API key or having ingested documents (the metrics' known
+        tenants, telemetry.TenantLabels); None when the index cannot answer now."""
+        try:
+            with transaction(self.index.engine, "list known tenants") as conn:
+                ingested = set(conn.execute(sa.select(documents.c.tenant).distinct()).scalars())
+            return ingested | {k.tenant for k in KeyStore(self.index.engine).list() if k.active}
+        except ServiceUnavailableError:
+            return None
 
     def put_named(self, key: CacheKey, kv: BlockKV, version: str) -> None:
         self.store.put(key.hex, KVCodec.encode(kv, version, tenant=DEFAULT_TENANT, block_id=key.hex))

@@ -21,8 +21,12 @@ from blockrag.telemetry.metrics import (
     set_replica_cache,
     time_segmentation,
 )
+from blockrag.telemetry.tenant_labels import OTHER, TENANT_LABELS, TenantLabels
 
 __all__ = [
+    "OTHER",
+    "TENANT_LABELS",
+    "TenantLabels",
     "ALL_METRICS",
     "TIERS",
     "Tier",

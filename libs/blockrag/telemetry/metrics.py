@@ -2,8 +2,9 @@
 
 Names start with ``blockrag_``; latency histograms carry the field's name and unit
 (``time_to_first_token_seconds``...). Cache use is counted per tenant and per tier, in blocks
-and in tokens. The objects are plain ``prometheus_client`` metrics: in a process started with
-``PROMETHEUS_MULTIPROC_DIR`` set they write to memory-mapped files in that directory, which one
+and in tokens; the tenant label is bounded (TenantLabels: unknown tenants fold into "other"),
+here, once, for every metric that has one. The objects are plain ``prometheus_client`` metrics:
+in a process started with ``PROMETHEUS_MULTIPROC_DIR`` set they write to memory-mapped files in that directory, which one
 exporter per node aggregates (see ``blockrag.telemetry.exporter``); without it they live in the
 process's default registry.
 """
@@ -17,6 +18,8 @@ from typing import Literal, get_args
 from prometheus_client import Counter, Gauge, Histogram, values
 from prometheus_client.context_managers import Timer
 from prometheus_client.metrics import MetricWrapperBase
+
+from blockrag.telemetry.tenant_labels import TENANT_LABELS
 
 Tier = Literal["memory", "store", "computed"]
 TIERS: tuple[str, ...] = get_args(Tier)
@@ -193,16 +196,16 @@ def observe_prompt(tenant: str, prompt_tokens: int, cached_tokens: int) -> None:
     """Count a generation request's prompt tokens and how many of them came from a cache."""
     if not 0 <= cached_tokens <= prompt_tokens:
         raise ValueError(f"cached_tokens={cached_tokens} must lie in [0, prompt_tokens={prompt_tokens}]")
-    PROMPT_TOKENS.labels(tenant=tenant).inc(prompt_tokens)
-    PROMPT_TOKENS_CACHED.labels(tenant=tenant).inc(cached_tokens)
+    PROMPT_TOKENS.labels(tenant=TENANT_LABELS.label(tenant)).inc(prompt_tokens)
+    PROMPT_TOKENS_CACHED.labels(tenant=TENANT_LABELS.label(tenant)).inc(cached_tokens)
 
 
 def observe_blocks(tenant: str, tier: Tier, blocks: int, tokens: int) -> None:
     """Count ``blocks`` blocks (``tokens`` tokens in all) served from ``tier`` for ``tenant``."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; expected one of {TIERS}")
-    BLOCKS.labels(tenant=tenant, tier=tier).inc(blocks)
-    BLOCK_TOKENS.labels(tenant=tenant, tier=tier).inc(tokens)
+    BLOCKS.labels(tenant=TENANT_LABELS.label(tenant), tier=tier).inc(blocks)
+    BLOCK_TOKENS.labels(tenant=TENANT_LABELS.label(tenant), tier=tier).inc(tokens)
 
 
 def observe_rejected_entry(reason: KVRejectReason) -> None:
@@ -241,8 +244,9 @@ def set_replica_cache(service: str, nbytes: int, entries: int, evictions: int | 
 
 def set_model_warm(tenant: str, done: int, total: int) -> None:
     """Progress of re-encoding a tenant's hot blocks before a model switch (0, 0 when over)."""
-    MODEL_WARM_BLOCKS.labels(tenant=tenant, state="done").set(done)
-    MODEL_WARM_BLOCKS.labels(tenant=tenant, state="total").set(total)
+    label = TENANT_LABELS.label(tenant)
+    MODEL_WARM_BLOCKS.labels(tenant=label, state="done").set(done)
+    MODEL_WARM_BLOCKS.labels(tenant=label, state="total").set(total)
 
 
 def observe_segments(token_counts: Sequence[int]) -> None:
@@ -268,7 +272,7 @@ class TokenStreamTimer:
     """
 
     def __init__(self, tenant: str, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.tenant = tenant
+        self.tenant = TENANT_LABELS.label(tenant)  # the label value, bounded
         self._clock = clock
         self._start = clock()
         self._last: float | None = None
