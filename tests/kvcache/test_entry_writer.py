@@ -175,3 +175,19 @@ def test_recompute_replaces_only_an_entry_older_than_its_finding(url, index, sto
     (new,) = writer.write(TENANT, VERSION, [frame(2)], replace_before=index.now())  # found bad since: replaced
     assert new != old and new == KVEntry(frame(0).block_id, VERSION, new.location, len(frame(2).frame))
     assert store.get(assert_one_entry_and_its_object(url, store)) == frame(2).frame
+
+
+def test_a_recompute_deletes_only_objects_named_for_its_block(url, index, store):
+    """A row replaced by a recompute may name an object that is not this block's (planted at
+    another tenant's live entry, issue 14): that one stays; this block's own old objects, with a
+    write id or from before write ids (its bare key), go."""
+    writer = EntryWriter(index, store)
+    planted = store.put(entry_object_name(CacheKey.of("other-tenant", VERSION, [1, 2])), b"theirs")
+    index.commit_entries(TENANT, [KVEntry(frame(0).block_id, VERSION, planted, 6)])
+    (mine,) = writer.write(TENANT, VERSION, [frame(1)], replace_before=index.now())
+    assert mine.location != planted and store.get(planted) == b"theirs"
+
+    legacy = store.put(frame(0).key.hex, b"old")  # an entry written before write ids
+    index.commit_entries(TENANT, [KVEntry(frame(0).block_id, VERSION, legacy, 3)])
+    writer.write(TENANT, VERSION, [frame(2)], replace_before=index.now())
+    assert not store.exists(legacy) and store.get(planted) == b"theirs"

@@ -99,7 +99,9 @@ class EntryWriter:
         # for these frames' cache keys go now, the rest is the sweeper's once no row names them
         keys = {self.store.location_for(f.key.hex) for f in frames.values()}
         for location in done.unneeded + done.expired:
-            if location.rsplit(".", 1)[0] in keys:
+            # "<key>.<write id>", or the bare "<key>" of an entry written before write ids (whose
+            # store root may hold a dot of its own)
+            if location in keys or location.rsplit(".", 1)[0] in keys:
                 self.store.delete(location)
         if done.expired:
             log.warning("%d KV write(s) of tenant %r were expired by the orphan sweeper before they committed; "
