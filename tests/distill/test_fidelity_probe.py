@@ -51,9 +51,10 @@ def test_divergence_and_accuracy_by_answer_position(setup):
     assert result.answer_tokens == sum(map(len, probe.full_answers))
     lengths = [len(a) for a in probe.full_answers]
     assert {p: n for p, (_, n) in result.kl_by_position.items()} == {0: lengths[0], 2: lengths[1] + lengths[2]}
-    # the per-position means, weighted by their tokens, are the overall mean
-    weighted = sum(kl * n for kl, n in result.kl_by_position.values()) / result.answer_tokens
-    assert weighted == pytest.approx(result.kl, rel=1e-9)
+    # a position's figure is its questions' mean: position 0 holds only the first question,
+    # whose KL a probe of that question alone measures on its own
+    alone = FidelityProbe(engine, template, questions[:1], max_new_tokens=6).score(engine)
+    assert result.kl_by_position[0] == (pytest.approx(alone.kl, rel=1e-6), alone.answer_tokens)
     assert probe.full.kl_by_position == {}
     # scored against the full-attention answers of the probe's model, another model diverges
     # far more than the same model's block attention does
