@@ -167,15 +167,14 @@ def merge(parts: list[dict]) -> dict:
         got = [p["rows"][name] for p in parts]
         tokens = sum(r["answer_tokens"] for r in got)
         kl = None if got[0]["kl"] is None else sum(r["kl"] * r["answer_tokens"] for r in got) / tokens
-        positions = sorted({int(k) for r in got for k in r.get("by_position", {})})
-        by_position = {p: (sum(r["by_position"].get(str(p), (0, 0))[0] for r in got),
-                           sum(r["by_position"].get(str(p), (0, 0))[1] for r in got)) for p in positions}
-        kl_by_position = {}
-        for p in positions:  # token-weighted, as the overall KL
-            shares = [r.get("kl_by_position", {}).get(str(p)) for r in got]  # (mean, tokens) per shard
-            n = sum(share[1] for share in shares if share)
-            if n:
-                kl_by_position[p] = (sum(share[0] * share[1] for share in shares if share) / n, n)
+        by_position, kl_by_position = {}, {}  # counts add up; KL token-weighted, as the overall KL
+        for p in sorted({k for r in got for k in r.get("by_position", {})}, key=int):
+            counts = [r["by_position"].get(p, (0, 0)) for r in got]
+            by_position[int(p)] = (sum(c for c, _ in counts), sum(n for _, n in counts))
+            shares = [r["kl_by_position"][p] for r in got if p in r.get("kl_by_position", {})]  # (mean, tokens)
+            if shares:
+                n = sum(t for _, t in shares)
+                kl_by_position[int(p)] = (sum(kl * t for kl, t in shares) / n, n)
         result = FidelityResult(sum(r["questions"] for r in got), sum(r["correct"] for r in got), kl, tokens, by_position,
                                 kl_by_position)
         rows[name] = {**as_dict(result), **{k: v for k, v in got[0].items() if k not in as_dict(result)}}
