@@ -3,7 +3,8 @@
 A client gets a status code and a message it can act on, never a stack trace: unexpected errors
 become INTERNAL with the request's id, and the trace stays in the service log. Calls between
 deployments (through handles, no gRPC context) re-raise the typed error to the caller, which
-maps it in turn.
+maps it in turn. A request whose bytes did not parse (wire.MalformedRequest) is refused as
+INVALID_ARGUMENT before anything else, its access included.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from blockrag.errors import (
 )
 from blockrag.telemetry import observe_request
 from blockrag_services.access import Access
+from blockrag_services.wire import MalformedRequest
 
 log = logging.getLogger("blockrag.services")
 
@@ -126,6 +128,8 @@ def streaming(service: str, access: Access | None = None):
 
 async def _admit(access: Access | None, servicer, request, grpc_context, name: str) -> None:
     """Only calls from the gRPC port carry a context; calls through handles are the platform's."""
+    if isinstance(request, MalformedRequest):
+        raise request.error()
     if access is not None and grpc_context is not None:
         await access.admit(servicer.authorizer, request, grpc_context.invocation_metadata(), name)
 

@@ -1,15 +1,42 @@
-"""The gRPC proxy's servicers: the five services, plus standard health checking."""
+"""The gRPC proxy's servicers: the five services, plus standard health checking.
+
+Each servicer function registers its service through wire.add_service, whose handlers turn a
+request that does not parse into INVALID_ARGUMENT (the generated add_*Servicer_to_server would
+leave grpcio to answer UNKNOWN)."""
 
 from __future__ import annotations
 
 from ray.serve.config import gRPCOptions
 
+from blockrag_services.wire import SERVICES, add_service
+
+
+def add_segmentation_to_server(servicer, server) -> None:
+    add_service(SERVICES["segmentation"], servicer, server)
+
+
+def add_precompute_to_server(servicer, server) -> None:
+    add_service(SERVICES["precompute"], servicer, server)
+
+
+def add_cache_index_to_server(servicer, server) -> None:
+    add_service(SERVICES["cache_index"], servicer, server)
+
+
+def add_generation_to_server(servicer, server) -> None:
+    add_service(SERVICES["generation"], servicer, server)
+
+
+def add_admin_to_server(servicer, server) -> None:
+    add_service(SERVICES["admin"], servicer, server)
+
+
 SERVICER_FUNCTIONS = [
-    "blockrag.v1.segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server",
-    "blockrag.v1.precompute_pb2_grpc.add_PrecomputeServiceServicer_to_server",
-    "blockrag.v1.cache_index_pb2_grpc.add_CacheIndexServiceServicer_to_server",
-    "blockrag.v1.generation_pb2_grpc.add_GenerationServiceServicer_to_server",
-    "blockrag.v1.admin_pb2_grpc.add_AdminServiceServicer_to_server",
+    "blockrag_services.grpc_options.add_segmentation_to_server",
+    "blockrag_services.grpc_options.add_precompute_to_server",
+    "blockrag_services.grpc_options.add_cache_index_to_server",
+    "blockrag_services.grpc_options.add_generation_to_server",
+    "blockrag_services.grpc_options.add_admin_to_server",
     "blockrag_services.health.add_health_to_server",
 ]
 DEFAULT_GRPC_PORT = 50051  # not Serve's 9000, which MinIO also takes

@@ -5,7 +5,8 @@ metadata, which a Kubernetes gRPC probe cannot send. So this servicer function r
 health service as a passthrough service: it is answered by the proxy itself. Statuses follow
 the Serve applications (polled every 2 s): the service names "blockrag.v1.GenerationService",
 ... are SERVING while their application is RUNNING, and "" (the whole platform: what a probe
-without a service name asks) while all five are.
+without a service name asks) while all five are. A request whose bytes do not parse is
+INVALID_ARGUMENT (wire.parse_request), as on the other services.
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+import grpc
+from grpc_health.v1 import health, health_pb2
 
 from blockrag_services.handles import APPLICATIONS
+from blockrag_services.wire import SERVICES, MalformedRequest, add_service
 
 log = logging.getLogger("blockrag.services.health")
 
-SERVICE_NAMES = {
-    "segmentation": "blockrag.v1.SegmentationService",
-    "precompute": "blockrag.v1.PrecomputeService",
-    "cache_index": "blockrag.v1.CacheIndexService",
-    "generation": "blockrag.v1.GenerationService",
-    "admin": "blockrag.v1.AdminService",
-}
+SERVICE_NAMES = {app: service.full_name for app, service in SERVICES.items()}
 POLL_SECONDS = 2.0
 _tasks: list[asyncio.Task] = []  # keep the watcher alive
 
@@ -35,9 +32,23 @@ def add_health_to_server(_servicer, server) -> None:
     servicer, which this ignores)."""
     if hasattr(server, "add_passthrough_service"):
         server.add_passthrough_service(health.SERVICE_NAME)
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    servicer = _HealthServicer()
+    add_service(health_pb2.DESCRIPTOR.services_by_name["Health"], servicer, server)
     _tasks.append(asyncio.get_running_loop().create_task(_watch(servicer)))
+
+
+class _HealthServicer(health.aio.HealthServicer):
+    """grpcio's, refusing requests that do not parse."""
+
+    async def Check(self, request, context):
+        if isinstance(request, MalformedRequest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
+        return await super().Check(request, context)
+
+    async def Watch(self, request, context):
+        if isinstance(request, MalformedRequest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.error()))
+        return await super().Watch(request, context)
 
 
 async def _statuses() -> dict[str, bool]:

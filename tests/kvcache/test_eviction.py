@@ -99,8 +99,9 @@ def test_a_reader_that_looked_an_entry_up_still_gets_its_object(url, index, stor
 
 def test_a_bad_reader_grace_is_refused_before_any_row_goes(url, index, store, clock):
     ids = fill(index, store, clock, "a", 2)
-    with pytest.raises(InvalidRequestError, match="reader_grace_s"):
-        evict(index, store, EvictionPolicy(tenant=Watermarks(50, 0)), reader_grace_s=-1)
+    for grace in (-1, float("nan")):
+        with pytest.raises(InvalidRequestError, match="reader_grace_s"):
+            evict(index, store, EvictionPolicy(tenant=Watermarks(50, 0)), reader_grace_s=grace)
     assert stored(index, "a", ids) == [True, True]
 
 
@@ -122,6 +123,7 @@ def test_a_crash_between_rows_and_objects_leaves_orphans_only(url, index, store,
     (lambda: Watermarks(10, 20), "low_bytes <= high_bytes"),
     (lambda: Watermarks(-1, 0), "high_bytes"),
     (lambda: EvictionPolicy(ttl_s=0), "ttl_s"),
+    (lambda: EvictionPolicy(ttl_s=float("nan")), "ttl_s"),  # NaN: nothing is ever idle, silently
     (lambda: EvictionPolicy(tenant=(10, 5)), "Watermarks"),
 ])
 def test_bad_policies_are_refused(make, match):

@@ -65,7 +65,7 @@ def test_only_old_unnamed_entry_objects_go(url, index, store):
 
 
 def test_grace_must_be_a_non_negative_number(url, index, store):
-    for grace_s in (-1, "1h", True):
+    for grace_s in (-1, "1h", True, float("nan")):  # NaN: every age compares false, no object would be old
         with pytest.raises(InvalidRequestError, match="grace_s"):
             sweep_orphans(index, store, grace_s=grace_s)
 

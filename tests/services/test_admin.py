@@ -91,6 +91,7 @@ def test_start_get_list_and_cancel(admin, stores):
 @pytest.mark.parametrize(("changes", "message"), [
     ({"config_json": "{not json"}, "config_json is not JSON"),
     ({"config_json": "[1]"}, "must be a JSON object"),
+    ({"config_json": "[" * 100_000 + "]" * 100_000}, "nested too deeply"),  # was a RecursionError: INTERNAL
     ({"steps": -1}, "steps must be >= 0"),
 ])
 def test_bad_start_requests_are_invalid(changes, message):

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 from tiny_versions import save_tiny_llama
 
+from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.object_store import LocalObjectStore
 from blockrag.v1 import generation_pb2 as pb
 from blockrag.v1 import precompute_pb2
@@ -131,3 +132,17 @@ def test_precompute_returns_the_kv_only_when_asked(platform):
     request.return_kv = True
     back = asyncio.run(platform.precompute.Precompute(request))
     assert back.blocks[0].computed and back.blocks[0].kv == platform.store.get(back.blocks[0].location)
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (pb.Document(id="d\0", text="Second."), "the id of document 1"),
+    (pb.Document(id="d" * 256, text="Second."), "the id of document 1"),
+    (pb.Document(id="two", text="Sec\0ond."), "the text of document 1"),
+])
+def test_a_refused_ingest_calls_no_other_deployment(platform, bad, message):
+    """A name or text the index would refuse at the second document is refused before the first
+    is recorded: the fuzzing found the first document left behind in the collection."""
+    request = pb.IngestRequest(collection="c", tenant=TENANT, documents=[pb.Document(id="one", text="First."), bad])
+    with pytest.raises(InvalidRequestError, match=message):
+        asyncio.run(platform.generation.Ingest(request))
+    assert platform.calls == [] and platform.index.list_collection(TENANT, "c") == []

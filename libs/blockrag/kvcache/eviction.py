@@ -70,7 +70,7 @@ class EvictionPolicy:
 
     def __post_init__(self) -> None:
         if self.ttl_s is not None and (isinstance(self.ttl_s, bool) or not isinstance(self.ttl_s, int | float)
-                                       or self.ttl_s <= 0):
+                                       or not self.ttl_s > 0):  # NaN too
             raise InvalidRequestError(f"ttl_s must be a number of seconds > 0 (or None), got {self.ttl_s!r}")
         for name, marks in [("tenant", self.tenant), ("store", self.store), *self.tenants.items()]:
             if marks is not None and not isinstance(marks, Watermarks):
@@ -89,7 +89,7 @@ class EvictionReport:
 
 
 def _check_grace(reader_grace_s: object) -> None:
-    if isinstance(reader_grace_s, bool) or not isinstance(reader_grace_s, int | float) or reader_grace_s < 0:
+    if isinstance(reader_grace_s, bool) or not isinstance(reader_grace_s, int | float) or not reader_grace_s >= 0:
         raise InvalidRequestError(f"reader_grace_s must be a number of seconds >= 0, got {reader_grace_s!r}")
 
 

@@ -48,7 +48,7 @@ def sweep_orphans(index: CacheIndex, store: ObjectStore, *, grace_s: float = DEF
 
     Safe beside writers, readers and other sweeps: it deletes only objects no row names, and
     only after the rows had a grace period to appear."""
-    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
+    if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or not grace_s >= 0:  # NaN too
         raise InvalidRequestError(f"grace_s must be a number of seconds >= 0, got {grace_s!r}")
     cutoff = clock() - grace_s
     expired = [] if dry_run else index.expire_writes(cutoff)

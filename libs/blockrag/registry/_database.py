@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from blockrag.errors import InvalidRequestError, NotFoundError
 from blockrag.kvcache.index_schema import NAME_LEN
+from blockrag.names import name, text  # noqa: F401 - the stores' checks, used as d.name, d.text
 
 SHARED = ""  # the tenant scope of versions and runs that every tenant may use
 
@@ -35,26 +36,6 @@ def scope(value: object) -> str:
         raise InvalidRequestError(
             f"tenant must be a string of at most {NAME_LEN} characters without NUL (\"\" is "
             f"the shared scope); got {value!r:.80}"
-        )
-    return value
-
-
-def name(value: object, what: str) -> str:
-    """A non-empty name that fits the schema's name columns."""
-    if not isinstance(value, str) or not value or len(value) > NAME_LEN or "\0" in value:
-        raise InvalidRequestError(
-            f"{what} must be a non-empty string of at most {NAME_LEN} characters without NUL; "
-            f"got {value!r:.80}"
-        )
-    return value
-
-
-def text(value: object, what: str, *, empty: bool = False) -> str:
-    """Free text without NUL; non-empty unless ``empty``."""
-    if not isinstance(value, str) or (not value and not empty) or "\0" in value:
-        raise InvalidRequestError(
-            f"{what} must be a {'' if empty else 'non-empty '}string without NUL; "
-            f"got {value!r:.80}"
         )
     return value
 

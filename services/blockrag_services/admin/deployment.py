@@ -29,12 +29,15 @@ from blockrag_services.access import ADMIN, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import streaming, unary
 from blockrag_services.handles import APPLICATIONS, CACHE_INDEX, GENERATION, PRECOMPUTE, Handles
+from blockrag_services.routing import OneApplication
 
 SERVICE = "admin"
 
 
 @serve.deployment
-class Admin:
+class Admin(OneApplication):
+    application = SERVICE
+
     def __init__(self, args: dict | None = None, health_timeout_s: float = 10.0, *, handles=None, runner=None,
                  watch_interval_s: float = 0.5):
         """handles: the other applications (default: Serve's); runner: the DistillationRunner

@@ -35,13 +35,16 @@ def version_message(version: ModelVersion) -> pb.RegisteredVersion:
 
 
 def run_request(request: pb.StartDistillationRequest) -> RunRequest:
-    """InvalidRequestError for config_json that is not a JSON object, or negative numbers."""
+    """InvalidRequestError for config_json that is not a JSON object (or nests beyond the parser's
+    depth), or negative numbers."""
     overrides: Any = {}
     if request.config_json.strip():
         try:
             overrides = json.loads(request.config_json)
         except json.JSONDecodeError as e:
             raise InvalidRequestError(f"config_json is not JSON: {e}") from None
+        except RecursionError:  # the parser recurses once per nested array or object
+            raise InvalidRequestError("config_json is nested too deeply: pass a flat object of settings") from None
         if not isinstance(overrides, dict):
             raise InvalidRequestError("config_json must be a JSON object of distillation settings")
     for name in ("steps", "examples", "eval_questions"):

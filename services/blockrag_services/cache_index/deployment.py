@@ -14,6 +14,7 @@ from blockrag.v1 import cache_index_pb2 as pb
 from blockrag_services.access import INTERNAL, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import unary
+from blockrag_services.routing import OneApplication
 
 SERVICE = "cache_index"
 
@@ -27,7 +28,9 @@ def stored_block(block) -> pb.StoredBlock:
 
 
 @serve.deployment
-class CacheIndexService:
+class CacheIndexService(OneApplication):
+    application = SERVICE
+
     def __init__(self, args: dict | None = None):
         self.config = PlatformConfig.from_args(args)
         self.index = CacheIndex.open(self.config.database)

@@ -21,6 +21,7 @@ import time
 
 from ray import serve
 
+from blockrag import names
 from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.memory_tier import ByteLRU
@@ -42,6 +43,7 @@ from blockrag_services.errors import streaming, unary
 from blockrag_services.generation.blocks import PrecomputeEncoder
 from blockrag_services.generation.warming import warm_blocks
 from blockrag_services.handles import CACHE_INDEX, PRECOMPUTE, SEGMENTATION, Handles
+from blockrag_services.routing import OneApplication
 
 SERVICE = "generation"
 log = logging.getLogger("blockrag.services.generation")
@@ -51,7 +53,9 @@ PRUNE_EVERY_S = 3600.0  # the question log is pruned at most this often (and at 
 
 
 @serve.deployment
-class Generation:
+class Generation(OneApplication):
+    application = SERVICE
+
     def __init__(self, args: dict | None = None, *, handles: Handles | None = None):
         self.config = PlatformConfig.from_args(args)
         replica_logs()
@@ -114,6 +118,13 @@ class Generation:
         empty = [d.id for d in request.documents if not d.text.strip()]
         if empty:
             raise InvalidRequestError(f"document(s) {', '.join(empty[:5])} have no text")
+        # what the index would refuse at the n-th document, after the first n-1 were recorded
+        names.name(request.collection, "collection")
+        if request.tenant:
+            names.name(request.tenant, "tenant")
+        for i, document in enumerate(request.documents):
+            names.name(document.id, f"the id of document {i}")
+            names.text(document.text, f"the text of document {i} ({document.id!r:.40})")
         total = sum(len(d.text.encode()) for d in request.documents)
         if total > self.limits.max_ingest_bytes:
             raise LimitExceededError(f"the documents total {total} bytes, over the limit of "

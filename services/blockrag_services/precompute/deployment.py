@@ -28,12 +28,15 @@ from blockrag_services.config import PlatformConfig
 from blockrag_services.replica_logs import replica_logs
 from blockrag_services.errors import unary
 from blockrag_services.handles import Handles
+from blockrag_services.routing import OneApplication
 
 SERVICE = "precompute"
 
 
 @serve.deployment
-class Precompute:
+class Precompute(OneApplication):
+    application = SERVICE
+
     def __init__(self, args: dict | None = None, *, handles: Handles | None = None):
         self.config = PlatformConfig.from_args(args)
         replica_logs()

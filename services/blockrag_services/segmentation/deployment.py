@@ -13,6 +13,7 @@ from blockrag.v1 import segmentation_pb2 as pb
 from blockrag_services.access import SEGMENT, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import unary
+from blockrag_services.routing import OneApplication
 
 SERVICE = "segmentation"
 
@@ -32,7 +33,9 @@ def _segmenter(config: PlatformConfig, count_tokens):
 
 
 @serve.deployment
-class Segmentation:
+class Segmentation(OneApplication):
+    application = SERVICE
+
     def __init__(self, args: dict | None = None):
         self.config = PlatformConfig.from_args(args)
         self.authorizer = authorizer(self.config)  # no index of its own: opened for the first key
