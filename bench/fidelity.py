@@ -12,7 +12,7 @@ step (same examples per step, same steps).
 
     python bench/fidelity.py [--questions 300] [--steps 200] [--split heldout]
     python bench/fidelity.py --adapter A --adapter B # score trained adapters only
-    python bench/fidelity.py --no-training           # full, block, block with untrained sinks
+    python bench/fidelity.py --no-training           # full, block, block with untrained sinks or opening
     python bench/fidelity.py --shard 0/3 ... ; python bench/fidelity.py --merge s0.json s1.json s2.json
                                                      # one process per shard (one GPU, several
                                                      # launch-bound processes), then one table
@@ -53,7 +53,7 @@ VARIANTS = {
 
 def train(config: DistillConfig, examples, args) -> tuple[Adapter, list[float], list[dict]]:
     model, tokenizer = load_model(args.model, device=args.device)
-    recipe = DistillationRecipe(config, model, resolve_sink(tokenizer, config.sink_token))
+    recipe = DistillationRecipe.for_tokenizer(config, model, tokenizer)
     recipe.setup()
     log = []
 
@@ -120,7 +120,12 @@ def main() -> None:
         sink = resolve_sink(tokenizer, config.sink_token)
         rows["block, base model + sinks (untrained)"] = {
             "result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))}
+        rows["block, base model + opening (untrained)"] = {
+            "result": probe.score(BlockAttentionEngine(model, fuse=False, opening=template.prefix_ids()))}
     elif args.adapter:
+        # what sharing the opening alone buys, untrained: the baseline an opening adapter improves on
+        rows["block, base model + opening (untrained)"] = {
+            "result": probe.score(BlockAttentionEngine(model, fuse=False, opening=template.prefix_ids()))}
         for path in args.adapter:
             rows[f"block, {path.stem}"] = {"result": probe.score(served(Adapter.from_bytes(path.read_bytes()), args))}
             console.print(f"block, {path.stem}: {rows[f'block, {path.stem}']['result']} "

@@ -421,3 +421,19 @@ def _error(models: ServedModels, fingerprint: str, tenant: str) -> str:
 def _versions(models: ServedModels) -> set[str]:
     return {d["model_version"] for d in models.describe()["loaded"]}
 
+
+
+def test_a_version_trained_with_an_opening_serves_with_it_and_another_opening_is_refused(spec, tiny_dir):
+    from blockrag.errors import ModelLoadError
+
+    opening = tuple(ModelRuntime.load(spec).template.prefix_ids())
+    adapter, fingerprint = random_adapter(tiny_dir, seed=3, opening=opening)
+    runtime = ModelRuntime.load_version(spec, adapter, "v-opening")
+    assert runtime.engine.opening == opening and runtime.version == fingerprint
+    assert runtime.describe()["opening_tokens"] == len(opening)
+    # the prompts the platform builds start with the opening, so the engine takes them
+    kvs = runtime.engine.encode_blocks([runtime.template.prefix_ids(), runtime.block_ids("Some passage.")])
+    assert runtime.engine.prefill(kvs, runtime.template.final_ids("Why?")).logits.shape[0] > 0
+    other, _ = random_adapter(tiny_dir, seed=3, opening=opening[:-1])
+    with pytest.raises(ModelLoadError, match="v-other: its adapter was trained with another prompt opening"):
+        ModelRuntime.load_version(spec, other, "v-other")

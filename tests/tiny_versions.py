@@ -35,7 +35,7 @@ def save_tiny_llama(path: Path) -> Path:
 
 
 def random_adapter(model_dir: Path | None, seed: int, sink_token_id: int | None = None,
-                   scale: float = 0.05) -> tuple[Adapter, str]:
+                   scale: float = 0.05, opening: tuple[int, ...] | None = None) -> tuple[Adapter, str]:
     """An adapter of the model in `model_dir` (None: the embedded default) with random LoRA
     weights (a trained one's B matrices are not zero; `scale` their size) and the fingerprint
     its version serves under, computed here from the merged weights."""
@@ -54,9 +54,9 @@ def random_adapter(model_dir: Path | None, seed: int, sink_token_id: int | None 
         for name, parameter in student.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
-    adapter = Adapter.from_student(student, LORA, sink_token_id, base_fingerprint)
+    adapter = Adapter.from_student(student, LORA, sink_token_id, base_fingerprint, opening)
     merged = adapter.merge_into(load_model(source)[0])
-    return adapter, BlockAttentionEngine(merged, sink_token_id=sink_token_id).fingerprint
+    return adapter, BlockAttentionEngine(merged, sink_token_id=sink_token_id, opening=opening).fingerprint
 
 
 def register(registry: ModelRegistry, store: ObjectStore, tenant: str, adapter: Adapter, fingerprint: str,

@@ -55,11 +55,19 @@ class BlockAttentionEngine:
     sits alone at the block's first position), so it is computed once (`sink`) and placed before
     every block at assembly; stored blocks hold their own tokens only, at local positions
     0..L-1 as without sinks. A block of L tokens then takes L + 1 positions of the prompt.
+    opening: the shared opening (block distillation's alternative to sinks): every prompt's
+    first block is these tokens (the chat template's system message and the start of the user
+    turn), and every other context block is encoded as if it followed them, so a block's tokens
+    see the opening as they would under full attention, and the first passage's KV is the one
+    full attention computes. The opening's own KV is computed once (`opening_kv`: encode_block
+    of the opening returns it); stored blocks hold their own tokens only, at local positions
+    0..L-1, so a block still takes L positions. A prompt whose first block is not the opening
+    is refused (its blocks were encoded for a context the prompt does not have).
     """
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
-                 sink_token_id: int | None = None):
+                 sink_token_id: int | None = None, opening: Sequence[int] | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -100,6 +108,13 @@ class BlockAttentionEngine:
         if sink_token_id is not None:
             # the sink alone at position 0: [layers, H, 1, D], the same for every block
             self.sink = self._encode_rows([(sink_token_id,)], start=0)[0]
+        if opening is not None and sink_token_id is not None:
+            raise InvalidRequestError("an engine takes block sink tokens or a shared opening, not both")
+        self.opening: tuple[int, ...] | None = None if opening is None else self.token_ids(opening)
+        self.opening_kv: BlockKV | None = None
+        if self.opening is not None:
+            # the opening alone at 0..P-1, as every prompt's first block: [layers, H, P, D]
+            self.opening_kv = self._encode_rows([self.opening], start=0)[0]
 
     @classmethod
     def for_serving(cls, model: PreTrainedModel, **kwargs) -> BlockAttentionEngine:
@@ -123,10 +138,10 @@ class BlockAttentionEngine:
     @property
     def fingerprint(self) -> str:
         """The model version as cache keys and stored entries name it: the weights (a merged
-        adapter included), the dtype and the sink setting, whose blocks' KV differ."""
-        from blockrag.models.fingerprint import model_fingerprint, with_sink
+        adapter included), the dtype and the sink or opening setting, whose blocks' KV differ."""
+        from blockrag.models.fingerprint import model_fingerprint, with_opening, with_sink
 
-        return with_sink(model_fingerprint(self.model), self.sink_token_id)
+        return with_opening(with_sink(model_fingerprint(self.model), self.sink_token_id), self.opening)
 
     def context_length(self, block_tokens: Sequence[int]) -> int:
         """Positions that context blocks of these lengths take in a prompt (sinks included)."""
@@ -147,9 +162,10 @@ class BlockAttentionEngine:
         tensor at all. Blocks are sorted by length so that rows in a batch pad little.
         """
         ids = [self.token_ids(b) for b in blocks]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        out: list[BlockKV | None] = [None] * len(ids)
-        for batch in _batches(order, [len(b) for b in ids], self.max_batch_tokens):
+        out: list[BlockKV | None] = [self.opening_kv if b == self.opening else None for b in ids]
+        order = sorted((i for i in range(len(ids)) if out[i] is None), key=lambda i: -len(ids[i]))
+        extra = len(self.opening) if self.opening else 0  # rows carry the opening before the block
+        for batch in _batches(order, [len(b) + extra for b in ids], self.max_batch_tokens):
             for i, kv in zip(batch, self._encode_batch([ids[i] for i in batch])):
                 out[i] = kv
         return out  # type: ignore[return-value]
@@ -171,8 +187,14 @@ class BlockAttentionEngine:
         """start: first position of every block (0 for caching; the gate encodes at other offsets).
 
         With sinks, each row is [sink, block...] at start-1.. (the sink one position before the
-        block), so the block's own keys come out at start.. exactly as without a sink.
+        block), so the block's own keys come out at start.. exactly as without a sink. With an
+        opening, each row is [opening, block...] at start-P.., likewise.
         """
+        if self.opening is not None:
+            p = len(self.opening)
+            rows = self._encode_rows([(*self.opening, *block) for block in batch], start - p)
+            return [BlockKV(block, kv.keys[:, :, p:].contiguous(), kv.values[:, :, p:].contiguous())
+                    for block, kv in zip(batch, rows)]
         if self.sink is None:
             return self._encode_rows(batch, start)
         rows = self._encode_rows([(self.sink_token_id, *block) for block in batch], start - 1)
@@ -292,6 +314,10 @@ class BlockAttentionEngine:
         starts, and the context length they take; InvalidBlockError for another model's block."""
         for kv in kvs:
             self._check_block(kv)
+        if self.opening is not None and kvs and kvs[0].token_ids != self.opening:
+            raise InvalidBlockError(
+                "this engine encodes blocks after a shared opening, so a prompt's first block must be "
+                f"that opening ({len(self.opening)} tokens); got a first block of {kvs[0].num_tokens} tokens")
         if self.sink is not None:  # [sink, block 1, sink, block 2, ...]: each block after its own sink
             kvs = [part for kv in kvs for part in (self.sink, kv)]
         ends = list(itertools.accumulate(kv.num_tokens for kv in kvs))

@@ -74,9 +74,11 @@ def check_engine(engine: BlockAttentionEngine, seed: int = 0) -> GateReport:
     for lengths, final_length in _PROBES:
         blocks = [random_ids(n) for n in lengths]
         blocks.append(blocks[0])
+        if engine.opening is not None:  # every prompt opens with it
+            blocks.insert(0, list(engine.opening))
         final = random_ids(final_length)
         cached = engine.prefill(engine.encode_blocks(blocks), final).logits
-        reference = reference_logits(engine.model, blocks, final, engine.sink_token_id)
+        reference = reference_logits(engine.model, blocks, final, engine.sink_token_id, engine.opening)
         logit_error = max(logit_error, relative_error(cached, reference))
 
     report = GateReport(key_error, logit_error, KEY_ERROR_BOUND.get(engine.dtype, 1e-1),

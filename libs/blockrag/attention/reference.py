@@ -1,6 +1,6 @@
 """The masked single-forward reference that the cached-block path must equal.
 
-One forward over the whole prompt with global position ids 0..N-1 and the block mask. It costs
+One forward over the whole prompt with the prompt's position ids and the block mask (layout.py). It costs
 a full prefill, so it serves tests, the correctness gate and nothing on the serving path.
 """
 
@@ -11,34 +11,33 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformers import PreTrainedModel
 
-from blockrag.attention.mask import additive_mask, block_mask
+from blockrag.attention.layout import sequence_layout
+from blockrag.attention.mask import additive_mask
 
 
 @torch.inference_mode()
 def reference_logits(model: PreTrainedModel, blocks: Sequence[Sequence[int]], final_ids: Sequence[int],
-                     sink_token_id: int | None = None) -> torch.Tensor:
+                     sink_token_id: int | None = None, opening: Sequence[int] | None = None) -> torch.Tensor:
     """Logits [len(final_ids), vocab] (float32) of the final block under the block mask; with a
-    sink token, every block starts with it (its first position, seen by that block only)."""
+    sink token, every block starts with it (its first position, seen by that block only); with an
+    opening, blocks[0] must be it and every other block is encoded right after it (layout.py)."""
     device = next(model.parameters()).device
-    if sink_token_id is not None:
-        blocks = [[sink_token_id, *b] for b in blocks]
-    lengths = [len(b) for b in blocks]
-    ids = torch.tensor([t for b in blocks for t in b] + list(final_ids), device=device)[None]
-    n = ids.shape[1]
-    mask = additive_mask(block_mask(lengths, len(final_ids), device=device), model.dtype)
-    positions = torch.arange(n, device=device)[None]
-    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=False,
-                logits_to_keep=len(final_ids))
-    return out.logits[0].float()
+    layout = sequence_layout(blocks, final_ids, sink_token_id=sink_token_id, opening=opening)
+    ids = torch.tensor(layout.ids, device=device)[None]
+    positions = torch.tensor(layout.positions, device=device)[None]
+    mask = additive_mask(layout.allowed.to(device), model.dtype)
+    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=False)
+    return out.logits[0, layout.index[-len(final_ids):]].float()
 
 
 def reference_greedy(model: PreTrainedModel, blocks: Sequence[Sequence[int]], final_ids: Sequence[int],
-                     max_new_tokens: int, stop_ids: Iterable[int] = (), sink_token_id: int | None = None) -> list[int]:
+                     max_new_tokens: int, stop_ids: Iterable[int] = (), sink_token_id: int | None = None,
+                     opening: Sequence[int] | None = None) -> list[int]:
     """Greedy decoding under the block mask, recomputing the whole prompt at every step; generated
     tokens join the final block (they attend to everything)."""
     stops, generated = set(stop_ids), []
     for _ in range(max_new_tokens):
-        token = int(reference_logits(model, blocks, [*final_ids, *generated], sink_token_id)[-1].argmax())
+        token = int(reference_logits(model, blocks, [*final_ids, *generated], sink_token_id, opening)[-1].argmax())
         if token in stops:
             break
         generated.append(token)

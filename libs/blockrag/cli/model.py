@@ -81,7 +81,7 @@ def distill(
 
     from blockrag.distill.config import DistillConfig, parse_overrides
     from blockrag.distill.data import DataConfig, documents_in
-    from blockrag.distill.recipe import DistillationRecipe, resolve_sink
+    from blockrag.distill.recipe import DistillationRecipe
     from blockrag.distill.training import LocalCheckpoint, build_examples, cached_examples, default_corpus, run_steps
     from blockrag.errors import BlockRAGError
     from blockrag.model_runtime import ModelSpec
@@ -112,7 +112,7 @@ def distill(
             if stop_after == 0:
                 console.print(f"{len(data)} examples in {examples_file} ({time.perf_counter() - started:.0f} s)")
                 return
-            recipe = DistillationRecipe(config, base, resolve_sink(tokenizer, config.sink_token))
+            recipe = DistillationRecipe.for_tokenizer(config, base, tokenizer)
             recipe.setup()
             checkpoint = LocalCheckpoint(checkpoint_dir) if checkpoint_dir else None
             if checkpoint and checkpoint.resume(recipe):

@@ -1,7 +1,8 @@
 """Adapter: a trained LoRA adapter as one self-describing blob (object store, package data).
 
 Layout: a safetensors file of the adapter weights whose string metadata holds the LoRA
-settings, the block sink token and the fingerprint of the base model it was trained on. A
+settings, the block sink token or the shared opening (token ids) and the fingerprint of the base
+model it was trained on. A
 served version is the base with the adapter merged, so its fingerprint (and with it every
 cache key) differs from the base's.
 
@@ -38,19 +39,22 @@ class Adapter:
     lora: LoraSettings
     sink_token_id: int | None
     base_fingerprint: str
+    opening: tuple[int, ...] | None = None  # the engine's shared opening it was trained with
 
     @classmethod
-    def from_student(cls, student, lora: LoraSettings, sink_token_id: int | None, base_fingerprint: str) -> Adapter:
+    def from_student(cls, student, lora: LoraSettings, sink_token_id: int | None, base_fingerprint: str,
+                     opening: tuple[int, ...] | None = None) -> Adapter:
         weights = {k: v.detach().to("cpu", torch.float32).contiguous()
                    for k, v in get_peft_model_state_dict(student).items()}
-        return cls(weights, lora, sink_token_id, base_fingerprint)
+        return cls(weights, lora, sink_token_id, base_fingerprint, opening)
 
     def to_bytes(self, bits: int = 32) -> bytes:
         """The blob; bits 32 keeps the weights as they are, 8 or 4 quantizes them (lossy)."""
         if bits not in (32, 8, 4):
             raise InvalidRequestError(f"adapter weights are stored in 32, 8 or 4 bits, not {bits}")
         meta = {"format": FORMAT, "lora": json.dumps({**self.lora.__dict__, "target_modules": list(self.lora.target_modules)}),
-                "sink_token_id": json.dumps(self.sink_token_id), "base_fingerprint": self.base_fingerprint}
+                "sink_token_id": json.dumps(self.sink_token_id), "base_fingerprint": self.base_fingerprint,
+                "opening": json.dumps(None if self.opening is None else list(self.opening))}
         if bits == 32:
             return safetensors.torch.save(self.weights, metadata=meta)
         tensors = {}
@@ -75,7 +79,9 @@ class Adapter:
             weights = {k: _dequantize(weights[k], weights[k + SCALES], bits, shape) for k, shape in shapes.items()}
         lora = json.loads(meta["lora"])
         lora["target_modules"] = tuple(lora["target_modules"])
-        return cls(weights, LoraSettings(**lora), json.loads(meta["sink_token_id"]), meta["base_fingerprint"])
+        opening = json.loads(meta.get("opening", "null"))  # absent from adapters before openings
+        return cls(weights, LoraSettings(**lora), json.loads(meta["sink_token_id"]), meta["base_fingerprint"],
+                   None if opening is None else tuple(opening))
 
     def merge_into(self, model: PreTrainedModel, check_base: bool = True) -> PreTrainedModel:
         """The base `model` with this adapter merged into its weights (a plain model again; the

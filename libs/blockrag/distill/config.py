@@ -39,6 +39,9 @@ class DistillConfig:
     (cross-entropy on the target tokens under the block mask and again under the full mask),
     kept as the baseline the fidelity benchmark compares against.
     sink_token: the block sink token's text in the tokenizer (None: no sinks).
+    opening: blocks share the prompt's opening instead of sinks: every block is encoded right
+    after the chat template's opening block (system message, start of the user turn), as the
+    first passage is under full attention (attention/layout.py); needs sink_token None.
     block_dropout: the chance that a context block is made global for a step (it attends to
     everything before it and its tokens are supervised too).
     token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
@@ -56,6 +59,7 @@ class DistillConfig:
 
     objective: Objective = "kl"
     sink_token: str | None = "<|endoftext|>"
+    opening: bool = False
     block_dropout: float = 0.25
     token_weighting: float = 0.5
     hard_label_weight: float = 0.0
@@ -82,6 +86,8 @@ class DistillConfig:
         for name in ("kl_chunk_tokens", "steps", "examples_per_step", "max_example_tokens", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.opening and self.sink_token is not None:
+            problems.append("opening replaces block sink tokens: with opening=true set sink_token=null")
         if self.hard_label_weight < 0:
             problems.append(f"hard_label_weight must be >= 0, got {self.hard_label_weight}")
         if self.micro_batch < 0:
@@ -123,7 +129,7 @@ class DistillConfig:
     @classmethod
     def block_fine_tuning(cls, **overrides: Any) -> DistillConfig:
         """The predecessor's recipe on the same switches: CE, no sinks, no dropout, no weighting."""
-        base = dict(objective="ce", sink_token=None, block_dropout=0.0, token_weighting=0.0)
+        base = dict(objective="ce", sink_token=None, opening=False, block_dropout=0.0, token_weighting=0.0)
         return cls(**{**base, **overrides})
 
 

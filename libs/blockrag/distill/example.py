@@ -7,9 +7,10 @@ An example is a block-attention prompt plus the tokens that follow it:
     target: [t_1 ... t_m]              what follows: supervised
 
 The teacher reads b_1 ... b_n q t under full causal attention. The student reads the same
-tokens under the block mask, each block after its sink token when sinks are on:
+tokens under the block mask, each block after its sink token when sinks are on, or after its
+own copy of the opening when blocks share one (attention/layout.py):
 
-    [s b_1] [s b_2] ... [s b_n] [q t]
+    [s b_1] [s b_2] ... [s b_n] [q t]      or      [b_1] [o b_2] ... [o b_n] [q t]
 
 so the student's forward is exactly the engine's cached path on that prompt (tests check it).
 Block dropout makes some blocks global: their tokens attend to everything before them, as the
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from blockrag.attention.layout import sequence_layout
 from blockrag.errors import InvalidRequestError
 
 
@@ -74,54 +76,39 @@ class Layout:
         return int(self.student_index.numel())
 
 
-def build_layout(example: Example, sink_token_id: int | None, global_blocks: Collection[int] = ()) -> Layout:
-    """The teacher and student sequences of `example`; global_blocks: indices of blocks made global."""
-    teacher: list[int] = []
-    student: list[int] = []
-    segment: list[int] = []  # student position -> segment number (block i -> i, final -> n)
-    is_global: list[bool] = []  # per segment
-    student_index: list[int] = []
+def build_layout(example: Example, sink_token_id: int | None, global_blocks: Collection[int] = (),
+                 opening: Sequence[int] | None = None) -> Layout:
+    """The teacher and student sequences of `example`; global_blocks: indices of blocks made global.
+
+    opening: the engine's shared opening (attention/layout.py); an example whose first block is
+    not the opening (a continuation of raw text) gets it as a first block, as every served prompt
+    has it, and global_blocks then count that block too."""
+    blocks = example.blocks
+    if opening is not None and blocks[0] != tuple(opening):
+        blocks = (tuple(opening), *blocks)
+    final = example.final + example.target
+    student = sequence_layout(blocks, final, sink_token_id=sink_token_id, opening=opening, global_blocks=global_blocks)
+    teacher = [t for b in blocks for t in b] + list(final)
     teacher_index: list[int] = []
     answer: list[bool] = []
-    for i, block in enumerate(example.blocks):
-        if sink_token_id is not None:
-            student.append(sink_token_id)
-            segment.append(i)
-        start_t, start_s = len(teacher), len(student)
-        teacher.extend(block)
-        student.extend(block)
-        segment.extend([i] * len(block))
-        is_global.append(i in global_blocks)
+    start = 0
+    for i, block in enumerate(blocks):
         if i in global_blocks:  # supervised inside the block: token j predicts token j + 1
-            for j in range(len(block) - 1):
-                student_index.append(start_s + j)
-                teacher_index.append(start_t + j)
-                answer.append(False)
-    final = example.final + example.target
-    start_t, start_s = len(teacher), len(student)
-    teacher.extend(final)
-    student.extend(final)
-    segment.extend([len(example.blocks)] * len(final))
-    is_global.append(True)
-    for j in range(len(example.final) - 1, len(final) - 1):  # the predictions of t_1 .. t_m
-        student_index.append(start_s + j)
-        teacher_index.append(start_t + j)
-        answer.append(True)
-
-    seg = torch.tensor(segment)
-    n = seg.numel()
-    causal = torch.ones(n, n, dtype=torch.bool).tril()
-    global_query = torch.tensor(is_global)[seg][:, None]  # [Ns, 1]
-    mask = causal & ((seg[:, None] == seg[None, :]) | global_query)
-    labels = torch.tensor(teacher)[torch.tensor(teacher_index) + 1]
+            teacher_index.extend(range(start, start + len(block) - 1))
+            answer.extend([False] * (len(block) - 1))
+        start += len(block)
+    # the predictions of t_1 .. t_m: from the final block's last token to the target's second-last
+    teacher_index.extend(range(start + len(example.final) - 1, start + len(final) - 1))
+    answer.extend([True] * len(example.target))
+    index = torch.tensor(teacher_index)
     return Layout(
         teacher_ids=torch.tensor(teacher),
-        student_ids=torch.tensor(student),
-        student_positions=torch.arange(n),
-        student_mask=mask,
-        student_index=torch.tensor(student_index),
-        teacher_index=torch.tensor(teacher_index),
-        labels=labels,
+        student_ids=torch.tensor(student.ids),
+        student_positions=torch.tensor(student.positions),
+        student_mask=student.allowed,
+        student_index=torch.tensor(student.index)[index],
+        teacher_index=index,
+        labels=torch.tensor(teacher)[index + 1],
         answer=torch.tensor(answer),
     )
 

@@ -38,9 +38,9 @@ def qa_questions(n: int, split: str = "heldout") -> list[Question]:
 
 
 def served_engine(adapter: Adapter, base_model) -> BlockAttentionEngine:
-    """The engine a version serves: the base with the adapter merged (in place), its sinks."""
+    """The engine a version serves: the base with the adapter merged (in place), its sinks or opening."""
     return BlockAttentionEngine(adapter.merge_into(base_model), sink_token_id=adapter.sink_token_id,
-                                fuse=False, cuda_graphs=False)
+                                opening=adapter.opening, fuse=False, cuda_graphs=False)
 
 
 def greedy_answer(engine: BlockAttentionEngine, kvs: Sequence[BlockKV], final: Sequence[int],

@@ -38,7 +38,7 @@ from blockrag.distill.checkpoints import RunObjects, load_adapter
 from blockrag.distill.data import DataConfig, documents_in
 from blockrag.distill.example import Example
 from blockrag.distill.fidelity import FidelityProbe, qa_questions, served_engine
-from blockrag.distill.recipe import DistillationRecipe, StepMetrics, resolve_sink
+from blockrag.distill.recipe import DistillationRecipe, StepMetrics
 from blockrag.distill.runs import JobStores, RunSpec, cancel_run, improves, start_run
 from blockrag.distill.training import build_examples, default_corpus, run_steps
 from blockrag.errors import BlockRAGError, ConflictError, InvalidRequestError, NotFoundError
@@ -163,7 +163,7 @@ class DistillationJob:
         else:
             examples, self.data = stored
         self.train_examples, self.heldout = examples[: self.spec.examples], examples[self.spec.examples :]
-        self.recipe = DistillationRecipe(self.config, model, resolve_sink(tokenizer, self.config.sink_token))
+        self.recipe = DistillationRecipe.for_tokenizer(self.config, model, tokenizer)
         self.recipe.setup()
         # the fresh adapter is zero: this is the base model under the student's block layout
         self.heldout_start = self.recipe.evaluate(self.heldout) if self.heldout else None

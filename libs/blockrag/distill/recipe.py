@@ -59,18 +59,36 @@ def resolve_sink(tokenizer: PreTrainedTokenizerBase, sink_token: str | None) -> 
     return int(token_id)
 
 
+def resolve_opening(tokenizer: PreTrainedTokenizerBase, config: DistillConfig) -> tuple[int, ...] | None:
+    """The opening every served prompt starts with (the prompt template's), when the config shares it."""
+    from blockrag.prompt import PromptTemplate
+
+    return tuple(PromptTemplate(tokenizer).prefix_ids()) if config.opening else None
+
+
 class DistillationRecipe:
     """Block distillation (or block fine-tuning) of `model`, changed in place into a peft model."""
 
-    def __init__(self, config: DistillConfig, model: PreTrainedModel, sink_token_id: int | None):
+    def __init__(self, config: DistillConfig, model: PreTrainedModel, sink_token_id: int | None,
+                 opening: Sequence[int] | None = None):
         """sink_token_id: config.sink_token's id in the model's tokenizer (resolve_sink), None
-        when the config has no sinks."""
+        when the config has no sinks; opening: the template's opening (resolve_opening), given
+        exactly when config.opening."""
         if (sink_token_id is None) != (config.sink_token is None):
             raise InvalidRequestError("sink_token_id must be given exactly when the config has a sink_token")
+        if (opening is None) == config.opening:
+            raise InvalidRequestError("opening must be given exactly when the config has opening=true")
         self.config = config
         self.model = model
         self.sink_token_id = sink_token_id
+        self.opening = None if opening is None else tuple(opening)
         self.step = 0
+
+    @classmethod
+    def for_tokenizer(cls, config: DistillConfig, model: PreTrainedModel,
+                      tokenizer: PreTrainedTokenizerBase) -> DistillationRecipe:
+        """The recipe with the config's sink token or opening resolved in the model's tokenizer."""
+        return cls(config, model, resolve_sink(tokenizer, config.sink_token), resolve_opening(tokenizer, config))
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -128,7 +146,7 @@ class DistillationRecipe:
                 f"an example of {example.num_tokens} tokens exceeds max_example_tokens "
                 f"({self.config.max_example_tokens}); build shorter examples or raise the limit")
         global_blocks = pick_global_blocks(len(example.blocks), self.config.block_dropout, self.generator)
-        return build_layout(example, self.sink_token_id, global_blocks)
+        return build_layout(example, self.sink_token_id, global_blocks, self.opening)
 
     def _full_hidden(self, layouts: Sequence[Layout]) -> torch.Tensor:
         """Hidden states [S, H] at the supervised positions of every layout, one after another,
@@ -177,7 +195,7 @@ class DistillationRecipe:
         total, count = 0.0, 0
         try:
             for example in examples:
-                layout = build_layout(example, self.sink_token_id)
+                layout = build_layout(example, self.sink_token_id, opening=self.opening)
                 with teacher_mode(self.student):
                     teacher = self._full_hidden([layout])
                 kl = token_kl(self.head, teacher, self._block_hidden([layout]), self.config.kl_chunk_tokens)
@@ -189,7 +207,8 @@ class DistillationRecipe:
     # -- checkpoints -----------------------------------------------------------------------------------
 
     def adapter(self) -> Adapter:
-        return Adapter.from_student(self.student, self.config.lora, self.sink_token_id, self.base_fingerprint)
+        return Adapter.from_student(self.student, self.config.lora, self.sink_token_id, self.base_fingerprint,
+                                    self.opening)
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs (torch.save-able)."""

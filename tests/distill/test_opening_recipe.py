@@ -1,0 +1,92 @@
+"""Block distillation with a shared opening instead of sinks: the student's layout, its forward
+against the engine that serves the merged weights, the config's rules and the adapter's record."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_model
+
+from blockrag.attention import BlockAttentionEngine
+from blockrag.distill.adapter import Adapter
+from blockrag.distill.config import DistillConfig, LoraSettings
+from blockrag.distill.example import Example, build_layout
+from blockrag.distill.recipe import DistillationRecipe
+from blockrag.distill.student import attach_lora, decoder_hidden, output_head
+from blockrag.errors import InvalidRequestError
+
+OPENING = (7, 8, 9)
+QUESTION = Example.of([OPENING, [20, 21], [30, 31, 32]], [40, 41], [50, 51])  # a served prompt's shape
+CONTINUATION = Example.of([[20, 21], [30, 31, 32]], [40, 41], [50, 51])  # raw text: no opening
+
+
+def test_layout_gives_each_later_block_a_copy_of_the_opening():
+    layout = build_layout(QUESTION, None, global_blocks={2}, opening=OPENING)
+    assert layout.teacher_ids.tolist() == [7, 8, 9, 20, 21, 30, 31, 32, 40, 41, 50, 51]
+    # block 1 after its copy of the opening; block 2 is global (dropout): it sees the real one, no copy
+    assert layout.student_ids.tolist() == [7, 8, 9, 7, 8, 9, 20, 21, 30, 31, 32, 40, 41, 50, 51]
+    assert layout.student_positions.tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    m = layout.student_mask
+    assert m[6, 3] and not m[6, 0]  # block 1 sees its copy, not the opening at positions 0..2
+    assert m[8, 0] and m[8, 6] and not m[8, 3]  # the global block sees the prompt, never a copy
+    assert m[12, 0] and m[12, 7] and not m[12, 5]  # the final block likewise
+    # supervised: global block 2 (30 -> 31, 31 -> 32), then 41 -> 50, 50 -> 51
+    assert layout.student_ids[layout.student_index].tolist() == [30, 31, 41, 50]
+    assert layout.teacher_ids[layout.teacher_index].tolist() == [30, 31, 41, 50]
+    assert layout.labels.tolist() == [31, 32, 50, 51]
+    assert layout.answer.tolist() == [False, False, True, True]
+
+
+def test_raw_text_gets_the_opening_every_served_prompt_has():
+    layout = build_layout(CONTINUATION, None, opening=OPENING)
+    assert layout.teacher_ids.tolist()[:5] == [7, 8, 9, 20, 21]
+    assert layout.student_ids.tolist()[:8] == [7, 8, 9, 7, 8, 9, 20, 21]
+    assert layout.labels.tolist() == [50, 51]
+
+
+def test_student_forward_equals_the_engines_cached_path_with_an_opening():
+    model = tiny_model("llama31")
+    model.set_attn_implementation("block_sdpa")
+    student = attach_lora(model, LoraSettings(rank=4, target_modules=("q_proj", "v_proj", "down_proj")))
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    layout = build_layout(QUESTION, None, opening=OPENING)
+    with torch.no_grad():
+        hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
+        train_logits = output_head(student)(hidden[-4:])  # the final segment: 40 41 50 51
+    merged = student.merge_and_unload().eval()
+    engine = BlockAttentionEngine(merged, opening=OPENING)
+    cached = engine.prefill(engine.encode_blocks(QUESTION.blocks), QUESTION.final + QUESTION.target).logits
+    assert (train_logits - cached).abs().max().item() <= 1e-4
+    # the copies matter: the same prompt with blocks alone (no opening) differs
+    alone = BlockAttentionEngine(merged)
+    plain = alone.prefill(alone.encode_blocks(QUESTION.blocks), QUESTION.final + QUESTION.target).logits
+    assert (plain - cached).abs().max().item() > 1e-3
+
+
+def test_config_and_recipe_take_the_opening_exactly_when_asked():
+    with pytest.raises(InvalidRequestError, match="sink_token=null"):
+        DistillConfig(opening=True)  # the default sink token is still set
+    config = DistillConfig(opening=True, sink_token=None, lora=LoraSettings(rank=2))
+    with pytest.raises(InvalidRequestError, match="opening must be given"):
+        DistillationRecipe(config, tiny_model("llama31"), None)
+    with pytest.raises(InvalidRequestError, match="opening must be given"):
+        DistillationRecipe(DistillConfig(sink_token=None), tiny_model("llama31"), None, OPENING)
+
+
+def test_training_with_an_opening_lowers_its_kl_and_the_adapter_records_it():
+    config = DistillConfig(opening=True, sink_token=None, steps=30, warmup_steps=2, learning_rate=3e-3,
+                           lora=LoraSettings(rank=8), block_dropout=0.25, token_weighting=0.5)
+    model = tiny_model("llama31")
+    model.set_attn_implementation("block_sdpa")
+    recipe = DistillationRecipe(config, model, None, OPENING)
+    recipe.setup()
+    examples = [QUESTION, CONTINUATION]
+    before = recipe.evaluate(examples)
+    for _ in range(30):
+        recipe.train_step(examples)
+    assert recipe.evaluate(examples) < 0.5 * before
+    back = Adapter.from_bytes(recipe.adapter().to_bytes(bits=4))
+    assert back.opening == OPENING and back.sink_token_id is None
