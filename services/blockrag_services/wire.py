@@ -32,7 +32,8 @@ SERVICES: dict[str, ServiceDescriptor] = {
 # method name -> (its application, the method): the proxy hands a replica the method's name only
 RPCS: dict[str, tuple[str, MethodDescriptor]] = {
     m.name: (app, m) for app, service in SERVICES.items() for m in service.methods}
-assert len(RPCS) == sum(len(s.methods) for s in SERVICES.values()), "RPC names must be unique across services"
+if len(RPCS) != sum(len(s.methods) for s in SERVICES.values()):  # a new proto method reusing a name
+    raise RuntimeError("RPC names must be unique across the services: the proxy hands replicas the name only")
 
 
 @dataclass(frozen=True)
