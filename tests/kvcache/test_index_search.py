@@ -14,7 +14,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.kvcache import migrations
 from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.index_engine import IndexConfig, create_index_engine
-from blockrag.kvcache.index_search import MAX_K
+from blockrag.kvcache.index_search import COUNTED_BLOCKS, MAX_CANDIDATES, MAX_K, search_terms
 from fixtures.postgres import fresh_database
 
 TABLES = ("kv_entries", "document_blocks", "documents", "blocks")
@@ -126,7 +126,7 @@ def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
             ids = old.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
             assert migrations.current_revision(engine) == "0002"
             old.migrate()
-            assert migrations.current_revision(engine) == "0005"
+            assert migrations.current_revision(engine) == "0006"
             hits = old.search("t", "port", "cod", 5)
             assert [ids.index(h.block_id) for h in hits] == RANKINGS["cod"][which]
             # and blocks registered after the migration are indexed as they come
@@ -160,3 +160,120 @@ def test_postgres_selects_candidates_by_the_rarest_words(postgres_url: str) -> N
         assert after == [ids[200], ids[201]]
         # a question of common words alone still finds blocks: its least common word selects
         assert len(index.search("t", "port", "harbour coast", 5)) == 5
+
+
+# -- the candidate stage: common words select no candidates but still rank -------------------
+
+# A corpus where most words are common: 500 blocks of the same sentence about numbered towns
+# (every word but the number in all of them, a product in 50 each), and a few blocks that answer.
+PRODUCTS = ("clocks", "lamps", "bells", "ropes", "boats", "maps", "nets", "tiles", "jars", "kites")
+FILLER = [f"The town of Number{i} makes {PRODUCTS[i % 10]}, and the harbour of the town is open "
+          f"in summer." for i in range(500)]
+ANSWERS = [
+    "The town of Tolvik makes clocks, and the harbour master of Tolvik signs every permit.",
+    "Tolvik has a bakery and a school.",
+    "The harbour of Skarvholm freezes in winter; the town makes lamps.",
+    "Skarvholm's ferry leaves the harbour twice a day for the town of Tolvik.",
+]
+QUESTIONS = [
+    "Which town makes clocks near the harbour of Tolvik?",
+    "Who signs the permits in the harbour of Tolvik?",
+    "When does the harbour of Skarvholm freeze in winter?",
+    "Does the ferry from Skarvholm go to the town of Tolvik?",
+    "What does the town of Number17 make?",
+]
+
+# Every block holding any word of the question, scored by the database alone: the search of
+# migration 0003, which ranked the whole of that set.
+REFERENCE = {
+    "sqlite": """SELECT s.block_id FROM block_search s WHERE block_search MATCH :match AND s.tenant = :tenant
+                 ORDER BY -bm25(block_search) DESC, s.block_id LIMIT :k""",
+    "postgres": """SELECT block_id FROM blocks, CAST(replace(plainto_tsquery('english', :words)::text, ' & ', ' | ') AS tsquery) q
+                   WHERE tenant = :tenant AND search_vector @@ q
+                   ORDER BY ts_rank(search_vector, q) DESC, block_id LIMIT :k""",
+}
+
+
+def reference(index: CacheIndex, url: str, tenant: str, question: str, k: int) -> list[str]:
+    words = search_terms(question, k)
+    params = {"tenant": tenant, "k": k, "words": " ".join(words),
+              "match": " OR ".join(f'"{w}"' for w in words)}
+    with index.engine.connect() as conn:
+        return list(conn.execute(sa.text(REFERENCE[backend(url)]), params).scalars())
+
+
+def analyze(index: CacheIndex) -> None:
+    # PostgreSQL's statistics, as autovacuum would keep them (SQLite counts in the index itself)
+    with index.engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE"))
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_same_best_blocks_as_ranking_every_match(index: CacheIndex, url: str, question: str) -> None:
+    # "the", "town", "harbour" are in more than MAX_CANDIDATES blocks (and past COUNTED_BLOCKS,
+    # where SQLite estimates their count): only the blocks of the rarer words are ranked. The best
+    # is the database's best among every block matching any word, and the others come in its
+    # order. (Fewer than k when fewer hold a rare word; PostgreSQL's ts_rank, without inverse
+    # document frequencies, may score a block of common words alone as high as one of a rare
+    # word, and rank it first on a tie: such a block is no candidate.)
+    index.register_blocks("t", [(text, 20) for text in FILLER + ANSWERS], "port", "d1")
+    analyze(index)
+    assert len(FILLER) > max(MAX_CANDIDATES, COUNTED_BLOCKS)
+    found = [h.block_id for h in index.search("t", "port", question, 3)]
+    every = reference(index, url, "t", question, MAX_K)
+    assert found and found[0] == every[0]
+    assert found == [b for b in every if b in found]
+
+
+def test_known_answers_with_common_words(index: CacheIndex) -> None:
+    ids = index.register_blocks("t", [(text, 20) for text in FILLER + ANSWERS], "port", "d1")
+    analyze(index)
+    answer = {text: i for i, text in enumerate(FILLER + ANSWERS)}
+    best = [index.search("t", "port", q, 1)[0].block_id for q in QUESTIONS]
+    assert best == [ids[answer[ANSWERS[0]]], ids[answer[ANSWERS[0]]], ids[answer[ANSWERS[2]]],
+                    ids[answer[ANSWERS[3]]], ids[17]]
+
+
+def test_common_words_alone_select_the_least_common(index: CacheIndex) -> None:
+    # No word of the question is rare: its least common words select ("clocks": 50 blocks),
+    # not every block holding "the" or "town" (all 500). Another tenant's blocks make "harbour"
+    # common in the index as a whole; acme's own are found, and only those.
+    ids = index.register_blocks("acme", [(text, 20) for text in FILLER[:300]], "port", "d1")
+    (mine,) = index.register_blocks("acme", [("The harbour of acme is deep.", 6)], "docks", "d1")
+    index.register_blocks("globex", [(text, 20) for text in FILLER[300:]], "port", "d1")
+    analyze(index)
+    hits = index.search("acme", "port", "Which town makes clocks?", 100)
+    assert {h.block_id for h in hits} == {ids[i] for i in range(0, 300, 10)}
+    assert [h.block_id for h in index.search("acme", "docks", "the harbour", 10)] == [mine]
+    assert index.search("globex", "docks", "the harbour", 10) == []
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgres"])
+def test_migration_0006_keeps_blocks_and_their_search(tmp_path: Path, which: str) -> None:
+    def scenario(url: str) -> None:
+        engine = create_index_engine(IndexConfig(url))
+        try:
+            migrations.upgrade(engine, "0005")
+            old = CacheIndex(engine)
+            ids = old.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
+            before = {q: [h.block_id for h in old.search("t", "port", q, 5)] for q in RANKINGS}
+            old.migrate()
+            assert migrations.current_revision(engine) == "0006"
+            assert [b.block_id for b in old.list_collection("t", "port")] == ids
+            assert {q: [h.block_id for h in old.search("t", "port", q, 5)] for q in RANKINGS} == before
+            if which == "postgres":
+                with engine.connect() as conn:
+                    options = conn.execute(sa.text(
+                        "SELECT reloptions FROM pg_class WHERE relname = 'ix_blocks_search'")).scalar()
+                    # the pending list the rows above went to was merged: none left to merge
+                    pending = conn.execute(sa.text("SELECT gin_clean_pending_list('ix_blocks_search')")).scalar()
+                assert options == ["fastupdate=off"] and pending == 0
+        finally:
+            engine.dispose()
+
+    if which == "sqlite":
+        scenario(f"sqlite:///{tmp_path}/old.db")
+    else:
+        with fresh_database() as url:
+            scenario(url)
+
