@@ -117,20 +117,24 @@ def _documents(texts_: list[str]) -> list:
     return [generation_pb2.Document(id=f"d{i}", text=t) for i, t in enumerate(texts_)]
 
 
-# documents with ids that pass the service's own check (non-blank, unique) and may still be refused
-# further on: a refused one must not leave the others of its request behind
+# a good document, then ones with ids that pass the service's own check (non-blank, unique) and may
+# still be refused further on: a refused one must not leave the first behind
 IDS = st.one_of(st.sampled_from(["d0", "d1", "d2"]), st.sampled_from(["a\x00b", "x" * 256, "é" * 256]),
                 texts().filter(str.strip))
-DOCUMENTS = st.lists(st.tuples(IDS, WORDS),
-                     min_size=1, max_size=3, unique_by=lambda d: d[0]).map(
-    lambda docs: [generation_pb2.Document(id=i, text=t) for i, t in docs])
+DOCUMENTS = st.lists(st.tuples(IDS.filter(lambda i: i != "d0"), WORDS), min_size=1, max_size=2,
+                     unique_by=lambda d: d[0]).map(
+    lambda docs: [generation_pb2.Document(id=i, text=t) for i, t in [("d0", "The first document."), *docs]])
 
 
 # requests that pass the services' checks (mostly), so that the fuzzing reaches past them: each is
 # sent as is, or with one field replaced by a random value of its type (or cleared)
 VALID = {
     "Segment": st.builds(segmentation_pb2.SegmentRequest, text=WORDS),
-    "Ingest": st.builds(generation_pb2.IngestRequest, collection=COLLECTIONS, tenant=TENANTS, documents=DOCUMENTS),
+    "Ingest": st.one_of(
+        st.builds(generation_pb2.IngestRequest, collection=COLLECTIONS, tenant=st.sampled_from(["", "acme"]),
+                  documents=st.lists(WORDS, min_size=1, max_size=3).map(_documents)),
+        st.builds(generation_pb2.IngestRequest, collection=st.integers(0, 10**9).map(lambda n: f"fz-{n}"),
+                  tenant=st.sampled_from(["", "acme"]), documents=DOCUMENTS)),  # a collection of its own
     "Generate": st.one_of(
         st.builds(generation_pb2.GenerateRequest, question=WORDS, collection=COLLECTIONS, max_new_tokens=st.just(1),
                   tenant=st.sampled_from(["", "acme"]), top_k=st.integers(0, 3)),
