@@ -13,6 +13,7 @@ step (same examples per step, same steps).
     python bench/fidelity.py [--questions 300] [--steps 200] [--split heldout]
     python bench/fidelity.py --adapter A --adapter B # score trained adapters only
     python bench/fidelity.py --no-training           # full, block, block with untrained sinks or opening
+                                                     # (--opening-gap G, repeatable: the opening's gaps)
     python bench/fidelity.py --shard 0/3 ... ; python bench/fidelity.py --merge s0.json s1.json s2.json
                                                      # one process per shard (one GPU, several
                                                      # launch-bound processes), then one table
@@ -32,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from blockrag.attention import BlockAttentionEngine
+from blockrag.attention.layout import DEFAULT_GAP, Opening
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.config import DistillConfig, parse_overrides
 from blockrag.distill.data import DataConfig
@@ -88,6 +90,8 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip block fine-tuning")
     parser.add_argument("--no-training", action="store_true",
                         help="only the untrained rows: full, block, block with (untrained) sink tokens")
+    parser.add_argument("--opening-gap", type=int, action="append", default=None,
+                        help=f"untrained rows with a shared opening at this gap (repeatable; default {DEFAULT_GAP})")
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0)
@@ -120,12 +124,10 @@ def main() -> None:
         sink = resolve_sink(tokenizer, config.sink_token)
         rows["block, base model + sinks (untrained)"] = {
             "result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))}
-        rows["block, base model + opening (untrained)"] = {
-            "result": probe.score(BlockAttentionEngine(model, fuse=False, opening=template.prefix_ids()))}
+        rows.update(untrained_openings(probe, model, template, args.opening_gap))
     elif args.adapter:
         # what sharing the opening alone buys, untrained: the baseline an opening adapter improves on
-        rows["block, base model + opening (untrained)"] = {
-            "result": probe.score(BlockAttentionEngine(model, fuse=False, opening=template.prefix_ids()))}
+        rows.update(untrained_openings(probe, model, template, args.opening_gap))
         for path in args.adapter:
             rows[f"block, {path.stem}"] = {"result": probe.score(served(Adapter.from_bytes(path.read_bytes()), args))}
             console.print(f"block, {path.stem}: {rows[f'block, {path.stem}']['result']} "
@@ -156,6 +158,15 @@ def main() -> None:
         "split": args.split, "questions": probe.full.questions, "shard": args.shard,
         "steps": None if args.adapter or args.no_training else args.steps,
         "device": args.device, "rows": results, "seconds": time.perf_counter() - started}, indent=1))
+
+
+def untrained_openings(probe: FidelityProbe, model, template: PromptTemplate, gaps: list[int] | None) -> dict:
+    """Rows of the base model with a shared opening (blocks encoded after the template's opening)."""
+    rows = {}
+    for gap in gaps or [DEFAULT_GAP]:
+        engine = BlockAttentionEngine(model, fuse=False, opening=Opening(tuple(template.prefix_ids()), gap))
+        rows[f"block, base model + opening, gap {gap} (untrained)"] = {"result": probe.score(engine)}
+    return rows
 
 
 def as_dict(r: FidelityResult) -> dict:

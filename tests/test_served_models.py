@@ -426,14 +426,16 @@ def _versions(models: ServedModels) -> set[str]:
 def test_a_version_trained_with_an_opening_serves_with_it_and_another_opening_is_refused(spec, tiny_dir):
     from blockrag.errors import ModelLoadError
 
-    opening = tuple(ModelRuntime.load(spec).template.prefix_ids())
+    from blockrag.attention.layout import Opening
+
+    opening = Opening(tuple(ModelRuntime.load(spec).template.prefix_ids()), gap=100)
     adapter, fingerprint = random_adapter(tiny_dir, seed=3, opening=opening)
     runtime = ModelRuntime.load_version(spec, adapter, "v-opening")
     assert runtime.engine.opening == opening and runtime.version == fingerprint
-    assert runtime.describe()["opening_tokens"] == len(opening)
+    assert runtime.describe()["opening_tokens"] == len(opening.tokens)
     # the prompts the platform builds start with the opening, so the engine takes them
     kvs = runtime.engine.encode_blocks([runtime.template.prefix_ids(), runtime.block_ids("Some passage.")])
     assert runtime.engine.prefill(kvs, runtime.template.final_ids("Why?")).logits.shape[0] > 0
-    other, _ = random_adapter(tiny_dir, seed=3, opening=opening[:-1])
+    other, _ = random_adapter(tiny_dir, seed=3, opening=Opening(opening.tokens[:-1], gap=100))
     with pytest.raises(ModelLoadError, match="v-other: its adapter was trained with another prompt opening"):
         ModelRuntime.load_version(spec, other, "v-other")

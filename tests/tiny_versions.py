@@ -35,7 +35,7 @@ def save_tiny_llama(path: Path) -> Path:
 
 
 def random_adapter(model_dir: Path | None, seed: int, sink_token_id: int | None = None,
-                   scale: float = 0.05, opening: tuple[int, ...] | None = None) -> tuple[Adapter, str]:
+                   scale: float = 0.05, opening=None) -> tuple[Adapter, str]:
     """An adapter of the model in `model_dir` (None: the embedded default) with random LoRA
     weights (a trained one's B matrices are not zero; `scale` their size) and the fingerprint
     its version serves under, computed here from the merged weights."""

@@ -60,10 +60,10 @@ class ModelRuntime:
                 raise ModelLoadError(f"model version {version_id}: {e}" if version_id else str(e)) from e
         template = PromptTemplate(tokenizer)
         opening = adapter.opening if adapter else None
-        if opening is not None and opening != tuple(template.prefix_ids()):
+        if opening is not None and opening.tokens != tuple(template.prefix_ids()):
             raise ModelLoadError(
                 f"model version {version_id or spec.adapter}: its adapter was trained with another prompt opening "
-                f"({len(opening)} tokens) than this platform's template ({len(template.prefix_ids())} tokens): "
+                f"({len(opening.tokens)} tokens) than this platform's template ({len(template.prefix_ids())} tokens): "
                 "serve it with the system prompt it was trained with, or train one for this template")
         engine = BlockAttentionEngine.for_serving(model, sink_token_id=adapter.sink_token_id if adapter else None,
                                                   opening=opening)
@@ -77,6 +77,6 @@ class ModelRuntime:
         """Version, source and gate results, for the admin service (plain types: crosses Ray)."""
         gate = self.engine.gate_report
         return {"version": self.version, "source": self.spec.source, "adapter": self.spec.adapter,
-                "sink_token_id": self.engine.sink_token_id, "opening_tokens": len(self.engine.opening or ()),
+                "sink_token_id": self.engine.sink_token_id, "opening_tokens": len(self.engine.opening.tokens) if self.engine.opening else 0,
                 "dtype": self.spec.dtype,
                 "device": str(self.engine.device), "key_error": gate.key_error, "logit_error": gate.logit_error}

@@ -1,18 +1,19 @@
-"""The shared opening: every block is encoded after the prompt's opening block, which every
-prompt starts with. The cached path must equal one masked forward in which each block sees the
-opening and itself, and the first block after the opening must get exactly the KV that full
-attention computes there."""
+"""The shared opening: every block is encoded after the prompt's opening block (which every
+prompt starts with), a fixed gap of positions apart. The cached path must equal one masked
+forward in which each block sees its own copy of the opening and itself; with gap 0 the first
+block after the opening gets exactly the KV that full attention computes there."""
 
 import pytest
 import torch
 from tiny_models import tiny_configs, tiny_model
 
 from blockrag.attention import BlockAttentionEngine
-from blockrag.attention.layout import sequence_layout
+from blockrag.attention.layout import Opening, sequence_layout
 from blockrag.attention.reference import reference_greedy, reference_logits
 from blockrag.errors import InvalidBlockError, InvalidRequestError
 
-OPENING = (5, 17, 42, 8)
+TOKENS = (5, 17, 42, 8)
+OPENING = Opening(TOKENS, gap=37)
 LAYOUTS = [[1], [5, 1, 9, "R"], [17, 3, 8, 2]]
 
 
@@ -21,7 +22,7 @@ def _prompt(layout, seed):
     blocks = []
     for n in layout:
         blocks.append(blocks[0] if n == "R" else torch.randint(97, (n,), generator=g).tolist())
-    return [list(OPENING), *blocks], torch.randint(97, (6,), generator=g).tolist()
+    return [list(TOKENS), *blocks], torch.randint(97, (6,), generator=g).tolist()
 
 
 @pytest.fixture(scope="module", params=list(tiny_configs()))
@@ -33,10 +34,10 @@ def engine(request):
 
 def test_layout_gives_every_block_its_own_copy_of_the_opening():
     # opening (2 tokens) | block 1 (2) | block 2 (1) | final (2): each block after a copy of the
-    # opening at the positions just before it; the final sees the opening and the blocks, no copy
-    layout = sequence_layout([[7, 8], [1, 2], [3]], [4, 5], opening=[7, 8])
+    # opening ending 3 positions before it; the final sees the opening and the blocks, no copy
+    layout = sequence_layout([[7, 8], [1, 2], [3]], [4, 5], opening=Opening((7, 8), gap=3))
     assert layout.ids == [7, 8, 7, 8, 1, 2, 7, 8, 3, 4, 5]
-    assert layout.positions == [0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 6]
+    assert layout.positions == [0, 1, -3, -2, 2, 3, -1, 0, 4, 5, 6]
     assert layout.index == [0, 1, 4, 5, 8, 9, 10]
     assert layout.allowed.int().tolist() == [
         [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # opening
@@ -69,25 +70,29 @@ def test_the_opening_changes_the_answer_and_the_fingerprint(engine):
     alone = reference_logits(engine.model, blocks, final)
     assert (shared - alone).abs().max().item() > 1e-3
     assert BlockAttentionEngine(engine.model).fingerprint != engine.fingerprint
-    assert BlockAttentionEngine(engine.model, opening=OPENING[:-1]).fingerprint != engine.fingerprint
+    assert BlockAttentionEngine(engine.model, opening=Opening(TOKENS[:-1], gap=37)).fingerprint != engine.fingerprint
+    assert BlockAttentionEngine(engine.model, opening=Opening(TOKENS, gap=36)).fingerprint != engine.fingerprint
 
 
-def test_first_passage_gets_the_full_attention_kv(engine):
+def test_with_gap_zero_the_first_passage_gets_the_full_attention_kv(engine):
     # the passage right after the opening is encoded exactly as full attention encodes it there
+    adjacent = BlockAttentionEngine(engine.model, opening=Opening(TOKENS, gap=0))
     passage = [9, 33, 61, 2, 70]
-    full = engine._encode_rows([(*OPENING, *passage)], start=0)[0]
-    kv = engine.encode_block(passage)
-    rotated = engine.reencoder.rotate(kv.keys, len(OPENING))
-    assert (rotated - full.keys[:, :, len(OPENING):]).abs().max().item() <= 1e-4
-    assert (kv.values - full.values[:, :, len(OPENING):]).abs().max().item() <= 1e-5
+    full = adjacent._encode_rows([(*TOKENS, *passage)], start=0)[0]
+    kv = adjacent.encode_block(passage)
+    rotated = adjacent.reencoder.rotate(kv.keys, len(TOKENS))
+    assert (rotated - full.keys[:, :, len(TOKENS):]).abs().max().item() <= 1e-4
+    assert (kv.values - full.values[:, :, len(TOKENS):]).abs().max().item() <= 1e-5
+    # and the gap moves the opening away: the same passage's KV differs
+    assert (engine.encode_block(passage).values - kv.values).abs().max().item() > 1e-4
 
 
 def test_blocks_store_only_their_own_tokens(engine):
     kv = engine.encode_block([5, 6, 7])
     assert kv.token_ids == (5, 6, 7) and kv.num_tokens == 3
     # the opening itself is encoded once, alone at the start, and handed out as it is
-    assert engine.encode_block(OPENING) is engine.opening_kv
-    assert engine.opening_kv.token_ids == OPENING
+    assert engine.encode_block(TOKENS) is engine.opening_kv
+    assert engine.opening_kv.token_ids == TOKENS
 
 
 def test_generate_equals_reference_greedy(engine):
@@ -112,3 +117,10 @@ def test_a_prompt_without_the_opening_is_refused(engine):
 def test_opening_and_sinks_together_are_refused():
     with pytest.raises(InvalidRequestError, match="not both"):
         BlockAttentionEngine(tiny_model("qwen2"), sink_token_id=3, opening=OPENING)
+
+
+def test_a_negative_gap_or_an_empty_opening_is_refused():
+    with pytest.raises(InvalidRequestError, match="gap >= 0"):
+        Opening(TOKENS, gap=-1)
+    with pytest.raises(InvalidRequestError, match="at least one token"):
+        Opening((), gap=5)

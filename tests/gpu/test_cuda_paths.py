@@ -12,6 +12,22 @@ from blockrag.attention.reference import reference_logits
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
+@pytest.mark.parametrize("arch", ["llama31", "qwen2"])
+def test_cuda_prefill_with_an_opening_equals_reference_fp32(arch):
+    # blocks encoded after the shared opening, through the gate, CUDA graphs and pinned host reads
+    model = tiny_model(arch).cuda()
+    model.set_attn_implementation("block_sdpa")
+    opening = [5, 17, 42, 8]
+    engine = BlockAttentionEngine.for_serving(model, opening=opening)
+    g = torch.Generator().manual_seed(2)
+    blocks = [opening] + [torch.randint(97, (n,), generator=g).tolist() for n in (5, 1, 40)]
+    final = torch.randint(97, (7,), generator=g).tolist()
+    ref = reference_logits(model, blocks, final, opening=opening)
+    assert (engine.prefill(engine.encode_blocks(blocks), final).logits - ref).abs().max().item() <= 1e-4
+    pinned = [kv.to("cpu").pin_memory() for kv in engine.encode_blocks(blocks)]
+    assert (engine.prefill(pinned, final).logits - ref).abs().max().item() <= 1e-4
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("host_reads", ["device", "direct", "staged"])
 def test_triton_placement_equals_torch(dtype, host_reads):

@@ -15,6 +15,7 @@ from blockrag.attention.cache import BlockCache, BufferPool
 from blockrag.attention.final_block_kernel_support import graphs_supported
 from blockrag.attention.fusion import fuse_elementwise
 from blockrag.attention.gate import GateReport, check_engine
+from blockrag.attention.layout import Opening
 from blockrag.attention.placement import triton_available
 from blockrag.attention.rotary import RotaryReencoder
 from blockrag.attention.sampling import sample_token
@@ -55,19 +56,19 @@ class BlockAttentionEngine:
     sits alone at the block's first position), so it is computed once (`sink`) and placed before
     every block at assembly; stored blocks hold their own tokens only, at local positions
     0..L-1 as without sinks. A block of L tokens then takes L + 1 positions of the prompt.
-    opening: the shared opening (block distillation's alternative to sinks): every prompt's
-    first block is these tokens (the chat template's system message and the start of the user
-    turn), and every other context block is encoded as if it followed them, so a block's tokens
-    see the opening as they would under full attention, and the first passage's KV is the one
-    full attention computes. The opening's own KV is computed once (`opening_kv`: encode_block
-    of the opening returns it); stored blocks hold their own tokens only, at local positions
-    0..L-1, so a block still takes L positions. A prompt whose first block is not the opening
-    is refused (its blocks were encoded for a context the prompt does not have).
+    opening: the shared opening (block distillation's alternative to sinks, layout.py): every
+    prompt's first block is opening.tokens (the chat template's system message and the start of
+    the user turn), and every other context block is encoded after them, opening.gap positions
+    apart, so a block's tokens see the opening much as they would under full attention. The
+    opening's own KV is computed once (`opening_kv`: encode_block of the opening returns it);
+    stored blocks hold their own tokens only, at local positions 0..L-1, so a block still takes
+    L positions. A prompt whose first block is not the opening is refused (its blocks were
+    encoded for a context the prompt does not have).
     """
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
-                 sink_token_id: int | None = None, opening: Sequence[int] | None = None):
+                 sink_token_id: int | None = None, opening: Opening | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
                 f"attention implementation {model.config._attn_implementation!r} cannot take a "
@@ -110,11 +111,11 @@ class BlockAttentionEngine:
             self.sink = self._encode_rows([(sink_token_id,)], start=0)[0]
         if opening is not None and sink_token_id is not None:
             raise InvalidRequestError("an engine takes block sink tokens or a shared opening, not both")
-        self.opening: tuple[int, ...] | None = None if opening is None else self.token_ids(opening)
+        self.opening = opening
         self.opening_kv: BlockKV | None = None
-        if self.opening is not None:
+        if opening is not None:
             # the opening alone at 0..P-1, as every prompt's first block: [layers, H, P, D]
-            self.opening_kv = self._encode_rows([self.opening], start=0)[0]
+            self.opening_kv = self._encode_rows([self.token_ids(opening.tokens)], start=0)[0]
 
     @classmethod
     def for_serving(cls, model: PreTrainedModel, **kwargs) -> BlockAttentionEngine:
@@ -162,9 +163,10 @@ class BlockAttentionEngine:
         tensor at all. Blocks are sorted by length so that rows in a batch pad little.
         """
         ids = [self.token_ids(b) for b in blocks]
-        out: list[BlockKV | None] = [self.opening_kv if b == self.opening else None for b in ids]
+        opening = self.opening.tokens if self.opening else None
+        out: list[BlockKV | None] = [self.opening_kv if b == opening else None for b in ids]
         order = sorted((i for i in range(len(ids)) if out[i] is None), key=lambda i: -len(ids[i]))
-        extra = len(self.opening) if self.opening else 0  # rows carry the opening before the block
+        extra = len(opening) if opening else 0  # rows carry the opening before the block
         for batch in _batches(order, [len(b) + extra for b in ids], self.max_batch_tokens):
             for i, kv in zip(batch, self._encode_batch([ids[i] for i in batch])):
                 out[i] = kv
@@ -188,11 +190,13 @@ class BlockAttentionEngine:
 
         With sinks, each row is [sink, block...] at start-1.. (the sink one position before the
         block), so the block's own keys come out at start.. exactly as without a sink. With an
-        opening, each row is [opening, block...] at start-P.., likewise.
+        opening, each row is [opening, block...], the opening at start-gap-P.. and the block at
+        start.., likewise.
         """
         if self.opening is not None:
-            p = len(self.opening)
-            rows = self._encode_rows([(*self.opening, *block) for block in batch], start - p)
+            p, gap = len(self.opening.tokens), self.opening.gap
+            rows = self._encode_rows([(*self.opening.tokens, *block) for block in batch], start - gap - p,
+                                     gap_at=p, gap=gap)
             return [BlockKV(block, kv.keys[:, :, p:].contiguous(), kv.values[:, :, p:].contiguous())
                     for block, kv in zip(batch, rows)]
         if self.sink is None:
@@ -202,13 +206,16 @@ class BlockAttentionEngine:
                 for block, kv in zip(batch, rows)]
 
     @torch.inference_mode()
-    def _encode_rows(self, batch: list[tuple[int, ...]], start: int) -> list[BlockKV]:
+    def _encode_rows(self, batch: list[tuple[int, ...]], start: int, gap_at: int = 0, gap: int = 0) -> list[BlockKV]:
+        """Rows at positions start.., the columns from gap_at on `gap` positions further."""
         device, longest = self.device, max(len(b) for b in batch)
         ids = torch.zeros(len(batch), longest, dtype=torch.long)  # [B, Lmax]; id 0 pads (never attended)
         for row, block in enumerate(batch):
             ids[row, : len(block)] = torch.tensor(block)
         # a start below 0 (a sink before a block at 0) is fine: RoPE is a rotation by any angle
-        positions = torch.arange(start, start + longest, device=device).expand(len(batch), -1)
+        positions = torch.arange(start, start + longest, device=device)
+        positions[gap_at:] += gap
+        positions = positions.expand(len(batch), -1)
         cache = DynamicCache()
         # the decoder alone: no lm_head, whose [B, L, vocab] output nobody reads here
         self.model.get_decoder()(input_ids=ids.to(device), position_ids=positions,
@@ -314,10 +321,10 @@ class BlockAttentionEngine:
         starts, and the context length they take; InvalidBlockError for another model's block."""
         for kv in kvs:
             self._check_block(kv)
-        if self.opening is not None and kvs and kvs[0].token_ids != self.opening:
+        if self.opening is not None and kvs and kvs[0].token_ids != self.opening.tokens:
             raise InvalidBlockError(
                 "this engine encodes blocks after a shared opening, so a prompt's first block must be "
-                f"that opening ({len(self.opening)} tokens); got a first block of {kvs[0].num_tokens} tokens")
+                f"that opening ({len(self.opening.tokens)} tokens); got a first block of {kvs[0].num_tokens} tokens")
         if self.sink is not None:  # [sink, block 1, sink, block 2, ...]: each block after its own sink
             kvs = [part for kv in kvs for part in (self.sink, kv)]
         ends = list(itertools.accumulate(kv.num_tokens for kv in kvs))

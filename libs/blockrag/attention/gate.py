@@ -75,7 +75,7 @@ def check_engine(engine: BlockAttentionEngine, seed: int = 0) -> GateReport:
         blocks = [random_ids(n) for n in lengths]
         blocks.append(blocks[0])
         if engine.opening is not None:  # every prompt opens with it
-            blocks.insert(0, list(engine.opening))
+            blocks.insert(0, list(engine.opening.tokens))
         final = random_ids(final_length)
         cached = engine.prefill(engine.encode_blocks(blocks), final).logits
         reference = reference_logits(engine.model, blocks, final, engine.sink_token_id, engine.opening)

@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformers import PreTrainedModel
 
-from blockrag.attention.layout import sequence_layout
+from blockrag.attention.layout import Opening, sequence_layout
 from blockrag.attention.mask import additive_mask
 
 
 @torch.inference_mode()
 def reference_logits(model: PreTrainedModel, blocks: Sequence[Sequence[int]], final_ids: Sequence[int],
-                     sink_token_id: int | None = None, opening: Sequence[int] | None = None) -> torch.Tensor:
+                     sink_token_id: int | None = None, opening: Opening | None = None) -> torch.Tensor:
     """Logits [len(final_ids), vocab] (float32) of the final block under the block mask; with a
     sink token, every block starts with it (its first position, seen by that block only); with an
     opening, blocks[0] must be it and every other block is encoded right after it (layout.py)."""
@@ -32,7 +32,7 @@ def reference_logits(model: PreTrainedModel, blocks: Sequence[Sequence[int]], fi
 
 def reference_greedy(model: PreTrainedModel, blocks: Sequence[Sequence[int]], final_ids: Sequence[int],
                      max_new_tokens: int, stop_ids: Iterable[int] = (), sink_token_id: int | None = None,
-                     opening: Sequence[int] | None = None) -> list[int]:
+                     opening: Opening | None = None) -> list[int]:
     """Greedy decoding under the block mask, recomputing the whole prompt at every step; generated
     tokens join the final block (they attend to everything)."""
     stops, generated = set(stop_ids), []

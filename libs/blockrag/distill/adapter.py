@@ -23,6 +23,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 from safetensors import SafetensorError
 from transformers import PreTrainedModel
 
+from blockrag.attention.layout import Opening
 from blockrag.distill.config import LoraSettings
 from blockrag.errors import InvalidRequestError, ModelLoadError
 from blockrag.models.fingerprint import model_fingerprint
@@ -39,11 +40,11 @@ class Adapter:
     lora: LoraSettings
     sink_token_id: int | None
     base_fingerprint: str
-    opening: tuple[int, ...] | None = None  # the engine's shared opening it was trained with
+    opening: Opening | None = None  # the engine's shared opening it was trained with
 
     @classmethod
     def from_student(cls, student, lora: LoraSettings, sink_token_id: int | None, base_fingerprint: str,
-                     opening: tuple[int, ...] | None = None) -> Adapter:
+                     opening: Opening | None = None) -> Adapter:
         weights = {k: v.detach().to("cpu", torch.float32).contiguous()
                    for k, v in get_peft_model_state_dict(student).items()}
         return cls(weights, lora, sink_token_id, base_fingerprint, opening)
@@ -54,7 +55,7 @@ class Adapter:
             raise InvalidRequestError(f"adapter weights are stored in 32, 8 or 4 bits, not {bits}")
         meta = {"format": FORMAT, "lora": json.dumps({**self.lora.__dict__, "target_modules": list(self.lora.target_modules)}),
                 "sink_token_id": json.dumps(self.sink_token_id), "base_fingerprint": self.base_fingerprint,
-                "opening": json.dumps(None if self.opening is None else list(self.opening))}
+                "opening": json.dumps(None if self.opening is None else self.opening.to_dict())}
         if bits == 32:
             return safetensors.torch.save(self.weights, metadata=meta)
         tensors = {}
@@ -81,7 +82,7 @@ class Adapter:
         lora["target_modules"] = tuple(lora["target_modules"])
         opening = json.loads(meta.get("opening", "null"))  # absent from adapters before openings
         return cls(weights, LoraSettings(**lora), json.loads(meta["sink_token_id"]), meta["base_fingerprint"],
-                   None if opening is None else tuple(opening))
+                   None if opening is None else Opening.from_dict(opening))
 
     def merge_into(self, model: PreTrainedModel, check_base: bool = True) -> PreTrainedModel:
         """The base `model` with this adapter merged into its weights (a plain model again; the

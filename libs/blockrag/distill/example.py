@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from blockrag.attention.layout import sequence_layout
+from blockrag.attention.layout import Opening, sequence_layout
 from blockrag.errors import InvalidRequestError
 
 
@@ -77,15 +77,15 @@ class Layout:
 
 
 def build_layout(example: Example, sink_token_id: int | None, global_blocks: Collection[int] = (),
-                 opening: Sequence[int] | None = None) -> Layout:
+                 opening: Opening | None = None) -> Layout:
     """The teacher and student sequences of `example`; global_blocks: indices of blocks made global.
 
     opening: the engine's shared opening (attention/layout.py); an example whose first block is
     not the opening (a continuation of raw text) gets it as a first block, as every served prompt
     has it, and global_blocks then count that block too."""
     blocks = example.blocks
-    if opening is not None and blocks[0] != tuple(opening):
-        blocks = (tuple(opening), *blocks)
+    if opening is not None and blocks[0] != opening.tokens:
+        blocks = (opening.tokens, *blocks)
     final = example.final + example.target
     student = sequence_layout(blocks, final, sink_token_id=sink_token_id, opening=opening, global_blocks=global_blocks)
     teacher = [t for b in blocks for t in b] + list(final)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from blockrag.attention.layout import Opening
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.config import DistillConfig
 from blockrag.distill.example import Example, Layout, build_layout, pick_global_blocks
@@ -59,18 +60,18 @@ def resolve_sink(tokenizer: PreTrainedTokenizerBase, sink_token: str | None) -> 
     return int(token_id)
 
 
-def resolve_opening(tokenizer: PreTrainedTokenizerBase, config: DistillConfig) -> tuple[int, ...] | None:
+def resolve_opening(tokenizer: PreTrainedTokenizerBase, config: DistillConfig) -> Opening | None:
     """The opening every served prompt starts with (the prompt template's), when the config shares it."""
     from blockrag.prompt import PromptTemplate
 
-    return tuple(PromptTemplate(tokenizer).prefix_ids()) if config.opening else None
+    return Opening(tuple(PromptTemplate(tokenizer).prefix_ids()), config.opening_gap) if config.opening else None
 
 
 class DistillationRecipe:
     """Block distillation (or block fine-tuning) of `model`, changed in place into a peft model."""
 
     def __init__(self, config: DistillConfig, model: PreTrainedModel, sink_token_id: int | None,
-                 opening: Sequence[int] | None = None):
+                 opening: Opening | None = None):
         """sink_token_id: config.sink_token's id in the model's tokenizer (resolve_sink), None
         when the config has no sinks; opening: the template's opening (resolve_opening), given
         exactly when config.opening."""
@@ -81,7 +82,7 @@ class DistillationRecipe:
         self.config = config
         self.model = model
         self.sink_token_id = sink_token_id
-        self.opening = None if opening is None else tuple(opening)
+        self.opening = opening
         self.step = 0
 
     @classmethod

@@ -52,10 +52,10 @@ def with_sink(fingerprint: str, sink_token_id: int | None) -> str:
     return hashlib.sha256(f"{fingerprint}\0block-sink:{sink_token_id}".encode()).hexdigest()
 
 
-def with_opening(fingerprint: str, opening: tuple[int, ...] | None) -> str:
-    """The fingerprint of a model whose blocks are encoded after a shared opening: their KV
-    depends on the opening's tokens, so each opening has its own cache keys."""
+def with_opening(fingerprint: str, opening) -> str:
+    """The fingerprint of a model whose blocks are encoded after a shared opening (layout.Opening):
+    their KV depends on the opening's tokens and gap, so each opening has its own cache keys."""
     if opening is None:
         return fingerprint
-    digest = hashlib.sha256(",".join(map(str, opening)).encode()).hexdigest()
-    return hashlib.sha256(f"{fingerprint}\0opening:{digest}".encode()).hexdigest()
+    digest = hashlib.sha256(",".join(map(str, opening.tokens)).encode()).hexdigest()
+    return hashlib.sha256(f"{fingerprint}\0opening:{digest}:gap:{opening.gap}".encode()).hexdigest()
