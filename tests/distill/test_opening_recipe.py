@@ -8,6 +8,7 @@ import torch
 from tiny_models import tiny_model
 
 from blockrag.attention import BlockAttentionEngine
+from blockrag.attention.layout import Opening
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.config import DistillConfig, LoraSettings
 from blockrag.distill.example import Example, build_layout
@@ -15,8 +16,9 @@ from blockrag.distill.recipe import DistillationRecipe
 from blockrag.distill.student import attach_lora, decoder_hidden, output_head
 from blockrag.errors import InvalidRequestError
 
-OPENING = (7, 8, 9)
-QUESTION = Example.of([OPENING, [20, 21], [30, 31, 32]], [40, 41], [50, 51])  # a served prompt's shape
+TOKENS = (7, 8, 9)
+OPENING = Opening(TOKENS, gap=4)
+QUESTION = Example.of([TOKENS, [20, 21], [30, 31, 32]], [40, 41], [50, 51])  # a served prompt's shape
 CONTINUATION = Example.of([[20, 21], [30, 31, 32]], [40, 41], [50, 51])  # raw text: no opening
 
 
@@ -25,7 +27,7 @@ def test_layout_gives_each_later_block_a_copy_of_the_opening():
     assert layout.teacher_ids.tolist() == [7, 8, 9, 20, 21, 30, 31, 32, 40, 41, 50, 51]
     # block 1 after its copy of the opening; block 2 is global (dropout): it sees the real one, no copy
     assert layout.student_ids.tolist() == [7, 8, 9, 7, 8, 9, 20, 21, 30, 31, 32, 40, 41, 50, 51]
-    assert layout.student_positions.tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert layout.student_positions.tolist() == [0, 1, 2, -4, -3, -2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     m = layout.student_mask
     assert m[6, 3] and not m[6, 0]  # block 1 sees its copy, not the opening at positions 0..2
     assert m[8, 0] and m[8, 6] and not m[8, 3]  # the global block sees the prompt, never a copy
@@ -83,10 +85,31 @@ def test_training_with_an_opening_lowers_its_kl_and_the_adapter_records_it():
     model.set_attn_implementation("block_sdpa")
     recipe = DistillationRecipe(config, model, None, OPENING)
     recipe.setup()
-    examples = [QUESTION, CONTINUATION]
+    g = torch.Generator().manual_seed(3)
+    examples = [Example.of([TOKENS] * (i % 2) + [torch.randint(10, 97, (6,), generator=g).tolist() for _ in range(3)],
+                           torch.randint(10, 97, (3,), generator=g).tolist(),
+                           torch.randint(10, 97, (6,), generator=g).tolist()) for i in range(2)]
     before = recipe.evaluate(examples)
     for _ in range(30):
         recipe.train_step(examples)
-    assert recipe.evaluate(examples) < 0.5 * before
+    assert before > 1e-4 and recipe.evaluate(examples) < 0.5 * before
     back = Adapter.from_bytes(recipe.adapter().to_bytes(bits=4))
     assert back.opening == OPENING and back.sink_token_id is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"steps": 1.5}, "steps must be a whole number, got 1.5"),
+    ({"steps": float("inf")}, "steps must be a whole number, got inf"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
+    ({"block_dropout": "0.2"}, "block_dropout must be a finite number, got '0.2'"),
+    ({"seed": True}, "seed must be a whole number, got True"),
+    ({"opening": "yes"}, "opening must be true or false"),
+    ({"lora": 3}, "lora must be an object of LoRA settings"),
+    ({"lora": {"rank": 2.5}}, "lora rank must be a whole number, got 2.5"),
+    ({"lora": {"target_modules": "q_proj"}}, "lora target_modules must be a list of module names"),
+])
+def test_config_values_of_the_wrong_type_get_a_message_that_names_them(overrides, message):
+    # found by fuzzing StartDistillation's config_json: these passed, or failed with Python's own words
+    with pytest.raises(InvalidRequestError) as refused:
+        DistillConfig.from_dict(overrides)
+    assert message in str(refused.value) and "blockrag." not in str(refused.value)

@@ -13,5 +13,8 @@ def sample_token(logits: torch.Tensor, temperature: float, generator: torch.Gene
         raise InvalidRequestError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # shifted so the largest logit is 0 before the division: a temperature as small as a float
+    # allows (1e-45) then gives 0 for the largest and -inf for the rest, never inf - inf (NaN)
+    logits = logits.float()
+    probs = torch.softmax((logits - logits.max()) / temperature, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -6,10 +6,12 @@ Defaults are the recipe of the shipped default adapter (default_adapter/TRAINING
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from blockrag.attention.layout import DEFAULT_GAP
 from blockrag.errors import InvalidRequestError
 
 Objective = Literal["kl", "ce"]
@@ -25,6 +27,9 @@ class LoraSettings:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
     def __post_init__(self) -> None:
+        _check_types(self, ints=("rank",), floats=("alpha", "dropout"), what="lora ")
+        if not isinstance(self.target_modules, tuple) or not all(isinstance(m, str) for m in self.target_modules):
+            raise InvalidRequestError("distillation config: lora target_modules must be a list of module names")
         if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.target_modules:
             raise InvalidRequestError(
                 f"lora: rank must be >= 1, alpha > 0, dropout in [0, 1) and target_modules non-empty; "
@@ -39,9 +44,9 @@ class DistillConfig:
     (cross-entropy on the target tokens under the block mask and again under the full mask),
     kept as the baseline the fidelity benchmark compares against.
     sink_token: the block sink token's text in the tokenizer (None: no sinks).
-    opening: blocks share the prompt's opening instead of sinks: every block is encoded right
-    after the chat template's opening block (system message, start of the user turn), as the
-    first passage is under full attention (attention/layout.py); needs sink_token None.
+    opening: blocks share the prompt's opening instead of sinks: every block is encoded after
+    the chat template's opening block (system message, start of the user turn), opening_gap
+    positions apart (attention/layout.py); needs sink_token None.
     block_dropout: the chance that a context block is made global for a step (it attends to
     everything before it and its tokens are supervised too).
     token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
@@ -60,6 +65,7 @@ class DistillConfig:
     objective: Objective = "kl"
     sink_token: str | None = "<|endoftext|>"
     opening: bool = False
+    opening_gap: int = DEFAULT_GAP
     block_dropout: float = 0.25
     token_weighting: float = 0.5
     hard_label_weight: float = 0.0
@@ -76,6 +82,13 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self, ints=("opening_gap", "kl_chunk_tokens", "warmup_steps", "steps", "examples_per_step",
+                                 "micro_batch", "max_example_tokens", "eval_examples", "checkpoint_every", "seed"),
+                     floats=("block_dropout", "token_weighting", "hard_label_weight", "learning_rate"), what="")
+        if not isinstance(self.opening, bool) or not (self.sink_token is None or isinstance(self.sink_token, str)):
+            raise InvalidRequestError("distillation config: opening must be true or false, sink_token a string or null")
+        if not isinstance(self.lora, LoraSettings):
+            raise InvalidRequestError("distillation config: lora must be an object of LoRA settings")
         problems = []
         if self.objective not in ("kl", "ce"):
             problems.append(f"objective must be 'kl' or 'ce', got {self.objective!r}")
@@ -86,6 +99,8 @@ class DistillConfig:
         for name in ("kl_chunk_tokens", "steps", "examples_per_step", "max_example_tokens", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.opening_gap < 0:
+            problems.append(f"opening_gap must be >= 0, got {self.opening_gap}")
         if self.opening and self.sink_token is not None:
             problems.append("opening replaces block sink tokens: with opening=true set sink_token=null")
         if self.hard_label_weight < 0:
@@ -113,10 +128,14 @@ class DistillConfig:
         refused with InvalidRequestError (a typo must not pass silently)."""
         _check_keys(data, cls, "")
         data = dict(data)
+        if "lora" in data and not isinstance(data["lora"], Mapping):
+            raise InvalidRequestError("distillation config: lora must be an object of LoRA settings")
         if isinstance(data.get("lora"), Mapping):
             lora = dict(data["lora"])
             _check_keys(lora, LoraSettings, "lora ")
             if "target_modules" in lora:
+                if isinstance(lora["target_modules"], str | bytes) or not isinstance(lora["target_modules"], list | tuple):
+                    raise InvalidRequestError("distillation config: lora target_modules must be a list of module names")
                 lora["target_modules"] = tuple(lora["target_modules"])
             data["lora"] = lora
         try:
@@ -131,6 +150,18 @@ class DistillConfig:
         """The predecessor's recipe on the same switches: CE, no sinks, no dropout, no weighting."""
         base = dict(objective="ce", sink_token=None, opening=False, block_dropout=0.0, token_weighting=0.0)
         return cls(**{**base, **overrides})
+
+
+def _check_types(config: Any, ints: tuple[str, ...], floats: tuple[str, ...], what: str) -> None:
+    """Whole numbers where counts go, finite numbers where rates go: JSON gives 1.5, 1e400 (inf),
+    NaN, true or "3" as easily as 3, and each would pass a range check or fail it obscurely."""
+    wrong = [f"{what}{name} must be a whole number, got {getattr(config, name)!r}" for name in ints
+             if isinstance(getattr(config, name), bool) or not isinstance(getattr(config, name), int)]
+    wrong += [f"{what}{name} must be a finite number, got {getattr(config, name)!r}" for name in floats
+              if isinstance(getattr(config, name), bool) or not isinstance(getattr(config, name), int | float)
+              or not math.isfinite(getattr(config, name))]
+    if wrong:
+        raise InvalidRequestError("distillation config: " + "; ".join(wrong))
 
 
 def _check_keys(data: Mapping[str, Any], kind: type, what: str) -> None:
