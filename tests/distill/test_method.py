@@ -10,6 +10,7 @@ import torch
 from tiny_models import tiny_model
 
 from blockrag.attention import BlockAttentionEngine
+from blockrag.attention.layout import Opening
 from blockrag.attention.reference import reference_logits
 from blockrag.distill.config import DistillConfig, LoraSettings
 from blockrag.distill.example import Example, build_layout, pick_global_blocks
@@ -43,9 +44,14 @@ def test_layout_without_sinks_or_dropout_is_the_engine_layout():
     assert layout.student_index.tolist() == [10, 11, 12]
 
 
-def test_student_forward_equals_the_engines_cached_path():
-    """The training forward under the block mask (sinks on, adapter with non-zero weights) gives
-    the logits that an engine serving the merged weights computes from cached blocks."""
+OPENING_EXAMPLE = Example.of([[7, 8, 9], [20, 21], [30, 31, 32]], [40, 41], [50, 51, 52])
+
+
+@pytest.mark.parametrize("context", ["sinks", "opening"])
+def test_student_forward_equals_the_engines_cached_path(context):
+    """The training forward under the block mask (sinks on, or blocks after a shared opening;
+    adapter with non-zero weights) gives the logits that an engine serving the merged weights
+    computes from cached blocks."""
     model = tiny_model("llama31")
     model.set_attn_implementation("block_sdpa")
     student = attach_lora(model, LoraSettings(rank=4, target_modules=("q_proj", "v_proj", "down_proj")))
@@ -53,18 +59,24 @@ def test_student_forward_equals_the_engines_cached_path():
         for name, p in student.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.2)  # B starts at zero: make the adapter matter
-    layout = build_layout(EXAMPLE, SINK)
+    sink, opening = (SINK, None) if context == "sinks" else (None, Opening((7, 8, 9), gap=4))
+    example = EXAMPLE if context == "sinks" else OPENING_EXAMPLE
+    layout = build_layout(example, sink, opening=opening)
     with torch.no_grad():
         hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
         train_logits = output_head(student)(hidden[-5:])  # the final segment: 40 41 50 51 52
         with teacher_mode(student):
             base_hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
     merged = student.merge_and_unload().eval()
-    engine = BlockAttentionEngine(merged, sink_token_id=SINK)
-    cached = engine.prefill(engine.encode_blocks(EXAMPLE.blocks), EXAMPLE.final + EXAMPLE.target).logits
+    engine = BlockAttentionEngine(merged, sink_token_id=sink, opening=opening)
+    cached = engine.prefill(engine.encode_blocks(example.blocks), example.final + example.target).logits
     assert (train_logits - cached).abs().max().item() <= 1e-4
     # and the adapter did matter: the base under the same mask differs
     assert (output_head(merged)(base_hidden[-5:]) - cached).abs().max().item() > 1e-2
+    # and so did the sinks or the opening: plain blocks give other logits
+    plain = BlockAttentionEngine(merged)
+    alone = plain.prefill(plain.encode_blocks(example.blocks), example.final + example.target).logits
+    assert (alone - cached).abs().max().item() > 1e-3
 
 
 def _naive_kl(head, teacher_h, student_h):

@@ -116,6 +116,15 @@ def test_query_syntax_is_plain_text(index: CacheIndex, query: str) -> None:
         assert found == {ids[1]}
 
 
+def on_fresh_database(which: str, tmp_path: Path, scenario) -> None:
+    """Run scenario(url) on a new SQLite file or a new PostgreSQL database."""
+    if which == "sqlite":
+        scenario(f"sqlite:///{tmp_path}/old.db")
+    else:
+        with fresh_database() as url:
+            scenario(url)
+
+
 @pytest.mark.parametrize("which", ["sqlite", "postgres"])
 def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
     def scenario(url: str) -> None:
@@ -135,11 +144,7 @@ def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
         finally:
             engine.dispose()
 
-    if which == "sqlite":
-        scenario(f"sqlite:///{tmp_path}/old.db")
-    else:
-        with fresh_database() as url:
-            scenario(url)
+    on_fresh_database(which, tmp_path, scenario)
 
 
 def test_postgres_selects_candidates_by_the_rarest_words(postgres_url: str) -> None:
@@ -271,9 +276,5 @@ def test_migration_0006_keeps_blocks_and_their_search(tmp_path: Path, which: str
         finally:
             engine.dispose()
 
-    if which == "sqlite":
-        scenario(f"sqlite:///{tmp_path}/old.db")
-    else:
-        with fresh_database() as url:
-            scenario(url)
+    on_fresh_database(which, tmp_path, scenario)
 
