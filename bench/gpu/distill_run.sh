@@ -13,6 +13,8 @@
 #   run("... stash", carry=[".whl", ".gpu-a"])
 #   run("CF=0.5 EXAMPLES=4000 ... train NAME --steps 460", carry=[".gpu-b", ".gpu-libs"])
 #   (the shipped adapter: `train distilled --steps 800 --stop-after 448`, 0.94 s per step of 16)
+#   (a shared opening instead of sinks: `train opening-500 --steps 440 --set opening=true --set
+#   sink_token=null`, 1.12 s per step of 16; opening_gap defaults to 500)
 #   run("... train block-fine-tuning --steps 800 --set objective=ce ...")
 #   run("DEV_QUESTIONS=100 bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
