@@ -48,6 +48,28 @@ def _check_free(what: str, host: str, port: int, option: str) -> None:
                                      f"running? stop it, or pick another port with {option}") from None
 
 
+def _wait_serving(port: int, timeout_s: float = 30.0) -> None:
+    """Until grpc.health reports the whole platform SERVING on the gRPC port. The proxy's health
+    servicer reads the applications' status every 2 s (health.py), so right after they run it may
+    still say NOT_SERVING: ready (the CLI's ready file, a probe) must not come before it."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass  # the proxy may not answer yet
+            if time.monotonic() > deadline:
+                raise PlatformStartError(f"the platform's services run, but its health service did not report "
+                                         f"SERVING within {timeout_s:.0f} s (Ray's logs: /tmp/ray/session_latest/logs)")
+            time.sleep(0.2)
+
+
 class LocalPlatform:
     def __init__(self, options: PlatformOptions):
         self.options = options
@@ -95,6 +117,8 @@ class LocalPlatform:
             targets = [serve.RunTarget(build(args), name=name, route_prefix=f"/{name}")
                        for name, build in BUILDERS.items()]
             serve.run_many(targets, wait_for_applications_running=True)
+            progress("waiting for the health service to report SERVING")
+            _wait_serving(o.grpc_port)
         except BlockRAGError:
             raise
         except Exception as e:  # Ray's errors carry remote tracebacks: keep their last line
