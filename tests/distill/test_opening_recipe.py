@@ -89,3 +89,9 @@ def test_config_values_of_the_wrong_type_get_a_message_that_names_them(overrides
     with pytest.raises(InvalidRequestError) as refused:
         DistillConfig.from_dict(overrides)
     assert message in str(refused.value) and "blockrag." not in str(refused.value)
+
+
+def test_the_configs_default_gap_is_the_engines():
+    from blockrag.attention.layout import DEFAULT_GAP
+
+    assert DistillConfig().opening_gap == DEFAULT_GAP

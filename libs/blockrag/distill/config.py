@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from blockrag.attention.layout import DEFAULT_GAP
 from blockrag.errors import InvalidRequestError
 
 Objective = Literal["kl", "ce"]
@@ -65,7 +64,8 @@ class DistillConfig:
     objective: Objective = "kl"
     sink_token: str | None = "<|endoftext|>"
     opening: bool = False
-    opening_gap: int = DEFAULT_GAP
+    # attention.layout.DEFAULT_GAP, not imported: the admin replica reads this config without torch
+    opening_gap: int = 500
     block_dropout: float = 0.25
     token_weighting: float = 0.5
     hard_label_weight: float = 0.0
