@@ -55,9 +55,10 @@ def test_unexpected_errors_are_internal_without_their_detail(caplog):
     assert message.startswith("internal error (id ")
     request_id = message.split("(id ")[1].split(")")[0]
     assert len(request_id) == 12
-    # the log keeps the trace, under the id the client got
-    [record] = [r for r in caplog.records if request_id in r.getMessage()]
-    assert isinstance(record.exc_info[1], RuntimeError)
+    # the log keeps the trace, under the id the client got (a platform started earlier in the
+    # session may have added a handler that copies records into the capture: any copy will do)
+    records = [r for r in caplog.records if request_id in r.getMessage()]
+    assert records and all(isinstance(r.exc_info[1], RuntimeError) for r in records)
 
 
 class RayTaskError(Exception):
