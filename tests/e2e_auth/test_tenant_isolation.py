@@ -33,6 +33,7 @@ from blockrag.auth import KeyStore, Role
 from blockrag.kvcache.index import block_id_for, open_index_engine
 from blockrag.kvcache.index_schema import metadata as index_tables
 from blockrag.v1 import admin_pb2, cache_index_pb2, generation_pb2, precompute_pb2, segmentation_pb2
+from blockrag_services.wire import SERVICES  # application -> its service
 
 Code = grpc.StatusCode
 A, B = "acme", "globex"
@@ -49,13 +50,6 @@ A_DOCS = {
 SECRETS = ["ZEBRA-48213-QUILL", "Brenn-Vorhalt", "7731-KRONA-OKAPI"]
 QUESTION = "What is the vault code of the Tolvik harbour?"
 
-SERVICES = {
-    "generation": generation_pb2.DESCRIPTOR.services_by_name["GenerationService"],
-    "segmentation": segmentation_pb2.DESCRIPTOR.services_by_name["SegmentationService"],
-    "cache_index": cache_index_pb2.DESCRIPTOR.services_by_name["CacheIndexService"],
-    "precompute": precompute_pb2.DESCRIPTOR.services_by_name["PrecomputeService"],
-    "admin": admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-}
 # columns that record accesses (A's own Generate after the snapshot may move them), not content
 ACCESS_COLUMNS = {"last_access_at", "hits"}
 

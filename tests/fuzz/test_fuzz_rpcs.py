@@ -48,6 +48,7 @@ from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.object_store import LocalObjectStore
 from blockrag.kvcache.sweeper import sweep_orphans
 from blockrag.v1 import admin_pb2, cache_index_pb2, generation_pb2, precompute_pb2, segmentation_pb2
+from blockrag_services.wire import SERVICES
 
 Code = grpc.StatusCode
 # What a client may get for a request of its own making: a success or a refusal it can act on.
@@ -59,13 +60,8 @@ LEAKS = re.compile(r"Traceback|File \"|\.py\b|/work\b|/tmp/|/home/|/root\b|site-
 CALL_TIMEOUT_S = 60.0
 
 # application (the `application` metadata) -> its service; health is answered by the proxy itself
-APPLICATIONS = {
-    "segmentation": segmentation_pb2.DESCRIPTOR.services_by_name["SegmentationService"],
-    "generation": generation_pb2.DESCRIPTOR.services_by_name["GenerationService"],
-    "precompute": precompute_pb2.DESCRIPTOR.services_by_name["PrecomputeService"],
-    "cache_index": cache_index_pb2.DESCRIPTOR.services_by_name["CacheIndexService"],
-    "admin": admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-}
+# (in this order: data plane first, administration last)
+APPLICATIONS = {app: SERVICES[app] for app in ("segmentation", "generation", "precompute", "cache_index", "admin")}
 INTERNAL_APPS = {"precompute", "cache_index"}  # an admin key from outside
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].methods_by_name["Check"]
 
