@@ -65,12 +65,18 @@ case "$MODE" in
     FILE="$STASH/examples-$EXAMPLES-$QF-$CF.json.gz"
     [ -f "$FILE" ] || [ "$EXAMPLES-$QF-$CF" != 3000-0.75-0 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
     BUILT=$([ -f "$FILE" ] && echo no || echo yes)  # built by this call: sent back
-    mkdir -p /root/adapters
+    mkdir -p /root/adapters /root/checkpoints
+    # a run's state carried back from an earlier session (NAME.ckpt.part*, sent back below):
+    # the schedule continues across sessions, not only across calls of one warm machine
+    if [ ! -d "/root/checkpoints/$NAME" ] && ls "$STASH/$NAME".ckpt.part* > /dev/null 2>&1; then
+      cat "$STASH/$NAME".ckpt.part* | tar -x -C /root/checkpoints && echo "restored /root/checkpoints/$NAME"
+    fi
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
       --examples "$EXAMPLES" --question-fraction "$QF" --cloze-fraction "$CF" --examples-file "$FILE" --device cuda \
       --checkpoint-dir "/root/checkpoints/$NAME" --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
     [ "$BUILT" = yes ] && cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back once (a few MB)
-    split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part" ;;  # join: cat NAME.part*
+    split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part"  # join: cat NAME.part*
+    tar -C /root/checkpoints -c "$NAME" | split -b 15m -d - "$OUT/$NAME.ckpt.part" ;;  # carry in .gpu-c to continue
   score)  # every adapter trained on this machine: the held-out set in three shards and DEV_QUESTIONS
           # of the dev split (for choosing between adapters), all at once; one table per split
     prepare_model || exit 1
