@@ -51,6 +51,11 @@ class LimitExceededError(InvalidRequestError):
     """A request is larger than a configured limit (blocks, tokens, bytes)."""
 
 
+class QuotaExceededError(BlockRAGError):
+    """A tenant's quota (stored KV bytes, precompute tokens per minute) does not allow the
+    request; nothing was computed or written for it. Services answer RESOURCE_EXHAUSTED."""
+
+
 class ServiceUnavailableError(BlockRAGError):
     """A dependency is not ready or failing: model not loaded, store unreachable. Retry later."""
 

@@ -39,6 +39,23 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Quotas:
+    """Per-tenant quotas (blockrag.resolve.TenantQuotas), 0 for none: KV bytes a tenant may
+    store, and block tokens Precompute may encode for it in any minute (per Precompute replica).
+    ``tenants`` overrides either for named tenants: {"acme": {"max_stored_bytes": 1000000000}}.
+    A request over one gets RESOURCE_EXHAUSTED before anything is computed or written."""
+
+    max_stored_bytes: int = 0
+    max_precompute_tokens_per_minute: int = 0
+    tenants: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from blockrag.resolve.quotas import TenantQuotas
+
+        TenantQuotas.of(self)  # InvalidRequestError at start, naming the setting
+
+
+@dataclass(frozen=True)
 class Resources:
     """Ray resources of one application's deployment. num_gpus None: 1 where the cluster has
     GPUs and the service runs the model, else 0."""
@@ -91,6 +108,7 @@ class PlatformConfig:
     object_store_url: str = ""  # "" = directory under platform_home(); or s3://bucket/prefix?endpoint=...
     model: ModelSpec = field(default_factory=ModelSpec)
     limits: Limits = field(default_factory=Limits)
+    quotas: Quotas = field(default_factory=Quotas)
     resources: Resources = field(default_factory=Resources)
     replica_cache_bytes: int = 512 << 20  # generation's in-memory LRU of decoded blocks
     segmenter: str = "learned"  # "learned" (the boundary model) or "paragraph" (blank-line split)
@@ -133,7 +151,7 @@ class PlatformConfig:
         """Build from Serve `args` (nested dicts for model, limits, resources); unknown keys are
         an error, so that a typo in a config file does not pass silently."""
         args = dict(args or {})
-        nested = {"model": ModelSpec, "limits": Limits, "resources": Resources, "distill": Distill}
+        nested = {"model": ModelSpec, "limits": Limits, "quotas": Quotas, "resources": Resources, "distill": Distill}
         kwargs: dict[str, Any] = {}
         for key, value in args.items():
             if key in nested:

@@ -189,8 +189,10 @@ def test_limits_refuse_before_any_work(runtime, index, objects):
     with pytest.raises(LimitExceededError, match="4 context blocks, over the limit of 3"):
         resolve(resolver, runtime, texts(*TEXTS))
     ids = [BlockRef(block_id_for(TENANT, t)) for t in TEXTS]
-    with pytest.raises(LimitExceededError, match="the context blocks hold"):  # known from the index
-        resolve(replica(index, objects, ResolveLimits(max_context_tokens=sum(tokens) - 1))[0], runtime, ids)
+    opening = len(runtime.template.prefix_ids())
+    with pytest.raises(LimitExceededError, match=rf"context \({opening + sum(tokens)} tokens\) and question \(0\)"):
+        # known from the index, the opening block included
+        resolve(replica(index, objects, ResolveLimits(max_context_tokens=opening + sum(tokens) - 1))[0], runtime, ids)
     with pytest.raises(LimitExceededError, match=r"and question \(400\) exceed the limit"):
         resolve(resolver, runtime, texts(*TEXTS[:3]), question_tokens=400)
     with pytest.raises(LimitExceededError, match="over the limit of 8 tokens"):  # one block, at the writer
@@ -205,3 +207,38 @@ def test_without_a_store_every_block_is_encoded_and_kept_in_memory_only(runtime)
     assert first.tiers() == {"computed": 2} and second.tiers() == {"memory": 2}
     with pytest.raises(NotFoundError):  # no index: an id alone names nothing
         asyncio.run(resolver.resolve(runtime, TENANT, [BlockRef("blk_nope")]))
+
+
+def stored_counts(index: CacheIndex, objects) -> tuple[int, int, int]:
+    """(blocks registered, entries committed, objects stored)."""
+    stats = index.stats()
+    return stats.blocks, stats.entries, sum(1 for p in objects.root.rglob("*") if p.is_file())
+
+
+def test_limits_count_new_texts_repeats_and_the_question_before_any_work(runtime, index, objects):
+    """Blocks given by text that nobody stored yet are tokenized and counted before the encoder
+    is called (they used to be encoded and stored, then refused); a repeated block counts each
+    time it appears in the prompt; the question counts before any lookup."""
+    opening = len(runtime.template.prefix_ids())
+    n = [len(runtime.template.block_ids(t)) for t in TEXTS]
+    exact = opening + sum(n[:3]) + 7  # the three blocks and a question of 7 tokens fit exactly
+    resolver, encoder = replica(index, objects, ResolveLimits(max_context_tokens=exact, max_question_tokens=7))
+    with pytest.raises(LimitExceededError) as refused:
+        resolve(resolver, runtime, texts(*TEXTS[:3]), question_tokens=8)
+    assert str(refused.value) == "the question is 8 tokens, over the limit of 7"
+    with pytest.raises(LimitExceededError) as refused:
+        resolve(resolver, runtime, texts(*TEXTS), question_tokens=7)
+    assert str(refused.value) == (f"context ({opening + sum(n)} tokens) and question (7) exceed the limit of "
+                                  f"{exact} tokens; pass fewer blocks")
+    with pytest.raises(LimitExceededError, match=rf"context \({opening + n[0] * 2 + n[1] + n[2]} tokens\)"):
+        resolve(resolver, runtime, texts(*TEXTS[:3], TEXTS[0]), question_tokens=7)
+    assert encoder.calls == [] and stored_counts(index, objects) == (0, 0, 0)
+    fits = resolve(resolver, runtime, texts(*TEXTS[:3]), question_tokens=7)
+    assert fits.context_tokens + 7 == exact and encoder.calls == [TEXTS[:3]]
+    # known now: by id, with one new text over the limit, refused before the new one is encoded
+    ids = [BlockRef(block_id_for(TENANT, t)) for t in TEXTS[:3]]
+    other, encoder = replica(index, objects, ResolveLimits(max_context_tokens=exact))
+    before = stored_counts(index, objects)
+    with pytest.raises(LimitExceededError, match=rf"context \({opening + sum(n)} tokens\) and question \(0\)"):
+        resolve(other, runtime, [*ids, *texts(TEXTS[3])])
+    assert encoder.calls == [] and stored_counts(index, objects) == before

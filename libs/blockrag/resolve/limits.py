@@ -15,9 +15,10 @@ class ResolveLimits:
     max_context_blocks: int = 64
     max_context_tokens: int = 8192  # the prompt: opening block + context blocks + question
     max_block_tokens: int = 1024  # one block, as the encoder takes it
+    max_question_tokens: int = 512  # the final block: question and the answer's opening
 
     def __post_init__(self) -> None:
-        for name in ("max_context_blocks", "max_context_tokens", "max_block_tokens"):
+        for name in ("max_context_blocks", "max_context_tokens", "max_block_tokens", "max_question_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"limits: {name} must be an int >= 1, got {value!r}")
@@ -25,12 +26,14 @@ class ResolveLimits:
     @classmethod
     def of(cls, settings: object) -> ResolveLimits:
         """The limits named alike in a larger settings object (the platform's config Limits)."""
-        return cls(settings.max_context_blocks, settings.max_context_tokens, settings.max_block_tokens)
+        return cls(settings.max_context_blocks, settings.max_context_tokens, settings.max_block_tokens,
+                   settings.max_question_tokens)
 
     @classmethod
     def unbounded(cls) -> ResolveLimits:
         """No practical bound: a user's own process (the local pipeline) over its own documents."""
-        return cls(max_context_blocks=1 << 30, max_context_tokens=1 << 40, max_block_tokens=1 << 30)
+        return cls(max_context_blocks=1 << 30, max_context_tokens=1 << 40, max_block_tokens=1 << 30,
+                   max_question_tokens=1 << 30)
 
     def check_blocks(self, n: int, what: str = "context blocks") -> None:
         if n > self.max_context_blocks:
@@ -43,12 +46,9 @@ class ResolveLimits:
                 f"{len(too_long)} block(s) are over the limit of {self.max_block_tokens} tokens "
                 f"(the first has {too_long[0]}); segment the text into smaller blocks")
 
-    def check_known_context(self, tokens: int) -> None:
-        """Before anything is fetched or encoded: the blocks the index knows already overflow."""
-        if tokens > self.max_context_tokens:
-            raise LimitExceededError(
-                f"the context blocks hold {tokens} tokens, over the limit of {self.max_context_tokens}; "
-                f"pass fewer or smaller blocks")
+    def check_question(self, tokens: int) -> None:
+        if tokens > self.max_question_tokens:
+            raise LimitExceededError(f"the question is {tokens} tokens, over the limit of {self.max_question_tokens}")
 
     def check_prompt(self, context_tokens: int, question_tokens: int) -> None:
         if context_tokens + question_tokens > self.max_context_tokens:

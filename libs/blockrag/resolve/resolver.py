@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from blockrag.attention import BlockKV
 from blockrag.errors import NotFoundError
 from blockrag.kvcache import CacheKey
-from blockrag.kvcache.index import DEFAULT_TENANT
+from blockrag.kvcache.index import DEFAULT_TENANT, LookupRow
 from blockrag.kvcache.memory_tier import ByteLRU
 from blockrag.resolve.block_ref import TIERS, BlockRef, Resolution, ResolvedBlock, Tier
 from blockrag.resolve.encoder import BlockEncoder, Progress, Runtime
@@ -57,10 +57,11 @@ class BlockResolver:
         """The opening block and the KV of every ref under ``runtime``'s version, in ref order.
 
         NotFoundError for an id the index does not know (and no text to encode); LimitExceededError
-        past a limit, checked on what the index knows before anything is fetched or encoded, and
-        on the whole prompt (``question_tokens`` included) after. ``progress(done, total)`` as
-        missing blocks are encoded, where the encoder reports it."""
+        past a limit (blocks, block tokens, question and context tokens), checked on the counts the
+        index and the request give before anything is fetched or encoded, and on the KV itself
+        after. ``progress(done, total)`` as missing blocks are encoded, where the encoder reports it."""
         self.limits.check_blocks(len(refs))
+        self.limits.check_question(question_tokens)
         version = runtime.version
         found: dict[str, ResolvedBlock] = {}
         for ref in refs:
@@ -69,14 +70,18 @@ class BlockResolver:
                 found[ref.block_id] = ResolvedBlock(ref.block_id, kv, "memory")
         rest = list({r.block_id: r for r in refs if r.block_id not in found}.values())
         texts = {r.block_id: r.text for r in rest if r.text}
+        rows: dict[str, LookupRow] = {}
+        if self.store is not None and rest:
+            listed = await asyncio.to_thread(self.store.lookup, tenant, [r.block_id for r in rest], version)
+            rows = {row.block_id: row for row in listed if row.known}
+        self._check_known(tenant, [r.block_id for r in rest if r.block_id not in rows and r.block_id not in texts])
+        self._check_context(runtime, refs, found, rows, texts, question_tokens)
         corrupt = 0
         if self.store is not None:
             if found:  # memory hits are accesses of the stored entries too (eviction order, warming)
                 self.store.access.record(tenant, version, found)
             if rest:
-                corrupt = await self._from_store(self.store, runtime, tenant, rest, texts, found)
-        else:
-            self._check_known(tenant, [r.block_id for r in rest if r.block_id not in texts])
+                corrupt = await self._from_store(self.store, runtime, tenant, rest, list(rows.values()), texts, found)
         missing = [r.block_id for r in rest if r.block_id not in found]
         encode_seconds = 0.0
         if missing:
@@ -90,6 +95,7 @@ class BlockResolver:
                 self.memory.put((tenant, block.block_id, version), block.kv, block.kv.nbytes)
         resolution = Resolution(await self.prefix(runtime), [found[r.block_id] for r in refs], corrupt,
                                 encode_seconds)
+        # the KV's own counts: equal to the checked ones unless the index's token counts are wrong
         self.limits.check_prompt(resolution.context_tokens, question_tokens)
         self._observe(tenant, resolution, question_tokens)
         return resolution
@@ -118,14 +124,23 @@ class BlockResolver:
             self._prefixes.popitem(last=False)
         return ResolvedBlock("prefix", kv, tier)
 
+    def _check_context(self, runtime: Runtime, refs: Sequence[BlockRef], found: dict[str, ResolvedBlock],
+                       rows: dict[str, LookupRow], texts: dict[str, str], question_tokens: int) -> None:
+        """The prompt's tokens as known before any work: the opening block, each ref (repeats
+        too) by its KV in memory, its index row or its text tokenized here, and the question."""
+        template = runtime.template
+        new = {b: len(template.block_ids(t)) for b, t in texts.items() if b not in rows and b not in found}
+        self.limits.check_block_tokens(list(new.values()))
+        known = {**new, **{b: row.token_count for b, row in rows.items()}, **{b: r.tokens for b, r in found.items()}}
+        prefix = self._prefixes.get(runtime.version)
+        opening = prefix.num_tokens if prefix is not None else len(template.prefix_ids())
+        self.limits.check_prompt(opening + sum(known[r.block_id] for r in refs), question_tokens)
+
     async def _from_store(self, store: StoreTier, runtime: Runtime, tenant: str, refs: list[BlockRef],
-                          texts: dict[str, str], found: dict[str, ResolvedBlock]) -> int:
-        """Look the refs up, fetch the stored ones into ``found``, fill ``texts`` for the rest;
-        how many stored entries were corrupt."""
+                          rows: list[LookupRow], texts: dict[str, str], found: dict[str, ResolvedBlock]) -> int:
+        """Fetch the stored refs (their known ``rows``) into ``found``, fill ``texts`` for the
+        rest; how many stored entries were corrupt."""
         version = runtime.version
-        rows = await asyncio.to_thread(store.lookup, tenant, [r.block_id for r in refs], version)
-        self._check_known(tenant, [row.block_id for row in rows if not row.known and row.block_id not in texts])
-        self.limits.check_known_context(sum(row.token_count for row in rows) + sum(b.tokens for b in found.values()))
         fetched = await asyncio.to_thread(store.fetch, tenant, rows, version, runtime.engine.device)
         for block_id, kv in fetched.kvs.items():
             found[block_id] = ResolvedBlock(block_id, kv, "store")

@@ -15,10 +15,11 @@ from blockrag.attention import BlockKV
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache import CacheKey, KVCodec
 from blockrag.kvcache.entry_writer import EntryFrame, EntryWriter
-from blockrag.kvcache.index import CacheIndex
+from blockrag.kvcache.index import CacheIndex, block_id_for
 from blockrag.kvcache.object_store import ObjectStore
 from blockrag.resolve.encoder import Runtime
 from blockrag.resolve.limits import ResolveLimits
+from blockrag.resolve.quotas import TenantQuotas
 from blockrag.telemetry import observe_precompute_batch
 
 Progress = Callable[[int, int], None]  # (blocks done, blocks to encode)
@@ -50,12 +51,21 @@ class WritePlan:
         return [i for i in range(len(self.texts)) if i not in self.stored]
 
 
+def kv_bytes_per_token(runtime: Runtime) -> int:
+    """Keys and values of one token over every layer: what a stored entry costs per token (its
+    frame adds a header of a few hundred bytes)."""
+    engine = runtime.engine
+    # keys, values: [layers, kv_heads, tokens, head_dim] each
+    return 2 * engine.num_layers * engine.num_kv_heads * engine.head_dim * engine.dtype.itemsize
+
+
 class BlockWriter:
     def __init__(self, index: CacheIndex, store: ObjectStore, limits: ResolveLimits = ResolveLimits(),
-                 batch_tokens: int = 2048):
+                 batch_tokens: int = 2048, quotas: TenantQuotas | None = None):
         """``batch_tokens``: real tokens per encoded group (progress, metrics and writes follow
-        each group)."""
+        each group); ``quotas``: per-tenant quotas checked by ``plan`` (None: none)."""
         self.index, self.store, self.limits, self.batch_tokens = index, store, limits, batch_tokens
+        self.quotas = quotas or TenantQuotas()
         self.entries = EntryWriter(index, store)
 
     def write(self, runtime: Runtime, tenant: str, texts: Sequence[str], *, recompute: bool = False,
@@ -66,17 +76,28 @@ class BlockWriter:
     def plan(self, runtime: Runtime, tenant: str, texts: Sequence[str], *, recompute: bool = False) -> WritePlan:
         """Check and register the blocks (no device work). Without ``recompute``, blocks already
         stored for the version are kept; with it every text is encoded and replaces the entry stored before this plan
-        (the caller found the stored one missing or corrupt)."""
+        (the caller found the stored one missing or corrupt). LimitExceededError (a block over
+        the token limit) and QuotaExceededError (the tenant's quotas) come before the blocks are
+        registered: a refused plan writes nothing."""
         distinct = list(dict.fromkeys(t.strip() for t in texts))
         if not distinct or not all(distinct):
             raise InvalidRequestError("texts must be non-empty strings (at least one)")
         ids = [runtime.template.block_ids(t) for t in distinct]
         self.limits.check_block_tokens([len(i) for i in ids])
-        block_ids = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)])
+        # limits and quotas before anything is registered, encoded or stored
+        block_ids = [block_id_for(tenant, t) for t in distinct]
         stored: dict[int, tuple[str, int]] = {}
-        if not recompute:
+        replaced = 0  # bytes of the entries a recompute replaces
+        if not recompute or self.quotas.active:
             rows = self.index.lookup(tenant, block_ids, runtime.version)
-            stored = {i: (r.location, r.nbytes) for i, r in enumerate(rows) if r.hit}
+            hits = {i: (r.location, r.nbytes) for i, r in enumerate(rows) if r.hit}
+            stored, replaced = ({}, sum(n for _, n in hits.values())) if recompute else (hits, 0)
+        tokens = sum(len(ids[i]) for i in range(len(distinct)) if i not in stored)
+        self.quotas.admit(tenant, tokens, max(tokens * kv_bytes_per_token(runtime) - replaced, 0),
+                          lambda: self.index.stats(tenant).bytes)
+        registered = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)])
+        if registered != block_ids:  # one derivation of ids (kvcache.index.block_id_for): never expected
+            raise RuntimeError("the cache index registered other block ids than block_id_for derives")
         return WritePlan(distinct, ids, block_ids, stored, replace_before=self.index.now() if recompute else None)
 
     def encode(self, runtime: Runtime, tenant: str, plan: WritePlan,

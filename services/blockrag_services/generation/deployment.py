@@ -186,9 +186,7 @@ class Generation(OneApplication):
         if any(not (c.block_id or c.text.strip()) for c in request.context):
             raise InvalidRequestError("every context block needs a block_id or a non-empty text")
         final = runtime.template.final_ids(request.question)
-        if len(final) > self.limits.max_question_tokens:
-            raise LimitExceededError(f"the question is {len(final)} tokens, over the limit of "
-                                     f"{self.limits.max_question_tokens}")
+        self.blocks.limits.check_question(len(final))  # before a collection is searched
         return final
 
     async def _context(self, tenant: str, request: pb.GenerateRequest) -> list[BlockRef]:

@@ -20,7 +20,7 @@ from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry
-from blockrag.resolve import BlockWriter, ResolveLimits
+from blockrag.resolve import BlockWriter, ResolveLimits, TenantQuotas
 from blockrag.served_models import ServedModels
 from blockrag.v1 import precompute_pb2 as pb
 from blockrag_services.access import INTERNAL, authorizer
@@ -47,8 +47,9 @@ class Precompute(OneApplication):
                                    max_loaded=self.config.max_loaded_models, follow_promotions=True)
         self.handles = handles or Handles()  # the other applications: none is called on the request path
         self.authorizer = authorizer(self.config, self.database)
+        # limits and the tenant's quotas are checked by the writer's plan, before it writes anything
         self.writer = BlockWriter(CacheIndex(self.database), self.store, ResolveLimits.of(self.config.limits),
-                                  self.config.precompute_batch_tokens)
+                                  self.config.precompute_batch_tokens, TenantQuotas.of(self.config.quotas))
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
 
     @unary(SERVICE, pb.PrecomputeResponse, INTERNAL)

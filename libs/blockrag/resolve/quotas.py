@@ -1,0 +1,113 @@
+"""TenantQuotas: per-tenant quotas on stored KV bytes and on precompute tokens per minute.
+
+Checked by BlockWriter.plan after the texts are tokenized and before anything is registered,
+encoded or stored, so a request over a quota costs a tokenization and two index reads, never
+KV. The stored bytes come from the cache index (every writer's entries count); the tokens per
+minute are a sliding window kept by this object, so they bound one writer process (a Precompute
+replica): with N replicas a tenant may encode up to N times the quota.
+
+A quota of 0 is no quota. Refusals are QuotaExceededError (RESOURCE_EXHAUSTED), whose message
+says which quota, the figures, and what to do.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from blockrag.errors import InvalidRequestError, QuotaExceededError
+
+WINDOW_S = 60.0  # the rate quota's window: tokens per minute
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One tenant's quotas; 0 means none."""
+
+    max_stored_bytes: int = 0  # KV bytes of the tenant's entries in the index, every version
+    max_precompute_tokens_per_minute: int = 0  # block tokens encoded in any 60 s
+
+    def __post_init__(self) -> None:
+        for name in ("max_stored_bytes", "max_precompute_tokens_per_minute"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidRequestError(f"quotas: {name} must be an int >= 0 (0: no quota), got {value!r}")
+
+
+@dataclass
+class TenantQuotas:
+    """``default`` applies to every tenant not named in ``tenants``. Thread-safe."""
+
+    default: Quota = field(default_factory=Quota)
+    tenants: Mapping[str, Quota] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._spent: dict[str, deque[tuple[float, int]]] = {}  # tenant -> (when, tokens) in the window
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, settings: object) -> TenantQuotas:
+        """From a settings object with ``max_stored_bytes``, ``max_precompute_tokens_per_minute``
+        and ``tenants`` (tenant -> mapping of either setting; the platform's config Quotas)."""
+        default = Quota(settings.max_stored_bytes, settings.max_precompute_tokens_per_minute)
+        tenants = dict(settings.tenants or {})
+        for tenant, values in tenants.items():
+            if not isinstance(tenant, str) or not tenant or not isinstance(values, Mapping):
+                raise InvalidRequestError(f"quotas: tenants maps a tenant name to its quotas, got {tenant!r}: {values!r}")
+            unknown = sorted(set(values) - {"max_stored_bytes", "max_precompute_tokens_per_minute"})
+            if unknown:
+                raise InvalidRequestError(f"quotas: unknown setting(s) {', '.join(map(str, unknown))} for tenant "
+                                          f"{tenant!r}; known: max_precompute_tokens_per_minute, max_stored_bytes")
+        return cls(default, {t: Quota(**{**default.__dict__, **dict(v)}) for t, v in tenants.items()})
+
+    @property
+    def active(self) -> bool:
+        """Whether any tenant has a quota (else admit has nothing to check)."""
+        return any(q != Quota() for q in (self.default, *self.tenants.values()))
+
+    def quota(self, tenant: str) -> Quota:
+        return self.tenants.get(tenant or "default", self.default)
+
+    def admit(self, tenant: str, tokens: int, new_bytes: int, stored_bytes: Callable[[], int]) -> None:
+        """Refuse (QuotaExceededError) or admit encoding ``tokens`` block tokens that will store
+        about ``new_bytes``; an admitted request's tokens count against the rate from now on.
+        ``stored_bytes()`` is asked only when the tenant has a bytes quota."""
+        quota = self.quota(tenant)
+        if tokens <= 0:
+            return
+        if quota.max_stored_bytes:
+            stored = stored_bytes()
+            if stored + new_bytes > quota.max_stored_bytes:
+                raise QuotaExceededError(
+                    f"tenant {tenant!r} stores {stored} bytes of KV and these blocks would add about {new_bytes}, "
+                    f"over its quota of {quota.max_stored_bytes} bytes; evict entries (blockrag-admin cache evict) "
+                    f"or ask for a larger quota")
+        limit = quota.max_precompute_tokens_per_minute
+        if not limit:
+            return
+        if tokens > limit:
+            raise QuotaExceededError(
+                f"these blocks need {tokens} tokens of precompute, more than the whole quota of tenant {tenant!r} "
+                f"({limit} tokens per minute); send fewer or smaller blocks per request")
+        with self._lock:
+            now = self.clock()
+            spent = self._spent.setdefault(tenant, deque())
+            while spent and spent[0][0] <= now - WINDOW_S:
+                spent.popleft()
+            used = sum(n for _, n in spent)
+            if used + tokens > limit:
+                # the earliest moment enough of the window has expired for this request to fit
+                freed, wait = 0, WINDOW_S
+                for at, n in spent:
+                    freed += n
+                    if used - freed + tokens <= limit:
+                        wait = at + WINDOW_S - now
+                        break
+                raise QuotaExceededError(
+                    f"tenant {tenant!r} had {used} tokens precomputed in the last minute and these blocks need "
+                    f"{tokens} more, over its quota of {limit} tokens per minute; retry in {max(wait, 0.1):.0f} s")
+            spent.append((now, tokens))
