@@ -25,11 +25,13 @@ from blockrag.errors import (
     ModelLoadError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     ServiceUnavailableError,
     UnsupportedModelError,
 )
 from blockrag.telemetry import observe_request
 from blockrag_services.access import Access
+from blockrag_services.drain import refuse_if_draining
 from blockrag_services.wire import MalformedRequest
 
 log = logging.getLogger("blockrag.services")
@@ -40,6 +42,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (QuotaExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (ModelLoadError, grpc.StatusCode.UNAVAILABLE),
     (EngineCorrectnessError, grpc.StatusCode.UNAVAILABLE),
@@ -127,9 +130,12 @@ def streaming(service: str, access: Access | None = None):
 
 
 async def _admit(access: Access | None, servicer, request, grpc_context, name: str) -> None:
-    """Only calls from the gRPC port carry a context; calls through handles are the platform's."""
+    """Only calls from the gRPC port carry a context; calls through handles are the platform's
+    (they belong to requests admitted already, and go on while the platform drains)."""
     if isinstance(request, MalformedRequest):
         raise request.error()
+    if grpc_context is not None:
+        refuse_if_draining()  # UNAVAILABLE: the platform is shutting down (drain.py)
     if access is not None and grpc_context is not None:
         await access.admit(servicer.authorizer, request, grpc_context.invocation_metadata(), name)
 

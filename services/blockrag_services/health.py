@@ -17,6 +17,7 @@ import logging
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from blockrag_services.drain import draining
 from blockrag_services.handles import APPLICATIONS
 from blockrag_services.wire import SERVICES, MalformedRequest, add_service
 
@@ -67,6 +68,8 @@ async def _watch(servicer) -> None:
             running = await _statuses()
         except Exception as e:  # noqa: BLE001 - the controller may be restarting
             log.warning("could not read the Serve status: %s", e)
+            running = {app: False for app in APPLICATIONS}
+        if draining():  # shutting down: probes take this instance out of rotation (drain.py)
             running = {app: False for app in APPLICATIONS}
         for app, ok in running.items():
             await servicer.set(SERVICE_NAMES[app], serving if ok else not_serving)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import socket
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from blockrag.errors import BlockRAGError, PlatformStartError
 from blockrag_services.config import PlatformConfig, platform_home
+from blockrag_services.drain import DEFAULT_GRACE_S, DRAIN_ENV, mark_draining, wait_idle
 from blockrag_services.grpc_options import DEFAULT_GRPC_PORT
 
 DEFAULT_HTTP_PORT = 8300  # Serve's HTTP proxy is unused by the platform; keep it off 8000
@@ -70,11 +75,16 @@ def _wait_serving(port: int, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class LocalPlatform:
     def __init__(self, options: PlatformOptions):
         self.options = options
         self.exporter = None
         self.metrics_port = options.metrics_port
+        self.drain_file: Path | None = None
 
     @property
     def grpc_address(self) -> str:
@@ -94,6 +104,9 @@ class LocalPlatform:
         _check_free("metrics", o.host, o.metrics_port, "--metrics-port")
         metrics_dir = prepare_multiprocess_dir(o.metrics_dir or platform_home() / "metrics")
         os.environ[MULTIPROC_ENV] = str(metrics_dir)  # before Ray starts: workers inherit it
+        # a fresh path per start, so that no earlier platform's mark is found (drain.py)
+        self.drain_file = Path(tempfile.mkdtemp(prefix="blockrag-drain-")) / "draining"
+        os.environ[DRAIN_ENV] = str(self.drain_file)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster on loopback
         import ray
         from ray import serve
@@ -105,8 +118,11 @@ class LocalPlatform:
 
         logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the CLI reports progress itself
         progress("starting Ray")
+        handler = signal.getsignal(signal.SIGTERM) if _main_thread() else None
         ray.init(num_cpus=o.num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                  configure_logging=False)
+        if callable(handler):  # Ray's core installs a SIGTERM handler that aborts: the caller's comes back
+            signal.signal(signal.SIGTERM, handler)
         self.exporter = MetricsExporter(metrics_dir, host=o.host, port=o.metrics_port)
         self.metrics_port = self.exporter.start()
         try:
@@ -126,6 +142,16 @@ class LocalPlatform:
             raise PlatformStartError(f"the platform did not start: {last[0].strip()} (Ray's logs: "
                                      f"/tmp/ray/session_latest/logs)") from None
 
+    def drain(self, grace_s: float = DEFAULT_GRACE_S) -> int:
+        """Refuse new calls from the port (UNAVAILABLE) and wait until the requests in flight
+        finish, at most ``grace_s``; how many were still in flight then (drain.py)."""
+        import ray
+
+        if self.drain_file is None or not ray.is_initialized():
+            return 0
+        mark_draining(self.drain_file)
+        return wait_idle(grace_s)
+
     def stop(self) -> None:
         import ray
         from ray import serve
@@ -138,8 +164,12 @@ class LocalPlatform:
         if self.exporter is not None:
             self.exporter.stop()
             self.exporter = None
+        if self.drain_file is not None:
+            shutil.rmtree(self.drain_file.parent, ignore_errors=True)
+            self.drain_file = None
 
     def wait(self) -> None:
-        """Until Ctrl-C (KeyboardInterrupt) or SIGTERM (the CLI turns it into KeyboardInterrupt)."""
+        """Until Ctrl-C (KeyboardInterrupt) or SIGTERM (the CLI turns it into KeyboardInterrupt;
+        then drain, stop)."""
         while True:
             time.sleep(3600)

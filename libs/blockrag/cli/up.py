@@ -53,11 +53,15 @@ def up(
     ready_file: Annotated[Path | None, typer.Option(help="Write the addresses here as JSON once every service is up.")] = None,
     auth: Annotated[bool, typer.Option(help="Require an API key on every call (create the first admin key with `blockrag keys bootstrap`).")] = False,
     distill_schedule: Annotated[str, typer.Option(help='Start a block distillation run (shared scope, default corpus) periodically: an interval ("6h") or a cron expression ("0 3 * * *"); default: never.')] = "",
+    grace_period: Annotated[float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds the requests in flight have to finish (new ones get UNAVAILABLE) before the services stop.")] = 20.0,
+    quota_stored_bytes: Annotated[int, typer.Option(min=0, help="Per-tenant quota on stored KV bytes (0: none).")] = 0,
+    quota_precompute_tokens: Annotated[int, typer.Option(min=0, help="Per-tenant quota on block tokens precomputed per minute (0: none).")] = 0,
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
-    admin) behind one gRPC address; stay in the foreground until Ctrl-C, then shut down."""
+    admin) behind one gRPC address; stay in the foreground until Ctrl-C or SIGTERM, then remove
+    the ready file, let the requests in flight finish (at most --grace-period) and shut down."""
     from blockrag.model_runtime import ModelSpec
-    from blockrag_services.config import Distill, PlatformConfig
+    from blockrag_services.config import Distill, PlatformConfig, Quotas
     from blockrag_services.platform import LocalPlatform, PlatformOptions
 
     if state_dir is not None:
@@ -66,16 +70,21 @@ def up(
         object_store_url = object_store_url or str(state_dir.resolve() / "kv")
     config = PlatformConfig(database_url=database_url, object_store_url=object_store_url,
                             model=ModelSpec(model=model, dtype=dtype, device=device),
-                            distill=Distill(schedule=distill_schedule), auth=auth)
+                            distill=Distill(schedule=distill_schedule), auth=auth,
+                            quotas=Quotas(max_stored_bytes=quota_stored_bytes,
+                                          max_precompute_tokens_per_minute=quota_precompute_tokens))
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
                                              metrics_dir=state_dir / "metrics" if state_dir else None))
-    # SIGTERM (kill, Kubernetes, CI) shuts down as cleanly as Ctrl-C
+    # SIGTERM (kill, Kubernetes, CI) shuts down as cleanly as Ctrl-C (LocalPlatform.start keeps
+    # this handler over the one Ray installs)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    started = False
     try:
         with console.status("Starting the platform...") as status:
             platform.start(progress=lambda text: status.update(f"{text}..."))
+        started = True
         console.print(f"[green]BlockRAG is up.[/green] gRPC: [bold]{platform.grpc_address}[/bold] "
                       f"(metadata `application`: generation, admin, segmentation; precompute and cache_index are internal)")
         console.print(f"metrics: http://{platform.metrics_address}/metrics   index: {config.database}   "
@@ -88,9 +97,26 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        console.print("Shutting down...")
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        platform.stop()
-        if ready_file is not None:
+        if ready_file is not None:  # first: whoever waits on it stops sending here
             ready_file.unlink(missing_ok=True)
+        if started:
+            _drain(platform, grace_period)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        console.print("Shutting down...")
+        platform.stop()
         console.print("Stopped.")
+
+
+def _drain(platform, grace_s: float) -> None:
+    """New calls get UNAVAILABLE; those in flight have ``grace_s`` to finish. A second Ctrl-C or
+    SIGTERM stops at once."""
+    console.print(f"Draining: new requests get UNAVAILABLE; requests in flight have {grace_s:g} s to finish...")
+    try:
+        left = platform.drain(grace_s)
+    except KeyboardInterrupt:
+        console.print("Interrupted again: stopping without waiting.")
+        return
+    if left:
+        console.print(f"[yellow]{left} request(s) still in flight after {grace_s:g} s: stopping them.[/yellow]")
+    else:
+        console.print("No request in flight.")
