@@ -1,0 +1,280 @@
+"""Load: N concurrent gRPC clients, mixed Ingest and Generate, against a local platform, for a
+bounded time; throughput, time to first token, errors by status code and the platform's memory.
+
+Starts `blockrag up` (the tests' launcher: its own Ray, a temporary state directory, free ports,
+the embedded default model on the CPU), ingests the bundled sample documents, then runs
+--clients threads, each with its own channel, for --duration seconds. Each request is an Ingest
+of a new document (probability --ingest-share: fresh text, so it is segmented and precomputed)
+or a Generate over the collection (a question from a fixed list, --max-new-tokens tokens).
+Every --sample-every seconds the memory of the platform's processes (`blockrag up`, Ray's and
+every worker it started) is read. Reported (and written to --out as JSON):
+  throughput  requests completed per second, by kind, over the measured time;
+  ttft        Generate's time to the first streamed message, client side, p50 / p99 (ms), and the
+              replica's own (usage.ttft_ms, from the request's arrival);
+  errors      by gRPC status code (target: none; a stream ending without its usage counts too);
+  memory      the series of the processes' PSS (shared pages divided among the processes that
+              map them: the memory the platform holds; RSS counts them once per process) and
+              RSS; the PSS growth after --warmup seconds (target: flat), as the change from the
+              first post-warm-up sample to the last and a least-squares slope (MB/min), and by
+              process.
+The platform is then stopped with SIGTERM (the drain path: new requests refused, requests in
+flight finish) and its exit code recorded.
+
+    .venv/bin/python bench/load.py --clients 6 --duration 60 --warmup 20 --out bench/load-results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures.platform import start_platform  # noqa: E402  (the tests' launcher)
+
+from blockrag.samples import sample_documents  # noqa: E402
+from blockrag.v1 import generation_pb2 as pb  # noqa: E402
+from blockrag.v1 import generation_pb2_grpc  # noqa: E402
+
+GENERATION = (("application", "generation"),)
+COLLECTION = "load"
+QUESTIONS = ["Which town is the railway's terminus?", "When did the line open?", "Who signs the permits?",
+             "What does the harbour office do?", "How often does the ferry leave?", "Where do the boats unload?"]
+STOP_TIMEOUT_S = 120
+
+
+@dataclass
+class Call:
+    kind: str  # "ask" or "ingest"
+    started: float  # seconds since the measurement began
+    seconds: float
+    code: str  # gRPC status code name; "INCOMPLETE" for a stream without its usage message
+    ttft_ms: float | None = None  # client side, asks only
+    server_ttft_ms: float | None = None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def new_document(rng: random.Random, words: list[str]) -> pb.Document:
+    """~120 words of the samples in a fresh order, with an id inside: new blocks every time."""
+    doc_id = f"doc-{uuid.uuid4().hex[:12]}"
+    start = rng.randrange(len(words) - 120)
+    text = f"Report {doc_id}. " + " ".join(words[start:start + 120]) + "."
+    return pb.Document(id=doc_id, text=text)
+
+
+def ask(stub, rng: random.Random, max_new_tokens: int, begin: float) -> Call:
+    started = time.perf_counter()
+    first = usage = None
+    try:
+        for reply in stub.Generate(pb.GenerateRequest(collection=COLLECTION, question=rng.choice(QUESTIONS),
+                                                      max_new_tokens=max_new_tokens, seed=rng.randrange(1, 1 << 30)),
+                                   metadata=GENERATION, timeout=120):
+            if first is None:
+                first = time.perf_counter()
+            if reply.done:
+                usage = reply.usage
+        code = "OK" if usage is not None else "INCOMPLETE"
+    except grpc.RpcError as e:
+        code = e.code().name
+    end = time.perf_counter()
+    return Call("ask", started - begin, end - started, code,
+                (first - started) * 1000 if first is not None and code == "OK" else None,
+                usage.ttft_ms if usage is not None else None)
+
+
+def ingest(stub, rng: random.Random, words: list[str], begin: float) -> Call:
+    started = time.perf_counter()
+    try:
+        stub.Ingest(pb.IngestRequest(collection=COLLECTION, documents=[new_document(rng, words)]),
+                    metadata=GENERATION, timeout=120)
+        code = "OK"
+    except grpc.RpcError as e:
+        code = e.code().name
+    return Call("ingest", started - begin, time.perf_counter() - started, code)
+
+
+def process_name(p: psutil.Process) -> str:
+    """Ray names its workers in their command line (ray::ServeReplica:generation:Generation ...)."""
+    cmdline = p.cmdline()
+    first = cmdline[0] if cmdline else p.name()
+    return first if first.startswith("ray::") else f"{Path(first).name} {Path(cmdline[1]).name}" \
+        if len(cmdline) > 1 and Path(first).name.startswith("python") else Path(first).name
+
+
+def platform_memory(pid: int) -> dict[str, tuple[int, int]]:
+    """name -> (RSS, PSS) bytes of a process and each of its descendants (alike names summed).
+    PSS shares each shared page among the processes that map it (the model's weights, Ray's
+    object store, libraries), so the PSS total is the memory the platform holds; the RSS total
+    counts shared pages once per process."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+            name = process_name(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss, pss = out.get(name, (0, 0))
+        out[name] = (rss + info.rss, pss + getattr(info, "pss", info.rss))
+    return out
+
+
+def slope_mb_per_min(samples: list[tuple[float, int]]) -> float | None:
+    """Least-squares slope of RSS over time."""
+    if len(samples) < 2:
+        return None
+    ts, ys = [t for t, _ in samples], [b / 2**20 for _, b in samples]
+    mt, my = statistics.fmean(ts), statistics.fmean(ys)
+    var = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var * 60 if var else None
+
+
+def run(args: argparse.Namespace) -> dict:
+    state = Path(tempfile.mkdtemp(prefix="blockrag-load-"))
+    started = time.monotonic()
+    platform = start_platform(state)
+    start_s = time.monotonic() - started
+    words = " ".join(sample_documents().values()).split()
+    with grpc.insecure_channel(platform.grpc) as channel:  # the collection every ask searches
+        generation_pb2_grpc.GenerationServiceStub(channel).Ingest(pb.IngestRequest(
+            collection=COLLECTION, documents=[pb.Document(id=k, text=v) for k, v in sample_documents().items()]),
+            metadata=GENERATION, timeout=300)
+    calls: list[Call] = []
+    lock = threading.Lock()
+    begin = time.perf_counter()
+    deadline = begin + args.duration
+
+    def client(i: int) -> None:
+        rng = random.Random(args.seed * 1000 + i)
+        with grpc.insecure_channel(platform.grpc) as channel:
+            stub = generation_pb2_grpc.GenerationServiceStub(channel)
+            while time.perf_counter() < deadline:
+                call = (ingest(stub, rng, words, begin) if rng.random() < args.ingest_share
+                        else ask(stub, rng, args.max_new_tokens, begin))
+                with lock:
+                    calls.append(call)
+
+    memory: list[tuple[float, dict[str, tuple[int, int]]]] = []  # (seconds, name -> (RSS, PSS))
+    done = threading.Event()
+
+    def sampler() -> None:
+        while True:
+            memory.append((round(time.perf_counter() - begin, 2), platform_memory(platform.process.pid)))
+            if done.wait(args.sample_every):
+                return
+
+    watcher = threading.Thread(target=sampler)
+    watcher.start()
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    elapsed = time.perf_counter() - begin  # the last calls may end after the deadline
+    done.set()
+    watcher.join()
+
+    platform.process.send_signal(signal.SIGTERM)
+    try:
+        exit_code = platform.process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(platform.process.pid, signal.SIGKILL)
+        exit_code = platform.process.wait()
+
+    asks = [c for c in calls if c.kind == "ask"]
+    ok = [c for c in calls if c.code == "OK"]
+    ttft = [c.ttft_ms for c in asks if c.ttft_ms is not None]
+    server_ttft = [c.server_ttft_ms for c in asks if c.server_ttft_ms is not None]
+    pss = [(t, sum(p for _, p in m.values())) for t, m in memory]
+    after = [(t, b) for t, b in pss if t >= args.warmup]
+    warm = next((m for t, m in memory if t >= args.warmup), {})
+    last = memory[-1][1] if memory else {}
+    mb = 2**20
+    return {
+        "benchmark": "load",
+        "command": " ".join(["bench/load.py", *sys.argv[1:]]),
+        "settings": {k: getattr(args, k) for k in ("clients", "duration", "ingest_share", "max_new_tokens", "warmup",
+                                                   "sample_every", "seed")},
+        "machine": {"cpus": os.cpu_count(), "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "platform_start_s": round(start_s, 1),
+        "elapsed_s": round(elapsed, 1),
+        "requests": {"total": len(calls), "ok": len(ok), "ask": len(asks), "ingest": len(calls) - len(asks)},
+        "throughput_per_s": {"all": round(len(ok) / elapsed, 3),
+                             "ask": round(sum(c.code == "OK" for c in asks) / elapsed, 3),
+                             "ingest": round(sum(c.code == "OK" and c.kind == "ingest" for c in calls) / elapsed, 3)},
+        "ttft_ms": {"client_p50": _r(percentile(ttft, 50)), "client_p99": _r(percentile(ttft, 99)),
+                    "server_p50": _r(percentile(server_ttft, 50)), "server_p99": _r(percentile(server_ttft, 99))},
+        "latency_s": {kind: {"p50": _r(percentile([c.seconds for c in calls if c.kind == kind and c.code == "OK"], 50)),
+                             "p99": _r(percentile([c.seconds for c in calls if c.kind == kind and c.code == "OK"], 99))}
+                      for kind in ("ask", "ingest")},
+        "errors_by_code": dict(Counter(c.code for c in calls if c.code != "OK")),
+        "memory": {
+            # [seconds, PSS MB, RSS MB] of all the platform's processes
+            "total_mb": [[t, round(sum(p for _, p in m.values()) / mb, 1), round(sum(r for r, _ in m.values()) / mb, 1)]
+                         for t, m in memory],
+            "after_warmup_first_pss_mb": round(after[0][1] / mb, 1) if after else None,
+            "after_warmup_last_pss_mb": round(after[-1][1] / mb, 1) if after else None,
+            "after_warmup_max_pss_mb": round(max(b for _, b in after) / mb, 1) if after else None,
+            "after_warmup_slope_pss_mb_per_min": _r(slope_mb_per_min(after)),
+            # name -> [PSS MB at the first sample after warm-up, at the last], largest growth first
+            "by_process_pss_mb": dict(sorted(
+                ((name, [round(warm.get(name, (0, 0))[1] / mb, 1), round(last[name][1] / mb, 1)]) for name in last),
+                key=lambda kv: kv[1][0] - kv[1][1])),
+        },
+        "sigterm_exit_code": exit_code,
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (calls under way finish)")
+    parser.add_argument("--ingest-share", type=float, default=0.2, help="probability that a call is an Ingest")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before memory must stay flat")
+    parser.add_argument("--sample-every", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.clients < 1 or args.duration <= 0 or not 0 <= args.ingest_share <= 1:
+        parser.error("--clients >= 1, --duration > 0 and --ingest-share in [0, 1]")
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(json.dumps({k: v for k, v in result.items() if k != "memory"} | {"memory": {
+        k: v for k, v in result["memory"].items() if k != "total_mb"}}, indent=2))
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
