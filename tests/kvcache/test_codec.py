@@ -270,3 +270,132 @@ def test_version_1_frame_is_refused_as_unbound() -> None:
 def test_encode_requires_a_binding(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         KVCodec.encode(make_kv(), FP, **{**BOUND, field: ""})
+
+
+# --- compression (blockrag.kvcache.compression) --------------------------------------------------
+
+from blockrag.kvcache.codec import KVCompressionMismatchError  # noqa: E402
+from blockrag.kvcache.compression import KVCompression  # noqa: E402
+from blockrag.kvcache.quantize import compress  # noqa: E402
+
+COMPRESSED = [s for s in KVCompression if s is not KVCompression.NONE]
+
+
+def arange_kv(dtype: torch.dtype = torch.float32) -> BlockKV:
+    """Fixed values that do not depend on a random generator: frames of them can be pinned."""
+    x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).reshape(2, 3, 5, 4)
+    return BlockKV(tuple(range(100, 105)), (x / 7 - 8).to(dtype), (3 - x / 11).to(dtype))
+
+
+# SHA-256 and length of the frames of arange_kv() written by the codec before compression existed:
+# the default (uncompressed) path must keep every stored entry's bytes.
+PINNED_FRAMES = {
+    torch.float32: (1533, "5911d4120a495a33bf1c2f41ad98dea2f9a76068278df6e8e0439687b2b90f33"),
+    torch.bfloat16: (1053, "698f0d57a683be3e35d5e95b4713507d793c16638c7382be23d1002d6238c8ed"),
+    torch.float16: (1053, "9e7de87d28f77cf50f166b4ed52d71f60a4c407c18c82e6db72e43b486cc692f"),
+}
+
+
+@pytest.mark.parametrize("dtype", list(PINNED_FRAMES))
+def test_uncompressed_frames_are_pinned(dtype: torch.dtype) -> None:
+    for data in (KVCodec.encode(arange_kv(dtype), FP, **BOUND),
+                 KVCodec.encode(arange_kv(dtype), FP, **BOUND, compression=KVCompression.NONE)):
+        assert (len(data), hashlib.sha256(data).hexdigest()) == PINNED_FRAMES[dtype]
+        assert b"kv_compression" not in data
+        assert KVCodec.read_header(data).compression is KVCompression.NONE
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("setting", COMPRESSED)
+def test_compressed_round_trip(setting: KVCompression, dtype: torch.dtype) -> None:
+    kv = make_kv(7, dtype)
+    data = KVCodec.encode(kv, FP, **BOUND, compression=setting)
+    assert data == KVCodec.encode(kv, FP, **BOUND, compression=setting.value)  # deterministic, by name too
+    header = KVCodec.read_header(data)
+    assert header.compression is setting and header.dtype == str(dtype).removeprefix("torch.")
+    out = KVCodec.decode(data, FP, **BOUND, compression=setting)
+    expected = compress(kv, setting).decompress()  # the frame holds exactly what the host tier holds
+    assert out.token_ids == kv.token_ids and out.dtype == dtype
+    assert torch.equal(out.keys, expected.keys) and torch.equal(out.values, expected.values)
+    assert not torch.equal(out.keys, kv.keys)  # lossy, and still close:
+    assert float((out.keys.float() - kv.keys.float()).abs().max()) < 0.2
+    # a reader that does not say its setting decodes what the frame says
+    assert torch.equal(KVCodec.decode(data, FP).keys, expected.keys)
+
+
+@pytest.mark.parametrize(("setting", "payload_bytes"), [
+    # tensor bytes of make_kv(7): keys and values [2, 3, 7, 4] float32 = 2 * 672
+    (KVCompression.INT8_HEAD, 2 * 168 + 2 * 6 * 4),  # int8 + one float32 scale per (layer, head)
+    (KVCompression.FP8_HEAD, 2 * 168 + 2 * 6 * 4),
+    (KVCompression.INT8_TOKEN, 2 * 168 + 2 * 42 * 4),  # one per (layer, head, token)
+])
+def test_compressed_frame_bytes(setting: KVCompression, payload_bytes: int) -> None:
+    kv = make_kv(7)
+    plain = KVCodec.encode(kv, FP, **BOUND)
+    data = KVCodec.encode(kv, FP, **BOUND, compression=setting)
+    tensors = safetensors.torch.load(data[PREFIX:])
+    assert sum(t.nbytes for name, t in tensors.items() if name != "token_ids") == payload_bytes
+    assert len(plain) - len(data) > 2 * 672 - payload_bytes - 200  # the JSON header grows by < 200 bytes
+
+
+@pytest.mark.parametrize("setting", COMPRESSED)
+def test_other_setting_is_a_mismatch(setting: KVCompression) -> None:
+    data = KVCodec.encode(make_kv(), FP, **BOUND, compression=setting)
+    for reader in KVCompression:
+        if reader is setting:
+            continue
+        with pytest.raises(KVCompressionMismatchError, match="cache miss") as info:
+            KVCodec.decode(data, FP, **BOUND, compression=reader)
+        assert isinstance(info.value, KVCodecError) and not isinstance(info.value, KVIntegrityError)
+    plain = KVCodec.encode(make_kv(), FP, **BOUND)
+    with pytest.raises(KVCompressionMismatchError):
+        KVCodec.decode(plain, FP, **BOUND, compression=setting)
+    assert_same(KVCodec.decode(plain, FP, **BOUND, compression=KVCompression.NONE), make_kv())
+
+
+def test_compression_cannot_be_rewritten_without_breaking_the_checksum() -> None:
+    data = KVCodec.encode(make_kv(), FP, **BOUND, compression=KVCompression.INT8_HEAD)
+    forged = data.replace(b'"kv_compression":"int8_head"', b'"kv_compression":"fp8_head"')
+    assert forged != data and len(forged) == len(data) - 1
+    with pytest.raises(KVIntegrityError):
+        KVCodec.decode(forged)
+
+
+def compressed_parts(setting: KVCompression = KVCompression.INT8_HEAD) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    kv = make_kv()
+    q = compress(kv, setting)
+    parts = {"keys": q.keys, "values": q.values, "keys_scale": q.key_scale, "values_scale": q.value_scale,
+             "token_ids": torch.tensor(kv.token_ids, dtype=torch.int64)}
+    return parts, metadata(kv, kv_compression=setting.value)
+
+
+def test_hand_built_compressed_frame_decodes() -> None:
+    """The layout documented in the codec, built here without it: a reader of the format needs no more."""
+    parts, meta = compressed_parts()
+    out = KVCodec.decode(frame(safetensors.torch.save(parts, metadata=meta)), FP)
+    assert torch.equal(out.keys, compress(make_kv(), KVCompression.INT8_HEAD).decompress().keys)
+
+
+@pytest.mark.parametrize("damage", ["unknown setting", "no scale", "scale shape", "scale dtype", "keys dtype",
+                                    "zero scale", "nan scale", "per-token scale in a per-head frame"])
+def test_compressed_frame_disagreeing_with_its_header(damage: str) -> None:
+    parts, meta = compressed_parts()
+    if damage == "unknown setting":
+        meta["kv_compression"] = "int4_head"
+    elif damage == "no scale":
+        del parts["values_scale"]
+    elif damage == "scale shape":
+        parts["keys_scale"] = parts["keys_scale"].reshape(2, 3, 1)
+    elif damage == "scale dtype":
+        parts["keys_scale"] = parts["keys_scale"].half()
+    elif damage == "keys dtype":
+        parts["keys"] = parts["keys"].float()
+    elif damage == "zero scale":
+        parts["keys_scale"] = torch.zeros_like(parts["keys_scale"])
+    elif damage == "nan scale":
+        parts["values_scale"] = torch.full_like(parts["values_scale"], float("nan"))
+    else:
+        parts.update({k: v for k, v in compressed_parts(KVCompression.INT8_TOKEN)[0].items() if k.endswith("scale")})
+    with pytest.raises(KVCodecError) as info:
+        KVCodec.decode(frame(safetensors.torch.save(parts, metadata=meta)))
+    assert not isinstance(info.value, (KVIntegrityError, KVCompressionMismatchError))

@@ -111,3 +111,68 @@ def test_threads_keep_the_byte_bound() -> None:
     assert stats.bytes <= 1000 and stats.hits + stats.misses == 4 * 2000
     # The byte count agrees with the entries kept.
     assert stats.bytes == sum(10 + k % 20 for k in range(300) if k in lru)
+
+
+# --- the host tier under KV compression --------------------------------------------------------
+
+import torch  # noqa: E402
+
+from blockrag.attention.block_kv import BlockKV  # noqa: E402
+from blockrag.kvcache.compression import KVCompression  # noqa: E402
+from blockrag.kvcache.memory_tier import CompressedKVLRU, host_tier  # noqa: E402
+from blockrag.kvcache.quantize import compress  # noqa: E402
+
+
+def block(tokens: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> BlockKV:
+    g = torch.Generator().manual_seed(seed)
+    shape = (30, 3, tokens, 64)  # the default model's geometry: 46,080 float32 bytes per token
+    return BlockKV(tuple(range(tokens)), torch.randn(shape, generator=g).to(dtype),
+                   torch.randn(shape, generator=g).to(dtype))
+
+
+def test_host_tier_without_compression_is_a_plain_lru() -> None:
+    tier = host_tier(1 << 20)
+    assert type(tier) is ByteLRU
+    kv = block(4)
+    tier.put("a", kv, kv.nbytes)
+    assert tier.get("a") is kv and tier.stats().bytes == 4 * 46_080
+
+
+@pytest.mark.parametrize(("setting", "bytes_per_token"), [
+    (KVCompression.INT8_HEAD, 11_520), (KVCompression.FP8_HEAD, 11_520), (KVCompression.INT8_TOKEN, 12_240)])
+def test_compressed_tier_counts_what_it_holds(setting: KVCompression, bytes_per_token: int) -> None:
+    tier = host_tier(1 << 20, setting)
+    assert isinstance(tier, CompressedKVLRU)
+    kv = block(10)
+    tier.put("a", kv, kv.nbytes)  # the caller's nbytes is the uncompressed size
+    scales = 0 if setting.per_token else 2 * 90 * 4
+    assert tier.stats().bytes == 10 * bytes_per_token + scales
+    out = tier.get("a")
+    expected = compress(kv, setting).decompress()
+    assert out.token_ids == kv.token_ids and out.dtype == kv.dtype
+    assert torch.equal(out.keys, expected.keys) and torch.equal(out.values, expected.values)
+    assert tier.pop("a") is not None and tier.get("a") is None and tier.stats().bytes == 0
+
+
+def test_compressed_tier_keeps_more_blocks_in_the_same_capacity() -> None:
+    capacity = 4 * 20 * 46_080  # four 20-token blocks uncompressed
+    plain, compressed = host_tier(capacity), host_tier(capacity, KVCompression.INT8_TOKEN)
+    for i in range(12):
+        kv = block(20, seed=i)
+        plain.put(i, kv, kv.nbytes)
+        compressed.put(i, kv, kv.nbytes)
+    assert len(plain) == 4 and len(compressed) == 12  # 12 * 20 * 12,240 bytes fit in 3,686,400
+    assert compressed.stats().evictions == 0 and plain.stats().evictions == 8
+
+
+def test_compressed_tier_keeps_the_blocks_dtype() -> None:
+    tier = host_tier(1 << 20, KVCompression.FP8_HEAD)
+    tier.put("a", block(3, dtype=torch.bfloat16), 0)
+    assert tier.get("a").dtype == torch.bfloat16
+
+
+def test_compressed_tier_refuses_none_and_bad_names() -> None:
+    with pytest.raises(ValueError, match="NONE"):
+        CompressedKVLRU(10, KVCompression.NONE)
+    with pytest.raises(ValueError, match="kv_compression must be one of"):
+        host_tier(10, "int4")

@@ -19,6 +19,13 @@ location) then decodes to KVBindingError instead of someone else's KV. Version 1
 binding and are refused like any unknown version: an unbound entry cannot be told apart from a
 foreign one, so it is a miss and is recomputed (once) as a bound version 2 entry.
 
+Compressed frames (blockrag.kvcache.compression: int8 or float8 e4m3 with float32 scales) hold
+"keys" and "values" in that element type plus "keys_scale" and "values_scale" (float32,
+[layers, kv_heads, 1 or L, 1]); their metadata adds "kv_compression" (the setting), and "dtype"
+stays the dtype decode returns. An uncompressed frame has no "kv_compression" field, so its bytes
+are those of a build without compression. A reader that passes ``compression`` is served only
+frames of that setting (KVCompressionMismatchError otherwise: a miss, recomputed under its own).
+
 Bytes come from caches that may be stale, truncated or tampered with, so decode trusts nothing:
 it verifies the digest on every call, then checks the tensors against the header.
 """
@@ -37,6 +44,7 @@ from safetensors import SafetensorError
 
 from blockrag.attention.block_kv import BlockKV
 from blockrag.errors import InvalidBlockError, KVCodecError, KVFingerprintMismatchError, KVIntegrityError
+from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.key import token_ids_digest
 
 MAGIC = b"BRKV"
@@ -71,6 +79,7 @@ class KVHeader:
     num_tokens: int
     token_ids_sha256: str
     payload_sha256: str
+    compression: KVCompression = KVCompression.NONE  # how keys and values are held in the frame
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -86,12 +95,18 @@ class KVBindingError(KVCodecError):
     """A sound frame computed for another tenant or block than the reader expects: never served."""
 
 
+class KVCompressionMismatchError(KVCodecError):
+    """A sound frame written under another compression setting than the reader serves: a miss."""
+
+
 class KVCodec:
     """Stateless encoder/decoder between BlockKV and the framed bytes described above."""
 
     @staticmethod
-    def encode(kv: BlockKV, model_fingerprint: str, *, tenant: str, block_id: str) -> bytes:
-        """Serialize ``kv`` for the model ``model_fingerprint``, bound to ``tenant``'s ``block_id``.
+    def encode(kv: BlockKV, model_fingerprint: str, *, tenant: str, block_id: str,
+               compression: KVCompression = KVCompression.NONE) -> bytes:
+        """Serialize ``kv`` for the model ``model_fingerprint``, bound to ``tenant``'s ``block_id``,
+        its keys and values held under ``compression`` (NONE: as they are).
 
         Tensors may live on any device; they are copied to contiguous CPU memory first.
         Raises ValueError for an empty fingerprint, tenant or block id and InvalidBlockError for
@@ -112,10 +127,20 @@ class KVCodec:
             raise InvalidBlockError(
                 f"cannot encode KV of dtype {kv.keys.dtype}; supported: {', '.join(_DTYPES)}"
             )
-        keys, values = _host(kv.keys), _host(kv.values)
-        if _overlap(keys, values):
-            # safetensors refuses to save tensors that share memory.
-            values = values.clone()
+        compression = KVCompression.parse(compression)
+        tensors: dict[str, torch.Tensor]
+        if compression is KVCompression.NONE:
+            keys, values = _host(kv.keys), _host(kv.values)
+            if _overlap(keys, values):
+                # safetensors refuses to save tensors that share memory.
+                values = values.clone()
+            tensors = {"keys": keys, "values": values}
+        else:
+            from blockrag.kvcache.quantize import compress
+
+            q = compress(kv, compression)
+            tensors = {"keys": _host(q.keys), "values": _host(q.values),
+                       "keys_scale": _host(q.key_scale), "values_scale": _host(q.value_scale)}
         metadata = {
             "format_version": str(FORMAT_VERSION),
             "model_fingerprint": model_fingerprint,
@@ -129,12 +154,10 @@ class KVCodec:
             # Also validates the ids (int64 range) before torch.tensor sees them.
             "token_ids_sha256": token_ids_digest(kv.token_ids),
         }
-        token_ids = torch.tensor(kv.token_ids, dtype=torch.int64)
-        payload = _canonical(
-            safetensors.torch.save(
-                {"keys": keys, "values": values, "token_ids": token_ids}, metadata=metadata
-            )
-        )
+        if compression is not KVCompression.NONE:
+            metadata["kv_compression"] = compression.value
+        tensors["token_ids"] = torch.tensor(kv.token_ids, dtype=torch.int64)
+        payload = _canonical(safetensors.torch.save(tensors, metadata=metadata))
         digest = hashlib.sha256(payload).digest()
         return b"".join((MAGIC, bytes((FORMAT_VERSION,)), digest, payload))
 
@@ -158,6 +181,7 @@ class KVCodec:
         *,
         tenant: str | None = None,
         block_id: str | None = None,
+        compression: KVCompression | None = None,
     ) -> BlockKV:
         """Deserialize a frame into a BlockKV on ``device``.
 
@@ -166,6 +190,9 @@ class KVCodec:
         entry was made by that model (KVFingerprintMismatchError), and when ``tenant`` or
         ``block_id`` is given, that it was computed for them (KVBindingError). All are
         KVCodecErrors: a reader of a store passes all three and treats any as a miss.
+        A compressed frame is decompressed to its header's dtype on ``device``; when
+        ``compression`` is given, a frame written under another setting is refused
+        (KVCompressionMismatchError), so a deployment serves the precision it chose.
         """
         header = KVCodec.read_header(data, verify=True)
         for name, expected, actual in (("tenant", tenant, header.tenant), ("block", block_id, header.block_id)):
@@ -181,6 +208,12 @@ class KVCodec:
                 f"{expected_fingerprint!r} was expected; it belongs to another model or "
                 f"revision and must not be used (treat it as a cache miss)"
             )
+        if compression is not None and header.compression is not KVCompression.parse(compression):
+            raise KVCompressionMismatchError(
+                f"KV entry was stored with kv_compression {header.compression} but this deployment serves "
+                f"{KVCompression.parse(compression)}; treat it as a cache miss (recomputed and replaced under "
+                f"this deployment's setting)"
+            )
         # safetensors wants bytes; this copies the payload once.
         payload = bytes(memoryview(data)[_PAYLOAD_START:])
         try:
@@ -191,7 +224,13 @@ class KVCodec:
         token_ids = tuple(ids.tolist())
         if token_ids_digest(token_ids) != header.token_ids_sha256:
             raise KVCodecError("token_ids tensor does not match token_ids_sha256 in the header")
-        return BlockKV(token_ids, keys.to(device), values.to(device))
+        if header.compression is KVCompression.NONE:
+            return BlockKV(token_ids, keys.to(device), values.to(device))
+        from blockrag.kvcache.quantize import QuantizedKV
+
+        q = QuantizedKV(token_ids, keys, values, tensors["keys_scale"], tensors["values_scale"],
+                        header.torch_dtype, header.compression)
+        return q.decompress(device)
 
 
 def _host(t: torch.Tensor) -> torch.Tensor:
@@ -300,6 +339,10 @@ def _parse_header(meta: dict[str, str], payload_sha256: str) -> KVHeader:
         )
     if not _HEX_DIGEST.fullmatch(meta["token_ids_sha256"]):
         raise KVCodecError("KV header token_ids_sha256 is not a hex SHA-256")
+    try:
+        compression = KVCompression.parse(meta.get("kv_compression", KVCompression.NONE.value))
+    except ValueError as e:
+        raise KVCodecError(f"KV header: {e} (a newer blockrag may have written it)") from e
     return KVHeader(
         model_fingerprint=meta["model_fingerprint"],
         tenant=meta["tenant"],
@@ -307,6 +350,7 @@ def _parse_header(meta: dict[str, str], payload_sha256: str) -> KVHeader:
         dtype=meta["dtype"],
         token_ids_sha256=meta["token_ids_sha256"],
         payload_sha256=payload_sha256,
+        compression=compression,
         **ints,
     )
 
@@ -314,19 +358,32 @@ def _parse_header(meta: dict[str, str], payload_sha256: str) -> KVHeader:
 def _check_tensors(
     tensors: dict[str, torch.Tensor], header: KVHeader
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """keys, values, token_ids, after checking that they agree with the header."""
-    expected = {"keys", "values", "token_ids"}
+    """keys, values, token_ids, after checking that they agree with the header (and, in a
+    compressed frame, that keys_scale and values_scale do too)."""
+    compressed = header.compression is not KVCompression.NONE
+    expected = {"keys", "values", "token_ids"} | ({"keys_scale", "values_scale"} if compressed else set())
     if set(tensors) != expected:
         raise KVCodecError(
             f"KV payload holds tensors {sorted(tensors)}; expected {sorted(expected)}"
         )
-    for name in ("keys", "values"):
+    shapes = {"keys": header.kv_shape, "values": header.kv_shape}
+    dtypes = {"keys": header.dtype, "values": header.dtype}
+    if compressed:
+        from blockrag.kvcache.quantize import scale_shape
+
+        dtypes = {"keys": header.compression.storage, "values": header.compression.storage,
+                  "keys_scale": "float32", "values_scale": "float32"}
+        shapes.update(dict.fromkeys(("keys_scale", "values_scale"), scale_shape(header.compression, header.kv_shape)))
+    for name, shape in shapes.items():
         t = tensors[name]
-        if t.dtype != header.torch_dtype or tuple(t.shape) != header.kv_shape:
+        if t.dtype != getattr(torch, dtypes[name]) or tuple(t.shape) != shape:
             raise KVCodecError(
                 f"{name} tensor is {t.dtype} {tuple(t.shape)} but the header says "
-                f"{header.dtype} {header.kv_shape}"
+                f"{dtypes[name]} {shape}"
             )
+    if compressed and not all(bool(((s > 0) & torch.isfinite(s)).all()) for s in
+                              (tensors["keys_scale"], tensors["values_scale"])):
+        raise KVCodecError("KV scales must be finite and positive")
     ids = tensors["token_ids"]
     if ids.dtype != torch.int64 or tuple(ids.shape) != (header.num_tokens,):
         raise KVCodecError(

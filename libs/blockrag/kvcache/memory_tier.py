@@ -1,7 +1,8 @@
 """ByteLRU: the in-memory tier of the KV cache, a least-recently-used map bounded in bytes.
 
 Entries are bounded by the bytes the caller says they take (a KV frame's length, a tensor's
-nbytes), not by their count: blocks differ in length by orders of magnitude.
+nbytes), not by their count: blocks differ in length by orders of magnitude. CompressedKVLRU
+holds block KV under a deployment's KVCompression and counts the compressed bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from blockrag.kvcache.compression import KVCompression
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -98,3 +101,42 @@ class ByteLRU(Generic[K, V]):
         item = self._items.pop(key, None)
         if item is not None:
             self._bytes -= item[1]
+
+
+class CompressedKVLRU(ByteLRU):
+    """The host tier of a deployment with KV compression: a ByteLRU of block KV held compressed
+    (blockrag.kvcache.quantize) and handed out decompressed, on the device it was put from.
+
+    It counts the bytes it holds (the int8/fp8 tensors and their scales), not the ``nbytes`` a
+    caller computed for the uncompressed block, so the same capacity keeps 2-4x the blocks."""
+
+    def __init__(self, capacity_bytes: int, compression: KVCompression):
+        compression = KVCompression.parse(compression)
+        if compression is KVCompression.NONE:
+            raise ValueError("KVCompression.NONE: use a plain ByteLRU (host_tier does)")
+        super().__init__(capacity_bytes)
+        self.compression = compression
+
+    def get(self, key):
+        held = super().get(key)
+        return None if held is None else held.decompress()
+
+    def put(self, key, value, nbytes: int | None = None) -> None:
+        """Compress ``value`` (a BlockKV) and keep it; ``nbytes`` is ignored (see the class)."""
+        from blockrag.kvcache.quantize import compress
+
+        held = compress(value, self.compression)
+        super().put(key, held, held.nbytes)
+
+    def pop(self, key):
+        held = super().pop(key)
+        return None if held is None else held.decompress()
+
+
+def host_tier(capacity_bytes: int, compression: KVCompression = KVCompression.NONE) -> ByteLRU:
+    """The host (in-process) tier of block KV of a deployment: a plain ByteLRU of BlockKV without
+    compression, else a CompressedKVLRU."""
+    compression = KVCompression.parse(compression)
+    if compression is KVCompression.NONE:
+        return ByteLRU(capacity_bytes)
+    return CompressedKVLRU(capacity_bytes, compression)

@@ -21,6 +21,8 @@ from blockrag.attention import BlockKV
 from blockrag.auth import KeyStore
 from blockrag.errors import KVCodecError, KVFingerprintMismatchError, ServiceUnavailableError
 from blockrag.kvcache import CacheKey, KVBindingError, KVCodec
+from blockrag.kvcache.codec import KVCompressionMismatchError
+from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.index import DEFAULT_TENANT, CacheIndex, LookupRow, transaction
 from blockrag.kvcache.index_schema import documents
 from blockrag.kvcache.object_store import ObjectStore
@@ -40,11 +42,15 @@ class Fetched:
 
 
 class StoreTier:
-    def __init__(self, index: CacheIndex, store: ObjectStore, *, threads: int = 8, access: AccessLog | None = None):
-        """``access``: where hits are counted (None: a log of this tier's own, flushed every second)."""
+    def __init__(self, index: CacheIndex, store: ObjectStore, *, threads: int = 8, access: AccessLog | None = None,
+                 compression: KVCompression = KVCompression.NONE):
+        """``access``: where hits are counted (None: a log of this tier's own, flushed every second);
+        ``compression``: the deployment's KV compression: what it writes, and the only setting it
+        serves (an entry stored under another is a miss, recomputed under this one)."""
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.index, self.store = index, store
+        self.compression = KVCompression.parse(compression)
         self.access = access or AccessLog(index)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="blockrag-store-get")
 
@@ -80,7 +86,8 @@ class StoreTier:
             return None
 
     def put_named(self, key: CacheKey, kv: BlockKV, version: str) -> None:
-        self.store.put(key.hex, KVCodec.encode(kv, version, tenant=DEFAULT_TENANT, block_id=key.hex))
+        self.store.put(key.hex, KVCodec.encode(kv, version, tenant=DEFAULT_TENANT, block_id=key.hex,
+                                               compression=self.compression))
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -92,11 +99,14 @@ class StoreTier:
         if data is None:
             return None  # evicted or not written yet: a miss
         try:
-            return KVCodec.decode(data, version, device, tenant=tenant, block_id=block_id)
+            return KVCodec.decode(data, version, device, tenant=tenant, block_id=block_id,
+                                  compression=self.compression)
         except KVCodecError as e:
             # recomputed by the caller, whose write replaces it; a fingerprint mismatch is foreign
-            # too: the row says this version, the bytes another (a swapped object, not an old row)
-            reason = "foreign" if isinstance(e, (KVBindingError, KVFingerprintMismatchError)) else "corrupt"
+            # too: the row says this version, the bytes another (a swapped object, not an old row);
+            # so is an entry of another compression setting (another deployment's, or before a change)
+            foreign = (KVBindingError, KVFingerprintMismatchError, KVCompressionMismatchError)
+            reason = "foreign" if isinstance(e, foreign) else "corrupt"
             observe_rejected_entry(reason)
             log.warning("KV entry of block %s (tenant %r, model version %.16s) at %s not served, recomputing: %s",
                         block_id, tenant, version, location, e)

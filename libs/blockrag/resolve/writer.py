@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from blockrag.attention import BlockKV
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache import CacheKey, KVCodec
+from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.entry_writer import EntryFrame, EntryWriter
 from blockrag.kvcache.index import CacheIndex, block_id_for
 from blockrag.kvcache.object_store import ObjectStore
@@ -61,12 +62,15 @@ def kv_bytes_per_token(runtime: Runtime) -> int:
 
 class BlockWriter:
     def __init__(self, index: CacheIndex, store: ObjectStore, limits: ResolveLimits = ResolveLimits(),
-                 batch_tokens: int = 2048, quotas: TenantQuotas | None = None):
+                 batch_tokens: int = 2048, quotas: TenantQuotas | None = None,
+                 compression: KVCompression = KVCompression.NONE):
         """``batch_tokens``: real tokens per encoded group (progress, metrics and writes follow
-        each group); ``quotas``: per-tenant quotas checked by ``plan`` (None: none)."""
+        each group); ``quotas``: per-tenant quotas checked by ``plan`` (None: none);
+        ``compression``: how the frames hold their KV (the deployment's setting)."""
         self.index, self.store, self.limits, self.batch_tokens = index, store, limits, batch_tokens
         self.quotas = quotas or TenantQuotas()
         self.entries = EntryWriter(index, store)
+        self.compression = KVCompression.parse(compression)
 
     def write(self, runtime: Runtime, tenant: str, texts: Sequence[str], *, recompute: bool = False,
               progress: Progress | None = None) -> list[WrittenBlock]:
@@ -113,7 +117,8 @@ class BlockWriter:
             # each frame names the tenant and block it is for, so a reader pointed elsewhere refuses it
             for kv in kvs:
                 block_id = plan.block_ids[todo[len(encoded)]]
-                encoded.append((kv, KVCodec.encode(kv, version, tenant=tenant, block_id=block_id)))
+                encoded.append((kv, KVCodec.encode(kv, version, tenant=tenant, block_id=block_id,
+                                                   compression=self.compression)))
             if progress is not None:
                 progress(len(encoded), len(todo))
             started = time.perf_counter()
