@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from blockrag.errors import InvalidRequestError
+from blockrag.kvcache.compression import KVCompression
 from blockrag.model_spec import ModelSpec
 
 
@@ -111,6 +112,9 @@ class PlatformConfig:
     quotas: Quotas = field(default_factory=Quotas)
     resources: Resources = field(default_factory=Resources)
     replica_cache_bytes: int = 512 << 20  # generation's in-memory LRU of decoded blocks
+    # how block KV is held in the object store and the host tier (blockrag.kvcache.compression):
+    # none, int8_head, int8_token or fp8_head; a replica serves stored entries of this setting only
+    kv_compression: KVCompression = KVCompression.NONE
     segmenter: str = "learned"  # "learned" (the boundary model) or "paragraph" (blank-line split)
     segmenter_path: str = ""  # a `blockrag segment train` output; "" = the shipped default
     segment_max_block_tokens: int = 256
@@ -137,6 +141,8 @@ class PlatformConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.auth, bool):  # "false" in a YAML string would turn it on
             raise InvalidRequestError(f"auth must be true or false, got {self.auth!r}")
+        # the YAML's string, checked once here (InvalidRequestError naming the settings)
+        object.__setattr__(self, "kv_compression", KVCompression.parse(self.kv_compression))
 
     @property
     def database(self) -> str:

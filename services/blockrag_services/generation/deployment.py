@@ -24,7 +24,7 @@ from ray import serve
 from blockrag import names
 from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
-from blockrag.kvcache.memory_tier import ByteLRU
+from blockrag.kvcache.memory_tier import host_tier
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
@@ -68,9 +68,10 @@ class Generation(OneApplication):
         self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
                                    store, warm=self._warm, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models)
-        self.lru = ByteLRU(self.config.replica_cache_bytes)
+        self.lru = host_tier(self.config.replica_cache_bytes, self.config.kv_compression)
         self.engine_lock = asyncio.Lock()  # the engine decodes one answer at a time
-        self.blocks = BlockResolver(PrecomputeEncoder(self.handles), store=StoreTier(CacheIndex(self.database), store),
+        self.blocks = BlockResolver(PrecomputeEncoder(self.handles), store=StoreTier(CacheIndex(self.database), store,
+                                                                                      compression=self.config.kv_compression),
                                     memory=self.lru, limits=ResolveLimits.of(self.limits),
                                     engine_lock=self.engine_lock, service=SERVICE)
         self.questions = None

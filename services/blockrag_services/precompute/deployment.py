@@ -49,7 +49,8 @@ class Precompute(OneApplication):
         self.authorizer = authorizer(self.config, self.database)
         # limits and the tenant's quotas are checked by the writer's plan, before it writes anything
         self.writer = BlockWriter(CacheIndex(self.database), self.store, ResolveLimits.of(self.config.limits),
-                                  self.config.precompute_batch_tokens, TenantQuotas.of(self.config.quotas))
+                                  self.config.precompute_batch_tokens, TenantQuotas.of(self.config.quotas),
+                                  compression=self.config.kv_compression)
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
 
     @unary(SERVICE, pb.PrecomputeResponse, INTERNAL)
