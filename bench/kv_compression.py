@@ -22,31 +22,37 @@ from pathlib import Path
 
 import torch
 
+from blockrag.attention import BlockKV
 from blockrag.distill.fidelity import qa_questions
 from blockrag.errors import BlockRAGError
 from blockrag.kvcache.codec import KVCodec
 from blockrag.kvcache.compression import KVCompression
-from blockrag.kvcache.compression_gate import CompressionGate, DriftProbe
+from blockrag.kvcache.compression_gate import CompressionGate, DriftProbe, DriftReport
 from blockrag.kvcache.quantize import compress
 from blockrag.model_runtime import ModelRuntime
 from blockrag.model_spec import ModelSpec
 
 
-def sizes(probe: DriftProbe, version: str) -> dict[str, dict]:
-    """Bytes per token of every setting over the probe's blocks: stored frame, host-tier entry."""
-    kvs = [kv for ref in probe.references for kv in ref.kvs]
+def sizes(kvs: list[BlockKV], version: str) -> dict[str, list[int]]:
+    """Bytes of every setting over ``kvs``: [stored frames, host-tier entries, tokens]."""
     tokens = sum(kv.num_tokens for kv in kvs)
     out = {}
     for setting in KVCompression:
         frame = sum(len(KVCodec.encode(kv, version, tenant="bench", block_id=f"b{i}", compression=setting))
                     for i, kv in enumerate(kvs))
         host = sum(kv.nbytes if setting is KVCompression.NONE else compress(kv, setting).nbytes for kv in kvs)
-        out[setting.value] = {"store_bytes_per_token": frame / tokens, "host_bytes_per_token": host / tokens}
+        out[setting.value] = [frame, host, tokens]
     bf16 = sum(len(KVCodec.encode(kv.to("cpu", torch.bfloat16), version, tenant="bench", block_id=f"b{i}"))
                for i, kv in enumerate(kvs))
-    out["none (bfloat16)"] = {"store_bytes_per_token": bf16 / tokens,
-                              "host_bytes_per_token": sum(kv.nbytes // 2 for kv in kvs) / tokens}
-    return {"blocks": len(kvs), "tokens": tokens, "settings": out}
+    out["none (bfloat16)"] = [bf16, sum(kv.nbytes // 2 for kv in kvs), tokens]
+    return out
+
+
+def per_token(totals: dict[str, list[int]], blocks: int) -> dict:
+    tokens = next(iter(totals.values()))[2]
+    return {"blocks": blocks, "tokens": tokens, "settings": {
+        name: {"store_bytes_per_token": frame / tokens, "host_bytes_per_token": host / tokens}
+        for name, (frame, host, _) in totals.items()}}
 
 
 def main() -> None:
@@ -60,32 +66,43 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     runtime = ModelRuntime.load(ModelSpec(device="cpu"))
-    questions = qa_questions(args.questions, args.split)
-    probe = DriftProbe(runtime.engine, runtime.template, questions,
-                       progress=lambda i, n: i % 10 == 0 and print(f"  references {i}/{n}", flush=True))
-    print(f"references over uncompressed KV: {time.perf_counter() - started:.0f} s", flush=True)
+    settings = [KVCompression.parse(name) for name in args.settings]
+    gate = CompressionGate()
     result = {"model": runtime.spec.source, "adapter": runtime.spec.adapter, "dtype": str(runtime.engine.dtype),
-              "device": str(runtime.engine.device), "split": args.split, "questions": len(questions),
-              "gate": {"max_kl": CompressionGate().max_kl, "max_accuracy_drop": CompressionGate().max_accuracy_drop},
-              "bytes": sizes(probe, runtime.version), "drift": {}}
-    for name in args.settings:
-        setting = KVCompression.parse(name)
-        report = probe.score(setting)
-        try:
-            CompressionGate().check(report)
-            verdict = "pass"
-        except BlockRAGError as e:
-            verdict = f"refused: {e}"
-        result["drift"][name] = {**report.to_dict(), "gate": verdict}
-        print(f"{name}: KL {report.kl:.5f} (worst question {report.max_question_kl:.4f}), accuracy "
-              f"{report.correct}/{report.scored} vs {report.reference_correct}/{report.scored} uncompressed, "
-              f"same answers {report.same_answers}/{report.questions}; gate {verdict.split(':')[0]} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+              "device": str(runtime.engine.device), "split": args.split, "questions": 0,
+              "gate": {"max_kl": gate.max_kl, "max_accuracy_drop": gate.max_accuracy_drop}}
+    reports: dict[KVCompression, list[DriftReport]] = {s: [] for s in settings}
+    totals: dict[str, list[int]] = {}
+    blocks = 0
+    # one question at a time, the results written after each: a run stopped early still reports
+    # the questions it finished (result["questions"] says how many)
+    for i, question in enumerate(qa_questions(args.questions, args.split)):
+        probe = DriftProbe(runtime.engine, runtime.template, [question])
+        kvs = probe.references[0].kvs[1:] if blocks else probe.references[0].kvs  # the opening once
+        for name, counts in sizes(kvs, runtime.version).items():
+            totals[name] = [a + b for a, b in zip(totals.get(name, [0, 0, 0]), counts)]
+        blocks += len(kvs)
+        for setting in settings:
+            reports[setting].append(probe.score(setting))
+        result["questions"] = i + 1
+        result["bytes"] = per_token(totals, blocks)
+        result["drift"] = {}
+        for setting in settings:
+            report = DriftReport.combine(reports[setting])
+            try:
+                gate.check(report)
+                verdict = "pass"
+            except BlockRAGError as e:
+                verdict = f"refused: {e}"
+            result["drift"][setting.value] = {**report.to_dict(), "gate": verdict}
+        result["seconds"] = time.perf_counter() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(f"{i + 1} questions ({result['seconds']:.0f} s): " + "; ".join(
+            f"{name} KL {row['kl']:.5f} right {row['correct']}/{row['reference_correct']}"
+            for name, row in result["drift"].items()), flush=True)
     for name, row in result["bytes"]["settings"].items():
         print(f"{name:>16}: store {row['store_bytes_per_token']:.0f} B/token, host {row['host_bytes_per_token']:.0f} B/token")
-    result["seconds"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,22 @@ def check(
     model: Annotated[str | None, typer.Argument(help="Hub id, directory or .gguf; default: the embedded model.")] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[str, typer.Option()] = "cpu",
+    kv_compression: Annotated[str, typer.Option(
+        help="Also gate this KV compression setting (int8_head, int8_token, fp8_head) on the served model "
+             "(its adapter merged): mean answer-token KL against uncompressed KV and accuracy on held-out "
+             "QA questions; exit 1 past the gate.")] = "none",
+    adapter: Annotated[str, typer.Option(help='With --kv-compression: "default", "none" or an adapter file.')] = "default",
+    questions: Annotated[int, typer.Option(help="With --kv-compression: held-out questions to measure on.")] = 60,
+    max_kl: Annotated[float, typer.Option(help="With --kv-compression: the gate's mean answer-token KL, nats.")] = 0.02,
 ) -> None:
-    """Load a model and run the correctness gate: is its cached-block path exact?"""
+    """Load a model and run the correctness gate: is its cached-block path exact? With
+    --kv-compression, also the compression gate: do answers over compressed KV drift?"""
+    from blockrag.kvcache.compression import KVCompression
+
+    compression = KVCompression.parse(kv_compression)
+    if compression is not KVCompression.NONE:
+        _check_compression(model, dtype, device, compression, adapter, questions, max_kl)
+        return
     from blockrag.attention import BlockAttentionEngine
     from blockrag.models import load_model
 
@@ -42,6 +56,26 @@ def check(
     console.print(f"loaded in {loaded:.2f} s; fingerprint {engine.fingerprint[:16]}")
     console.print(f"gate passed: key error {report.key_error:.2e} (bound {report.key_bound:g}), "
                   f"logit error {report.logit_error:.2e} (bound {report.logit_bound:g})")
+
+
+def _check_compression(model: str | None, dtype: str, device: str, compression, adapter: str, questions: int,
+                       max_kl: float) -> None:
+    """The served model (adapter merged, correctness-gated) and the compression gate on it."""
+    from blockrag.distill.fidelity import qa_questions
+    from blockrag.kvcache.compression_gate import CompressionGate, check_compression
+    from blockrag.model_runtime import ModelRuntime
+    from blockrag.model_spec import ModelSpec
+
+    runtime = ModelRuntime.load(ModelSpec(model, dtype, device, adapter))
+    console.print(f"loaded in {runtime.load_seconds:.2f} s; fingerprint {runtime.version[:16]}; correctness gate passed")
+    with _progress() as progress:
+        report = check_compression(runtime.engine, runtime.template, compression, qa_questions(questions),
+                                   CompressionGate(max_kl=max_kl),
+                                   progress=lambda done, total: progress("questions", done, total))
+    console.print(f"kv_compression {compression} passed: mean answer-token KL {report.kl:.5f} (gate {max_kl:g}) "
+                  f"over {report.questions} questions, {report.answer_tokens} answer tokens; accuracy "
+                  f"{report.correct}/{report.scored} against {report.reference_correct}/{report.scored} uncompressed; "
+                  f"{report.same_answers} identical answers")
 
 
 @app.command()

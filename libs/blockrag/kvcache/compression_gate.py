@@ -74,6 +74,17 @@ class DriftReport:
     def accuracy(self) -> float | None:
         return self.correct / self.scored if self.scored else None
 
+    @classmethod
+    def combine(cls, reports: Sequence[DriftReport]) -> DriftReport:
+        """One report over the questions of several (of one setting): counts add up, the KL is
+        re-weighted by answer tokens."""
+        tokens = sum(r.answer_tokens for r in reports)
+        return cls(reports[0].compression, sum(r.questions for r in reports), tokens,
+                   sum(r.kl * r.answer_tokens for r in reports) / max(1, tokens),
+                   max(r.max_question_kl for r in reports), sum(r.scored for r in reports),
+                   sum(r.reference_correct for r in reports), sum(r.correct for r in reports),
+                   sum(r.same_answers for r in reports))
+
     def to_dict(self) -> dict:
         return {"compression": self.compression, "questions": self.questions, "answer_tokens": self.answer_tokens,
                 "kl": self.kl, "max_question_kl": self.max_question_kl, "scored": self.scored,
@@ -181,6 +192,17 @@ class CompressionGate:
                 f"{100 * report.reference_accuracy:.1f}% uncompressed on {report.scored} questions, a drop over "
                 f"the gate's {100 * self.max_accuracy_drop:g} point(s); serve it uncompressed or with a finer setting")
         return report
+
+
+def check_compression(engine: BlockAttentionEngine, template: PromptTemplate, compression: KVCompression,
+                      questions: Sequence[DriftQuestion], gate: CompressionGate = CompressionGate(),
+                      progress: Callable[[int, int], None] | None = None) -> DriftReport:
+    """The gate on one engine: the drift of ``compression`` over ``questions``, its report when it
+    passes, CompressionDriftError when it does not. NONE passes without a measurement."""
+    compression = KVCompression.parse(compression)
+    if compression is KVCompression.NONE:
+        return DriftReport(compression.value, 0, 0, 0.0, 0.0, 0, 0, 0, 0)
+    return gate.check(DriftProbe(engine, template, questions, progress=progress).score(compression))
 
 
 def _identity(kv: BlockKV) -> BlockKV:
