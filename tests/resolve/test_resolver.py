@@ -242,3 +242,20 @@ def test_limits_count_new_texts_repeats_and_the_question_before_any_work(runtime
     with pytest.raises(LimitExceededError, match=rf"context \({opening + sum(n)} tokens\) and question \(0\)"):
         resolve(other, runtime, [*ids, *texts(TEXTS[3])])
     assert encoder.calls == [] and stored_counts(index, objects) == before
+
+
+def test_ingest_limits_are_checked_on_the_request_alone():
+    from blockrag.resolve import IngestLimits
+
+    limits = IngestLimits(max_ingest_documents=3, max_document_bytes=10, max_ingest_bytes=25)
+    limits.check([("a", "x" * 10), ("b", "é" * 5), ("c", "y" * 5)])  # 25 bytes: at every limit
+    with pytest.raises(LimitExceededError) as refused:
+        limits.check([("a", "x"), ("b", "é" * 6), ("c", "y")])  # 12 bytes in 6 characters
+    assert str(refused.value) == "document 'b' is 12 bytes, over the limit of 10 per document; split it"
+    with pytest.raises(LimitExceededError) as refused:
+        limits.check([("a", "x" * 10), ("b", "x" * 10), ("c", "x" * 6)])
+    assert str(refused.value) == "the documents total 26 bytes, over the limit of 25 per request; send them in batches"
+    with pytest.raises(LimitExceededError, match="4 documents in one request, over the limit of 3"):
+        limits.check([(str(i), "x") for i in range(4)])
+    with pytest.raises(LimitExceededError, match=r"document 'a' is 11 bytes.* \(2 documents are\)"):
+        limits.check([("a", "x" * 11), ("b", "x" * 11)])

@@ -55,3 +55,38 @@ class ResolveLimits:
             raise LimitExceededError(
                 f"context ({context_tokens} tokens) and question ({question_tokens}) exceed the limit of "
                 f"{self.max_context_tokens} tokens; pass fewer blocks")
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """The bounds of one Ingest request, checked on the request alone before any document is
+    segmented, encoded or registered (PlatformConfig.limits names them alike)."""
+
+    max_ingest_documents: int = 1000
+    max_document_bytes: int = 4 << 20  # one document's UTF-8 text
+    max_ingest_bytes: int = 16 << 20  # every document of the request together
+
+    def __post_init__(self) -> None:
+        for name in ("max_ingest_documents", "max_document_bytes", "max_ingest_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"limits: {name} must be an int >= 1, got {value!r}")
+
+    @classmethod
+    def of(cls, settings: object) -> IngestLimits:
+        return cls(settings.max_ingest_documents, settings.max_document_bytes, settings.max_ingest_bytes)
+
+    def check(self, documents: list[tuple[str, str]]) -> None:
+        """``documents``: (id, text) in request order."""
+        if len(documents) > self.max_ingest_documents:
+            raise LimitExceededError(f"{len(documents)} documents in one request, over the limit of "
+                                     f"{self.max_ingest_documents}; send them in batches")
+        sizes = [len(text.encode()) for _, text in documents]
+        large = [(doc_id, n) for (doc_id, _), n in zip(documents, sizes) if n > self.max_document_bytes]
+        if large:
+            raise LimitExceededError(
+                f"document {large[0][0]!r:.60} is {large[0][1]} bytes, over the limit of {self.max_document_bytes} "
+                f"per document{f' ({len(large)} documents are)' if len(large) > 1 else ''}; split it")
+        if sum(sizes) > self.max_ingest_bytes:
+            raise LimitExceededError(f"the documents total {sum(sizes)} bytes, over the limit of "
+                                     f"{self.max_ingest_bytes} per request; send them in batches")

@@ -28,7 +28,7 @@ from blockrag.kvcache.memory_tier import host_tier
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
-from blockrag.resolve import BlockRef, BlockResolver, ResolveLimits, StoreTier
+from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimits, StoreTier
 from blockrag.served_models import ServedModels
 from blockrag.telemetry import TokenStreamTimer
 from blockrag.text_stream import TextStream
@@ -60,6 +60,7 @@ class Generation(OneApplication):
         self.config = PlatformConfig.from_args(args)
         replica_logs()
         self.limits = self.config.limits
+        self.ingest_limits = IngestLimits.of(self.limits)
         self.handles = handles or Handles()
         store = open_object_store(self.config.object_store)
         self.database = open_index_engine(self.config.database)
@@ -110,9 +111,8 @@ class Generation(OneApplication):
             raise InvalidRequestError("collection is required: name the collection the documents go into")
         if not request.documents:
             raise InvalidRequestError("documents is empty: pass at least one document")
-        if len(request.documents) > self.limits.max_ingest_documents:
-            raise LimitExceededError(f"{len(request.documents)} documents in one request, over the limit of "
-                                     f"{self.limits.max_ingest_documents}; send them in batches")
+        # before any document is segmented: one too large would fail at Segment after the others ran
+        self.ingest_limits.check([(d.id, d.text) for d in request.documents])
         ids = [d.id for d in request.documents]
         if not all(i.strip() for i in ids) or len(set(ids)) != len(ids):
             raise InvalidRequestError("every document needs a non-empty id, unique within the request")
@@ -126,10 +126,6 @@ class Generation(OneApplication):
         for i, document in enumerate(request.documents):
             names.name(document.id, f"the id of document {i}")
             names.text(document.text, f"the text of document {i} ({document.id!r:.40})")
-        total = sum(len(d.text.encode()) for d in request.documents)
-        if total > self.limits.max_ingest_bytes:
-            raise LimitExceededError(f"the documents total {total} bytes, over the limit of "
-                                     f"{self.limits.max_ingest_bytes} per request; send them in batches")
 
     # ---- Generate --------------------------------------------------------------------------
 
