@@ -115,6 +115,12 @@ class PlatformConfig:
     # how block KV is held in the object store and the host tier (blockrag.kvcache.compression):
     # none, int8_head, int8_token or fp8_head; a replica serves stored entries of this setting only
     kv_compression: KVCompression = KVCompression.NONE
+    # the compression gate at start (blockrag.kvcache.compression_gate): Precompute measures the mean
+    # answer-token KL of the setting on the configured model over this many held-out QA questions and
+    # refuses to start past kv_compression_max_kl (0 questions: no gate at start, e.g. after
+    # `blockrag model check --kv-compression S` on more questions than a start should spend)
+    kv_compression_gate_questions: int = 8
+    kv_compression_max_kl: float = 0.02
     segmenter: str = "learned"  # "learned" (the boundary model) or "paragraph" (blank-line split)
     segmenter_path: str = ""  # a `blockrag segment train` output; "" = the shipped default
     segment_max_block_tokens: int = 256
@@ -143,6 +149,12 @@ class PlatformConfig:
             raise InvalidRequestError(f"auth must be true or false, got {self.auth!r}")
         # the YAML's string, checked once here (InvalidRequestError naming the settings)
         object.__setattr__(self, "kv_compression", KVCompression.parse(self.kv_compression))
+        questions = self.kv_compression_gate_questions
+        if isinstance(questions, bool) or not isinstance(questions, int) or not 0 <= questions <= 1000:
+            raise InvalidRequestError(f"kv_compression_gate_questions must be a whole number in 0..1000, got {questions!r}")
+        max_kl = self.kv_compression_max_kl
+        if isinstance(max_kl, bool) or not isinstance(max_kl, (int, float)) or not 0 < max_kl < float("inf"):
+            raise InvalidRequestError(f"kv_compression_max_kl must be a positive number of nats, got {max_kl!r}")
 
     @property
     def database(self) -> str:

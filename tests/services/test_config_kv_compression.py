@@ -37,3 +37,14 @@ def test_serve_configs_name_a_valid_setting(name: str) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "serve" / f"{name}.yaml").read_text())
     for app in config["applications"]:
         assert PlatformConfig.from_args(app["args"]).kv_compression is KVCompression.NONE
+
+
+def test_gate_settings_default_and_range() -> None:
+    config = PlatformConfig()
+    assert (config.kv_compression_gate_questions, config.kv_compression_max_kl) == (8, 0.02)
+    assert PlatformConfig.from_args({"kv_compression_gate_questions": 0}).kv_compression_gate_questions == 0
+    for bad in ({"kv_compression_gate_questions": -1}, {"kv_compression_gate_questions": 1.5},
+                {"kv_compression_gate_questions": True}, {"kv_compression_max_kl": 0},
+                {"kv_compression_max_kl": float("inf")}, {"kv_compression_max_kl": "0.02"}):
+        with pytest.raises(InvalidRequestError, match=next(iter(bad))):
+            PlatformConfig.from_args(bad)

@@ -12,6 +12,8 @@ for one still loading is refused as UNAVAILABLE, to be retried.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 
 from ray import serve
 
@@ -31,6 +33,7 @@ from blockrag_services.handles import Handles
 from blockrag_services.routing import OneApplication
 
 SERVICE = "precompute"
+log = logging.getLogger("blockrag.services.precompute")
 
 
 @serve.deployment
@@ -52,6 +55,7 @@ class Precompute(OneApplication):
                                   self.config.precompute_batch_tokens, TenantQuotas.of(self.config.quotas),
                                   compression=self.config.kv_compression)
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
+        gate_compression(self.config, self.models.configured)
 
     @unary(SERVICE, pb.PrecomputeResponse, INTERNAL)
     async def Precompute(self, request: pb.PrecomputeRequest) -> pb.PrecomputeResponse:
@@ -89,3 +93,23 @@ class Precompute(OneApplication):
 
     async def ready(self) -> str:
         return "ok"
+
+
+def gate_compression(config: PlatformConfig, runtime: ModelRuntime) -> None:
+    """The compression gate before this replica writes a compressed frame: CompressionDriftError
+    (the replica, hence the platform, does not start) when answers over the configured model's KV
+    under ``config.kv_compression`` drift past ``kv_compression_max_kl`` on held-out QA questions.
+    KL alone: an accuracy over a start's few questions moves by whole answers (the CLI's gate,
+    `blockrag model check --kv-compression`, checks both on 60)."""
+    from blockrag.kvcache.compression import KVCompression
+
+    if config.kv_compression is KVCompression.NONE or not config.kv_compression_gate_questions:
+        return
+    from blockrag.distill.fidelity import qa_questions
+    from blockrag.kvcache.compression_gate import CompressionGate, check_compression
+
+    report = check_compression(runtime.engine, runtime.template, config.kv_compression,
+                               qa_questions(config.kv_compression_gate_questions),
+                               CompressionGate(max_kl=config.kv_compression_max_kl, max_accuracy_drop=math.inf))
+    log.info("kv_compression %s passed its gate: mean answer-token KL %.5f over %d questions",
+             config.kv_compression, report.kl, report.questions)
