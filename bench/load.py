@@ -16,11 +16,15 @@ every worker it started) is read. Reported (and written to --out as JSON):
               map them: the memory the platform holds; RSS counts them once per process) and
               RSS; the PSS growth after --warmup seconds (target: flat), as the change from the
               first post-warm-up sample to the last and a least-squares slope (MB/min), and by
-              process.
+              process; the generation replicas' block caches (AdminService.CacheStats) at each
+              sample, which fill up to their capacity by design, and the growth outside them.
 The platform is then stopped with SIGTERM (the drain path: new requests refused, requests in
 flight finish) and its exit code recorded.
 
-    .venv/bin/python bench/load.py --clients 6 --duration 60 --warmup 20 --out bench/load-results.json
+    .venv/bin/python bench/load.py --clients 6 --duration 240 --warmup 120 --sample-every 5 --out bench/load-results.json
+
+(bench/load-results.json: that command on the 2-core machine, its note says how to read it; a
+shorter run: --duration 60 --warmup 20.)
 """
 
 from __future__ import annotations
@@ -48,10 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixtures.platform import start_platform  # noqa: E402  (the tests' launcher)
 
 from blockrag.samples import sample_documents  # noqa: E402
+from blockrag.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from blockrag.v1 import generation_pb2 as pb  # noqa: E402
 from blockrag.v1 import generation_pb2_grpc  # noqa: E402
 
 GENERATION = (("application", "generation"),)
+ADMIN = (("application", "admin"),)  # the platform runs without --auth: AdminService is open
 COLLECTION = "load"
 QUESTIONS = ["Which town is the railway's terminus?", "When did the line open?", "Who signs the permits?",
              "What does the harbour office do?", "How often does the ferry leave?", "Where do the boats unload?"]
@@ -119,8 +125,11 @@ def process_name(p: psutil.Process) -> str:
     """Ray names its workers in their command line (ray::ServeReplica:generation:Generation ...)."""
     cmdline = p.cmdline()
     first = cmdline[0] if cmdline else p.name()
-    return first if first.startswith("ray::") else f"{Path(first).name} {Path(cmdline[1]).name}" \
-        if len(cmdline) > 1 and Path(first).name.startswith("python") else Path(first).name
+    if first.startswith("ray::"):  # the title names the method running now: ...:Generation.handle_request
+        return first.split(".")[0].split()[0]
+    if len(cmdline) > 1 and Path(first).name.startswith("python"):
+        return f"{Path(first).name} {Path(cmdline[1]).name}"
+    return Path(first).name
 
 
 def platform_memory(pid: int) -> dict[str, tuple[int, int]]:
@@ -181,13 +190,21 @@ def run(args: argparse.Namespace) -> dict:
                     calls.append(call)
 
     memory: list[tuple[float, dict[str, tuple[int, int]]]] = []  # (seconds, name -> (RSS, PSS))
+    cache: list[int] = []  # the generation replicas' block caches (bytes), at each sample
     done = threading.Event()
 
     def sampler() -> None:
-        while True:
-            memory.append((round(time.perf_counter() - begin, 2), platform_memory(platform.process.pid)))
-            if done.wait(args.sample_every):
-                return
+        with grpc.insecure_channel(platform.grpc) as channel:
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+            while True:
+                memory.append((round(time.perf_counter() - begin, 2), platform_memory(platform.process.pid)))
+                stats = admin.CacheStats(admin_pb2.CacheStatsRequest(), metadata=ADMIN, timeout=60)
+                cache.append(sum(r.bytes for r in stats.replicas))
+                capacity.append(sum(r.capacity_bytes for r in stats.replicas))
+                if done.wait(args.sample_every):
+                    return
+
+    capacity: list[int] = []
 
     watcher = threading.Thread(target=sampler)
     watcher.start()
@@ -213,12 +230,17 @@ def run(args: argparse.Namespace) -> dict:
     server_ttft = [c.server_ttft_ms for c in asks if c.server_ttft_ms is not None]
     pss = [(t, sum(p for _, p in m.values())) for t, m in memory]
     after = [(t, b) for t, b in pss if t >= args.warmup]
-    warm = next((m for t, m in memory if t >= args.warmup), {})
+    first_after = next((i for i, (t, _) in enumerate(memory) if t >= args.warmup), len(memory) - 1)
+    warm = memory[first_after][1] if memory else {}
     last = memory[-1][1] if memory else {}
+    # what the platform may hold by design: the generation replicas' block caches fill up to their capacity
+    cache_growth = cache[-1] - cache[first_after] if cache else 0
+    # the rest of the PSS growth: what no bounded cache explains (target: about 0)
+    other_growth = (after[-1][1] - after[0][1] - cache_growth) if after else None
     mb = 2**20
     return {
         "benchmark": "load",
-        "command": " ".join(["bench/load.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python bench/load.py", *sys.argv[1:]]),
         "settings": {k: getattr(args, k) for k in ("clients", "duration", "ingest_share", "max_new_tokens", "warmup",
                                                    "sample_every", "seed")},
         "machine": {"cpus": os.cpu_count(), "load_average_after": [round(x, 2) for x in os.getloadavg()]},
@@ -242,6 +264,10 @@ def run(args: argparse.Namespace) -> dict:
             "after_warmup_last_pss_mb": round(after[-1][1] / mb, 1) if after else None,
             "after_warmup_max_pss_mb": round(max(b for _, b in after) / mb, 1) if after else None,
             "after_warmup_slope_pss_mb_per_min": _r(slope_mb_per_min(after)),
+            "replica_cache_mb": [round(b / mb, 1) for b in cache],  # at each sample
+            "replica_cache_capacity_mb": round(capacity[-1] / mb, 1) if capacity else None,
+            "after_warmup_growth_in_replica_cache_mb": round(cache_growth / mb, 1),
+            "after_warmup_growth_outside_replica_cache_mb": None if other_growth is None else round(other_growth / mb, 1),
             # name -> [PSS MB at the first sample after warm-up, at the last], largest growth first
             "by_process_pss_mb": dict(sorted(
                 ((name, [round(warm.get(name, (0, 0))[1] / mb, 1), round(last[name][1] / mb, 1)]) for name in last),
@@ -271,7 +297,7 @@ def main() -> None:
     result = run(args)
     text = json.dumps(result, indent=2)
     print(json.dumps({k: v for k, v in result.items() if k != "memory"} | {"memory": {
-        k: v for k, v in result["memory"].items() if k != "total_mb"}}, indent=2))
+        k: v for k, v in result["memory"].items() if k not in ("total_mb", "replica_cache_mb")}}, indent=2))
     if args.out is not None:
         args.out.write_text(text + "\n")
 

@@ -74,6 +74,15 @@ def test_stored_bytes_quota_refuses_before_anything_is_written(backend, runtime,
         exact = BlockWriter(index, objects, quotas=TenantQuotas(Quota(max_stored_bytes=first.nbytes + adds)))
         assert [w.computed for w in exact.write(runtime, "acme", [TEXTS[0], TEXTS[1]])] == [False, True]
         assert counts(index, objects) == (3, 3, 3)
+        # at the quota now: an Ingest is refused before it segments anything
+        full = TenantQuotas(Quota(max_stored_bytes=index.stats("acme").bytes))
+        with pytest.raises(QuotaExceededError) as refused:
+            full.check_room("acme", lambda: index.stats("acme").bytes)
+        assert str(refused.value) == (
+            f"tenant 'acme' stores {index.stats('acme').bytes} bytes of KV, at its quota of "
+            f"{index.stats('acme').bytes} bytes: nothing more can be stored; evict entries (blockrag-admin cache "
+            f"evict) or ask for a larger quota")
+        full.check_room("other", lambda: index.stats("other").bytes)  # below it
 
 
 def test_precompute_tokens_per_minute(runtime, index, objects):

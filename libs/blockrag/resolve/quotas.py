@@ -72,6 +72,16 @@ class TenantQuotas:
     def quota(self, tenant: str) -> Quota:
         return self.tenants.get(tenant or "default", self.default)
 
+    def check_room(self, tenant: str, stored_bytes: Callable[[], int]) -> None:
+        """Refuse (QuotaExceededError) a tenant whose stored bytes already reach its quota: an
+        Ingest asks before segmenting, since no block of it could be stored. ``stored_bytes()`` is
+        asked only when the tenant has a bytes quota."""
+        limit = self.quota(tenant).max_stored_bytes
+        if limit and (stored := stored_bytes()) >= limit:
+            raise QuotaExceededError(
+                f"tenant {tenant!r} stores {stored} bytes of KV, at its quota of {limit} bytes: nothing more can be "
+                f"stored; evict entries (blockrag-admin cache evict) or ask for a larger quota")
+
     def admit(self, tenant: str, tokens: int, new_bytes: int, stored_bytes: Callable[[], int]) -> None:
         """Refuse (QuotaExceededError) or admit encoding ``tokens`` block tokens that will store
         about ``new_bytes``; an admitted request's tokens count against the rate from now on.

@@ -28,7 +28,7 @@ from blockrag.kvcache.memory_tier import host_tier
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
-from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimits, StoreTier
+from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimits, StoreTier, TenantQuotas
 from blockrag.served_models import ServedModels
 from blockrag.telemetry import TokenStreamTimer
 from blockrag.text_stream import TextStream
@@ -71,8 +71,10 @@ class Generation(OneApplication):
                                    max_loaded=self.config.max_loaded_models)
         self.lru = host_tier(self.config.replica_cache_bytes, self.config.kv_compression)
         self.engine_lock = asyncio.Lock()  # the engine decodes one answer at a time
-        self.blocks = BlockResolver(PrecomputeEncoder(self.handles), store=StoreTier(CacheIndex(self.database), store,
-                                                                                      compression=self.config.kv_compression),
+        self.index = CacheIndex(self.database)
+        self.quotas = TenantQuotas.of(self.config.quotas)
+        self.blocks = BlockResolver(PrecomputeEncoder(self.handles),
+                                    store=StoreTier(self.index, store, compression=self.config.kv_compression),
                                     memory=self.lru, limits=ResolveLimits.of(self.limits),
                                     engine_lock=self.engine_lock, service=SERVICE)
         self.questions = None
@@ -88,6 +90,10 @@ class Generation(OneApplication):
     async def Ingest(self, request: pb.IngestRequest) -> pb.IngestResponse:
         self._check_ingest(request)
         tenant = request.tenant or "default"
+        # a tenant at its stored-bytes quota: refused before its documents are segmented (Precompute
+        # checks both quotas on the blocks themselves)
+        if self.quotas.active:
+            await asyncio.to_thread(self.quotas.check_room, tenant, lambda: self.index.stats(tenant).bytes)
         runtime = await self._runtime(tenant)
         segmented = await asyncio.gather(*(
             self.handles[SEGMENTATION].Segment.remote(
