@@ -44,7 +44,7 @@ def random_text(rng: random.Random) -> str:
     return "\n\n".join(paragraphs)
 
 
-def random_segmenter(backbone: Backbone, seed: int, widths: list[int]) -> LearnedSegmenter:
+def random_segmenter(backbone: Backbone, seed: int, widths: list[int], suppress: int = 0) -> LearnedSegmenter:
     torch.manual_seed(seed)
     head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH * len(widths))
     with torch.no_grad():  # logits spread over about -4..4, so that the grid moves many cuts
@@ -53,7 +53,7 @@ def random_segmenter(backbone: Backbone, seed: int, widths: list[int]) -> Learne
         last.weight.normal_(0, 0.8)
         last.bias.zero_()
     config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
-                            hidden=8, threshold=0.5, similarity_widths=widths)
+                            hidden=8, threshold=0.5, similarity_widths=widths, suppress=suppress)
     return LearnedSegmenter(BoundaryModel(backbone, head, config), words)
 
 
@@ -69,7 +69,7 @@ def block_counts(segmenter: LearnedSegmenter, text: str, options: SegmentOptions
 @pytest.mark.parametrize("seed", range(12))
 def test_blocks_never_fall_as_granularity_rises(backbone, seed):
     rng = random.Random(seed)
-    segmenter = random_segmenter(backbone, seed, [8, 32] if seed % 2 else [])
+    segmenter = random_segmenter(backbone, seed, [8, 32] if seed % 2 else [], suppress=seed % 3)
     text = random_text(rng)
     cuts = [set(segmenter.cut_offsets(text, g)) for g in GRID]
     assert all(a <= b for a, b in zip(cuts, cuts[1:]))

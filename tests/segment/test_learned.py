@@ -14,8 +14,8 @@ from tiny_models import tiny_backbone
 
 from blockrag.segment.backbone import ENCODER, Backbone
 from blockrag.segment.boundary import GAP_FEATURES, BoundaryConfig, BoundaryHead, BoundaryModel
-from blockrag.segment.candidates import KINDS, find_candidates
-from blockrag.segment.learned import LearnedSegmenter, threshold_for
+from blockrag.segment.candidates import KINDS, Candidate, find_candidates
+from blockrag.segment.learned import LearnedSegmenter, decide, local_maxima, threshold_for
 from blockrag.segment.spans import SegmentOptions, Span, make_span
 
 # cut logits by candidate kind; thresholds at granularity 0 / 0.5 / 1 are logits 3 / 0 / -3
@@ -232,3 +232,31 @@ def test_segment_invariants(random_head, seed):
     options = SegmentOptions(max_block_tokens=maximum, min_block_tokens=rng.randint(0, maximum // 2),
                              granularity=rng.random())
     check_spans(text, random_head.segment(text, options), options)
+
+
+# --- suppression of non-maximal cuts (format 4) -----------------------------------------------
+
+def test_local_maxima_within_a_radius():
+    probs = torch.tensor([0.1, 0.9, 0.5, 0.95, 0.2, 0.2])
+    assert local_maxima(probs, 1).tolist() == [False, True, False, True, False, True]  # a tie is kept
+    assert local_maxima(probs, 2).tolist() == [False, False, False, True, False, False]
+    assert local_maxima(probs, 0).all() and local_maxima(torch.zeros(0), 3).shape == (0,)
+
+
+def test_decide_keeps_the_peaks_over_the_threshold():
+    candidates = [Candidate(10 * (i + 1), "sentence") for i in range(6)]
+    probs = torch.tensor([0.1, 0.9, 0.5, 0.95, 0.2, 0.2])
+    assert decide(candidates, probs, 0.3) == [20, 30, 40]
+    assert decide(candidates, probs, 0.3, suppress=1) == [20, 40]
+    assert decide(candidates, probs, 0.15, suppress=1) == [20, 40, 60]
+
+
+def test_the_segmenter_applies_its_suppression(backbone):
+    config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
+                            suppress=1)
+    suppressing = LearnedSegmenter(BoundaryModel(backbone, KindHead(KIND_LOGITS, backbone.feature_size), config), words)
+    found = find_candidates(TEXT)
+    logits = torch.tensor([KIND_LOGITS[c.kind] for c in found])
+    expected = [c.offset for c, keep in zip(found, local_maxima(logits, 1).tolist()) if keep]
+    assert suppressing.cut_offsets(TEXT, 1.0) == expected
+    assert len(expected) < len(found)  # the rule removes something here

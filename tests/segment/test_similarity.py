@@ -10,7 +10,7 @@ from tiny_models import tiny_backbone
 from blockrag.segment.backbone import ENCODER, Backbone, WindowPlan, _stitched
 from blockrag.segment.boundary import GAP_FEATURES, BoundaryConfig, BoundaryHead, BoundaryModel
 from blockrag.segment.candidates import KINDS, find_candidates
-from blockrag.segment.similarity import PER_WIDTH, similarity_features
+from blockrag.segment.similarity import PER_WIDTH, similarity_features, unit_similarity_features
 
 
 def two_topics(n: int = 40) -> torch.Tensor:
@@ -75,7 +75,7 @@ def test_backbone_read_gives_both_blocks(backbone):
 def test_format_3_head_round_trip(tmp_path, backbone):
     widths = [8, 64]
     config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
-                            hidden=8, similarity_widths=widths)
+                            hidden=8, similarity_widths=widths, format=3)
     head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH * len(widths))
     model = BoundaryModel(backbone, head, config)
     candidates = find_candidates(TEXT)
@@ -85,3 +85,78 @@ def test_format_3_head_round_trip(tmp_path, backbone):
     loaded = BoundaryModel.load(tmp_path, backbone=backbone)
     assert loaded.config.similarity_widths == widths and loaded.config.format == 3
     assert torch.allclose(loaded.probabilities(TEXT)[1], model.probabilities(TEXT)[1])
+
+
+# --- unit similarity (format 4): each unit embedded alone -------------------------------------
+
+def unit_topics(n: int = 10, change: int = 5) -> torch.Tensor:
+    """[n, 2]: units 0..change-1 one direction, the rest an orthogonal one."""
+    vectors = torch.zeros(n, 2)
+    vectors[:change, 0] = 1.0
+    vectors[change:, 1] = 1.0
+    return vectors
+
+
+def test_unit_cosine_is_zero_only_at_the_change():
+    out = unit_similarity_features(unit_topics(), [10] * 10, widths=[10, 30])
+    assert out.shape == (9, 2 * PER_WIDTH)  # one row a gap: candidate j lies between unit j and j + 1
+    cos10, cos30 = out[:, 0], out[:, PER_WIDTH]
+    # width 10 words: one unit a side, so only gap 4 (units 4 | 5) straddles the change
+    assert cos10.tolist() == pytest.approx([1, 1, 1, 1, 0, 1, 1, 1, 1], abs=1e-6)
+    # width 30: three units a side; gap 3 reads units 1-3 | 4-6: left e0, right (e0 + 2 e1) / 3
+    assert cos30[4] == pytest.approx(0.0, abs=1e-6)
+    assert cos30[3] == pytest.approx(1 / 5 ** 0.5, abs=1e-6)
+    depth = out[:, 2]
+    assert int(depth.argmax()) == 4 and float(depth[4]) == pytest.approx(2.0)
+
+
+def test_unit_windows_weigh_units_by_words_and_take_one_unit_at_least():
+    vectors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    # a side always holds the unit next to the gap, however wide it is; width 5 holds nothing more
+    out = unit_similarity_features(vectors, [1, 100, 3], widths=[5, 1000])
+    assert out[:, 0].tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+    # width 1000: gap 0 reads unit 0 | units 1-2 = (100 e1 + 3 e0) / 103
+    assert float(out[0, PER_WIDTH]) == pytest.approx(3 / (100 ** 2 + 9) ** 0.5, abs=1e-6)
+
+
+def test_unit_features_of_empty_units_and_single_units():
+    assert unit_similarity_features(torch.zeros(1, 2), [4], widths=[8]).shape == (0, PER_WIDTH)
+    out = unit_similarity_features(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), [4, 0], widths=[8])
+    assert torch.isfinite(out).all() and float(out[0, 0]) == 0.0  # an empty unit has no direction
+
+
+def test_unit_vectors_embed_each_text_alone(backbone):
+    texts = ["First unit here.", "", "A second, longer unit of several words to read."]
+    vectors = backbone.unit_vectors(texts)
+    assert vectors.shape == (3, backbone.hidden_size)
+    assert torch.equal(vectors[1], torch.zeros(backbone.hidden_size))
+    # batching by length changes nothing: each row is the text's own embedding
+    assert torch.allclose(vectors[[0, 2]], torch.from_numpy(backbone.embed([texts[0], texts[2]])), atol=1e-5)
+
+
+def test_format_4_head_round_trip(tmp_path, backbone):
+    widths, unit_widths = [8], [10, 40]
+    config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
+                            hidden=8, similarity_widths=widths, unit_widths=unit_widths, suppress=2)
+    head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH, unit=2 * PER_WIDTH)
+    with torch.no_grad():
+        head.fusion.weight.normal_()
+        head.scale.fill_(0.5)
+    model = BoundaryModel(backbone, head, config)
+    candidates = find_candidates(TEXT)
+    rows = model.inputs(TEXT, candidates)
+    assert rows.shape == (len(candidates), backbone.feature_size + len(KINDS) + GAP_FEATURES + 3 * PER_WIDTH)
+    model.save(tmp_path)
+    loaded = BoundaryModel.load(tmp_path, backbone=backbone)
+    assert (loaded.config.unit_widths, loaded.config.suppress, loaded.config.format) == (unit_widths, 2, 4)
+    assert torch.allclose(loaded.probabilities(TEXT)[1], model.probabilities(TEXT)[1])
+
+
+def test_a_fresh_fusion_leaves_the_net_alone(backbone):
+    torch.manual_seed(0)
+    head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH, unit=2 * PER_WIDTH).eval()
+    x = torch.randn(5, backbone.feature_size + len(KINDS) + GAP_FEATURES + 3 * PER_WIDTH)
+    assert torch.equal(head(x), head.net(x[:, :-2 * PER_WIDTH]).squeeze(-1))
+    with torch.no_grad():
+        head.fusion.bias.fill_(1.5)
+    assert torch.allclose(head(x), head.net(x[:, :-2 * PER_WIDTH]).squeeze(-1) + 1.5)

@@ -220,3 +220,30 @@ def test_quality_table_has_every_method(minilm, head, data, instances):
     by_name = {r.name: r.scores for r in rows}
     assert by_name["no split"].f1 == 0.0
     assert rows[0].scores.f1 > by_name["no split"].f1  # on its own training data, at least
+
+
+# --- fitting the fusion of a format-4 head ------------------------------------------------------
+
+def test_fit_fusion_learns_the_unit_signal_and_keeps_the_net():
+    from blockrag.segment.boundary import BoundaryHead
+    from blockrag.segment.training import FeatureSet, fit_fusion
+
+    torch.manual_seed(0)
+    feature_size, unit, n = 4, 3, 400
+    net_only = BoundaryHead(feature_size, 8).eval()
+    width = feature_size + kind_one_hot([]).shape[1]
+    main = torch.randn(n, width)
+    shift = torch.randn(n, unit)
+    labels = (shift[:, 0] < -1.0).float()  # cuts where the first unit feature is low: the net cannot see it
+    data = FeatureSet(torch.cat([main, shift], dim=1), labels, torch.zeros(n, dtype=torch.long), [[]])
+    before = {k: v.clone() for k, v in net_only.net.state_dict().items()}
+    fused = fit_fusion(net_only, data, unit)
+    for k, v in fused.net.state_dict().items():
+        assert torch.equal(v, before[k])
+
+    def auc(logits: torch.Tensor) -> float:  # the chance that a cut outranks a non-cut
+        return float((logits[labels == 1].unsqueeze(1) > logits[labels == 0].unsqueeze(0)).float().mean())
+
+    with torch.no_grad():
+        assert auc(fused(data.inputs)) > 0.98 and auc(net_only(main)) < 0.7
+    assert float(fused.fusion.weight[0, 0]) < 0  # low first feature: higher cut logit

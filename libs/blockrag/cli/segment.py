@@ -133,27 +133,53 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="JSONL to evaluate on (from build-data, ideally other sources).")],
     model: Annotated[Path | None, typer.Option(help="Trained head directory; default: the shipped segmenter.")] = None,
     granularity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
-    out: Annotated[Path | None, typer.Option(help="Also write the table as JSON here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the tables as JSON here.")] = None,
+    families: Annotated[bool, typer.Option(help="One table per family (code, docs, dialogue, prose/concat, prose/heading-free) and a granularity sweep each.")] = True,
 ) -> None:
-    """Pk, WindowDiff and boundary F1 of the segmenter and of the baselines, on the same data."""
+    """Pk, WindowDiff and boundary F1 of the segmenter and of the baselines, on the same data, for
+    each family apart; then blocks per 1K tokens and Pk at granularity 0, 0.25, 0.5, 0.75, 1."""
     from blockrag.segment.data import read_jsonl
     from blockrag.segment.default import load_default_segmenter, load_segmenter
-    from blockrag.segment.evaluation import quality_table
+    from blockrag.segment.evaluation import family_tables, granularity_sweep, quality_table
 
     instances = read_jsonl(data)
     segmenter = load_segmenter(model, len) if model else load_default_segmenter(len)
+    report: dict = {}
     with console.status("Scoring...") as status:
-        rows = quality_table(instances, segmenter, granularity, progress=lambda name: status.update(f"Scoring {name}..."))
-    table = Table("method", "Pk", "WindowDiff", "precision", "recall", "F1", "seconds",
-                  title=f"Segmentation quality on {len(instances)} instances of {data} (lower Pk/WindowDiff is better)")
-    for r in rows:
-        s = r.scores
-        table.add_row(r.name, f"{s.pk:.3f}", f"{s.window_diff:.3f}", f"{s.precision:.3f}", f"{s.recall:.3f}",
-                      f"{s.f1:.3f}", f"{r.seconds:.1f}")
-    console.print(table)
+        if families:
+            tables = family_tables(instances, segmenter, granularity, progress=lambda name: status.update(f"Scoring {name}..."))
+        else:
+            tables = {"all": quality_table(instances, segmenter, granularity,
+                                           progress=lambda name: status.update(f"Scoring {name}..."))}
+    for name, rows in tables.items():
+        n = sum(1 for i in instances if not families or _family(i) == name)
+        table = Table("method", "Pk", "WindowDiff", "precision", "recall", "F1", "seconds",
+                      title=f"{name}: {n} instances of {data} (lower Pk/WindowDiff is better)")
+        for r in rows:
+            s = r.scores
+            table.add_row(r.name, f"{s.pk:.3f}", f"{s.window_diff:.3f}", f"{s.precision:.3f}", f"{s.recall:.3f}",
+                          f"{s.f1:.3f}", f"{r.seconds:.1f}")
+        console.print(table)
+        report[name] = {"methods": [{"method": r.name, **r.scores.__dict__, "seconds": r.seconds} for r in rows]}
+        if families:
+            with console.status(f"Granularity sweep on {name}..."):
+                tokenizer = segmenter.model.backbone.tokenizer
+                sweep = granularity_sweep([i for i in instances if _family(i) == name], segmenter,
+                                          count_tokens=lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]))
+            table = Table("granularity", "blocks per 1K tokens", "Pk",
+                          title=f"{name}: granularity sweep (learned; tokens of its backbone)")
+            for point in sweep:
+                table.add_row(f"{point.granularity:.2f}", f"{point.blocks_per_1k_tokens:.2f}", f"{point.pk:.3f}")
+            console.print(table)
+            report[name]["sweep"] = [point.__dict__ for point in sweep]
     if out:
-        out.write_text(json.dumps([{"method": r.name, **r.scores.__dict__, "seconds": r.seconds} for r in rows],
-                                  indent=2))
+        out.write_text(json.dumps(report, indent=2))
+
+
+def _family(instance) -> str:
+    from blockrag.segment.evaluation import family
+
+    return family(instance)
 
 
 @app.command()

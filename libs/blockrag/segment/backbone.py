@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -157,20 +158,55 @@ class Backbone:
         return features, similarity_features(_stitched(hidden, plan), after, widths)
 
     @torch.inference_mode()
-    def embed(self, texts: list[str]) -> "np.ndarray":
+    def embed(self, texts: list[str]) -> np.ndarray:
         """[len(texts), hidden] L2-normalised mean-pooled embeddings (the sentence-transformers
         recipe of all-MiniLM-L6-v2), first `window` tokens of each text."""
-        import numpy as np
-
         rows = []
         for i in range(0, len(texts), self.batch * 4):
             enc = self.tokenizer(texts[i:i + self.batch * 4], padding=True, truncation=True, max_length=self.window,
-                                 return_tensors="pt")
+                                 return_tensors="pt").to(self.device)
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            rows.append(torch.nn.functional.normalize(pooled, dim=1))
+            rows.append(torch.nn.functional.normalize(pooled, dim=1).float().cpu())
         return torch.cat(rows).numpy() if rows else np.zeros((0, self.hidden_size), dtype=np.float32)
+
+    @torch.inference_mode()
+    def unit_vectors(self, texts: list[str]) -> torch.Tensor:
+        """[len(texts), hidden] float32: each text embedded alone, as `embed` does (its first
+        `window` tokens, mean-pooled, L2-normalised; an empty text gives zeros), the texts batched
+        in order of length so that a batch pads little."""
+        out = torch.zeros(len(texts), self.hidden_size)
+        ids = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.window)["input_ids"]
+        order = sorted((i for i, t in enumerate(texts) if t.strip()), key=lambda i: len(ids[i]))
+        pad = self.tokenizer.pad_token_id or 0
+        budget = self.batch * self.window  # tokens a batch, padding included
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            while stop < len(order) and (stop - start + 1) * len(ids[order[stop]]) <= budget:
+                stop += 1
+            group = order[start:stop]
+            width = len(ids[group[-1]])
+            input_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in group], device=self.device)
+            mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in group], device=self.device)
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # [b, width, hidden]
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            out[group] = torch.nn.functional.normalize(pooled, dim=1).float().cpu()
+            start = stop
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (the CPU for a model without any)."""
+        weight = next(iter(self.model.parameters()), None)
+        return weight.device if weight is not None else torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> Backbone:
+        """Move the model (a GPU reads many windows at once: raise `batch` with it)."""
+        self.model.to(device)
+        return self
 
     def _hidden(self, ids: list[int], plan: WindowPlan, windows: list[int]) -> dict[int, torch.Tensor]:
         """Last hidden states [window length, hidden] of the windows asked for, batched."""
@@ -180,9 +216,9 @@ class Backbone:
             chunks = [ids[plan.starts[w]:plan.starts[w] + plan.window] for w in group]
             width = max(map(len, chunks))
             pad = self.tokenizer.pad_token_id or 0
-            input_ids = torch.tensor([c + [pad] * (width - len(c)) for c in chunks])
-            mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunks])
-            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            input_ids = torch.tensor([c + [pad] * (width - len(c)) for c in chunks], device=self.device)
+            mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunks], device=self.device)
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float().cpu()
             for w, c, h in zip(group, chunks, hidden):
                 out[w] = h[:len(c)]
         return out

@@ -20,11 +20,12 @@ from torch import nn
 
 from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import Backbone
-from blockrag.segment.candidates import KINDS, Candidate, find_candidates
-from blockrag.segment.similarity import PER_WIDTH
+from blockrag.segment.candidates import KINDS, Candidate, find_candidates, units
+from blockrag.segment.similarity import PER_WIDTH, unit_similarity_features
 
-FORMAT = 3  # 2: pooled context, cosine and layout features; 3: + wide-window similarity (similarity.py)
-READABLE_FORMATS = (2, 3)
+FORMAT = 4  # 2: pooled context, cosine and layout features; 3: + wide-window similarity (similarity.py);
+# 4: + unit similarity (each unit embedded alone, similarity.py) and suppression of non-maximal cuts
+READABLE_FORMATS = (2, 3, 4)
 
 
 @dataclass
@@ -40,20 +41,40 @@ class BoundaryConfig:
     overlap: int = 64
     format: int = FORMAT
     similarity_widths: list[int] = field(default_factory=list)  # empty: no similarity features
+    unit_widths: list[int] = field(default_factory=list)  # words; empty: no unit similarity features
+    suppress: int = 0  # a cut must be the most likely within this many candidates either side
     training: dict = field(default_factory=dict)  # data, epochs, validation scores
 
 
 class BoundaryHead(nn.Module):
-    """[n, feature_size + len(KINDS) + GAP_FEATURES + similarity] -> [n] logits."""
+    """[n, feature_size + len(KINDS) + GAP_FEATURES + similarity + unit] -> [n] logits.
 
-    def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1, similarity: int = 0):
+    The MLP `net` reads every column but the last `unit` (the unit similarity features); with unit
+    features (format 4), logit = scale * net(x) + fusion(unit features, kind one-hot): a linear
+    term over the content shift read with both sides apart, per candidate kind's bias, that can be
+    fitted on top of a trained `net` (scale starts at 1 and fusion at 0, so before fitting the
+    head is `net` alone) or with it.
+    """
+
+    def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1, similarity: int = 0,
+                 unit: int = 0):
         super().__init__()
+        self.feature_size, self.unit = feature_size, unit
         width = feature_size + len(KINDS) + GAP_FEATURES + similarity
         self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden),
                                  nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        if unit:
+            self.scale = nn.Parameter(torch.ones(()))
+            self.fusion = nn.Linear(unit + len(KINDS), 1)
+            nn.init.zeros_(self.fusion.weight)
+            nn.init.zeros_(self.fusion.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        if not self.unit:
+            return self.net(x).squeeze(-1)
+        kinds = x[:, self.feature_size:self.feature_size + len(KINDS)]
+        main, unit = x[:, :-self.unit], x[:, -self.unit:]
+        return self.scale * self.net(main).squeeze(-1) + self.fusion(torch.cat([unit, kinds], dim=1)).squeeze(-1)
 
 
 GAP_FEATURES = 8
@@ -84,6 +105,26 @@ def kind_one_hot(candidates: list[Candidate], text: str | None = None) -> torch.
     return out
 
 
+def unit_features(backbone: Backbone, text: str, candidates: list[Candidate],
+                  widths: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """[len(candidates), PER_WIDTH * len(widths)]: the unit similarity features (similarity.py) of
+    each candidate, every unit between two candidates embedded alone."""
+    if not widths or not candidates:
+        return torch.zeros(len(candidates), PER_WIDTH * len(widths))
+    spans = units(text, candidates)
+    texts = [text[s:e].strip() for s, e in spans]
+    return unit_similarity_features(backbone.unit_vectors(texts), [len(t.split()) for t in texts], widths)
+
+
+def head_inputs(backbone: Backbone, text: str, candidates: list[Candidate], widths: list[int] | tuple[int, ...] = (),
+                unit_widths: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+    """The head's input rows for the candidates of one text: backbone features, kind and layout,
+    then the wide-window similarity features and the unit similarity features the head has."""
+    features, similarity = backbone.read(text, [c.offset for c in candidates], widths)
+    return torch.cat([features, kind_one_hot(candidates, text), similarity,
+                      unit_features(backbone, text, candidates, unit_widths)], dim=1)
+
+
 class BoundaryModel:
     def __init__(self, backbone: Backbone, head: BoundaryHead, config: BoundaryConfig):
         self.backbone, self.head, self.config = backbone, head.eval(), config
@@ -91,9 +132,7 @@ class BoundaryModel:
     def inputs(self, text: str, candidates: list[Candidate]) -> torch.Tensor:
         """The head's input rows for the candidates of one text: backbone features, kind and
         layout, then the wide-window similarity features when the head was trained with them."""
-        features, similarity = self.backbone.read(text, [c.offset for c in candidates],
-                                                  self.config.similarity_widths)
-        return torch.cat([features, kind_one_hot(candidates, text), similarity], dim=1)
+        return head_inputs(self.backbone, text, candidates, self.config.similarity_widths, self.config.unit_widths)
 
     @torch.inference_mode()
     def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:
@@ -124,8 +163,8 @@ class BoundaryModel:
         if backbone.feature_size != config.feature_size:
             raise ModelLoadError(f"the segmenter head in {directory} expects {config.feature_size} features, "
                                  f"its backbone {config.backbone!r} gives {backbone.feature_size}")
-        head = BoundaryHead(config.feature_size, config.hidden,
-                            similarity=PER_WIDTH * len(config.similarity_widths))
+        head = BoundaryHead(config.feature_size, config.hidden, similarity=PER_WIDTH * len(config.similarity_widths),
+                            unit=PER_WIDTH * len(config.unit_widths))
         try:
             head.load_state_dict(state)
         except RuntimeError as e:

@@ -36,12 +36,14 @@ class LearnedSegmenter:
     def cut_offsets(self, text: str, granularity: float = 0.5) -> list[int]:
         """Where the model cuts, before any size rule (what the segmentation metrics score)."""
         candidates, probs = self.model.probabilities(text)
-        return _decide(candidates, probs, threshold_for(self.model.config.threshold, granularity))
+        return decide(candidates, probs, threshold_for(self.model.config.threshold, granularity),
+                      self.model.config.suppress)
 
     def segment(self, text: str, options: SegmentOptions = SegmentOptions(granularity=0.5)) -> list[Span]:
         candidates, probs = self.model.probabilities(text)
         strength = {c.offset: float(p) for c, p in zip(candidates, probs)}
-        cuts = _decide(candidates, probs, threshold_for(self.model.config.threshold, options.granularity))
+        cuts = decide(candidates, probs, threshold_for(self.model.config.threshold, options.granularity),
+                      self.model.config.suppress)
         bounds = [0, *cuts, len(text)]
         spans: list[Span] = []
         for start, end in zip(bounds, bounds[1:]):
@@ -86,5 +88,19 @@ class LearnedSegmenter:
             spans[left:left + 2] = [merged]
 
 
-def _decide(candidates: list[Candidate], probs: torch.Tensor, threshold: float) -> list[int]:
-    return [c.offset for c, p in zip(candidates, probs.tolist()) if p > threshold]
+def local_maxima(probs: torch.Tensor, radius: int) -> torch.Tensor:
+    """[n] bool: probs[j] is the highest within `radius` candidates either side (ties kept)."""
+    if radius <= 0 or len(probs) == 0:
+        return torch.ones(len(probs), dtype=torch.bool)
+    padded = torch.nn.functional.pad(probs.view(1, 1, -1).float(), (radius, radius), value=-1.0)
+    peak = torch.nn.functional.max_pool1d(padded, 2 * radius + 1, stride=1).view(-1)  # [n]
+    return probs.float() >= peak
+
+
+def decide(candidates: list[Candidate], probs: torch.Tensor, threshold: float, suppress: int = 0) -> list[int]:
+    """Offsets of the candidates over the threshold that are local maxima within `suppress`
+    candidates: in prose the probability rises over the few sentences around a topic shift, and
+    only its peak is the cut. The maxima do not depend on the threshold, so a lower threshold
+    (a higher granularity) only adds cuts."""
+    keep = local_maxima(probs, suppress).tolist()
+    return [c.offset for c, p, k in zip(candidates, probs.tolist(), keep) if k and p > threshold]

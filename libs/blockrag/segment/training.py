@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from blockrag.segment.backbone import Backbone
-from blockrag.segment.boundary import BoundaryHead, kind_one_hot
-from blockrag.segment.candidates import Candidate, find_candidates
+from blockrag.segment.boundary import BoundaryHead, head_inputs, kind_one_hot
+from blockrag.segment.candidates import KINDS, Candidate, find_candidates
 from blockrag.segment.metrics import boundary_f1, pk, window_diff
 
 Progress = Callable[[int, int], None]
@@ -44,15 +44,14 @@ class FeatureSet:
 
 
 def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None = None,
-              widths: Sequence[int] = ()) -> FeatureSet:
+              widths: Sequence[int] = (), unit_widths: Sequence[int] = ()) -> FeatureSet:
     """The head's input rows (as BoundaryModel.inputs makes them) and labels of every candidate;
-    widths: the similarity widths of the head (similarity.py), none for a format-2 head."""
+    widths, unit_widths: the similarity widths of the head (similarity.py), none for format 2."""
     inputs, labels, owner, candidates = [], [], [], []
     for i, instance in enumerate(instances):
         found = find_candidates(instance.text)
         truth = set(instance.boundaries)
-        features, similarity = backbone.read(instance.text, [c.offset for c in found], widths)
-        inputs.append(torch.cat([features, kind_one_hot(found, instance.text), similarity], dim=1))
+        inputs.append(head_inputs(backbone, instance.text, found, widths, unit_widths))
         labels.append(torch.tensor([float(c.offset in truth) for c in found]))
         owner.append(torch.full((len(found),), i, dtype=torch.int64))
         candidates.append(found)
@@ -62,17 +61,20 @@ def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None
 
 
 def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: float = 1e-3, batch: int = 512,
-               seed: int = 0, progress: Progress | None = None, similarity: int = 0) -> BoundaryHead:
-    """similarity: how many of the last input columns are similarity features (similarity.py)."""
+               seed: int = 0, progress: Progress | None = None, similarity: int = 0, unit: int = 0,
+               device: torch.device | str = "cpu") -> BoundaryHead:
+    """similarity, unit: how many of the last input columns are wide-window similarity features,
+    then unit similarity features (similarity.py). Trained on `device`, returned on the CPU."""
     torch.manual_seed(seed)
-    head = BoundaryHead(data.inputs.shape[1] - kind_one_hot([]).shape[1] - similarity, hidden,
-                        similarity=similarity)
+    head = BoundaryHead(data.inputs.shape[1] - kind_one_hot([]).shape[1] - similarity - unit, hidden,
+                        similarity=similarity, unit=unit).to(device)
+    inputs, labels = data.inputs.to(device), data.labels.to(device)
     positives = float(data.labels.sum())
     # cuts are rare among candidates (every line and sentence end is one): weigh them up by the
     # imbalance (its square root ranked held-out cuts worse: Pk 0.306 against 0.282). This lifts
     # the probabilities, so the chosen threshold is high: the grid reaches 0.999.
     imbalance = (len(data.labels) - positives) / max(positives, 1.0)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(imbalance))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(imbalance, device=device))
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     order = list(range(len(data.labels)))
     rng = random.Random(seed)
@@ -80,14 +82,45 @@ def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: flo
     for epoch in range(epochs):
         rng.shuffle(order)
         for start in range(0, len(order), batch):
-            idx = torch.tensor(order[start:start + batch])
+            idx = torch.tensor(order[start:start + batch], device=device)
             optimizer.zero_grad()
-            loss = loss_fn(head(data.inputs[idx]), data.labels[idx])
+            loss = loss_fn(head(inputs[idx]), labels[idx])
             loss.backward()
             optimizer.step()
         if progress:
             progress(epoch + 1, epochs)
-    return head.eval()
+    return head.cpu().eval()
+
+
+def fit_fusion(head: BoundaryHead, data: FeatureSet, unit: int, *, steps: int = 300, lr: float = 0.05,
+               weight_decay: float = 1e-3, seed: int = 0) -> BoundaryHead:
+    """A format-4 head: `head`'s net, frozen, with the fusion term (and the scale of the net's
+    logit) fitted by full-batch class-weighted logistic regression on `data`, whose last `unit`
+    columns are the unit similarity features. `data` should be instances the net was not trained
+    on, so that its logits are as confident as on new text."""
+    torch.manual_seed(seed)
+    fused = BoundaryHead(head.feature_size, head.net[1].out_features, similarity=data.inputs.shape[1] - unit
+                         - head.feature_size - kind_one_hot([]).shape[1], unit=unit)
+    fused.net.load_state_dict(head.net.state_dict())
+    fused.eval()  # no dropout: the net is fixed
+    for p in fused.net.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        base = fused.net(data.inputs[:, :-unit]).squeeze(-1)  # [N]
+    kinds = data.inputs[:, head.feature_size:head.feature_size + len(KINDS)]
+    extra = torch.cat([data.inputs[:, -unit:], kinds], dim=1)  # [N, unit + kinds]
+    positives = float(data.labels.sum())
+    imbalance = (len(data.labels) - positives) / max(positives, 1.0)  # as train_head weighs cuts
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(imbalance))
+    optimizer = torch.optim.Adam([fused.scale, *fused.fusion.parameters()], lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(fused.scale * base + fused.fusion(extra).squeeze(-1), data.labels)
+        loss.backward()
+        optimizer.step()
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    return fused.eval()
 
 
 @torch.inference_mode()
@@ -102,6 +135,20 @@ class Scores:
     precision: float
     recall: float
     f1: float
+
+
+def suppressed(probs: torch.Tensor, data: FeatureSet, radius: int) -> torch.Tensor:
+    """probs with every candidate that is not a local maximum within `radius` candidates of its
+    own instance set to 0 (learned.decide's rule), so that scoring at a threshold scores that rule."""
+    from blockrag.segment.learned import local_maxima
+
+    if radius <= 0:
+        return probs
+    out = probs.clone()
+    for i in range(len(data.candidates)):
+        idx = data.rows(i)
+        out[idx] = torch.where(local_maxima(probs[idx], radius), probs[idx], torch.zeros(()))
+    return out
 
 
 def scores_at(probs: torch.Tensor, data: FeatureSet, threshold: float) -> Scores:
@@ -122,3 +169,17 @@ def choose_threshold(probs: torch.Tensor, data: FeatureSet) -> tuple[float, Scor
     """The threshold (on a grid) with the lowest Pk + WindowDiff on `data`."""
     scored = [(t, scores_at(probs, data, t)) for t in THRESHOLD_GRID]
     return min(scored, key=lambda ts: (ts[1].pk + ts[1].window_diff, -ts[0]))
+
+
+SUPPRESS_GRID = (0, 1, 2, 3, 4)
+
+
+def choose_decision(probs: torch.Tensor, data: FeatureSet,
+                    radii: Sequence[int] = SUPPRESS_GRID) -> tuple[float, int, Scores]:
+    """(threshold, suppression radius, scores): the pair with the lowest Pk + WindowDiff on `data`
+    (the smaller radius on a tie)."""
+    best = []
+    for radius in radii:
+        threshold, scores = choose_threshold(suppressed(probs, data, radius), data)
+        best.append((threshold, radius, scores))
+    return min(best, key=lambda b: (b[2].pk + b[2].window_diff, b[1]))
