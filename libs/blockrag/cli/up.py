@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from blockrag_services.drain import DEFAULT_GRACE_S  # light: no Ray, no torch
+
 console = Console()
 
 
@@ -53,7 +55,7 @@ def up(
     ready_file: Annotated[Path | None, typer.Option(help="Write the addresses here as JSON once every service is up.")] = None,
     auth: Annotated[bool, typer.Option(help="Require an API key on every call (create the first admin key with `blockrag keys bootstrap`).")] = False,
     distill_schedule: Annotated[str, typer.Option(help='Start a block distillation run (shared scope, default corpus) periodically: an interval ("6h") or a cron expression ("0 3 * * *"); default: never.')] = "",
-    grace_period: Annotated[float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds the requests in flight have to finish (new ones get UNAVAILABLE) before the services stop.")] = 20.0,
+    grace_period: Annotated[float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds the requests in flight have to finish (new ones get UNAVAILABLE) before the services stop.")] = DEFAULT_GRACE_S,
     quota_stored_bytes: Annotated[int, typer.Option(min=0, help="Per-tenant quota on stored KV bytes (0: none).")] = 0,
     quota_precompute_tokens: Annotated[int, typer.Option(min=0, help="Per-tenant quota on block tokens precomputed per minute (0: none).")] = 0,
 ) -> None:
