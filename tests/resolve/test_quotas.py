@@ -12,6 +12,7 @@ import pytest
 from fixtures.postgres import fresh_database
 
 from blockrag.errors import InvalidRequestError, QuotaExceededError
+from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.index import CacheIndex
 from blockrag.resolve import BlockRef, BlockResolver, BlockWriter, LocalEncoder, Quota, StoreTier, TenantQuotas
 from blockrag.resolve.writer import kv_bytes_per_token
@@ -47,11 +48,17 @@ def open_index(backend: str, tmp_path):
         yield index
 
 
-def test_bytes_per_token_is_the_stored_payload(runtime, index, objects):
-    written = BlockWriter(index, objects).write(runtime, "t", [TEXTS[0]])[0]
-    # the frame: the payload of keys and values plus a header (safetensors metadata), under 2 KB
-    payload = written.token_count * kv_bytes_per_token(runtime)
-    assert written.kv.nbytes == payload and payload < written.nbytes < payload + 2048
+@pytest.mark.parametrize("compression", list(KVCompression))
+def test_bytes_per_token_is_the_stored_payload(compression, runtime, index, objects):
+    written = BlockWriter(index, objects, compression=compression).write(runtime, "t", [TEXTS[0]])[0]
+    # the frame: the payload of keys and values (and per-token scales) plus a header (safetensors
+    # metadata, per-head scales), under 2 KB
+    payload = written.token_count * kv_bytes_per_token(runtime, compression)
+    assert payload < written.nbytes < payload + 2048
+    if compression is KVCompression.NONE:
+        assert written.kv.nbytes == payload
+    else:  # one byte per element instead of float32's four (plus scales: large next to the tiny head_dim 8)
+        assert payload < written.kv.nbytes // 2
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

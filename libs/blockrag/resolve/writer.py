@@ -52,12 +52,15 @@ class WritePlan:
         return [i for i in range(len(self.texts)) if i not in self.stored]
 
 
-def kv_bytes_per_token(runtime: Runtime) -> int:
-    """Keys and values of one token over every layer: what a stored entry costs per token (its
-    frame adds a header of a few hundred bytes)."""
+def kv_bytes_per_token(runtime: Runtime, compression: KVCompression = KVCompression.NONE) -> int:
+    """Keys and values of one token over every layer, as a frame of ``compression`` stores them:
+    what a stored entry costs per token (its frame adds a header of a few hundred bytes, and
+    per-head scales)."""
     engine = runtime.engine
-    # keys, values: [layers, kv_heads, tokens, head_dim] each
-    return 2 * engine.num_layers * engine.num_kv_heads * engine.head_dim * engine.dtype.itemsize
+    # keys, values: [layers, kv_heads, tokens, head_dim] each; compressed: one byte per element
+    element = engine.dtype.itemsize if compression is KVCompression.NONE else 1
+    scales = 2 * engine.num_layers * engine.num_kv_heads * 4 if compression.per_token else 0  # float32 per token
+    return 2 * engine.num_layers * engine.num_kv_heads * engine.head_dim * element + scales
 
 
 class BlockWriter:
@@ -97,7 +100,7 @@ class BlockWriter:
             hits = {i: (r.location, r.nbytes) for i, r in enumerate(rows) if r.hit}
             stored, replaced = ({}, sum(n for _, n in hits.values())) if recompute else (hits, 0)
         tokens = sum(len(ids[i]) for i in range(len(distinct)) if i not in stored)
-        self.quotas.admit(tenant, tokens, max(tokens * kv_bytes_per_token(runtime) - replaced, 0),
+        self.quotas.admit(tenant, tokens, max(tokens * kv_bytes_per_token(runtime, self.compression) - replaced, 0),
                           lambda: self.index.stats(tenant).bytes)
         registered = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)])
         if registered != block_ids:  # one derivation of ids (kvcache.index.block_id_for): never expected
