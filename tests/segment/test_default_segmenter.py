@@ -28,8 +28,11 @@ def test_ships_with_the_package(segmenter):
     assert (default_model_dir() / "TRAINING.md").is_file()
     config = segmenter.model.config
     assert config.backbone == "all-minilm-l6-v2" and config.backbone_kind == "encoder"
-    assert 0.5 < config.threshold < 1.0 and config.training["instances"] == 304
-    assert config.format == 3 and config.similarity_widths == [64, 128, 256, 512]  # issue 10: content shift
+    assert 0.5 < config.threshold < 1.0 and config.training["net"]["instances"] == 304
+    assert config.format == 4 and config.similarity_widths == [64, 128, 256, 512]  # issue 10: content shift
+    # format 4: the net of format 3 plus a fusion over the unit similarity (units embedded alone)
+    assert config.unit_widths == [25, 50, 100, 200, 400] and config.suppress == 3
+    assert segmenter.model.head.unit == 15 and float(segmenter.model.head.scale) < 1.0
 
 
 def test_finer_granularity_keeps_every_coarser_cut(segmenter, text):
