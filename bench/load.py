@@ -132,8 +132,10 @@ def process_name(p: psutil.Process) -> str:
     return Path(first).name
 
 
-def platform_memory(pid: int) -> dict[str, tuple[int, int]]:
-    """name -> (RSS, PSS) bytes of a process and each of its descendants (alike names summed).
+def platform_memory(pid: int) -> dict[str, tuple[int, int, int]]:
+    """name -> (RSS, PSS, USS) bytes of a process and each of its descendants (alike names summed;
+    USS: the pages no other process maps, so PSS - USS is the process's share of shared pages:
+    libraries, the model's weights, Ray's object store).
     PSS shares each shared page among the processes that map it (the model's weights, Ray's
     object store, libraries), so the PSS total is the memory the platform holds; the RSS total
     counts shared pages once per process."""
@@ -142,15 +144,15 @@ def platform_memory(pid: int) -> dict[str, tuple[int, int]]:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return {}
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, tuple[int, int, int]] = {}
     for p in procs:
         try:
             info = p.memory_full_info()
             name = process_name(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        rss, pss = out.get(name, (0, 0))
-        out[name] = (rss + info.rss, pss + getattr(info, "pss", info.rss))
+        rss, pss, uss = out.get(name, (0, 0, 0))
+        out[name] = (rss + info.rss, pss + getattr(info, "pss", info.rss), uss + info.uss)
     return out
 
 
@@ -189,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
                 with lock:
                     calls.append(call)
 
-    memory: list[tuple[float, dict[str, tuple[int, int]]]] = []  # (seconds, name -> (RSS, PSS))
+    memory: list[tuple[float, dict[str, tuple[int, int, int]]]] = []  # (seconds, name -> (RSS, PSS, USS))
     cache: list[int] = []  # the generation replicas' block caches (bytes), at each sample
     done = threading.Event()
 
@@ -228,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
     ok = [c for c in calls if c.code == "OK"]
     ttft = [c.ttft_ms for c in asks if c.ttft_ms is not None]
     server_ttft = [c.server_ttft_ms for c in asks if c.server_ttft_ms is not None]
-    pss = [(t, sum(p for _, p in m.values())) for t, m in memory]
+    pss = [(t, sum(p for _, p, _ in m.values())) for t, m in memory]
     after = [(t, b) for t, b in pss if t >= args.warmup]
     first_after = next((i for i, (t, _) in enumerate(memory) if t >= args.warmup), len(memory) - 1)
     warm = memory[first_after][1] if memory else {}
@@ -258,8 +260,8 @@ def run(args: argparse.Namespace) -> dict:
         "errors_by_code": dict(Counter(c.code for c in calls if c.code != "OK")),
         "memory": {
             # [seconds, PSS MB, RSS MB] of all the platform's processes
-            "total_mb": [[t, round(sum(p for _, p in m.values()) / mb, 1), round(sum(r for r, _ in m.values()) / mb, 1)]
-                         for t, m in memory],
+            "total_mb": [[t, round(sum(p for _, p, _ in m.values()) / mb, 1),
+                          round(sum(r for r, _, _ in m.values()) / mb, 1)] for t, m in memory],
             "after_warmup_first_pss_mb": round(after[0][1] / mb, 1) if after else None,
             "after_warmup_last_pss_mb": round(after[-1][1] / mb, 1) if after else None,
             "after_warmup_max_pss_mb": round(max(b for _, b in after) / mb, 1) if after else None,
@@ -268,9 +270,11 @@ def run(args: argparse.Namespace) -> dict:
             "replica_cache_capacity_mb": round(capacity[-1] / mb, 1) if capacity else None,
             "after_warmup_growth_in_replica_cache_mb": round(cache_growth / mb, 1),
             "after_warmup_growth_outside_replica_cache_mb": None if other_growth is None else round(other_growth / mb, 1),
-            # name -> [PSS MB at the first sample after warm-up, at the last], largest growth first
-            "by_process_pss_mb": dict(sorted(
-                ((name, [round(warm.get(name, (0, 0))[1] / mb, 1), round(last[name][1] / mb, 1)]) for name in last),
+            # name -> [PSS MB at the first sample after warm-up, at the last, USS MB at both], largest
+            # PSS growth first
+            "by_process_pss_uss_mb": dict(sorted(
+                ((name, [round(warm.get(name, (0, 0, 0))[i] / mb, 1) if j == 0 else round(last[name][i] / mb, 1)
+                         for i in (1, 2) for j in (0, 1)]) for name in last),
                 key=lambda kv: kv[1][0] - kv[1][1])),
         },
         "sigterm_exit_code": exit_code,
