@@ -54,7 +54,7 @@ class SchedulerSettings:
     when the first answer comes); max_waiting: answers queued beyond them before refusing."""
 
     slots: int = 4
-    slot_tokens: int = 4096
+    slot_tokens: int = 3072
     max_waiting: int = 16
 
     def __post_init__(self) -> None:
@@ -107,7 +107,7 @@ class AnswerScheduler:
         """The answer's token ids as they are generated. SchedulerBusyError before any work when
         the scheduler is full; InvalidRequestError / InvalidBlockError for a request the engine
         refuses; the step's error if a step fails."""
-        self._admit()
+        self.check_room()
         if self._fits(request):
             async for token in self._batched(request):
                 yield token
@@ -121,7 +121,13 @@ class AnswerScheduler:
                               waiting=len(self._adds) + (len(batch.waiting) if batch is not None else 0),
                               alone=self._alone)
 
-    def _admit(self) -> None:
+    def idle(self) -> bool:
+        """Nothing runs, waits or is about to be applied."""
+        return not (self._tickets or self._adds or self._cancels or self._alone)
+
+    def check_room(self) -> None:
+        """SchedulerBusyError when a new answer would be refused now (a server calls it before
+        any work for the request; stream() checks again)."""
         s = self.settings
         held = len(self._tickets) + len(self._adds) + self._alone
         if held >= s.slots + s.max_waiting:

@@ -17,6 +17,7 @@ from typing import Any
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.compression import KVCompression
 from blockrag.model_spec import ModelSpec
+from blockrag.scheduler import SchedulerSettings
 
 
 def platform_home() -> Path:
@@ -112,6 +113,10 @@ class PlatformConfig:
     quotas: Quotas = field(default_factory=Quotas)
     resources: Resources = field(default_factory=Resources)
     replica_cache_bytes: int = 512 << 20  # generation's in-memory LRU of decoded blocks
+    # generation's answers decoded together per model version (blockrag.scheduler): slots x
+    # slot_tokens positions of KV, allocated at a version's first answer (the default model on a
+    # CPU: 46 KB a position, 566 MB for 4 x 3072), and how many answers may wait beyond them
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     # how block KV is held in the object store and the host tier (blockrag.kvcache.compression):
     # none, int8_head, int8_token or fp8_head; a replica serves stored entries of this setting only
     kv_compression: KVCompression = KVCompression.NONE
@@ -169,7 +174,8 @@ class PlatformConfig:
         """Build from Serve `args` (nested dicts for model, limits, resources); unknown keys are
         an error, so that a typo in a config file does not pass silently."""
         args = dict(args or {})
-        nested = {"model": ModelSpec, "limits": Limits, "quotas": Quotas, "resources": Resources, "distill": Distill}
+        nested = {"model": ModelSpec, "limits": Limits, "quotas": Quotas, "resources": Resources, "distill": Distill,
+                  "scheduler": SchedulerSettings}
         kwargs: dict[str, Any] = {}
         for key, value in args.items():
             if key in nested:

@@ -29,7 +29,9 @@ from blockrag.errors import (
     ServiceUnavailableError,
     UnsupportedModelError,
 )
+from blockrag.scheduler import SchedulerBusyError
 from blockrag.telemetry import observe_request
+
 from blockrag_services.access import Access
 from blockrag_services.drain import refuse_if_draining
 from blockrag_services.wire import MalformedRequest
@@ -43,6 +45,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (QuotaExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (SchedulerBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (ModelLoadError, grpc.StatusCode.UNAVAILABLE),
     (EngineCorrectnessError, grpc.StatusCode.UNAVAILABLE),
@@ -80,6 +83,9 @@ def _fail(service: str, method: str, context, error: BaseException) -> None:
         raise unwrap(error)
     context.set_code(code)
     context.set_details(message)
+    retry_after_s = getattr(unwrap(error), "retry_after_s", None)
+    if retry_after_s is not None:  # gRPC's own retry hint, which a client's retry policy honours
+        context.set_trailing_metadata([("grpc-retry-pushback-ms", str(int(retry_after_s * 1000)))])
 
 
 def unary(service: str, response: Callable[[], object], access: Access | None = None):

@@ -119,11 +119,11 @@ def test_store_entries_are_fetched_concurrently(runtime, index, tmp_path):
     writer, _ = replica(index, slow)
     resolve(writer, runtime, texts(*TEXTS))
     reader, encoder = replica(index, slow)
-    started = time.perf_counter()
     warm = resolve(reader, runtime, texts(*TEXTS))
     assert warm.tiers() == {"store": 4} and encoder.calls == []
-    assert slow.peak >= 4  # four gets in flight at once (threads=4), not one after another
-    assert time.perf_counter() - started < 4 * 0.05 + 0.15
+    # four gets in flight at once (threads=4), not one after another: counted, not timed (a
+    # wall-clock bound failed on the loaded 2-core machine)
+    assert slow.peak >= 4
 
 
 def test_lookup_takes_no_write_lock(runtime, tmp_path):

@@ -9,6 +9,7 @@ object store is not read), and Precompute calls nobody."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from tiny_versions import save_tiny_llama
 
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.object_store import LocalObjectStore
+from blockrag.scheduler import SchedulerBusyError, SchedulerSettings
 from blockrag.v1 import generation_pb2 as pb
 from blockrag.v1 import precompute_pb2
 from blockrag_services.cache_index.deployment import CacheIndexService
@@ -146,3 +148,55 @@ def test_a_refused_ingest_calls_no_other_deployment(platform, bad, message):
     with pytest.raises(InvalidRequestError, match=message):
         asyncio.run(platform.generation.Ingest(request))
     assert platform.calls == [] and platform.index.list_collection(TENANT, "c") == []
+
+
+def _stream(generation: Generation, question: str, max_new_tokens: int, **fields):
+    return generation.Generate(pb.GenerateRequest(question=question, max_new_tokens=max_new_tokens, tenant=TENANT,
+                                                  **fields))
+
+
+def test_concurrent_answers_are_decoded_together_each_as_alone(platform):
+    generation = platform.generation
+    texts = [f"{town} holds its market on day {3 + i} of the month." for i, town in enumerate(TOWNS[:4])]
+    context = [pb.ContextBlock(text=t) for t in texts]
+    questions = [f"When is the market in {town}?" for town in TOWNS[:3]]
+
+    async def text_of(question):  # one answer at a time
+        return "".join([r.text async for r in _stream(generation, question, 16, context=context)])
+
+    alone = [asyncio.run(text_of(q)) for q in questions]
+    made = generation._scheduler(generation.models.configured)._batch  # the answers above made it
+    widths: list[int] = []
+    step = made.step
+    made.step = lambda: widths.append(len(made.running)) or step()  # answers in each step's decode
+
+    async def together():
+        return await asyncio.gather(*(text_of(q) for q in questions))
+
+    assert asyncio.run(together()) == alone
+    assert max(widths) == 3  # the three answers were decoded in the same steps, not one after another
+
+
+def test_a_full_replica_refuses_before_any_work(platform):
+    generation = platform.generation
+    generation.config = dataclasses.replace(generation.config, scheduler=SchedulerSettings(slots=1, max_waiting=0))
+    cached = [pb.ContextBlock(text="Orsa keeps a ferry to Auna.")]
+    ask(generation, context=cached)  # the opening and the block cached in this replica
+
+    async def run():
+        # holding the engine's lock keeps the first answer in its slot (no step can run)
+        async with generation.engine_lock:
+            first = asyncio.ensure_future(_stream(generation, "Where does the ferry go?", 4, context=cached).__anext__())
+            answers = generation._scheduler(generation.models.configured)
+            while answers.idle():
+                await asyncio.sleep(0.01)
+            platform.calls.clear()
+            fresh = [pb.ContextBlock(text=f"Kessel's archive code is {uuid.uuid4().hex}.")]
+            with pytest.raises(SchedulerBusyError, match="generating 1 answers with 0 waiting") as refused:
+                await _stream(generation, "What is the code?", 4, context=fresh).__anext__()
+            assert platform.calls == []  # its new block was not sent to Precompute
+        await first
+        return refused.value
+
+    error = asyncio.run(run())
+    assert error.retry_after_s == 1.0

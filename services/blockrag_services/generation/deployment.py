@@ -29,6 +29,7 @@ from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
 from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimits, StoreTier, TenantQuotas
+from blockrag.scheduler import AnswerScheduler
 from blockrag.served_models import ServedModels
 from blockrag.telemetry import TokenStreamTimer
 from blockrag.text_stream import TextStream
@@ -70,7 +71,10 @@ class Generation(OneApplication):
                                    store, warm=self._warm, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models)
         self.lru = host_tier(self.config.replica_cache_bytes, self.config.kv_compression)
-        self.engine_lock = asyncio.Lock()  # the engine decodes one answer at a time
+        # the engine's users take turns: each step of the answers decoded together (one
+        # AnswerScheduler per model version), block encoding, warm-up
+        self.engine_lock = asyncio.Lock()
+        self.schedulers: dict[str, AnswerScheduler] = {}
         self.index = CacheIndex(self.database)
         self.quotas = TenantQuotas.of(self.config.quotas)
         self.blocks = BlockResolver(PrecomputeEncoder(self.handles),
@@ -148,6 +152,8 @@ class Generation(OneApplication):
     async def _generate(self, request: pb.GenerateRequest, tenant: str, runtime: ModelRuntime, arrived: float,
                         timer: TokenStreamTimer):
         final = self._check_generate(request, runtime)
+        answers = self._scheduler(runtime)
+        answers.check_room()  # RESOURCE_EXHAUSTED before any block is searched or resolved
         refs = await self._context(tenant, request)
         # limits, metrics and the replica cache's figures: in the resolver
         resolved = await self.blocks.resolve(runtime, tenant, refs, question_tokens=len(final))
@@ -156,22 +162,34 @@ class Generation(OneApplication):
                          cached_tokens=context - computed, model_version=runtime.version,
                          blocks_by_tier=dict(resolved.tiers()), block_ids=[b.block_id for b in resolved.blocks])
         max_new = request.max_new_tokens or self.limits.default_max_new_tokens
-        async with self.engine_lock:
-            tokens = runtime.engine.generate(resolved.kvs, final, max_new, request.temperature,
-                                             seed=request.seed or None)
-            stream = TextStream(runtime.tokenizer)
-            while (token := await asyncio.to_thread(next, tokens, None)) is not None:
-                timer.token()
-                if not usage.ttft_ms:
-                    usage.ttft_ms = (time.perf_counter() - arrived) * 1000
-                piece = stream.push(token)
-                if piece:
-                    yield pb.GenerateResponse(text=piece)
+        stream = TextStream(runtime.tokenizer)
+        # decoded with the replica's other answers; a client that goes away leaves at the next step
+        async for token in answers.stream(runtime.engine.request(resolved.kvs, final, max_new, request.temperature,
+                                                                 seed=request.seed or None)):
+            timer.token()
+            if not usage.ttft_ms:
+                usage.ttft_ms = (time.perf_counter() - arrived) * 1000
+            piece = stream.push(token)
+            if piece:
+                yield pb.GenerateResponse(text=piece)
         usage.completion_tokens = len(stream.tokens)
         usage.e2e_ms = timer.finish() * 1000
         if self.questions is not None:  # the answer is complete: log what was asked
             self._log_question(tenant, request.question, list(usage.block_ids), runtime.version)
         yield pb.GenerateResponse(done=True, usage=usage)
+
+    def _scheduler(self, runtime: ModelRuntime) -> AnswerScheduler:
+        """The answers of `runtime`'s engine; a version's scheduler (and its KV slots) goes when
+        the version is no longer loaded and nothing runs on it."""
+        answers = self.schedulers.get(runtime.version)
+        if answers is None or answers.engine is not runtime.engine:
+            answers = self.schedulers[runtime.version] = AnswerScheduler(runtime.engine, self.engine_lock,
+                                                                         self.config.scheduler)
+            loaded = {entry["model_version"] for entry in self.models.describe()["loaded"]}
+            for version, other in list(self.schedulers.items()):
+                if version not in loaded and other.idle():
+                    del self.schedulers[version]
+        return answers
 
     def _check_generate(self, request: pb.GenerateRequest, runtime: ModelRuntime) -> list[int]:
         """The final block's ids, after checking the request against the limits."""
