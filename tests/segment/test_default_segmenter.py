@@ -32,7 +32,7 @@ def test_ships_with_the_package(segmenter):
     assert config.format == 4 and config.similarity_widths == [64, 128, 256, 512]  # issue 10: content shift
     # format 4: the net of format 3 plus a fusion over the unit similarity (units embedded alone)
     assert config.unit_widths == [25, 50, 100, 200, 400] and config.suppress == 3
-    assert segmenter.model.head.unit == 15 and float(segmenter.model.head.scale) < 1.0
+    assert segmenter.model.head.unit == 15 and float(segmenter.model.head.scale.detach()) < 1.0
 
 
 def test_finer_granularity_keeps_every_coarser_cut(segmenter, text):

@@ -247,3 +247,27 @@ def test_fit_fusion_learns_the_unit_signal_and_keeps_the_net():
     with torch.no_grad():
         assert auc(fused(data.inputs)) > 0.98 and auc(net_only(main)) < 0.7
     assert float(fused.fusion.weight[0, 0]) < 0  # low first feature: higher cut logit
+
+
+def test_segment_fuse_adds_a_fusion_to_a_format_3_head(tmp_path, minilm, head, instances):
+    from typer.testing import CliRunner
+
+    from blockrag.cli.segment import app
+    from blockrag.segment.data import write_jsonl
+    from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS
+    from blockrag.segment.training import SUPPRESS_GRID
+
+    model_of(minilm, head, threshold=0.35).save(tmp_path / "net")
+    write_jsonl(tmp_path / "data.jsonl", instances)
+    result = CliRunner().invoke(app, ["fuse", "--model", str(tmp_path / "net"), "--data", str(tmp_path / "data.jsonl"),
+                                      "--out", str(tmp_path / "fused")])
+    assert result.exit_code == 0, result.output
+    fused = BoundaryModel.load(tmp_path / "fused", backbone=minilm)
+    config = fused.config
+    assert (config.format, config.unit_widths) == (4, list(DEFAULT_UNIT_WIDTHS)) and config.suppress in SUPPRESS_GRID
+    assert config.training["fusion"]["instances"] == len(instances) and config.training["net"] == {}
+    for key, value in head.net.state_dict().items():
+        assert torch.equal(fused.head.net.state_dict()[key], value)  # the net is kept as it was
+    again = CliRunner().invoke(app, ["fuse", "--model", str(tmp_path / "fused"), "--data", str(tmp_path / "data.jsonl"),
+                                     "--out", str(tmp_path / "twice")])
+    assert again.exit_code == 2 and "already" in again.output  # a usage error: it has a fusion
