@@ -126,8 +126,10 @@ def main() -> None:
             "result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))}
         rows.update(untrained_openings(probe, model, template, args.opening_gap))
     elif args.adapter:
-        # what sharing the opening alone buys, untrained: the baseline an opening adapter improves on
-        rows.update(untrained_openings(probe, model, template, args.opening_gap))
+        # what sharing the opening alone buys, untrained (with --opening-gap): the baseline an
+        # opening adapter improves on
+        if args.opening_gap:
+            rows.update(untrained_openings(probe, model, template, args.opening_gap))
         for path in args.adapter:
             rows[f"block, {path.stem}"] = {"result": probe.score(served(Adapter.from_bytes(path.read_bytes()), args))}
             console.print(f"block, {path.stem}: {rows[f'block, {path.stem}']['result']} "

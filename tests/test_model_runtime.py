@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from blockrag.attention.layout import Opening
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.config import LoraSettings
 from blockrag.distill.student import attach_lora
@@ -49,9 +50,13 @@ def test_a_missing_adapter_file_is_a_clear_error(tmp_path):
     assert ModelSpec(model="some/other-model").load_adapter() is None  # the shipped one adapts the embedded model only
 
 
-def test_the_default_spec_serves_the_shipped_adapter_with_its_sink(served_runtime, default_engine):
+def test_the_default_spec_serves_the_shipped_adapter_with_its_opening(served_runtime, default_engine):
     shipped = ModelSpec().load_adapter()
-    assert shipped is not None and shipped.sink_token_id == 0 and shipped.lora.rank == 16
+    assert shipped is not None and shipped.sink_token_id is None and shipped.lora.rank == 16
+    # trained with every block after the template's 27-token opening, 500 positions apart
+    assert shipped.opening == Opening(tuple(served_runtime.template.prefix_ids()), 500)
+    assert len(shipped.opening.tokens) == 27
     assert shipped.base_fingerprint == default_engine.fingerprint  # trained on exactly the embedded weights
-    assert served_runtime.spec.adapter == "default" and served_runtime.engine.sink_token_id == 0
+    assert served_runtime.spec.adapter == "default" and served_runtime.engine.sink_token_id is None
+    assert served_runtime.engine.opening == shipped.opening
     assert served_runtime.version != default_engine.fingerprint

@@ -12,9 +12,10 @@
 # bench/gpu/distill_run.sh ...`. Back to back (the machine stays warm 30 s):
 #   run("... stash", carry=[".whl", ".gpu-a"])
 #   run("CF=0.5 EXAMPLES=4000 ... train NAME --steps 460", carry=[".gpu-b", ".gpu-libs"])
-#   (the shipped adapter: `train distilled --steps 800 --stop-after 448`, 0.94 s per step of 16)
-#   (a shared opening instead of sinks: `train opening-500 --steps 440 --set opening=true --set
-#   sink_token=null`, 1.12 s per step of 16; opening_gap defaults to 500)
+#   (the shipped adapter: `train opening-500 --steps 440`, 1.07 s per step of 16; the defaults
+#   are its recipe: a shared opening at gap 500, no sinks)
+#   (the sinks adapter before it: `train distilled --steps 800 --stop-after 448 --set opening=false
+#   --set sink_token="<|endoftext|>"`, 0.94 s per step of 16)
 #   run("... train block-fine-tuning --steps 800 --set objective=ce ...")
 #   run("DEV_QUESTIONS=100 bash bench/gpu/distill_run.sh score")
 # Wheels in .whl/: transformers==5.23.0 and gguf==0.19.0 (README.md of bench/ says how).
@@ -76,7 +77,10 @@ case "$MODE" in
       --checkpoint-dir "/root/checkpoints/$NAME" --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
     [ "$BUILT" = yes ] && cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back once (a few MB)
     split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part"  # join: cat NAME.part*
-    tar -C /root/checkpoints -c "$NAME" | split -b 15m -d - "$OUT/$NAME.ckpt.part" ;;  # carry in .gpu-c to continue
+    # KEEP_STATE=1: the run's state comes back too (NAME.ckpt.part*, 67 MB for the default model:
+    # it crowds other files out of the ~64 MB a call returns); carried in .gpu-c, it continues
+    # the schedule in a later session
+    if [ "${KEEP_STATE:-0}" = 1 ]; then tar -C /root/checkpoints -c "$NAME" | split -b 15m -d - "$OUT/$NAME.ckpt.part"; fi ;;
   score)  # every adapter trained on this machine: the held-out set in three shards and DEV_QUESTIONS
           # of the dev split (for choosing between adapters), all at once; one table per split
     prepare_model || exit 1
@@ -84,11 +88,11 @@ case "$MODE" in
     for a in /root/adapters/*.safetensors; do adapters+=(--adapter "$a"); done
     for k in 0 1 2; do
       python3 -W ignore bench/fidelity.py --questions "${QUESTIONS:-300}" --split heldout --shard $k/3 \
-        "${adapters[@]}" --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
+        "${adapters[@]}" --opening-gap 500 --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
     done
     if [ "${DEV_QUESTIONS:-0}" -gt 0 ]; then
       python3 -W ignore bench/fidelity.py --questions "$DEV_QUESTIONS" --split dev \
-        "${adapters[@]}" --out "$OUT/dev.json" > "$OUT/dev.log" 2>&1 &
+        "${adapters[@]}" --opening-gap 500 --out "$OUT/dev.json" > "$OUT/dev.log" 2>&1 &
     fi
     wait
     tail -n 3 "$OUT"/shard*.log

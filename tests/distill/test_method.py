@@ -163,7 +163,7 @@ def test_initial_kl_is_the_base_models_block_attention_gap():
 
     model = tiny_model("qwen2")
     model.set_attn_implementation("block_sdpa")
-    recipe = DistillationRecipe(DistillConfig(sink_token="<sink>", lora=LoraSettings(rank=2)), model, SINK)
+    recipe = DistillationRecipe(DistillConfig(sink_token="<sink>", opening=False, lora=LoraSettings(rank=2)), model, SINK)
     recipe.setup()
     got = recipe.evaluate([EXAMPLE])
     with recipe.student.disable_adapter():
@@ -200,7 +200,7 @@ def _examples():
 
 
 def test_distillation_reduces_the_kl_it_is_trained_on():
-    config = DistillConfig(sink_token="<sink>", steps=40, warmup_steps=2, learning_rate=3e-3,
+    config = DistillConfig(sink_token="<sink>", opening=False, steps=40, warmup_steps=2, learning_rate=3e-3,
                            lora=LoraSettings(rank=8), block_dropout=0.25, token_weighting=0.5)
     recipe = _recipe(config)
     examples = _examples()[:2]
@@ -218,7 +218,7 @@ def test_a_padded_micro_batch_gives_the_gradient_of_one_example_at_a_time(object
     """Examples of different lengths right-padded into one forward: no real token may see
     padding, so the step's loss and the adapter after it match one example per forward."""
     if objective.startswith("kl"):
-        config = DistillConfig(sink_token="<sink>", steps=3, warmup_steps=1, learning_rate=3e-3,
+        config = DistillConfig(sink_token="<sink>", opening=False, steps=3, warmup_steps=1, learning_rate=3e-3,
                                lora=LoraSettings(rank=4), block_dropout=0.5, token_weighting=0.5,
                                hard_label_weight=0.5 if objective == "kl+labels" else 0.0)
     else:
@@ -253,7 +253,7 @@ def test_block_fine_tuning_runs_without_teacher():
 
 
 def test_resumed_run_continues_exactly():
-    config = DistillConfig(sink_token="<sink>", steps=6, warmup_steps=1, learning_rate=2e-3,
+    config = DistillConfig(sink_token="<sink>", opening=False, steps=6, warmup_steps=1, learning_rate=2e-3,
                            lora=LoraSettings(rank=4), block_dropout=0.5)
     examples = _examples()
     straight = _recipe(config)
@@ -276,7 +276,7 @@ def test_resumed_run_continues_exactly():
 def test_a_run_stopped_and_resumed_from_its_checkpoint_directory_ends_as_one_straight_run(tmp_path):
     from blockrag.distill.training import LocalCheckpoint, run_steps
 
-    config = DistillConfig(sink_token="<sink>", steps=6, warmup_steps=1, learning_rate=2e-3,
+    config = DistillConfig(sink_token="<sink>", opening=False, steps=6, warmup_steps=1, learning_rate=2e-3,
                            lora=LoraSettings(rank=4), block_dropout=0.5, examples_per_step=1, checkpoint_every=4)
     examples = _examples()
     straight = _recipe(config)

@@ -46,12 +46,13 @@ def test_raw_text_gets_the_opening_every_served_prompt_has():
 
 def test_config_and_recipe_take_the_opening_exactly_when_asked():
     with pytest.raises(InvalidRequestError, match="sink_token=null"):
-        DistillConfig(opening=True)  # the default sink token is still set
+        DistillConfig(sink_token="<|endoftext|>")  # opening is the default: sinks must turn it off
+    assert (DistillConfig().opening, DistillConfig().sink_token) == (True, None)  # the shipped adapter's
     config = DistillConfig(opening=True, sink_token=None, lora=LoraSettings(rank=2))
     with pytest.raises(InvalidRequestError, match="opening must be given"):
         DistillationRecipe(config, tiny_model("llama31"), None)
     with pytest.raises(InvalidRequestError, match="opening must be given"):
-        DistillationRecipe(DistillConfig(sink_token=None), tiny_model("llama31"), None, OPENING)
+        DistillationRecipe(DistillConfig(opening=False), tiny_model("llama31"), None, OPENING)
 
 
 def test_training_with_an_opening_lowers_its_kl_and_the_adapter_records_it():
