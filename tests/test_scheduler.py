@@ -165,3 +165,30 @@ def test_failed_step_reaches_every_answer_and_the_next_batch_is_clean(engine, mo
 def test_settings_are_checked(settings):
     with pytest.raises(InvalidRequestError):
         SchedulerSettings(**settings)
+
+
+def test_an_idle_engine_with_cuda_graphs_answers_alone_and_batches_the_rest(engine, monkeypatch):
+    first, second = _requests(engine, seed=8, shapes=[([4], 2, 12), ([6], 3, 5)])
+    expected = [_alone(engine, first), _alone(engine, second)]
+    lone = []
+    real = type(engine).generate
+
+    def generate(self, *args, **kwargs):  # the lone path, run here without graphs (a CPU engine)
+        lone.append(args[2])
+        monkeypatch.setattr(self, "cuda_graphs", False)
+        try:
+            return iter(list(real(self, *args, **kwargs)))
+        finally:
+            monkeypatch.setattr(self, "cuda_graphs", True)
+
+    monkeypatch.setattr(type(engine), "generate", generate)
+    monkeypatch.setattr(engine, "cuda_graphs", True)
+
+    async def main():
+        scheduler = AnswerScheduler(engine, asyncio.Lock(), SchedulerSettings(slots=2, slot_tokens=64))
+        return await asyncio.gather(_collect(scheduler, first), _collect(scheduler, second)), scheduler
+
+    got, scheduler = asyncio.run(main())
+    assert got == expected
+    assert lone == [12]  # the first found it idle: alone, graphed; the second joined the batch
+    assert scheduler._batch is not None

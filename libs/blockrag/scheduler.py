@@ -10,6 +10,9 @@ step it awaits.
 
 - A request whose context, question and answer need more positions than a slot holds is
   generated alone (engine.generate), each token under the same lock: it is served, not refused.
+- On an engine with CUDA graphs, an answer that finds the scheduler idle is generated alone too:
+  its prefill replays the graphs (the batch's does not), so a lone request keeps the time to
+  first token of bench/gpu/RESULTS.md; answers that arrive while it runs are batched.
 - Admission is bounded: at most `slots` answers run and `max_waiting` wait (lone ones count as
   running); beyond that, SchedulerBusyError (RESOURCE_EXHAUSTED) with a retry hint, before any
   work.
@@ -108,7 +111,7 @@ class AnswerScheduler:
         the scheduler is full; InvalidRequestError / InvalidBlockError for a request the engine
         refuses; the step's error if a step fails."""
         self.check_room()
-        if self._fits(request):
+        if self._fits(request) and not (self.engine.cuda_graphs and self.idle()):
             async for token in self._batched(request):
                 yield token
         else:
