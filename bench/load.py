@@ -169,7 +169,7 @@ def slope_mb_per_min(samples: list[tuple[float, int]]) -> float | None:
 def run(args: argparse.Namespace) -> dict:
     state = Path(tempfile.mkdtemp(prefix="blockrag-load-"))
     started = time.monotonic()
-    platform = start_platform(state)
+    platform = start_platform(state, "--answer-slots", str(args.answer_slots))
     start_s = time.monotonic() - started
     words = " ".join(sample_documents().values()).split()
     with grpc.insecure_channel(platform.grpc) as channel:  # the collection every ask searches
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "load",
         "command": " ".join([".venv/bin/python bench/load.py", *sys.argv[1:]]),
         "settings": {k: getattr(args, k) for k in ("clients", "duration", "ingest_share", "max_new_tokens", "warmup",
-                                                   "sample_every", "seed")},
+                                                   "sample_every", "seed", "answer_slots")},
         "machine": {"cpus": os.cpu_count(), "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "platform_start_s": round(start_s, 1),
         "elapsed_s": round(elapsed, 1),
@@ -294,6 +294,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds before memory must stay flat")
     parser.add_argument("--sample-every", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--answer-slots", type=int, default=4,
+                        help="answers each generation replica decodes together (blockrag up --answer-slots; 1: one at a time)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.clients < 1 or args.duration <= 0 or not 0 <= args.ingest_share <= 1:

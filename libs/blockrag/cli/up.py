@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from blockrag.scheduler import SchedulerSettings  # light: no torch
 from blockrag_services.drain import DEFAULT_GRACE_S  # light: no Ray, no torch
 
 console = Console()
@@ -58,6 +59,7 @@ def up(
     grace_period: Annotated[float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds the requests in flight have to finish (new ones get UNAVAILABLE) before the services stop.")] = DEFAULT_GRACE_S,
     quota_stored_bytes: Annotated[int, typer.Option(min=0, help="Per-tenant quota on stored KV bytes (0: none).")] = 0,
     quota_precompute_tokens: Annotated[int, typer.Option(min=0, help="Per-tenant quota on block tokens precomputed per minute (0: none).")] = 0,
+    answer_slots: Annotated[int, typer.Option(min=1, help="Answers each generation replica decodes together (1: one at a time).")] = SchedulerSettings.slots,
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
     admin) behind one gRPC address; stay in the foreground until Ctrl-C or SIGTERM, then remove
@@ -74,7 +76,8 @@ def up(
                             model=ModelSpec(model=model, dtype=dtype, device=device),
                             distill=Distill(schedule=distill_schedule), auth=auth,
                             quotas=Quotas(max_stored_bytes=quota_stored_bytes,
-                                          max_precompute_tokens_per_minute=quota_precompute_tokens))
+                                          max_precompute_tokens_per_minute=quota_precompute_tokens),
+                            scheduler=SchedulerSettings(slots=answer_slots))
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
                                              metrics_dir=state_dir / "metrics" if state_dir else None))
