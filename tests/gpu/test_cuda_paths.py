@@ -7,6 +7,7 @@ from tiny_models import tiny_model
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.attention.cache import BlockCache
+from blockrag.attention.layout import Opening
 from blockrag.attention.reference import reference_logits
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -17,10 +18,10 @@ def test_cuda_prefill_with_an_opening_equals_reference_fp32(arch):
     # blocks encoded after the shared opening, through the gate, CUDA graphs and pinned host reads
     model = tiny_model(arch).cuda()
     model.set_attn_implementation("block_sdpa")
-    opening = [5, 17, 42, 8]
+    opening = Opening((5, 17, 42, 8), gap=37)
     engine = BlockAttentionEngine.for_serving(model, opening=opening)
     g = torch.Generator().manual_seed(2)
-    blocks = [opening] + [torch.randint(97, (n,), generator=g).tolist() for n in (5, 1, 40)]
+    blocks = [list(opening.tokens)] + [torch.randint(97, (n,), generator=g).tolist() for n in (5, 1, 40)]
     final = torch.randint(97, (7,), generator=g).tolist()
     ref = reference_logits(model, blocks, final, opening=opening)
     assert (engine.prefill(engine.encode_blocks(blocks), final).logits - ref).abs().max().item() <= 1e-4
