@@ -165,7 +165,8 @@ class AnswerScheduler:
                 self._start_driver()
 
     async def _lone(self, request: GenerationRequest) -> AsyncIterator[int]:
-        """engine.generate for a request no slot can hold, one token per hold of the lock."""
+        """engine.generate, one token per hold of the lock: for a request no slot can hold, or
+        one that finds a graphed engine idle (stream() decides)."""
         self._alone += 1
         try:
             tokens = self.engine.generate(request.kvs, request.final_ids, request.max_new_tokens, request.temperature,
