@@ -54,7 +54,7 @@ case "$MODE" in
           #   train block-fine-tuning --steps 800 --set objective=ce --set sink_token=null \
           #     --set block_dropout=0 --set token_weighting=0
           # (the previous adapter's run trained two at once: each step ran 3.7x slower than alone).
-          # EXAMPLES, QF and CF: the examples' count, question and cloze fractions (default 3000, 0.75, 0: the
+          # EXAMPLES, QF, CF and FF: the examples' count, question, cloze and fact fractions (default 3000, 0.75, 0, 0: the
           # shipped adapter's, committed in bench/gpu; others are built on the GPU by the first call
           # that names them, the teacher answering 32 prompts at a time: 99 s for those 3,000).
           # SIGTERM at TRAIN_SECONDS: the adapter of the steps done is still written, and the run's
@@ -62,9 +62,9 @@ case "$MODE" in
           # still warm) continues the schedule where it stopped.
     NAME=${1:?train NAME [options]}; shift
     prepare_model || exit 1
-    EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}; CF=${CF:-0}
-    FILE="$STASH/examples-$EXAMPLES-$QF-$CF.json.gz"
-    [ -f "$FILE" ] || [ "$EXAMPLES-$QF-$CF" != 3000-0.75-0 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
+    EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}; CF=${CF:-0}; FF=${FF:-0}
+    FILE="$STASH/examples-$EXAMPLES-$QF-$CF-$FF.json.gz"
+    [ -f "$FILE" ] || [ "$EXAMPLES-$QF-$CF-$FF" != 3000-0.75-0-0 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
     BUILT=$([ -f "$FILE" ] && echo no || echo yes)  # built by this call: sent back
     mkdir -p /root/adapters /root/checkpoints
     # a run's state carried back from an earlier session (NAME.ckpt.part*, sent back below):
@@ -73,7 +73,7 @@ case "$MODE" in
       cat "$STASH/$NAME".ckpt.part* | tar -x -C /root/checkpoints && echo "restored /root/checkpoints/$NAME"
     fi
     timeout -s TERM "${TRAIN_SECONDS:-480}" python3 -W ignore -m blockrag.cli.app model distill \
-      --examples "$EXAMPLES" --question-fraction "$QF" --cloze-fraction "$CF" --examples-file "$FILE" --device cuda \
+      --examples "$EXAMPLES" --question-fraction "$QF" --cloze-fraction "$CF" --fact-fraction "$FF" --examples-file "$FILE" --device cuda \
       --checkpoint-dir "/root/checkpoints/$NAME" --out "/root/adapters/$NAME.safetensors" "$@" 2>&1 | tee "$OUT/$NAME.log"
     [ "$BUILT" = yes ] && cp "$FILE" "$OUT/" 2>/dev/null  # the examples come back once (a few MB)
     split -b 15m -d "/root/adapters/$NAME.safetensors" "$OUT/$NAME.part"  # join: cat NAME.part*

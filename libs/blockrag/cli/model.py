@@ -93,6 +93,9 @@ def distill(
     cloze_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Of the templated questions, the share that "
                                                   "blank a value out of one passage's sentence (short answers "
                                                   "copied from one passage, as factual questions draw).")] = 0.0,
+    fact_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Of the question examples, the share of "
+                                                 "fact questions: short factual questions over passages about "
+                                                 "invented entities, with distractor values (facts.py).")] = 0.0,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Keep the run's state in this directory (every "
@@ -104,6 +107,8 @@ def distill(
     model: Annotated[str | None, typer.Option(help="Base model; default: the embedded one.")] = None,
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (auto: a GPU when there is one).")] = "auto",
+    tf32: Annotated[bool, typer.Option(help="On a GPU, train with TF32 matmuls (float32 weights, "
+                                            "tensor-core products; the examples are built in full float32).")] = True,
 ) -> None:
     """Distil a block-attention adapter for a model on this machine, without the platform.
 
@@ -137,7 +142,7 @@ def distill(
         base, tokenizer = load_model(model, device=ModelSpec(device=device).resolved_device())
         with _progress() as report:
             shape = DataConfig(max_example_tokens=config.max_example_tokens, question_fraction=question_fraction,
-                               cloze_fraction=cloze_fraction)
+                               cloze_fraction=cloze_fraction, fact_fraction=fact_fraction)
             building = lambda done, total: report("building examples", done, total)  # noqa: E731
             if examples_file:
                 data = cached_examples(examples_file, base, tokenizer, documents, examples, config.seed, shape, building)
@@ -146,6 +151,10 @@ def distill(
             if stop_after == 0:
                 console.print(f"{len(data)} examples in {examples_file} ({time.perf_counter() - started:.0f} s)")
                 return
+            if tf32 and next(base.parameters()).device.type == "cuda":
+                # float32 products on the CUDA cores leave the tensor cores idle; TF32's 10-bit
+                # mantissa moves a logit far less than the KL being trained away
+                torch.backends.cuda.matmul.allow_tf32 = True
             recipe = DistillationRecipe.for_tokenizer(config, base, tokenizer)
             recipe.setup()
             checkpoint = LocalCheckpoint(checkpoint_dir) if checkpoint_dir else None

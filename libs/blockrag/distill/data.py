@@ -8,7 +8,8 @@ Two kinds of Example (example.py), mixed:
 - question: the serving prompt exactly (the template's opening block, passage blocks, the
   question and the assistant header); the target is the teacher's own answer under full
   attention. Questions come from the question log (what users asked, over the blocks they
-  asked about) or, where there is no log, from templates over one of the passages: about a
+  asked about), from fact questions (facts.py: short factual questions over passages about
+  invented entities) or from templates over one of the passages: about a
   term only that passage holds ("What does the text say about X?"), or, for cloze_fraction of
   them, one of its sentences with a value blanked out ('Fill in the blank, using the documents:
   "The line was opened in ___."'). The term questions draw long explanations (most run to the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+from itertools import islice
 from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from blockrag.distill.example import Example
+from blockrag.distill.facts import fact_questions
 from blockrag.documents import read_documents
 from blockrag.errors import InvalidRequestError
 from blockrag.prompt import PromptTemplate
@@ -74,12 +77,16 @@ class DataConfig:
     answer_tokens: int = 48
     question_fraction: float = 0.75  # the shipped adapter's: questions over passages are what serving sees
     cloze_fraction: float = 0.0  # of the templated questions, the share that blank a value out of a sentence
+    # of the question examples, the share of fact questions (facts.py): short factual questions
+    # over invented entities, distractor values in the other passages
+    fact_fraction: float = 0.0
     max_example_tokens: int = 1536  # a question prompt longer than this, answer included, is skipped
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_blocks <= self.max_blocks and 1 <= self.min_block_tokens <= self.max_block_tokens
                 and self.target_tokens >= 2 and self.final_tokens >= 1 and self.answer_tokens >= 1
-                and 0 <= self.question_fraction <= 1 and 0 <= self.cloze_fraction <= 1):
+                and 0 <= self.question_fraction <= 1 and 0 <= self.cloze_fraction <= 1
+                and 0 <= self.fact_fraction <= 1):
             raise InvalidRequestError(f"data config out of range: {self}")
 
 
@@ -213,8 +220,9 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
                    teacher_answers: TeacherAnswers, config: DataConfig, count: int, seed: int,
                    logged: Sequence[tuple[Sequence[str], str]] = (),
                    progress: Callable[[int, int], None] | None = None, batch_size: int = 1) -> list[Example]:
-    """`count` examples: logged questions first, then templated questions and continuations in
-    the ratio question_fraction, all shuffled with `seed`. batch_size: prompts per call of the
+    """`count` examples: logged questions first, then fact questions (fact_fraction of the
+    question examples), templated questions and continuations in the ratio question_fraction,
+    all shuffled with `seed`. batch_size: prompts per call of the
     teacher (the examples do not depend on it, up to the teacher's own arithmetic)."""
     if count < 1:
         raise InvalidRequestError("count must be >= 1")
@@ -225,7 +233,8 @@ def mixed_examples(documents: Sequence[str], tokenizer: PreTrainedTokenizerBase,
         raise InvalidRequestError("no usable text: every document is shorter than min_block_tokens")
     n_questions = round(count * config.question_fraction)
     passages = [b for doc in blocked for b in doc]
-    pairs = list(logged)
+    # fact questions draw from their own stream: at fact_fraction 0 the rest is what it was
+    pairs = list(logged) + list(islice(fact_questions(seed), round(n_questions * config.fact_fraction)))
     while len(pairs) < 2 * n_questions:  # spare pairs: prompts over the token budget are skipped
         fresh = list(templated_questions(passages, rng, config.cloze_fraction))
         if not fresh:
