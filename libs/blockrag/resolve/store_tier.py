@@ -5,6 +5,9 @@ are fetched on a thread pool (one get per entry, ``threads`` at a time: an S3 ge
 bandwidth) and decoded there, checksum, model fingerprint, tenant and block id verified (the frame
 carries them: KVCodec). A missing, corrupt or foreign object is a miss, never served; corrupt and
 foreign ones are also counted and logged, since they mean a fault or tampering, not an eviction.
+An object the store cannot give now (the S3 server down, a path that cannot be read) is a miss
+too: the request is answered by recomputing, not refused (the index still lists the entry, and
+the next read after the outage finds it), logged once per fetch.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from blockrag.attention import BlockKV
 from blockrag.auth import KeyStore
-from blockrag.errors import KVCodecError, KVFingerprintMismatchError, ServiceUnavailableError
+from blockrag.errors import KVCodecError, KVFingerprintMismatchError, ObjectStoreError, ServiceUnavailableError
 from blockrag.kvcache import CacheKey, KVBindingError, KVCodec
 from blockrag.kvcache.codec import KVCompressionMismatchError
 from blockrag.kvcache.compression import KVCompression
@@ -67,12 +70,20 @@ class StoreTier:
         hits = [r for r in rows if r.hit]
         results = list(self._pool.map(lambda r: self._read(r.location, version, device, tenant, r.block_id), hits))
         kvs = {r.block_id: kv for r, kv in zip(hits, results) if isinstance(kv, BlockKV)}
+        unreachable = [(r, e) for r, e in zip(hits, results) if isinstance(e, ObjectStoreError)]
+        if unreachable:  # one line for the request, not one per block: an outage fails every read alike
+            (first, error), more = unreachable[0], len(unreachable) - 1
+            log.warning("object store unreachable for %d KV entr%s of tenant %r (block %s%s), recomputing: %s",
+                        len(unreachable), "y" if len(unreachable) == 1 else "ies", tenant, first.block_id,
+                        f" and {more} more" if more else "", error)
         return Fetched(kvs, [r.block_id for r, kv in zip(hits, results) if kv is _CORRUPT])
 
     def get_named(self, key: CacheKey, version: str, device: torch.device | str) -> BlockKV | None:
         """A block kept by its cache key alone, without an index row (the prompt's opening)."""
         # bound to its cache key (tenant, version and token ids in one digest) in place of a block id
         kv = self._read(self.store.location_for(key.hex), version, device, DEFAULT_TENANT, key.hex)
+        if isinstance(kv, ObjectStoreError):
+            log.warning("object store unreachable for the prompt's opening block, recomputing: %s", kv)
         return kv if isinstance(kv, BlockKV) else None
 
     def known_tenants(self) -> set[str] | None:
@@ -86,16 +97,24 @@ class StoreTier:
             return None
 
     def put_named(self, key: CacheKey, kv: BlockKV, version: str) -> None:
-        self.store.put(key.hex, KVCodec.encode(kv, version, tenant=DEFAULT_TENANT, block_id=key.hex,
-                                               compression=self.compression))
+        """Keep a block by its cache key; a store that cannot take it now is logged, not raised:
+        the caller holds the KV already, and the next process that misses it stores it."""
+        frame = KVCodec.encode(kv, version, tenant=DEFAULT_TENANT, block_id=key.hex, compression=self.compression)
+        try:
+            self.store.put(key.hex, frame)
+        except ObjectStoreError as e:
+            log.warning("object store unreachable: the prompt's opening block was not stored: %s", e)
 
     def close(self) -> None:
         self._pool.shutdown()
         self.access.close()
 
     def _read(self, location: str, version: str, device: torch.device | str, tenant: str,
-              block_id: str) -> BlockKV | object | None:
-        data = self.store.get(location)
+              block_id: str) -> BlockKV | ObjectStoreError | object | None:
+        try:
+            data = self.store.get(location)
+        except ObjectStoreError as e:
+            return e  # a miss for this request, logged by the caller (once, not per entry)
         if data is None:
             return None  # evicted or not written yet: a miss
         try:

@@ -7,16 +7,17 @@ blocks uses them at once instead of reading back what was just written.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from blockrag.attention import BlockKV
-from blockrag.errors import InvalidRequestError
+from blockrag.errors import InvalidRequestError, ObjectStoreError
 from blockrag.kvcache import CacheKey, KVCodec
 from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.entry_writer import EntryFrame, EntryWriter
-from blockrag.kvcache.index import CacheIndex, block_id_for
+from blockrag.kvcache.index import CacheIndex, KVEntry, block_id_for
 from blockrag.kvcache.object_store import ObjectStore
 from blockrag.resolve.encoder import Runtime
 from blockrag.resolve.limits import ResolveLimits
@@ -24,13 +25,14 @@ from blockrag.resolve.quotas import TenantQuotas
 from blockrag.telemetry import observe_precompute_batch
 
 Progress = Callable[[int, int], None]  # (blocks done, blocks to encode)
+log = logging.getLogger("blockrag.resolve")
 
 
 @dataclass(frozen=True)
 class WrittenBlock:
     block_id: str
     token_count: int
-    location: str
+    location: str  # "" when a recompute's frame could not be stored (the object store unreachable)
     nbytes: int
     computed: bool  # encoded by this call (else it was stored already)
     kv: BlockKV | None = None  # set when computed
@@ -127,9 +129,24 @@ class BlockWriter:
             started = time.perf_counter()
         frames = [EntryFrame(plan.block_ids[i], CacheKey.of(tenant, version, kv.token_ids), frame)
                   for i, (kv, frame) in zip(todo, encoded)]
-        entries = self.entries.write(tenant, version, frames, replace_before=plan.replace_before) if frames else []
+        entries = self._store(tenant, version, frames, plan) if frames else []
         out = {i: WrittenBlock(plan.block_ids[i], kv.num_tokens, e.location, e.nbytes, True, kv, frame)
                for i, (kv, frame), e in zip(todo, encoded, entries)}
         out.update({i: WrittenBlock(plan.block_ids[i], len(plan.token_ids[i]), loc, n, False)
                     for i, (loc, n) in plan.stored.items()})
         return [out[i] for i in range(len(plan.texts))]
+
+    def _store(self, tenant: str, version: str, frames: list[EntryFrame], plan: WritePlan) -> list[KVEntry]:
+        """The frames' entries in effect. A recompute's caller needs the KV now (a question is
+        waiting on it), so an object store that cannot take the frames fails only the keeping:
+        the KV is answered with no location (nothing committed: the index keeps what it listed,
+        and the next reader after the outage finds it or recomputes). Any other write raises
+        ObjectStoreError (UNAVAILABLE): an ingest must not report blocks stored that are not."""
+        try:
+            return self.entries.write(tenant, version, frames, replace_before=plan.replace_before)
+        except ObjectStoreError as e:
+            if plan.replace_before is None:
+                raise
+            log.warning("object store unreachable: %d recomputed block(s) of tenant %r answered but not stored: %s",
+                        len(frames), tenant, e)
+            return [KVEntry(f.block_id, version, "", len(f.frame)) for f in frames]
