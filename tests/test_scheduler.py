@@ -2,9 +2,11 @@
 admission, cancellation that frees a slot, long requests generated alone, failures delivered."""
 
 import asyncio
+import uuid
 
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from tiny_models import tiny_model
 
 from blockrag.attention import BlockAttentionEngine
@@ -192,3 +194,82 @@ def test_an_idle_engine_with_cuda_graphs_answers_alone_and_batches_the_rest(engi
     assert got == expected
     assert lone == [12]  # the first found it idle: alone, graphed; the second joined the batch
     assert scheduler._batch is not None
+
+
+async def _drain(stream):
+    return [t async for t in stream]
+
+
+def _answer_metrics(service: str) -> tuple[float | None, ...]:
+    """(running, waiting, refused) as this process's registry exposes them for `service`."""
+    names = ("blockrag_answers_running", "blockrag_answers_waiting", "blockrag_answers_refused_total")
+    return tuple(REGISTRY.get_sample_value(n, {"service": service}) for n in names)
+
+
+def test_gauges_follow_the_answers_and_refusals_are_counted(engine):
+    service = f"scheduler-test-{uuid.uuid4().hex[:8]}"  # its own series: other tests' schedulers add nothing
+    requests = _requests(engine, seed=9, shapes=[([4], 2, 20), ([5], 3, 20), ([6], 2, 5), ([3], 2, 5)])
+
+    async def main():
+        lock = asyncio.Lock()
+        scheduler = AnswerScheduler(engine, lock, SchedulerSettings(slots=2, slot_tokens=64, max_waiting=1),
+                                    service=service)
+        seen = {"made": _answer_metrics(service)}
+        a, b, c = (scheduler.stream(r) for r in requests[:3])
+        firsts = list(await asyncio.gather(a.__anext__(), b.__anext__()))  # one step prefilled both
+        async with lock:  # no step runs while we look
+            seen["two running"] = _answer_metrics(service)
+            third = asyncio.ensure_future(c.__anext__())
+            while not scheduler.stats().waiting:
+                await asyncio.sleep(0)
+            seen["one waiting"] = _answer_metrics(service)
+            with pytest.raises(SchedulerBusyError):
+                await scheduler.stream(requests[3]).__anext__()
+            seen["refused"] = _answer_metrics(service)
+        firsts.append(await third)
+        rest = await asyncio.gather(*(_drain(s) for s in (a, b, c)))
+        seen["ended"] = _answer_metrics(service)
+        return [[f, *r] for f, r in zip(firsts, rest)], seen
+
+    got, seen = asyncio.run(main())
+    assert got == [_alone(engine, r) for r in requests[:3]]
+    assert seen == {"made": (0.0, 0.0, 0.0), "two running": (2.0, 0.0, 0.0), "one waiting": (2.0, 1.0, 0.0),
+                    "refused": (2.0, 1.0, 1.0), "ended": (0.0, 0.0, 1.0)}
+
+
+def test_a_cancelled_answer_leaves_the_running_gauge(engine):
+    service = f"scheduler-test-{uuid.uuid4().hex[:8]}"
+    long, = _requests(engine, seed=10, shapes=[([4], 2, 40)])
+
+    async def main():
+        scheduler = AnswerScheduler(engine, asyncio.Lock(), SchedulerSettings(slots=2, slot_tokens=64),
+                                    service=service)
+        stream = scheduler.stream(long)
+        await stream.__anext__()
+        running = _answer_metrics(service)[0]
+        await stream.aclose()  # the client went away: its slot is free at the next step
+        while not scheduler.idle():
+            await asyncio.sleep(0.01)
+        return running, _answer_metrics(service)
+
+    running, after = asyncio.run(main())
+    assert running == 1.0 and after == (0.0, 0.0, 0.0)
+
+
+def test_a_lone_answer_counts_as_running(engine):
+    service = f"scheduler-test-{uuid.uuid4().hex[:8]}"
+    long, = _requests(engine, seed=11, shapes=[([40, 30], 6, 10)])
+
+    async def main():
+        # too long for a slot of 32 positions: generated alone, still one answer running
+        scheduler = AnswerScheduler(engine, asyncio.Lock(), SchedulerSettings(slots=2, slot_tokens=32),
+                                    service=service)
+        stream = scheduler.stream(long)
+        tokens = [await stream.__anext__()]
+        running = _answer_metrics(service)[:2]
+        tokens += await _drain(stream)
+        return tokens, running, _answer_metrics(service)
+
+    tokens, running, after = asyncio.run(main())
+    assert tokens == _alone(engine, long)
+    assert running == (1.0, 0.0) and after == (0.0, 0.0, 0.0)

@@ -113,9 +113,21 @@ def serving() -> Dashboard:
                    query(f"sum(rate(blockrag_prompt_tokens_total{{{TENANT}}}[{RATE}]))", "prompt"),
                    query(f"sum(rate(blockrag_prompt_tokens_cached_total{{{TENANT}}}[{RATE}]))", "cached")),
     ]
+    # the replicas' AnswerScheduler (libs/blockrag/scheduler.py); no tenant label: a slot is shared
+    answers = [
+        timeseries("Answers running and waiting", "Answers being generated (in a batch slot, or alone when too "
+                   "long for one) and answers admitted and waiting for a slot, summed over the Generation "
+                   "replicas. Running at slots x replicas with a queue that stays: add replicas.", "short",
+                   query("sum(blockrag_answers_running)", "running"),
+                   query("sum(blockrag_answers_waiting)", "waiting")),
+        timeseries("Answers refused busy", "Generate requests refused with RESOURCE_EXHAUSTED because every slot "
+                   "ran and the queue was full (clients get a retry hint).", "reqps",
+                   query(f"sum(rate(blockrag_answers_refused_total[{RATE}]))", "refused")),
+    ]
     return dashboard("blockrag-serving", "BlockRAG / Serving",
-                     "Generation latency (TTFT, inter-token, end to end), request rates and errors.",
-                     [("Latency", latency), ("Traffic and errors", traffic)])
+                     "Generation latency (TTFT, inter-token, end to end), request rates and errors, answers "
+                     "running, waiting and refused.",
+                     [("Latency", latency), ("Traffic and errors", traffic), ("Answers", answers)])
 
 
 def cache() -> Dashboard:

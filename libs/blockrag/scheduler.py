@@ -20,6 +20,8 @@ step it awaits.
   answer at the next step: its slot is free for the step after.
 - A step that fails ends every answer of the batch with that error and leaves the pool empty,
   so the next request starts from a clean batch.
+- Given a service name, it reports to Prometheus (blockrag.telemetry.AnswerGauges) the answers
+  running and waiting after every change, and counts the answers refused busy.
 
 Each answer gets exactly the tokens that engine.generate gives it alone, greedy (the batch's
 guarantee; tests/test_scheduler.py checks it through this class).
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from blockrag.attention.batch import GenerationBatch
     from blockrag.attention.engine import BlockAttentionEngine
     from blockrag.attention.sequence import GenerationRequest
+    from blockrag.telemetry import AnswerGauges
 
 _DONE = object()  # the answer ended normally
 
@@ -93,10 +96,19 @@ class SchedulerStats:
 
 class AnswerScheduler:
     """The answers of one engine. `lock` serialises the engine's users (a threading lock would
-    do for the steps, but the replica's other users hold an asyncio one)."""
+    do for the steps, but the replica's other users hold an asyncio one). `service`: the
+    metrics' service label, None to record no metrics (tests, one-shot tools)."""
 
-    def __init__(self, engine: BlockAttentionEngine, lock: asyncio.Lock, settings: SchedulerSettings = SchedulerSettings()):
+    def __init__(self, engine: BlockAttentionEngine, lock: asyncio.Lock, settings: SchedulerSettings = SchedulerSettings(),
+                 service: str | None = None):
         self.engine, self.lock, self.settings = engine, lock, settings
+        self._gauges: AnswerGauges | None = None
+        if service is not None:
+            # imported here, not above: PlatformConfig imports this module before the platform
+            # sets PROMETHEUS_MULTIPROC_DIR, and prometheus_client reads it at its first import
+            from blockrag.telemetry import AnswerGauges
+
+            self._gauges = AnswerGauges(service)
         self._batch: GenerationBatch | None = None  # allocated at the first batched answer
         self._adds: list[_Ticket] = []  # to add before the next step
         self._cancels: list[_Ticket] = []  # to cancel before the next step
@@ -124,6 +136,12 @@ class AnswerScheduler:
                               waiting=len(self._adds) + (len(batch.waiting) if batch is not None else 0),
                               alone=self._alone)
 
+    def _report(self) -> None:
+        """The gauges follow stats() after every change of it (on the event loop's thread)."""
+        if self._gauges is not None:
+            stats = self.stats()
+            self._gauges.report(stats.running + stats.alone, stats.waiting)
+
     def idle(self) -> bool:
         """Nothing runs, waits or is about to be applied."""
         return not (self._tickets or self._adds or self._cancels or self._alone)
@@ -134,6 +152,8 @@ class AnswerScheduler:
         s = self.settings
         held = len(self._tickets) + len(self._adds) + self._alone
         if held >= s.slots + s.max_waiting:
+            if self._gauges is not None:
+                self._gauges.refused()
             # about one answer's time per queued answer ahead: a hint, not a promise
             raise SchedulerBusyError(
                 f"this replica is generating {s.slots} answers with {s.max_waiting} waiting, its limit; "
@@ -147,6 +167,7 @@ class AnswerScheduler:
     async def _batched(self, request: GenerationRequest) -> AsyncIterator[int]:
         ticket = _Ticket(request)
         self._adds.append(ticket)
+        self._report()
         self._start_driver()
         finished = False
         try:
@@ -168,6 +189,7 @@ class AnswerScheduler:
         """engine.generate, one token per hold of the lock: for a request no slot can hold, or
         one that finds a graphed engine idle (stream() decides)."""
         self._alone += 1
+        self._report()
         try:
             tokens = self.engine.generate(request.kvs, request.final_ids, request.max_new_tokens, request.temperature,
                                           stop_ids=request.stop_ids, seed=request.seed)
@@ -179,6 +201,7 @@ class AnswerScheduler:
                 yield token
         finally:
             self._alone -= 1
+            self._report()
 
     # -- the driver ----------------------------------------------------------------------------
 
@@ -206,6 +229,7 @@ class AnswerScheduler:
                 ticket = self._tickets.pop(seq_id, None)
                 if ticket is not None:
                     ticket.queue.put_nowait(_DONE)
+            self._report()  # the step admitted waiting answers and ended finished ones
             await asyncio.sleep(0)  # let consumers and new requests run between steps
 
     def _apply(self) -> None:
@@ -226,9 +250,11 @@ class AnswerScheduler:
                 ticket.queue.put_nowait(e)
                 continue
             self._tickets[ticket.seq_id] = ticket
+        self._report()
 
     def _fail_all(self, error: BaseException) -> None:
         tickets, self._tickets = list(self._tickets.items()), {}
         for seq_id, ticket in tickets:
             self._batch.cancel(seq_id)
             ticket.queue.put_nowait(error)
+        self._report()

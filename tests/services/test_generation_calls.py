@@ -14,6 +14,7 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import REGISTRY
 from tiny_versions import save_tiny_llama
 
 from blockrag.errors import InvalidRequestError
@@ -177,26 +178,43 @@ def test_concurrent_answers_are_decoded_together_each_as_alone(platform):
     assert max(widths) == 3  # the three answers were decoded in the same steps, not one after another
 
 
+def answer_metrics() -> tuple[float | None, ...]:
+    """The replica's (running, waiting, refused) answers, as this process exposes them."""
+    names = ("blockrag_answers_running", "blockrag_answers_waiting", "blockrag_answers_refused_total")
+    return tuple(REGISTRY.get_sample_value(n, {"service": "generation"}) for n in names)
+
+
 def test_a_full_replica_refuses_before_any_work(platform):
     generation = platform.generation
     generation.config = dataclasses.replace(generation.config, scheduler=SchedulerSettings(slots=1, max_waiting=0))
     cached = [pb.ContextBlock(text="Orsa keeps a ferry to Auna.")]
     ask(generation, context=cached)  # the opening and the block cached in this replica
+    running, waiting, refused_before = answer_metrics()
+    assert (running, waiting) == (0, 0)  # nothing left running by the answers before
 
     async def run():
         # holding the engine's lock keeps the first answer in its slot (no step can run)
         async with generation.engine_lock:
-            first = asyncio.ensure_future(_stream(generation, "Where does the ferry go?", 4, context=cached).__anext__())
+            stream = _stream(generation, "Where does the ferry go?", 32, context=cached)  # long: it still runs when read
+            first = asyncio.ensure_future(stream.__anext__())
             answers = generation._scheduler(generation.models.configured)
             while answers.idle():
                 await asyncio.sleep(0.01)
+            assert answer_metrics()[:2] in ((0, 1), (1, 0))  # queued, or prefilled before we took the lock
             platform.calls.clear()
             fresh = [pb.ContextBlock(text=f"Kessel's archive code is {uuid.uuid4().hex}.")]
             with pytest.raises(SchedulerBusyError, match="generating 1 answers with 0 waiting") as refused:
                 await _stream(generation, "What is the code?", 4, context=fresh).__anext__()
             assert platform.calls == []  # its new block was not sent to Precompute
+            assert answer_metrics()[2] == refused_before + 1
         await first
-        return refused.value
+        during = answer_metrics()
+        await stream.aclose()
+        while not answers.idle():
+            await asyncio.sleep(0.01)
+        return refused.value, during, answer_metrics()
 
-    error = asyncio.run(run())
+    error, during, after = asyncio.run(run())
     assert error.retry_after_s == 1.0
+    assert during == (1, 0, refused_before + 1)  # the first answer streams
+    assert after == (0, 0, refused_before + 1)  # ... and its consumer left: its slot is free

@@ -7,6 +7,7 @@ Importing this package imports prometheus_client: in a worker process, set
 from blockrag.telemetry.metrics import (
     ALL_METRICS,
     TIERS,
+    AnswerGauges,
     Tier,
     TokenStreamTimer,
     metric_names,
@@ -28,6 +29,7 @@ __all__ = [
     "TENANT_LABELS",
     "TenantLabels",
     "ALL_METRICS",
+    "AnswerGauges",
     "TIERS",
     "Tier",
     "TokenStreamTimer",

@@ -141,6 +141,27 @@ MODEL_WARM_BLOCKS = Gauge(
     multiprocess_mode="livemax",
 )
 
+# The answers of the Generation replicas (blockrag.scheduler): "livesum", summed over the live
+# replicas. The only label is the service: a fixed name, never a tenant or a model version.
+ANSWERS_RUNNING = Gauge(
+    "blockrag_answers_running",
+    "Answers being generated now: in a slot of a replica's batch, or alone (too long for a slot).",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+ANSWERS_WAITING = Gauge(
+    "blockrag_answers_waiting",
+    "Answers admitted and waiting for a free slot.",
+    ["service"],
+    multiprocess_mode="livesum",
+)
+ANSWERS_REFUSED = Counter(
+    "blockrag_answers_refused",
+    "Answers refused before any work because every slot ran and the queue was full "
+    "(RESOURCE_EXHAUSTED with a retry hint).",
+    ["service"],
+)
+
 # A stored entry that was not served: its bytes failed the checksum or format (corrupt), or were
 # sound but computed for another model, tenant or block (foreign: a swapped or planted object).
 KVRejectReason = Literal["corrupt", "foreign"]
@@ -173,6 +194,9 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     REPLICA_CACHE_EVICTIONS,
     MODEL_WARM_BLOCKS,
     KV_ENTRIES_REJECTED,
+    ANSWERS_RUNNING,
+    ANSWERS_WAITING,
+    ANSWERS_REFUSED,
 )
 
 
@@ -247,6 +271,35 @@ def set_model_warm(tenant: str, done: int, total: int) -> None:
     label = TENANT_LABELS.label(tenant)
     MODEL_WARM_BLOCKS.labels(tenant=label, state="done").set(done)
     MODEL_WARM_BLOCKS.labels(tenant=label, state="total").set(total)
+
+
+class AnswerGauges:
+    """One AnswerScheduler's share of its service's answer metrics.
+
+    A replica can hold several schedulers (one per loaded model version), so each adds the
+    change since its own last report: the process's gauges are the sum of its schedulers'.
+    Creating it makes the service's series exist at 0, so dashboards have data before the first
+    answer or refusal."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.running = self.waiting = 0  # what this scheduler reported last
+        ANSWERS_RUNNING.labels(service=service).inc(0)
+        ANSWERS_WAITING.labels(service=service).inc(0)
+        ANSWERS_REFUSED.labels(service=service).inc(0)
+
+    def report(self, running: int, waiting: int) -> None:
+        """The scheduler now holds `running` answers in slots or alone and `waiting` in its queue."""
+        if running != self.running:
+            ANSWERS_RUNNING.labels(service=self.service).inc(running - self.running)
+            self.running = running
+        if waiting != self.waiting:
+            ANSWERS_WAITING.labels(service=self.service).inc(waiting - self.waiting)
+            self.waiting = waiting
+
+    def refused(self) -> None:
+        """Count one answer refused busy."""
+        ANSWERS_REFUSED.labels(service=self.service).inc()
 
 
 def observe_segments(token_counts: Sequence[int]) -> None:

@@ -184,7 +184,7 @@ class Generation(OneApplication):
         answers = self.schedulers.get(runtime.version)
         if answers is None or answers.engine is not runtime.engine:
             answers = self.schedulers[runtime.version] = AnswerScheduler(runtime.engine, self.engine_lock,
-                                                                         self.config.scheduler)
+                                                                         self.config.scheduler, service=SERVICE)
             loaded = {entry["model_version"] for entry in self.models.describe()["loaded"]}
             for version, other in list(self.schedulers.items()):
                 if version not in loaded and other.idle():
