@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures.pg_cluster import pg_cluster  # noqa: F401  (a fixture)
 from fixtures.s3_outage import restartable_s3  # noqa: F401  (a fixture)
 from tiny_versions import save_tiny_llama
 
