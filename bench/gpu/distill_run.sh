@@ -6,7 +6,7 @@
 # .git/info/exclude ignores: `xz -6 -c <gguf> | split -b 40m -d - gguf.xz.part` (part00 in .gpu-a,
 # part01 and part02 in .gpu-b). Each call stashes what it carries on the warm machine; once all parts are
 # there the model is converted and the benchmarks run. A committed snapshot of the code without
-# its large data files (`git archive HEAD libs bench | tar -x -C .gpu-libs`, then remove the
+# its large data files (`git archive HEAD libs services bench | tar -x -C .gpu-libs`, then remove the
 # segmenter's weights, the shipped adapter and the committed examples) keeps others' uncommitted
 # edits off the device: each call runs `cd .gpu-libs && ln -sfn ../.gpu-a .gpu-a ... && bash
 # bench/gpu/distill_run.sh ...`. Back to back (the machine stays warm 30 s):
@@ -27,7 +27,7 @@ for d in .gpu .gpu-a .gpu-b .gpu-c; do [ -d $d ] && cp $d/* "$STASH"/; done  # w
 [ -d .whl ] && cp .whl/*.whl "$STASH"/ 2>/dev/null
 ls -la "$STASH"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STASH"/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1 BLOCKRAG_HOME=/root/blockrag-home
+export PYTHONPATH=/tmp/site:$PWD/libs:$PWD/services PYTHONUNBUFFERED=1 BLOCKRAG_HOME=/root/blockrag-home
 MODE=${1:-fidelity}; shift || true
 prepare_model() {  # converted where load_model() looks for the default model, so fingerprints match the CPU's
   MODEL=$BLOCKRAG_HOME/models/smollm2-135m-instruct
