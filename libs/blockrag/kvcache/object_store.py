@@ -26,6 +26,13 @@ from blockrag.errors import InvalidRequestError, ObjectStoreError, StorageConfig
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@=+-]{0,254}")
 
 
+class UnreadableObjectError(ObjectStoreError):
+    """Something is stored under the object's name but its bytes cannot be read (a directory in
+    its place): a fault of that one object, like corrupt bytes, while the store itself works.
+    Readers recompute it and count it; a write of the block puts a new object, and deleting the
+    old location clears what squats the name."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """A stored object as a listing shows it."""
@@ -133,13 +140,18 @@ class LocalObjectStore:
             return path.read_bytes()
         except FileNotFoundError:
             return None
+        except IsADirectoryError as e:
+            raise UnreadableObjectError(f"cannot read object {path}: a directory is in its place") from e
         except OSError as e:
             raise ObjectStoreError(f"cannot read object {path}: {e}") from e
 
     def delete(self, location: str) -> None:
         path = self._path_of(location)
         try:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except IsADirectoryError:
+                path.rmdir()  # an empty directory squatting the name (UnreadableObjectError); never a tree
         except OSError as e:
             raise ObjectStoreError(f"cannot delete object {path}: {e}") from e
 

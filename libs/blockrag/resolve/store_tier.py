@@ -4,10 +4,11 @@ The index says which blocks exist and where each one's KV lives for a model vers
 are fetched on a thread pool (one get per entry, ``threads`` at a time: an S3 get is latency, not
 bandwidth) and decoded there, checksum, model fingerprint, tenant and block id verified (the frame
 carries them: KVCodec). A missing, corrupt or foreign object is a miss, never served; corrupt and
-foreign ones are also counted and logged, since they mean a fault or tampering, not an eviction.
-An object the store cannot give now (the S3 server down, a path that cannot be read) is a miss
-too: the request is answered by recomputing, not refused (the index still lists the entry, and
-the next read after the outage finds it), logged once per fetch.
+foreign ones are also counted and logged, since they mean a fault or tampering, not an eviction
+(an object whose bytes cannot be read, a directory in its place, counts as corrupt). A store that
+cannot answer now (the S3 server down) is a miss too: the request is answered by recomputing, not
+refused (the index still lists the entry, and the next read after the outage finds it), logged
+once per fetch, not counted: no entry is at fault.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from blockrag.kvcache.codec import KVCompressionMismatchError
 from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.index import DEFAULT_TENANT, CacheIndex, LookupRow, transaction
 from blockrag.kvcache.index_schema import documents
-from blockrag.kvcache.object_store import ObjectStore
+from blockrag.kvcache.object_store import ObjectStore, UnreadableObjectError
 from blockrag.resolve.access_log import AccessLog
 from blockrag.telemetry import observe_rejected_entry
 
@@ -113,23 +114,23 @@ class StoreTier:
               block_id: str) -> BlockKV | ObjectStoreError | object | None:
         try:
             data = self.store.get(location)
-        except ObjectStoreError as e:
-            return e  # a miss for this request, logged by the caller (once, not per entry)
-        if data is None:
-            return None  # evicted or not written yet: a miss
-        try:
+            if data is None:
+                return None  # evicted or not written yet: a miss
             return KVCodec.decode(data, version, device, tenant=tenant, block_id=block_id,
                                   compression=self.compression)
-        except KVCodecError as e:
+        except (KVCodecError, UnreadableObjectError) as e:
             # recomputed by the caller, whose write replaces it; a fingerprint mismatch is foreign
             # too: the row says this version, the bytes another (a swapped object, not an old row);
-            # so is an entry of another compression setting (another deployment's, or before a change)
+            # so is an entry of another compression setting (another deployment's, or before a change).
+            # An object that cannot be read (a directory in its place) is this entry's fault: corrupt
             foreign = (KVBindingError, KVFingerprintMismatchError, KVCompressionMismatchError)
             reason = "foreign" if isinstance(e, foreign) else "corrupt"
             observe_rejected_entry(reason)
             log.warning("KV entry of block %s (tenant %r, model version %.16s) at %s not served, recomputing: %s",
                         block_id, tenant, version, location, e)
             return _CORRUPT
+        except ObjectStoreError as e:
+            return e  # the store's fault (unreachable): a miss, logged by the caller once, not per entry
 
 
 _CORRUPT = object()
