@@ -1,0 +1,187 @@
+"""Faults injected into a real local platform (`blockrag up` over an S3 server it does not own),
+reached only over gRPC (issue 14, item 6). A platform of its own, so marked slow:
+    .venv/bin/python -m pytest -m slow tests/faults/test_platform_faults.py
+
+- the S3 server SIGKILLed: a question over ingested blocks is still answered (every block
+  recomputed by Precompute, whose frames come back though they cannot be stored); an ingest gets
+  UNAVAILABLE and leaves no document, entry or object; once the server is back on its port,
+  ingest works again;
+- the Generation replica's process SIGKILLed while an answer streams: the client's stream ends
+  with an error (it is not left hanging), and Ray Serve starts a new replica that answers; new
+  calls meanwhile get only retriable statuses. The client in flight gets INTERNAL with Ray's actor
+  error text, not a retriable status: a defect in how Ray Serve's proxy maps a dead replica,
+  pinned by a strict xfail test until the platform maps it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from fixtures.platform import start_platform, stop_platform
+from fixtures.s3_outage import RestartableS3
+
+from blockrag.v1 import generation_pb2 as pb
+from blockrag.v1 import generation_pb2_grpc
+
+pytestmark = pytest.mark.slow
+GENERATION = (("application", "generation"),)
+HARBOUR = ("The Harbour Office of Tolvik opens at seven and closes at noon. Ada Brenn signs every permit "
+           "for long boats, and fishing boats unload at the eastern pier before dawn.")
+FERRY = "The ferry to Skarvholm leaves the eastern pier twice a day, at nine and at four."
+RETRIABLE = {grpc.StatusCode.UNAVAILABLE}
+REPLACE_TIMEOUT_S = 240  # Ray notices the dead actor, starts another, which loads the model
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    s3 = RestartableS3(tmp_path_factory.mktemp("s3"))
+    s3.start()
+    yield s3
+    s3.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, s3):
+    store = f"s3://blockrag-kv/kv?endpoint={s3.server.endpoint}&secure=false"
+    env = {"AWS_ACCESS_KEY_ID": s3.server.access_key, "AWS_SECRET_ACCESS_KEY": s3.server.secret_key}
+    running = start_platform(tmp_path_factory.mktemp("faults"), "--object-store-url", store, env=env)
+    yield running
+    code = stop_platform(running)
+    assert code == 0, running.log_tail()
+
+
+@pytest.fixture(scope="module")
+def generation(platform):
+    with grpc.insecure_channel(platform.grpc) as channel:
+        yield generation_pb2_grpc.GenerationServiceStub(channel)
+
+
+def rows(platform) -> tuple[int, int]:
+    """(documents, KV entries) in the platform's SQLite index."""
+    with sqlite3.connect(platform.state_dir / "index.db") as db:
+        return tuple(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("documents", "kv_entries"))
+
+
+def files(s3) -> set[Path]:
+    return {p for p in s3.server.root.rglob("*") if p.is_file()}
+
+
+def ask(generation, block_ids, max_new_tokens: int = 8) -> list[pb.GenerateResponse]:
+    request = pb.GenerateRequest(question="When does the harbour office open?", max_new_tokens=max_new_tokens,
+                                 context=[pb.ContextBlock(block_id=b) for b in block_ids])
+    return list(generation.Generate(request, metadata=GENERATION, timeout=120))
+
+
+def ingest(generation, document_id: str, text: str) -> pb.IngestResponse:
+    return generation.Ingest(pb.IngestRequest(collection="harbour", documents=[pb.Document(id=document_id, text=text)]),
+                             metadata=GENERATION, timeout=120)
+
+
+def test_s3_killed_answers_by_recomputing_and_ingest_fails_unavailable_then_recovers(platform, generation, s3):
+    ids = list(ingest(generation, "harbour", HARBOUR).documents[0].block_ids)
+    before, stored = rows(platform), files(s3)
+    assert before[0] == 1 and before[1] >= len(ids)
+
+    s3.kill()
+    started = time.monotonic()
+    replies = ask(generation, ids)  # blocks the generation replica never held: the store's, which is down
+    elapsed = time.monotonic() - started
+    usage = replies[-1].usage
+    assert replies[-1].done and usage.completion_tokens >= 1
+    assert dict(usage.blocks_by_tier) == {"computed": len(ids)} and list(usage.block_ids) == ids
+    assert elapsed < 60, f"an answer over a dead store took {elapsed:.1f} s"
+
+    with pytest.raises(grpc.RpcError) as refused:
+        ingest(generation, "ferry", FERRY)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "cannot reach S3 to write" in refused.value.details()
+    assert rows(platform) == before  # no document recorded, no entry committed
+
+    s3.start()
+    assert files(s3) == stored  # nothing half-written appeared in the bucket
+    assert ingest(generation, "ferry", FERRY).computed_blocks >= 1
+    assert rows(platform)[0] == 2
+    assert ask(generation, ids)[-1].done
+
+
+def replica_pids(platform, deployment: str) -> list[int]:
+    """The processes of this platform's Serve replicas of ``deployment`` (Ray titles them
+    "ray::ServeReplica:<app>:<deployment>"; every Ray worker of the platform inherits its state
+    directory in $BLOCKRAG_DRAIN_FILE)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"ServeReplica:{deployment}" in title and str(platform.state_dir).encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def killed_replica(platform, generation):
+    """SIGKILL the Generation replica while an answer streams: (the in-flight call's outcome, the
+    block ids asked about, the killed pid)."""
+    ids = list(ingest(generation, "harbour", HARBOUR).documents[0].block_ids)
+    (replica,) = replica_pids(platform, "generation:Generation")
+    request = pb.GenerateRequest(question="Describe the harbour in detail.", max_new_tokens=400,
+                                 context=[pb.ContextBlock(block_id=b) for b in ids])
+    stream = generation.Generate(request, metadata=GENERATION, timeout=120)
+    first = next(stream)  # an answer in flight
+    assert first.text and not first.done
+    outcome: list[object] = []
+    reader = threading.Thread(target=lambda: outcome.append(_drain(stream)))
+    reader.start()
+    os.kill(replica, signal.SIGKILL)
+    reader.join(60)
+    assert not reader.is_alive(), "the client in flight was left hanging"
+    return outcome[0], ids, replica
+
+
+def test_a_killed_generation_replica_is_replaced_and_answers(platform, generation, killed_replica):
+    outcome, ids, killed = killed_replica
+    assert isinstance(outcome, grpc.RpcError), f"the stream ended as if nothing happened: {outcome}"
+    started = time.monotonic()
+    deadline, answered, refusals = started + REPLACE_TIMEOUT_S, None, set()
+    while answered is None and time.monotonic() < deadline:
+        try:
+            answered = ask(generation, ids, max_new_tokens=4)
+        except grpc.RpcError as e:
+            refusals.add(e.code())
+            time.sleep(2)
+    assert answered is not None and answered[-1].done, f"no answer within {REPLACE_TIMEOUT_S} s of the kill"
+    replacement = replica_pids(platform, "generation:Generation")
+    assert len(replacement) == 1 and replacement != [killed]
+    # while Ray replaced it, new calls were refused only with statuses a client retries
+    assert refusals <= RETRIABLE, refusals
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Ray Serve's gRPC proxy answers a call whose replica died INTERNAL, with Ray's RayActorError text "
+    "(class name, actor id, pid): ray/serve/_private/grpc_util.py get_grpc_response_status maps "
+    "RayActorError to INTERNAL. The fix belongs where the platform configures the proxy "
+    "(services/blockrag_services/platform.py, or a proxy-side hook): RayActorError -> UNAVAILABLE with "
+    "a message to retry"))
+def test_the_client_in_flight_gets_a_retriable_status(killed_replica):
+    outcome, _, _ = killed_replica
+    assert isinstance(outcome, grpc.RpcError)
+    assert outcome.code() in RETRIABLE, (outcome.code(), outcome.details())
+    assert "actor" not in outcome.details().lower()
+
+
+def _drain(stream) -> object:
+    try:
+        return list(stream)
+    except grpc.RpcError as e:
+        return e
