@@ -1,11 +1,15 @@
-"""Faults injected into a real local platform (`blockrag up` over an S3 server it does not own),
-reached only over gRPC (issue 14, item 6). A platform of its own, so marked slow:
+"""Faults injected into a real local platform (`blockrag up` over an S3 server and a PostgreSQL
+cluster of the test's own), reached only over gRPC (issue 14, item 6). A platform of its own, so
+marked slow:
     .venv/bin/python -m pytest -m slow tests/faults/test_platform_faults.py
 
 - the S3 server SIGKILLed: a question over ingested blocks is still answered (every block
   recomputed by Precompute, whose frames come back though they cannot be stored); an ingest gets
   UNAVAILABLE and leaves no document, entry or object; once the server is back on its port,
   ingest works again;
+- PostgreSQL restarted: an ingest and a collection question fail at once with UNAVAILABLE; a
+  question over blocks the replica holds is still answered; once the server is back the first
+  ingest succeeds, and every row committed before is there;
 - the Generation replica's process SIGKILLed while an answer streams: the client's stream ends
   with an error (it is not left hanging), and Ray Serve starts a new replica that answers; new
   calls meanwhile get only retriable statuses. The client in flight gets INTERNAL with Ray's actor
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
+from fixtures.pg_cluster import throwaway_cluster
 from fixtures.platform import start_platform, stop_platform
 from fixtures.s3_outage import RestartableS3
 
@@ -48,10 +53,17 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, s3):
+def pg():
+    with throwaway_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, s3, pg):
     store = f"s3://blockrag-kv/kv?endpoint={s3.server.endpoint}&secure=false"
     env = {"AWS_ACCESS_KEY_ID": s3.server.access_key, "AWS_SECRET_ACCESS_KEY": s3.server.secret_key}
-    running = start_platform(tmp_path_factory.mktemp("faults"), "--object-store-url", store, env=env)
+    running = start_platform(tmp_path_factory.mktemp("faults"), "--object-store-url", store,
+                             "--database-url", pg.url, env=env)
     yield running
     code = stop_platform(running)
     assert code == 0, running.log_tail()
@@ -63,10 +75,25 @@ def generation(platform):
         yield generation_pb2_grpc.GenerationServiceStub(channel)
 
 
-def rows(platform) -> tuple[int, int]:
-    """(documents, KV entries) in the platform's SQLite index."""
-    with sqlite3.connect(platform.state_dir / "index.db") as db:
-        return tuple(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("documents", "kv_entries"))
+def committed(pg) -> dict[str, set[tuple]]:
+    """The rows of the platform's index: documents, their blocks, and KV entries."""
+    engine = sa.create_engine(pg.url)
+    try:
+        with engine.begin() as conn:
+            return {
+                "documents": set(conn.exec_driver_sql("SELECT tenant, collection, document_id FROM documents")),
+                "document_blocks": set(conn.exec_driver_sql("SELECT tenant, block_id, position FROM document_blocks")),
+                "kv_entries": set(conn.exec_driver_sql(
+                    "SELECT tenant, block_id, model_version, location, nbytes FROM kv_entries")),
+            }
+    finally:
+        engine.dispose()
+
+
+def rows(pg) -> tuple[int, int]:
+    """(documents, KV entries) in the platform's index."""
+    now = committed(pg)
+    return len(now["documents"]), len(now["kv_entries"])
 
 
 def files(s3) -> set[Path]:
@@ -84,9 +111,9 @@ def ingest(generation, document_id: str, text: str) -> pb.IngestResponse:
                              metadata=GENERATION, timeout=120)
 
 
-def test_s3_killed_answers_by_recomputing_and_ingest_fails_unavailable_then_recovers(platform, generation, s3):
+def test_s3_killed_answers_by_recomputing_and_ingest_fails_unavailable_then_recovers(generation, s3, pg):
     ids = list(ingest(generation, "harbour", HARBOUR).documents[0].block_ids)
-    before, stored = rows(platform), files(s3)
+    before, stored = rows(pg), files(s3)
     assert before[0] == 1 and before[1] >= len(ids)
 
     s3.kill()
@@ -102,13 +129,45 @@ def test_s3_killed_answers_by_recomputing_and_ingest_fails_unavailable_then_reco
         ingest(generation, "ferry", FERRY)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "cannot reach S3 to write" in refused.value.details()
-    assert rows(platform) == before  # no document recorded, no entry committed
+    assert rows(pg) == before  # no document recorded, no entry committed
 
     s3.start()
     assert files(s3) == stored  # nothing half-written appeared in the bucket
     assert ingest(generation, "ferry", FERRY).computed_blocks >= 1
-    assert rows(platform)[0] == 2
+    assert rows(pg)[0] == 2
     assert ask(generation, ids)[-1].done
+
+
+def refused_fast(call) -> grpc.RpcError:
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    elapsed = time.monotonic() - started
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, (refused.value.code(), refused.value.details())
+    assert elapsed < 10, f"took {elapsed:.1f} s to refuse"
+    return refused.value
+
+
+def test_postgres_restarted_requests_fail_fast_unavailable_then_recover_with_no_committed_row_lost(generation, pg):
+    ids = list(ingest(generation, "tides", "High tide at Tolvik comes an hour after noon in May.")
+               .documents[0].block_ids)
+    assert ask(generation, ids)[-1].done  # the replica holds these blocks now
+    before = committed(pg)
+
+    pg.stop("fast")
+    refused = refused_fast(lambda: ingest(generation, "gulls", "Gulls nest on the breakwater from April."))
+    assert "cache index" in refused.details()
+    refused_fast(lambda: list(generation.Generate(pb.GenerateRequest(
+        question="When is high tide?", collection="harbour", max_new_tokens=4), metadata=GENERATION, timeout=60)))
+    held = ask(generation, ids)  # blocks in the replica's memory, the tenant's model known: no query needed
+    assert held[-1].done and dict(held[-1].usage.blocks_by_tier) == {"memory": len(ids)}
+
+    pg.start()
+    ingest(generation, "gulls", "Gulls nest on the breakwater from April.")  # the first call after the restart
+    after = committed(pg)
+    for table, kept in before.items():
+        assert kept <= after[table], f"{table}: rows committed before the restart are gone"
+    assert len(after["documents"]) == len(before["documents"]) + 1
 
 
 def replica_pids(platform, deployment: str) -> list[int]:
