@@ -71,5 +71,5 @@ def test_fact_fraction_is_the_share_of_question_examples(tokenizer):
     # without facts the templated questions are what they were (older examples files still match)
     plain = []
     mixed_examples([DOCUMENT], tokenizer, template, lambda ps: plain.extend(ps) or [[7]] * len(ps),
-                   DataConfig(question_fraction=0.8), count=10, seed=0)
+                   DataConfig(question_fraction=0.8, fact_fraction=0.0), count=10, seed=0)
     assert [p for p in asked if "Quill" in tokenizer.decode(p)] == plain[:4]

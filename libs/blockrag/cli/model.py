@@ -95,7 +95,7 @@ def distill(
                                                   "copied from one passage, as factual questions draw).")] = 0.0,
     fact_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Of the question examples, the share of "
                                                  "fact questions: short factual questions over passages about "
-                                                 "invented entities, with distractor values (facts.py).")] = 0.0,
+                                                 "invented entities, with distractor values (facts.py).")] = 0.5,
     examples_file: Annotated[Path | None, typer.Option(help="Keep the built examples (teacher answers included) in this "
                                                       "file and reuse them when it exists.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Keep the run's state in this directory (every "
