@@ -10,6 +10,8 @@ marked slow:
 - PostgreSQL restarted: an ingest and a collection question fail at once with UNAVAILABLE; a
   question over blocks the replica holds is still answered; once the server is back the first
   ingest succeeds, and every row committed before is there;
+- the Ray Train worker of a distillation run SIGKILLed after a checkpoint: Ray Train starts
+  another, the run resumes from its checkpoint in the object store and succeeds;
 - the Generation replica's process SIGKILLed while an answer streams: the client's stream ends
   with an error (it is not left hanging), and Ray Serve starts a new replica that answers; new
   calls meanwhile get only retriable statuses. The client in flight gets INTERNAL with Ray's actor
@@ -19,6 +21,7 @@ marked slow:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -32,11 +35,18 @@ from fixtures.pg_cluster import throwaway_cluster
 from fixtures.platform import start_platform, stop_platform
 from fixtures.s3_outage import RestartableS3
 
+from blockrag.samples import sample_documents
+from blockrag.v1 import admin_pb2, admin_pb2_grpc, generation_pb2_grpc
 from blockrag.v1 import generation_pb2 as pb
-from blockrag.v1 import generation_pb2_grpc
 
 pytestmark = pytest.mark.slow
-GENERATION = (("application", "generation"),)
+GENERATION, ADMIN = (("application", "generation"),), (("application", "admin"),)
+# a small run of the default model (as tests/e2e/test_platform_distill.py), a checkpoint every step
+DISTILL = admin_pb2.StartDistillationRequest(
+    collection="samples", steps=8, examples=4, eval_questions=2,
+    config_json=json.dumps({"examples_per_step": 1, "max_example_tokens": 384, "eval_examples": 0,
+                            "checkpoint_every": 1, "lora": {"rank": 4}}))
+DISTILL_TIMEOUT_S = 480
 HARBOUR = ("The Harbour Office of Tolvik opens at seven and closes at noon. Ada Brenn signs every permit "
            "for long boats, and fishing boats unload at the eastern pier before dawn.")
 FERRY = "The ferry to Skarvholm leaves the eastern pier twice a day, at nine and at four."
@@ -170,10 +180,10 @@ def test_postgres_restarted_requests_fail_fast_unavailable_then_recover_with_no_
     assert len(after["documents"]) == len(before["documents"]) + 1
 
 
-def replica_pids(platform, deployment: str) -> list[int]:
+def replica_pids(platform, deployment: str, prefix: str = "ServeReplica:") -> list[int]:
     """The processes of this platform's Serve replicas of ``deployment`` (Ray titles them
-    "ray::ServeReplica:<app>:<deployment>"; every Ray worker of the platform inherits its state
-    directory in $BLOCKRAG_DRAIN_FILE)."""
+    "ray::ServeReplica:<app>:<deployment>"; a Ray Train worker "ray::RayTrainWorker...": prefix "");
+    every Ray worker of the platform inherits its state directory in $BLOCKRAG_DRAIN_FILE."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -183,7 +193,7 @@ def replica_pids(platform, deployment: str) -> list[int]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if f"ServeReplica:{deployment}" in title and str(platform.state_dir).encode() in environ:
+        if f"{prefix}{deployment}" in title and str(platform.state_dir).encode() in environ:
             found.append(int(proc.name))
     return found
 
@@ -237,6 +247,36 @@ def test_the_client_in_flight_gets_a_retriable_status(killed_replica):
     assert isinstance(outcome, grpc.RpcError)
     assert outcome.code() in RETRIABLE, (outcome.code(), outcome.details())
     assert "actor" not in outcome.details().lower()
+
+
+def test_a_killed_distillation_worker_resumes_from_its_checkpoint(platform, generation):
+    documents = [pb.Document(id=name, text=text) for name, text in sample_documents().items()]
+    generation.Ingest(pb.IngestRequest(collection="samples", documents=documents), metadata=GENERATION, timeout=300)
+    with grpc.insecure_channel(platform.grpc) as channel:
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        run_id = admin.StartDistillation(DISTILL, metadata=ADMIN).run.run_id
+
+        def run() -> admin_pb2.DistillationRun:
+            return admin.GetDistillation(admin_pb2.GetDistillationRequest(run_id=run_id), metadata=ADMIN).run
+
+        def wait(done, what: str) -> admin_pb2.DistillationRun:
+            deadline = time.monotonic() + DISTILL_TIMEOUT_S
+            while time.monotonic() < deadline:
+                now = run()
+                if done(now):
+                    return now
+                assert now.status in ("pending", "running"), (now.status, now.error)
+                time.sleep(0.5)
+            raise AssertionError(f"run {run_id} not {what} within {DISTILL_TIMEOUT_S} s: {run()}")
+
+        at_kill = wait(lambda r: r.step >= 2, "at step 2")  # step 1's checkpoint is in the object store
+        (worker,) = replica_pids(platform, "RayTrainWorker", prefix="")
+        os.kill(worker, signal.SIGKILL)
+        ended = wait(lambda r: r.status not in ("pending", "running"), "ended")
+        assert ended.status == "succeeded", (ended.status, ended.error)
+        assert ended.step == ended.total_steps == 8 and ended.version_id
+        resumed = json.loads(ended.metrics_json).get("resumed_from_step")
+        assert resumed is not None and 1 <= resumed <= at_kill.step, (resumed, at_kill.step)
 
 
 def _drain(stream) -> object:
