@@ -43,6 +43,7 @@ class Stream:
 
     times: list[float] = field(default_factory=list)
     usage: pb.Usage | None = None
+    error: grpc.RpcError | None = None  # the call's, raised in its thread: the test reports it
 
 
 def answers(platform) -> tuple[float, float]:
@@ -80,11 +81,14 @@ def request_(generation) -> pb.GenerateRequest:
 
 def _consume(generation, request: pb.GenerateRequest, start: threading.Barrier, out: Stream) -> None:
     start.wait()
-    for reply in generation.Generate(request, metadata=GENERATION):
-        if reply.text:
-            out.times.append(time.monotonic())
-        if reply.done:
-            out.usage = reply.usage
+    try:
+        for reply in generation.Generate(request, metadata=GENERATION):
+            if reply.text:
+                out.times.append(time.monotonic())
+            if reply.done:
+                out.usage = reply.usage
+    except grpc.RpcError as e:
+        out.error = e
 
 
 def _inter_token_s(streams: list[Stream]) -> float:
@@ -116,6 +120,7 @@ def test_concurrent_answers_overlap_and_a_cancelled_stream_frees_its_slot(platfo
         time.sleep(0.05)
     for t in threads:
         t.join()
+    assert [s.error for s in streams] == [None] * STREAMS
     assert all(s.usage is not None and s.usage.completion_tokens == ANSWER_TOKENS for s in streams), \
         [s.usage for s in streams]
     firsts, lasts = [s.times[0] for s in streams], [s.times[-1] for s in streams]
