@@ -98,6 +98,9 @@ case "$MODE" in
     tail -n 3 "$OUT"/shard*.log
     [ -f "$OUT/dev.log" ] && tail -n 12 "$OUT/dev.log"
     python3 -W ignore bench/fidelity.py --merge "$OUT"/shard*.json --out "$OUT/fidelity.json" ;;
+  first-block)  # bench/gpu/first_block_probe.py (its options follow): the first passage read exactly
+    prepare_model || exit 1
+    python3 -W ignore bench/gpu/first_block_probe.py --out "$OUT/first_block.json" "$@" 2>&1 | tail -n 4 ;;
   fidelity)  # train and score inside bench/fidelity.py (its options follow)
     prepare_model || exit 1
     python3 -W ignore bench/fidelity.py --out "$OUT/fidelity.json" "$@" 2>&1 | tee "$OUT/fidelity.log" ;;
