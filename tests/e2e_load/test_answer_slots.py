@@ -6,7 +6,8 @@ its metrics exporter read for the Generation replica's answer gauges.
   first token before any of them receives its last (one answer at a time would finish the first
   before the next began), and blockrag_answers_running reads STREAMS while they stream.
 - A cancelled stream frees its slot: a client that cancels after its first tokens leaves
-  blockrag_answers_running and _waiting at 0 in a fraction of the time its answer still needed.
+  blockrag_answers_running and _waiting at 0 in a fraction of the time its answer still needed
+  (measured: the same answer alone, uncancelled, just before).
 
 Bounded: ANSWER_TOKENS-token answers over one small cached block; about 15-30 s on 2 busy cores
 once the platform runs (its start, shared with tests/e2e when they run together, is not counted).
@@ -91,11 +92,6 @@ def _consume(generation, request: pb.GenerateRequest, start: threading.Barrier, 
         out.error = e
 
 
-def _inter_token_s(streams: list[Stream]) -> float:
-    """The fastest answer's mean time between two text messages."""
-    return min((s.times[-1] - s.times[0]) / (len(s.times) - 1) for s in streams)
-
-
 def _idle_within(platform, timeout_s: float) -> float:
     """Seconds until the replicas run and queue no answer (at most timeout_s)."""
     start = time.monotonic()
@@ -129,6 +125,12 @@ def test_concurrent_answers_overlap_and_a_cancelled_stream_frees_its_slot(platfo
     assert max(seen) == STREAMS, seen
     assert answers(platform) == (0, 0)
 
+    # -- the same answer alone, to its end: how long each of its tokens takes -----------------
+    alone = Stream()
+    _consume(generation, request_, threading.Barrier(1), alone)
+    assert alone.error is None and alone.usage.completion_tokens == ANSWER_TOKENS
+    per_token_s = (alone.times[-1] - alone.times[0]) / (len(alone.times) - 1)
+
     # -- a client that cancels mid-answer -----------------------------------------------------
     call = generation.Generate(request_, metadata=GENERATION)
     received = 0
@@ -141,7 +143,8 @@ def test_concurrent_answers_overlap_and_a_cancelled_stream_frees_its_slot(platfo
     freed = _idle_within(platform, 30)
     assert running == (1, 0)
     assert answers(platform) == (0, 0)
-    # uncancelled, the answer needed (ANSWER_TOKENS - 2) more tokens (the streams above ended at
-    # the limit, not at a stop token), each at least one step: its slot came back in a fraction of that
-    remaining_s = (ANSWER_TOKENS - received) * _inter_token_s(streams)
-    assert freed < remaining_s / 2, (freed, remaining_s)
+    # uncancelled, it needed ANSWER_TOKENS - 2 more tokens (alone, it ends at the limit, not at a
+    # stop token): its slot came back in a fraction of that time, within a few steps (a
+    # scheduler that kept decoding it fails here: tried, freed ~ remaining_s)
+    remaining_s = (ANSWER_TOKENS - received) * per_token_s
+    assert freed < remaining_s / 3, (freed, remaining_s)
