@@ -3,15 +3,18 @@ distillation, and after block fine-tuning at the same number of steps.
 
 The question set is the project's own (blockrag.distill.qa_set: fictional entities, five
 passages of which one holds the answer, distractors of the same kind, 10+ templates), held out
-from every training run: training reads only the default corpus (Python's reference manual
-topics and the bundled samples) with templated, label-free questions answered by the teacher.
+from every training run: training reads the default corpus (Python's reference manual topics
+and the bundled samples) with templated, label-free questions, and fact questions over invented
+entities of other kinds (distill/facts.py), all answered by the teacher.
 
 Per configuration: accuracy, mean answer-token KL(full || block) on the serving path (the
-engine's cached blocks), its ratio to the base model's, and the median wall-clock of a training
-step (same examples per step, same steps).
+engine's cached blocks, the first passage in its lead form on an engine with an opening, as the
+platform serves it; --cached-first-passage adds the row without), its ratio to the base model's,
+and the median wall-clock of a training step (same examples per step, same steps).
 
     python bench/fidelity.py [--questions 300] [--steps 200] [--split heldout]
     python bench/fidelity.py --adapter A --adapter B # score trained adapters only
+                             [--cached-first-passage]  # and each without the exact first passage
     python bench/fidelity.py --no-training           # full, block, block with untrained sinks or opening
                                                      # (--opening-gap G, repeatable: the opening's gaps)
     python bench/fidelity.py --shard 0/3 ... ; python bench/fidelity.py --merge s0.json s1.json s2.json
@@ -92,6 +95,9 @@ def main() -> None:
                         help="only the untrained rows: full, block, block with (untrained) sink tokens")
     parser.add_argument("--opening-gap", type=int, action="append", default=None,
                         help=f"untrained rows with a shared opening at this gap (repeatable; default {DEFAULT_GAP})")
+    parser.add_argument("--cached-first-passage", action="store_true",
+                        help="for each adapter with an opening, also a row with the first passage in its cached "
+                             "form (the platform serves it exact: exact_first_passage)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0)
@@ -131,9 +137,15 @@ def main() -> None:
         if args.opening_gap:
             rows.update(untrained_openings(probe, model, template, args.opening_gap))
         for path in args.adapter:
-            rows[f"block, {path.stem}"] = {"result": probe.score(served(Adapter.from_bytes(path.read_bytes()), args))}
+            adapter = Adapter.from_bytes(path.read_bytes())
+            engine = served(adapter, args)
+            rows[f"block, {path.stem}"] = {"result": probe.score(engine)}
             console.print(f"block, {path.stem}: {rows[f'block, {path.stem}']['result']} "
                           f"({time.perf_counter() - started:.0f} s)")
+            if args.cached_first_passage and adapter.opening is not None:
+                name = f"block, {path.stem}, first passage cached"
+                rows[name] = {"result": probe.score(engine, exact_first_passage=False)}
+                console.print(f"{name}: {rows[name]['result']} ({time.perf_counter() - started:.0f} s)")
     else:
         examples = build_examples(model, tokenizer, default_corpus(), args.train_examples, seed=config.seed,
                                   data=DataConfig(max_example_tokens=config.max_example_tokens))

@@ -88,11 +88,11 @@ case "$MODE" in
     for a in /root/adapters/*.safetensors; do adapters+=(--adapter "$a"); done
     for k in 0 1 2; do
       python3 -W ignore bench/fidelity.py --questions "${QUESTIONS:-300}" --split heldout --shard $k/3 \
-        "${adapters[@]}" --opening-gap 500 --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
+        "${adapters[@]}" --opening-gap 500 --cached-first-passage --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
     done
     if [ "${DEV_QUESTIONS:-0}" -gt 0 ]; then
       python3 -W ignore bench/fidelity.py --questions "$DEV_QUESTIONS" --split dev \
-        "${adapters[@]}" --opening-gap 500 --out "$OUT/dev.json" > "$OUT/dev.log" 2>&1 &
+        "${adapters[@]}" --opening-gap 500 --cached-first-passage --out "$OUT/dev.json" > "$OUT/dev.log" 2>&1 &
     fi
     wait
     tail -n 3 "$OUT"/shard*.log

@@ -87,6 +87,27 @@ def test_with_gap_zero_the_first_passage_gets_the_full_attention_kv(engine):
     assert (engine.encode_block(passage).values - kv.values).abs().max().item() > 1e-4
 
 
+@pytest.mark.parametrize("layout", [[5, 1, 9], [3]], ids=str)
+def test_a_lead_block_first_equals_the_reference_with_the_first_passage_read_exactly(engine, layout):
+    # encode_lead: the first passage encoded right after the opening, as full attention reads it
+    # there; the prompt [opening, lead, blocks...] equals the mask in which block 1 is global
+    blocks, final = _prompt(layout, seed=11 + len(layout))
+    kvs = engine.encode_blocks(blocks)
+    kvs[1] = engine.encode_lead(blocks[1])
+    out = engine.prefill(kvs, final)
+    ref = reference_logits(engine.model, blocks, final, opening=OPENING, global_blocks={1})
+    assert (out.logits - ref).abs().max().item() <= 1e-4
+    # guards: the lead form differs from the cached form, and so does the answer it gives
+    assert (kvs[1].values - engine.encode_block(blocks[1]).values).abs().max().item() > 1e-4
+    assert (ref - reference_logits(engine.model, blocks, final, opening=OPENING)).abs().max().item() > 1e-4
+
+
+def test_without_an_opening_a_lead_block_is_the_block():
+    plain = BlockAttentionEngine(tiny_model("qwen2"))
+    lead, block = plain.encode_lead([4, 5, 6]), plain.encode_block([4, 5, 6])
+    assert torch.equal(lead.keys, block.keys) and torch.equal(lead.values, block.values)
+
+
 def test_blocks_store_only_their_own_tokens(engine):
     kv = engine.encode_block([5, 6, 7])
     assert kv.token_ids == (5, 6, 7) and kv.num_tokens == 3

@@ -135,3 +135,15 @@ def test_local_config_is_the_embedded_default():
     for config in apps.values():
         assert dataclasses.replace(config, resources=Resources()) == PlatformConfig()
         assert config.resources.num_gpus is None  # decided by the cluster at deploy time
+
+
+@pytest.mark.parametrize("name", ["exact_first_passage", "question_log", "auth"])
+def test_switches_take_booleans_only(name):
+    # a YAML "false" is a non-empty string: taken as a switch it would turn the setting on
+    with pytest.raises(InvalidRequestError, match=f"{name} must be true or false"):
+        PlatformConfig.from_args({name: "false"})
+    assert getattr(PlatformConfig.from_args({name: False}), name) is False
+
+
+def test_the_first_passage_is_read_exactly_by_default():
+    assert PlatformConfig().exact_first_passage is True

@@ -172,6 +172,16 @@ class BlockAttentionEngine:
                 out[i] = kv
         return out  # type: ignore[return-value]
 
+    def encode_lead(self, token_ids: TokenIds) -> BlockKV:
+        """A block as the prompt's first passage reads it under full attention: encoded right
+        after the opening (gap 0), so a prompt that lays it first, straight after the opening, is
+        exact there. Every other place needs encode_block's form (`gap` positions after the
+        opening), so the two are different entries of one block. Without an opening a block reads
+        nothing before it either way: encode_block."""
+        if self.opening is None:
+            return self.encode_block(token_ids)
+        return self._encode_batch([self.token_ids(token_ids)], gap=0)[0]
+
     def encode_groups(self, blocks: Sequence[TokenIds], group_tokens: int
                       ) -> Iterator[tuple[list[TokenIds], list[BlockKV]]]:
         """encode_blocks over consecutive groups of about group_tokens real tokens (a longer block
@@ -185,8 +195,9 @@ class BlockAttentionEngine:
                 group = []
 
     @torch.inference_mode()
-    def _encode_batch(self, batch: list[tuple[int, ...]], start: int = 0) -> list[BlockKV]:
-        """start: first position of every block (0 for caching; the gate encodes at other offsets).
+    def _encode_batch(self, batch: list[tuple[int, ...]], start: int = 0, gap: int | None = None) -> list[BlockKV]:
+        """start: first position of every block (0 for caching; the gate encodes at other offsets);
+        gap: positions between the opening and the block (default the opening's own).
 
         With sinks, each row is [sink, block...] at start-1.. (the sink one position before the
         block), so the block's own keys come out at start.. exactly as without a sink. With an
@@ -194,7 +205,7 @@ class BlockAttentionEngine:
         start.., likewise.
         """
         if self.opening is not None:
-            p, gap = len(self.opening.tokens), self.opening.gap
+            p, gap = len(self.opening.tokens), self.opening.gap if gap is None else gap
             rows = self._encode_rows([(*self.opening.tokens, *block) for block in batch], start - gap - p,
                                      gap_at=p, gap=gap)
             return [BlockKV(block, kv.keys[:, :, p:].contiguous(), kv.values[:, :, p:].contiguous())

@@ -6,7 +6,7 @@ a full prefill, so it serves tests, the correctness gate and nothing on the serv
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -17,12 +17,16 @@ from blockrag.attention.mask import additive_mask
 
 @torch.inference_mode()
 def reference_logits(model: PreTrainedModel, blocks: Sequence[Sequence[int]], final_ids: Sequence[int],
-                     sink_token_id: int | None = None, opening: Opening | None = None) -> torch.Tensor:
+                     sink_token_id: int | None = None, opening: Opening | None = None,
+                     global_blocks: Collection[int] = ()) -> torch.Tensor:
     """Logits [len(final_ids), vocab] (float32) of the final block under the block mask; with a
     sink token, every block starts with it (its first position, seen by that block only); with an
-    opening, blocks[0] must be it and every other block is encoded right after it (layout.py)."""
+    opening, blocks[0] must be it and every other block is encoded right after it (layout.py).
+    global_blocks: blocks that see everything before them (with an opening, {1} is the first
+    passage read as full attention reads it: what engine.encode_lead gives)."""
     device = next(model.parameters()).device
-    layout = sequence_layout(blocks, final_ids, sink_token_id=sink_token_id, opening=opening)
+    layout = sequence_layout(blocks, final_ids, sink_token_id=sink_token_id, opening=opening,
+                             global_blocks=global_blocks)
     ids = torch.tensor(layout.ids, device=device)[None]
     positions = torch.tensor(layout.positions, device=device)[None]
     mask = additive_mask(layout.allowed.to(device), model.dtype)

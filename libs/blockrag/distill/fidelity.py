@@ -106,12 +106,17 @@ class FidelityProbe:
         blocks = [self.template.prefix_ids()] + [self.template.block_ids(p) for p in q.passages]
         return blocks, self.template.final_ids(q.question)
 
-    def score(self, engine: BlockAttentionEngine, progress: Callable[[int, int], None] | None = None) -> FidelityResult:
-        """Accuracy and answer-token KL of block attention through `engine`."""
+    def score(self, engine: BlockAttentionEngine, progress: Callable[[int, int], None] | None = None,
+              exact_first_passage: bool = True) -> FidelityResult:
+        """Accuracy and answer-token KL of block attention through `engine`, as the platform
+        serves it: with exact_first_passage (the platform's default) the first passage comes in
+        its lead form on an engine with an opening (BlockResolver._lead)."""
         outcomes, kl_sum, tokens = [], 0.0, 0
         per_position: dict[int, tuple[float, int]] = {}  # answer passage -> (KL sum, tokens)
         for i, (q, (blocks, final)) in enumerate(zip(self.questions, self.prompts)):
             kvs = engine.encode_blocks(blocks)
+            if exact_first_passage and engine.opening is not None and len(blocks) > 1:
+                kvs[1] = engine.encode_lead(blocks[1])
             answer = list(engine.generate(kvs, final, self.max_new_tokens))
             outcomes.append(q.is_correct(self.tokenizer.decode(answer, skip_special_tokens=True)))
             targets = self.full_answers[i]

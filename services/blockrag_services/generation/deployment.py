@@ -80,7 +80,8 @@ class Generation(OneApplication):
         self.blocks = BlockResolver(PrecomputeEncoder(self.handles),
                                     store=StoreTier(self.index, store, compression=self.config.kv_compression),
                                     memory=self.lru, limits=ResolveLimits.of(self.limits),
-                                    engine_lock=self.engine_lock, service=SERVICE)
+                                    engine_lock=self.engine_lock, service=SERVICE,
+                                    exact_first_passage=self.config.exact_first_passage)
         self.questions = None
         if self.config.question_log:
             self.questions = QuestionLog(self.database, self.config.question_log_retention_days,
