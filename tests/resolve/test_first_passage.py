@@ -45,7 +45,8 @@ def test_the_first_block_comes_in_its_lead_form_and_the_prompt_is_exact_there(op
     assert torch.allclose(cold.blocks[0].kv.keys, lead.keys, atol=1e-5)
     assert torch.allclose(cold.blocks[0].kv.values, lead.values, atol=1e-5)
     assert torch.allclose(cold.blocks[1].kv.values, engine.encode_block(ids[1]).values, atol=1e-5)
-    assert [b.tier for b in cold.blocks] == ["computed"] * 3
+    assert [b.tier for b in cold.blocks] == ["computed"] * 3 and cold.lead_computed
+    assert cold.computed_tokens == cold.context_tokens  # the first block counted once
     # the prompt over the resolution is the reference with the first passage global
     final = template.final_ids("Who signs the permits?")
     prefix = template.prefix_ids()
@@ -56,9 +57,11 @@ def test_the_first_block_comes_in_its_lead_form_and_the_prompt_is_exact_there(op
     # again: the lead form from memory, nothing computed; the store holds the cached form only
     again = asyncio.run(resolver.resolve(opened, TENANT, refs))
     assert [b.tier for b in again.blocks] == ["memory"] * 3 and again.computed_tokens == 0
+    assert not again.lead_computed
     other, other_encoder = _resolver(index, objects)  # another replica: the store, then the lead here
     warm = asyncio.run(other.resolve(opened, TENANT, refs))
-    assert other_encoder.calls == [] and [b.tier for b in warm.blocks] == ["computed", "store", "store"]
+    # the tiers say where the cached forms came from; the lead form's work is in computed_tokens
+    assert other_encoder.calls == [] and [b.tier for b in warm.blocks] == ["store"] * 3 and warm.lead_computed
     assert warm.computed_tokens == len(ids[0])
     assert torch.allclose(warm.blocks[0].kv.values, lead.values, atol=1e-5)
 

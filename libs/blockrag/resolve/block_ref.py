@@ -49,6 +49,9 @@ class Resolution:
     blocks: list[ResolvedBlock]
     corrupt: int = 0  # stored entries that failed their checksum or fingerprint: recomputed
     encode_seconds: float = 0.0  # waiting for the encoder (0 when nothing was missing)
+    # the first block's lead form (the first passage read exactly) was computed for this request;
+    # its tier stays where its cached form came from, so tiers() is the cache's behaviour
+    lead_computed: bool = False
 
     @property
     def kvs(self) -> list[BlockKV]:
@@ -61,8 +64,10 @@ class Resolution:
 
     @property
     def computed_tokens(self) -> int:
-        """Context tokens encoded for this request (the prefix included when it was)."""
-        return sum(b.tokens for b in (self.prefix, *self.blocks) if b.tier == "computed")
+        """Context tokens encoded for this request (the prefix included when it was, the first
+        block once when its cached form, its lead form or both were)."""
+        first = self.blocks[0] if self.lead_computed and self.blocks and self.blocks[0].tier != "computed" else None
+        return sum(b.tokens for b in (self.prefix, *self.blocks) if b.tier == "computed") + (first.tokens if first else 0)
 
     def tiers(self) -> Counter[str]:
         """Context blocks by tier, one count per ref (the prefix is not a context block)."""

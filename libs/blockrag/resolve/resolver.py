@@ -97,9 +97,10 @@ class BlockResolver:
             if block.tier != "memory":
                 self.memory.put((tenant, block.block_id, version), block.kv, block.kv.nbytes)
         blocks = [found[r.block_id] for r in refs]
+        lead_computed = False
         if blocks:
-            blocks[0] = await self._lead(runtime, tenant, blocks[0])
-        resolution = Resolution(await self.prefix(runtime), blocks, corrupt, encode_seconds)
+            blocks[0], lead_computed = await self._lead(runtime, tenant, blocks[0])
+        resolution = Resolution(await self.prefix(runtime), blocks, corrupt, encode_seconds, lead_computed)
         # the KV's own counts: equal to the checked ones unless the index's token counts are wrong
         self.limits.check_prompt(resolution.context_tokens, question_tokens)
         self._observe(tenant, resolution, question_tokens)
@@ -129,25 +130,27 @@ class BlockResolver:
             self._prefixes.popitem(last=False)
         return ResolvedBlock("prefix", kv, tier)
 
-    async def _lead(self, runtime: Runtime, tenant: str, block: ResolvedBlock) -> ResolvedBlock:
+    async def _lead(self, runtime: Runtime, tenant: str, block: ResolvedBlock) -> tuple[ResolvedBlock, bool]:
         """The first context block as full attention reads it, right after the opening
         (engine.encode_lead), where every cached block was encoded `gap` positions after it:
         on the shipped adapter it gave 64 right answers of 170 held-out questions against 54
         (bench/gpu/DISTILLATION.md, "The first passage read exactly"). It costs one block's
         forward here, in this process, the first time a block comes first; then it is kept in
         memory beside the block's cached form, under its own key (the two are not
-        interchangeable: the lead form is right only straight after the opening)."""
+        interchangeable: the lead form is right only straight after the opening). Returns the
+        block with its lead KV (its tier that of its cached form) and whether the lead form was
+        computed now."""
         engine = runtime.engine
         if engine.opening is None or not self.exact_first_passage:
-            return block
+            return block, False
         key = (tenant, block.block_id, runtime.version, "lead")
         kv = self.memory.get(key)
-        if kv is not None:
-            return ResolvedBlock(block.block_id, kv, "memory")
-        async with self.engine_lock:
-            kv = await asyncio.to_thread(engine.encode_lead, block.kv.token_ids)
-        self.memory.put(key, kv, kv.nbytes)
-        return ResolvedBlock(block.block_id, kv, "computed")
+        if kv is None:
+            async with self.engine_lock:
+                kv = await asyncio.to_thread(engine.encode_lead, block.kv.token_ids)
+            self.memory.put(key, kv, kv.nbytes)
+            return ResolvedBlock(block.block_id, kv, block.tier), True
+        return ResolvedBlock(block.block_id, kv, block.tier), False
 
     def _check_context(self, runtime: Runtime, refs: Sequence[BlockRef], found: dict[str, ResolvedBlock],
                        rows: dict[str, LookupRow], texts: dict[str, str], question_tokens: int) -> None:
