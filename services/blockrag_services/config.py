@@ -129,7 +129,8 @@ class PlatformConfig:
     # on an engine with a shared opening (the shipped adapter's), the prompt's first context block
     # is read as full attention reads it, right after the opening: one block's forward in the
     # generation replica the first time a block leads, then kept in its memory tier
-    # (blockrag.resolve.BlockResolver._lead; +10 right answers of 170 held-out questions)
+    # (blockrag.resolve.BlockResolver._lead; +10 right answers of 170 held-out questions; a cold
+    # lead form costs one block's encode in time to first token, about 0.5 s on 2 CPU cores)
     exact_first_passage: bool = True
     segmenter: str = "learned"  # "learned" (the boundary model) or "paragraph" (blank-line split)
     segmenter_path: str = ""  # a `blockrag segment train` output; "" = the shipped default
