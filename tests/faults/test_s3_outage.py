@@ -25,7 +25,7 @@ from blockrag.kvcache.memory_tier import ByteLRU
 from blockrag.kvcache.s3_store import S3Config, S3ObjectStore
 from blockrag.kvcache.sweeper import sweep_orphans
 from blockrag.resolve import AccessLog, BlockRef, BlockResolver, BlockWriter, LocalEncoder, StoreTier
-from blockrag.telemetry.metrics import KV_ENTRIES_REJECTED
+from blockrag.telemetry.metrics import KV_ENTRIES_REJECTED, OBJECT_STORE_UNAVAILABLE
 from blockrag_services.errors import status_of
 
 TENANT = "acme"
@@ -96,6 +96,7 @@ def test_generation_recomputes_while_s3_is_down_and_reads_the_store_once_it_is_b
     cold = resolve(replica(index, bucket), tiny, TEXTS)  # the writer's entries, and the opening stored
     assert cold.tiers() == {"store": 4} and cold.prefix.tier == "computed"
     listed, files, before = entries(index), stored_files(restartable_s3), rejected()
+    reads, writes = unavailable("read"), unavailable("write")
 
     # the server dies after the index said where every entry is
     started = time.monotonic()
@@ -116,6 +117,8 @@ def test_generation_recomputes_while_s3_is_down_and_reads_the_store_once_it_is_b
     assert sum("4 recomputed block(s) of tenant 'acme' answered but not stored" in m for m in messages) == 1
     assert len(messages) == 4, messages
     assert rejected() == before
+    # counted: 4 entries and the opening not read, 4 recomputed blocks and the opening not kept
+    assert (unavailable("read") - reads, unavailable("write") - writes) == (5, 5)
     # nothing written while it was down: the index lists the same objects, the bucket holds them
     assert entries(index) == listed
 
@@ -124,6 +127,10 @@ def test_generation_recomputes_while_s3_is_down_and_reads_the_store_once_it_is_b
     after = resolve(replica(index, bucket), tiny, TEXTS)
     assert after.tiers() == {"store": 4} and after.prefix.tier == "store"
     assert all(torch.equal(a.kv.keys, b.kv.keys) for a, b in zip(cold.blocks, after.blocks))
+
+
+def unavailable(operation: str) -> float:
+    return OBJECT_STORE_UNAVAILABLE.labels(operation=operation)._value.get()
 
 
 def test_a_dead_s3_from_the_start_of_a_request_is_a_miss_and_memory_serves_the_next(tiny, index, bucket,

@@ -31,7 +31,7 @@ from blockrag.kvcache.index import DEFAULT_TENANT, CacheIndex, LookupRow, transa
 from blockrag.kvcache.index_schema import documents
 from blockrag.kvcache.object_store import ObjectStore, UnreadableObjectError
 from blockrag.resolve.access_log import AccessLog
-from blockrag.telemetry import observe_rejected_entry
+from blockrag.telemetry import observe_rejected_entry, observe_store_unavailable
 
 log = logging.getLogger("blockrag.resolve")
 
@@ -73,6 +73,7 @@ class StoreTier:
         kvs = {r.block_id: kv for r, kv in zip(hits, results) if isinstance(kv, BlockKV)}
         unreachable = [(r, e) for r, e in zip(hits, results) if isinstance(e, ObjectStoreError)]
         if unreachable:  # one line for the request, not one per block: an outage fails every read alike
+            observe_store_unavailable("read", len(unreachable))
             (first, error), more = unreachable[0], len(unreachable) - 1
             log.warning("object store unreachable for %d KV entr%s of tenant %r (block %s%s), recomputing: %s",
                         len(unreachable), "y" if len(unreachable) == 1 else "ies", tenant, first.block_id,
@@ -84,6 +85,7 @@ class StoreTier:
         # bound to its cache key (tenant, version and token ids in one digest) in place of a block id
         kv = self._read(self.store.location_for(key.hex), version, device, DEFAULT_TENANT, key.hex)
         if isinstance(kv, ObjectStoreError):
+            observe_store_unavailable("read")
             log.warning("object store unreachable for the prompt's opening block, recomputing: %s", kv)
         return kv if isinstance(kv, BlockKV) else None
 
@@ -104,6 +106,7 @@ class StoreTier:
         try:
             self.store.put(key.hex, frame)
         except ObjectStoreError as e:
+            observe_store_unavailable("write")
             log.warning("object store unreachable: the prompt's opening block was not stored: %s", e)
 
     def close(self) -> None:

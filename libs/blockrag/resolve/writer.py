@@ -22,7 +22,7 @@ from blockrag.kvcache.object_store import ObjectStore
 from blockrag.resolve.encoder import Runtime
 from blockrag.resolve.limits import ResolveLimits
 from blockrag.resolve.quotas import TenantQuotas
-from blockrag.telemetry import observe_precompute_batch
+from blockrag.telemetry import observe_precompute_batch, observe_store_unavailable
 
 Progress = Callable[[int, int], None]  # (blocks done, blocks to encode)
 log = logging.getLogger("blockrag.resolve")
@@ -147,6 +147,7 @@ class BlockWriter:
         except ObjectStoreError as e:
             if plan.replace_before is None:
                 raise
+            observe_store_unavailable("write", len(frames))
             log.warning("object store unreachable: %d recomputed block(s) of tenant %r answered but not stored: %s",
                         len(frames), tenant, e)
             return [KVEntry(f.block_id, version, "", len(f.frame)) for f in frames]

@@ -172,6 +172,18 @@ KV_ENTRIES_REJECTED = Counter(
     ["reason"],
 )
 
+# Object-store operations on the request path that failed because the store was unreachable and
+# were worked around: an entry not read (recomputed instead) or not written (answered, not kept).
+# An ingest that cannot write fails UNAVAILABLE instead and is counted with the requests' errors.
+StoreOperation = Literal["read", "write"]
+STORE_OPERATIONS: tuple[str, ...] = get_args(StoreOperation)
+OBJECT_STORE_UNAVAILABLE = Counter(
+    "blockrag_object_store_unavailable",
+    "KV entries the object store could not read or write (unreachable), each worked around: "
+    "recomputed, or answered without being kept.",
+    ["operation"],
+)
+
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TIME_TO_FIRST_TOKEN,
     INTER_TOKEN_LATENCY,
@@ -194,6 +206,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     REPLICA_CACHE_EVICTIONS,
     MODEL_WARM_BLOCKS,
     KV_ENTRIES_REJECTED,
+    OBJECT_STORE_UNAVAILABLE,
     ANSWERS_RUNNING,
     ANSWERS_WAITING,
     ANSWERS_REFUSED,
@@ -238,6 +251,13 @@ def observe_rejected_entry(reason: KVRejectReason) -> None:
     if reason not in KV_REJECT_REASONS:
         raise ValueError(f"unknown reason {reason!r}; expected one of {KV_REJECT_REASONS}")
     KV_ENTRIES_REJECTED.labels(reason=reason).inc()
+
+
+def observe_store_unavailable(operation: StoreOperation, entries: int = 1) -> None:
+    """Count ``entries`` KV entries the object store could not read or write (unreachable)."""
+    if operation not in STORE_OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; expected one of {STORE_OPERATIONS}")
+    OBJECT_STORE_UNAVAILABLE.labels(operation=operation).inc(entries)
 
 
 def observe_precompute_batch(tokens: int, seconds: float) -> None:
