@@ -3,7 +3,7 @@ model version.
 
     setup      load the base model, gather the data (a collection of the run's tenant, a
                directory of text files or the default corpus, plus the tenant's logged
-               questions), build the examples (kept in the object store, so that a resumed run
+               questions, plus fact questions over invented entities: no one's data), build the examples (kept in the object store, so that a resumed run
                trains on the same ones), set up the recipe, resume from the run's checkpoint
     train      run_steps: every step reports loss, KL and tokens/s and polls the cancel flag; a
                checkpoint every config.checkpoint_every steps and at the end
