@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -29,17 +27,7 @@ from blockrag.distill.fidelity import served_engine
 from blockrag.models import load_model
 from blockrag.prompt import PromptTemplate
 
-from ttft_cpu import QUESTION_TOKENS, corpus_tokens, split_blocks
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+from ttft_cpu import QUESTION_TOKENS, corpus_tokens, median_ms, split_blocks
 
 
 def main() -> None:
