@@ -4,7 +4,7 @@ Under full attention the first passage is read right after the prompt's opening;
 attention with a shared opening every block is encoded `gap` positions after it, the first one
 too. For the block that lands first, gap 0 is exact: its KV would equal full attention's. This
 probe answers the fidelity questions greedily under the one-forward form of both layouts
-(attention/layout.py; masked forwards, no KV cache): "gap 500" as served, and "first passage
+(attention/reference.py's reference_greedy: masked forwards, no KV cache): "gap 500" as served, and "first passage
 exact", where the first passage is a global block (it sees the opening itself, as under full
 attention). The first row must reproduce the engine's figure for the same adapter; the second
 says whether a serving mode that computes (or stores) the first block's gap-0 KV is worth
@@ -20,33 +20,15 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
-from blockrag.attention.layout import sequence_layout
+from blockrag.attention.reference import reference_greedy
 from blockrag.distill.adapter import Adapter
 from blockrag.distill.default_adapter import default_adapter
 from blockrag.distill.fidelity import qa_questions, served_engine
-from blockrag.distill.student import decoder_hidden
 from blockrag.models import load_model
 from blockrag.prompt import PromptTemplate
 
 LAYOUTS = {"gap 500 (served)": (), "first passage exact": (1,)}
-
-
-@torch.no_grad()
-def greedy(model, blocks, final, opening, global_blocks, stop_ids, max_new_tokens: int) -> list[int]:
-    """Greedy answer under the layout's masked forward, recomputed whole at every token."""
-    device = next(model.parameters()).device
-    answer: list[int] = []
-    for _ in range(max_new_tokens):
-        layout = sequence_layout(blocks, list(final) + answer, opening=opening, global_blocks=global_blocks)
-        hidden = decoder_hidden(model, torch.tensor(layout.ids, device=device),
-                                torch.tensor(layout.positions, device=device), layout.allowed)
-        token = int(model.get_output_embeddings()(hidden[layout.index[-1]]).argmax())
-        if token in stop_ids:
-            break
-        answer.append(token)
-    return answer
 
 
 def main() -> None:
@@ -72,8 +54,8 @@ def main() -> None:
         blocks = [template.prefix_ids()] + [template.block_ids(p) for p in q.passages]
         final = template.final_ids(q.question)
         for name, global_blocks in LAYOUTS.items():
-            ids = greedy(engine.model, blocks, final, adapter.opening, set(global_blocks), engine.stop_ids,
-                         args.max_new_tokens)
+            ids = reference_greedy(engine.model, blocks, final, args.max_new_tokens, engine.stop_ids,
+                                   opening=adapter.opening, global_blocks=global_blocks)
             right = q.is_correct(tokenizer.decode(ids, skip_special_tokens=True))
             rows[name]["correct"] += right
             at = rows[name]["by_position"].setdefault(str(q.answer_passage + 1), [0, 0])

@@ -36,12 +36,13 @@ def reference_logits(model: PreTrainedModel, blocks: Sequence[Sequence[int]], fi
 
 def reference_greedy(model: PreTrainedModel, blocks: Sequence[Sequence[int]], final_ids: Sequence[int],
                      max_new_tokens: int, stop_ids: Iterable[int] = (), sink_token_id: int | None = None,
-                     opening: Opening | None = None) -> list[int]:
+                     opening: Opening | None = None, global_blocks: Collection[int] = ()) -> list[int]:
     """Greedy decoding under the block mask, recomputing the whole prompt at every step; generated
     tokens join the final block (they attend to everything)."""
     stops, generated = set(stop_ids), []
     for _ in range(max_new_tokens):
-        token = int(reference_logits(model, blocks, [*final_ids, *generated], sink_token_id, opening)[-1].argmax())
+        token = int(reference_logits(model, blocks, [*final_ids, *generated], sink_token_id, opening,
+                                     global_blocks)[-1].argmax())
         if token in stops:
             break
         generated.append(token)

@@ -66,8 +66,9 @@ class Resolution:
     def computed_tokens(self) -> int:
         """Context tokens encoded for this request (the prefix included when it was, the first
         block once when its cached form, its lead form or both were)."""
-        first = self.blocks[0] if self.lead_computed and self.blocks and self.blocks[0].tier != "computed" else None
-        return sum(b.tokens for b in (self.prefix, *self.blocks) if b.tier == "computed") + (first.tokens if first else 0)
+        cached_forms = sum(b.tokens for b in (self.prefix, *self.blocks) if b.tier == "computed")
+        lead_only = self.lead_computed and self.blocks[0].tier != "computed"  # lead_computed: a first block exists
+        return cached_forms + (self.blocks[0].tokens if lead_only else 0)
 
     def tiers(self) -> Counter[str]:
         """Context blocks by tier, one count per ref (the prefix is not a context block)."""
