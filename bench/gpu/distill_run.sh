@@ -65,6 +65,7 @@ case "$MODE" in
     EXAMPLES=${EXAMPLES:-3000}; QF=${QF:-0.75}; CF=${CF:-0}; FF=${FF:-0}
     FILE="$STASH/examples-$EXAMPLES-$QF-$CF-$FF.json.gz"
     [ -f "$FILE" ] || [ "$EXAMPLES-$QF-$CF-$FF" != 3000-0.75-0-0 ] || cp bench/gpu/distill-examples-3000.json.gz "$FILE"
+    [ -f "$FILE" ] || [ "$EXAMPLES-$QF-$CF-$FF" != 3000-0.75-0-0.5 ] || cp bench/gpu/distill-examples-facts-3000.json.gz "$FILE"
     BUILT=$([ -f "$FILE" ] && echo no || echo yes)  # built by this call: sent back
     mkdir -p /root/adapters /root/checkpoints
     # a run's state carried back from an earlier session (NAME.ckpt.part*, sent back below):
@@ -81,23 +82,27 @@ case "$MODE" in
     # it crowds other files out of the ~64 MB a call returns); carried in .gpu-c, it continues
     # the schedule in a later session
     if [ "${KEEP_STATE:-0}" = 1 ]; then tar -C /root/checkpoints -c "$NAME" | split -b 15m -d - "$OUT/$NAME.ckpt.part"; fi ;;
-  score)  # every adapter trained on this machine: the held-out set in three shards and DEV_QUESTIONS
-          # of the dev split (for choosing between adapters), all at once; one table per split
+  score)  # every adapter trained on this machine (SHIPPED=1: and the shipped one): the held-out set in
+          # SHARDS processes (default 3; the small model leaves the GPU launch-bound, so more
+          # processes finish sooner) and DEV_QUESTIONS of the dev split (for choosing between
+          # adapters) in DEV_SHARDS, all at once; one table per split
     prepare_model || exit 1
+    mkdir -p /root/adapters
+    [ "${SHIPPED:-0}" = 1 ] && cp libs/blockrag/distill/default_adapter/adapter.safetensors /root/adapters/shipped.safetensors
     adapters=()
     for a in /root/adapters/*.safetensors; do adapters+=(--adapter "$a"); done
-    for k in 0 1 2; do
-      python3 -W ignore bench/fidelity.py --questions "${QUESTIONS:-300}" --split heldout --shard $k/3 \
-        "${adapters[@]}" --opening-gap 500 --cached-first-passage --out "$OUT/shard$k.json" > "$OUT/shard$k.log" 2>&1 &
-    done
-    if [ "${DEV_QUESTIONS:-0}" -gt 0 ]; then
-      python3 -W ignore bench/fidelity.py --questions "$DEV_QUESTIONS" --split dev \
-        "${adapters[@]}" --opening-gap 500 --cached-first-passage --out "$OUT/dev.json" > "$OUT/dev.log" 2>&1 &
-    fi
+    shards() {  # shards SPLIT QUESTIONS N: N processes in the background
+      for ((k = 0; k < $3; k++)); do
+        python3 -W ignore bench/fidelity.py --questions "$2" --split "$1" --shard "$k/$3" \
+          "${adapters[@]}" --opening-gap 500 --cached-first-passage --out "$OUT/$1-shard$k.json" > "$OUT/$1-shard$k.log" 2>&1 &
+      done
+    }
+    shards heldout "${QUESTIONS:-300}" "${SHARDS:-3}"
+    [ "${DEV_QUESTIONS:-0}" -gt 0 ] && shards dev "$DEV_QUESTIONS" "${DEV_SHARDS:-1}"
     wait
-    tail -n 3 "$OUT"/shard*.log
-    [ -f "$OUT/dev.log" ] && tail -n 12 "$OUT/dev.log"
-    python3 -W ignore bench/fidelity.py --merge "$OUT"/shard*.json --out "$OUT/fidelity.json" ;;
+    tail -n 2 "$OUT"/*-shard*.log
+    [ "${DEV_QUESTIONS:-0}" -gt 0 ] && python3 -W ignore bench/fidelity.py --merge "$OUT"/dev-shard*.json --out "$OUT/dev.json"
+    python3 -W ignore bench/fidelity.py --merge "$OUT"/heldout-shard*.json --out "$OUT/fidelity.json" ;;
   first-block)  # bench/gpu/first_block_probe.py (its options follow): the first passage read exactly
     prepare_model || exit 1
     python3 -W ignore bench/gpu/first_block_probe.py --out "$OUT/first_block.json" "$@" 2>&1 | tail -n 4 ;;

@@ -47,11 +47,11 @@ def test_layout_without_sinks_or_dropout_is_the_engine_layout():
 OPENING_EXAMPLE = Example.of([[7, 8, 9], [20, 21], [30, 31, 32]], [40, 41], [50, 51, 52])
 
 
-@pytest.mark.parametrize("context", ["sinks", "opening"])
+@pytest.mark.parametrize("context", ["sinks", "opening", "opening+lead"])
 def test_student_forward_equals_the_engines_cached_path(context):
-    """The training forward under the block mask (sinks on, or blocks after a shared opening;
-    adapter with non-zero weights) gives the logits that an engine serving the merged weights
-    computes from cached blocks."""
+    """The training forward under the block mask (sinks on, or blocks after a shared opening,
+    with or without the first passage in its lead form; adapter with non-zero weights) gives the
+    logits that an engine serving the merged weights computes from cached blocks."""
     model = tiny_model("llama31")
     model.set_attn_implementation("block_sdpa")
     student = attach_lora(model, LoraSettings(rank=4, target_modules=("q_proj", "v_proj", "down_proj")))
@@ -61,7 +61,8 @@ def test_student_forward_equals_the_engines_cached_path(context):
                 p.normal_(0, 0.2)  # B starts at zero: make the adapter matter
     sink, opening = (SINK, None) if context == "sinks" else (None, Opening((7, 8, 9), gap=4))
     example = EXAMPLE if context == "sinks" else OPENING_EXAMPLE
-    layout = build_layout(example, sink, opening=opening)
+    lead = context == "opening+lead"
+    layout = build_layout(example, sink, opening=opening, lead=lead)
     with torch.no_grad():
         hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
         train_logits = output_head(student)(hidden[-5:])  # the final segment: 40 41 50 51 52
@@ -69,8 +70,14 @@ def test_student_forward_equals_the_engines_cached_path(context):
             base_hidden = decoder_hidden(student, layout.student_ids, layout.student_positions, layout.student_mask)
     merged = student.merge_and_unload().eval()
     engine = BlockAttentionEngine(merged, sink_token_id=sink, opening=opening)
-    cached = engine.prefill(engine.encode_blocks(example.blocks), example.final + example.target).logits
+    kvs = engine.encode_blocks(example.blocks)
+    if lead:  # as the platform serves the first passage (exact_first_passage)
+        kvs[1] = engine.encode_lead(example.blocks[1])
+        gapped = engine.prefill(engine.encode_blocks(example.blocks), example.final + example.target).logits
+    cached = engine.prefill(kvs, example.final + example.target).logits
     assert (train_logits - cached).abs().max().item() <= 1e-4
+    if lead:  # the lead form mattered
+        assert (gapped - cached).abs().max().item() > 1e-3
     # and the adapter did matter: the base under the same mask differs
     assert (output_head(merged)(base_hidden[-5:]) - cached).abs().max().item() > 1e-2
     # and so did the sinks or the opening: plain blocks give other logits

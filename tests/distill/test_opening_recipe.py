@@ -44,6 +44,25 @@ def test_raw_text_gets_the_opening_every_served_prompt_has():
     assert layout.labels.tolist() == [50, 51]
 
 
+def test_the_lead_block_sees_the_real_opening_and_is_not_supervised_for_it():
+    """[7 8 9] [20 21] [30 31] + final: the first passage read as served (lead form), the second
+    after its own copy of the opening."""
+    example = Example.of([[7, 8, 9], [20, 21], [30, 31]], [40], [50, 51])
+    layout = build_layout(example, None, opening=OPENING, lead=True)
+    assert layout.student_ids.tolist() == [7, 8, 9, 20, 21, 7, 8, 9, 30, 31, 40, 50, 51]
+    assert layout.student_positions[:5].tolist() == [0, 1, 2, 3, 4]  # no gap before the lead block
+    m = layout.student_mask
+    assert m[3, 0] and m[4, 2]  # the lead block sees the real opening
+    assert not m[8, 0] and not m[8, 3] and m[8, 5]  # the next block: its copy only
+    assert m[10, 0] and m[10, 3] and not m[10, 5]  # the final block: the real segments only
+    # supervised: the answer alone, as without the lead (dropout's global blocks add theirs)
+    assert layout.labels.tolist() == [50, 51] and layout.answer.tolist() == [True, True]
+    plain = build_layout(example, None, opening=OPENING)
+    assert not plain.student_mask[3, 0]
+    with pytest.raises(InvalidRequestError, match="needs an opening"):
+        build_layout(example, None, lead=True)
+
+
 def test_config_and_recipe_take_the_opening_exactly_when_asked():
     with pytest.raises(InvalidRequestError, match="sink_token=null"):
         DistillConfig(sink_token="<|endoftext|>")  # opening is the default: sinks must turn it off
@@ -80,7 +99,10 @@ def test_training_with_an_opening_lowers_its_kl_and_the_adapter_records_it():
     ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
     ({"block_dropout": "0.2"}, "block_dropout must be a finite number, got '0.2'"),
     ({"seed": True}, "seed must be a whole number, got True"),
-    ({"opening": "yes"}, "opening must be true or false"),
+    ({"opening": "yes"}, "opening and lead_block must be true or false"),
+    ({"lead_block": 1}, "opening and lead_block must be true or false"),
+    ({"lead_block": True, "opening": False}, "lead_block reads the first passage after the shared opening: "
+                                             "it needs opening=true"),
     ({"lora": 3}, "lora must be an object of LoRA settings"),
     ({"lora": {"rank": 2.5}}, "lora rank must be a whole number, got 2.5"),
     ({"lora": {"target_modules": "q_proj"}}, "lora target_modules must be a list of module names"),

@@ -46,6 +46,9 @@ class DistillConfig:
     opening: blocks share the prompt's opening instead of sinks: every block is encoded after
     the chat template's opening block (system message, start of the user turn), opening_gap
     positions apart (attention/layout.py); needs sink_token None.
+    lead_block: the first passage is read as the platform serves it by default
+    (PlatformConfig.exact_first_passage, the engine's lead form): global, right after the opening,
+    so training spends itself on the blocks that stay approximate; needs opening.
     block_dropout: the chance that a context block is made global for a step (it attends to
     everything before it and its tokens are supervised too).
     token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
@@ -66,6 +69,7 @@ class DistillConfig:
     opening: bool = True  # the shipped adapter's: more right answers and a lower KL than sinks
     # attention.layout.DEFAULT_GAP, not imported: the admin replica reads this config without torch
     opening_gap: int = 500
+    lead_block: bool = False
     block_dropout: float = 0.25
     token_weighting: float = 0.5
     hard_label_weight: float = 0.0
@@ -85,8 +89,10 @@ class DistillConfig:
         _check_types(self, ints=("opening_gap", "kl_chunk_tokens", "warmup_steps", "steps", "examples_per_step",
                                  "micro_batch", "max_example_tokens", "eval_examples", "checkpoint_every", "seed"),
                      floats=("block_dropout", "token_weighting", "hard_label_weight", "learning_rate"), what="")
-        if not isinstance(self.opening, bool) or not (self.sink_token is None or isinstance(self.sink_token, str)):
-            raise InvalidRequestError("distillation config: opening must be true or false, sink_token a string or null")
+        if not isinstance(self.opening, bool) or not isinstance(self.lead_block, bool) \
+                or not (self.sink_token is None or isinstance(self.sink_token, str)):
+            raise InvalidRequestError("distillation config: opening and lead_block must be true or false, "
+                                      "sink_token a string or null")
         if not isinstance(self.lora, LoraSettings):
             raise InvalidRequestError("distillation config: lora must be an object of LoRA settings")
         problems = []
@@ -101,6 +107,8 @@ class DistillConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.opening_gap < 0:
             problems.append(f"opening_gap must be >= 0, got {self.opening_gap}")
+        if self.lead_block and not self.opening:
+            problems.append("lead_block reads the first passage after the shared opening: it needs opening=true")
         if self.opening and self.sink_token is not None:
             problems.append("opening replaces block sink tokens: with opening=true set sink_token=null")
         if self.hard_label_weight < 0:

@@ -13,6 +13,9 @@ own copy of the opening when blocks share one (attention/layout.py):
     [s b_1] [s b_2] ... [s b_n] [q t]      or      [b_1] [o b_2] ... [o b_n] [q t]
 
 so the student's forward is exactly the engine's cached path on that prompt (tests check it).
+With lead=True the first block after the opening is read as the platform serves the first
+passage (exact_first_passage: the engine's lead form): straight after the real opening, gap 0,
+seeing it, so only the later blocks are approximations.
 Block dropout makes some blocks global: their tokens attend to everything before them, as the
 final block's do, and their next-token predictions are supervised too.
 """
@@ -77,17 +80,22 @@ class Layout:
 
 
 def build_layout(example: Example, sink_token_id: int | None, global_blocks: Collection[int] = (),
-                 opening: Opening | None = None) -> Layout:
+                 opening: Opening | None = None, lead: bool = False) -> Layout:
     """The teacher and student sequences of `example`; global_blocks: indices of blocks made global.
 
     opening: the engine's shared opening (attention/layout.py); an example whose first block is
     not the opening (a continuation of raw text) gets it as a first block, as every served prompt
-    has it, and global_blocks then count that block too."""
+    has it, and global_blocks then count that block too.
+    lead: the block after the opening (index 1) in its lead form: global in the student's mask,
+    but not supervised for that (only block dropout's global blocks are)."""
+    if lead and opening is None:
+        raise InvalidRequestError("the lead form of the first passage needs an opening")
     blocks = example.blocks
     if opening is not None and blocks[0] != opening.tokens:
         blocks = (opening.tokens, *blocks)
     final = example.final + example.target
-    student = sequence_layout(blocks, final, sink_token_id=sink_token_id, opening=opening, global_blocks=global_blocks)
+    read_globally = set(global_blocks) | ({1} if lead and len(blocks) > 1 else set())
+    student = sequence_layout(blocks, final, sink_token_id=sink_token_id, opening=opening, global_blocks=read_globally)
     teacher = [t for b in blocks for t in b] + list(final)
     teacher_index: list[int] = []
     answer: list[bool] = []
