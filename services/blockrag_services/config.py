@@ -16,6 +16,7 @@ from typing import Any
 
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.compression import KVCompression
+from blockrag.kvcache.maintenance import CacheMaintenance
 from blockrag.model_spec import ModelSpec
 from blockrag.scheduler import SchedulerSettings
 
@@ -150,6 +151,10 @@ class PlatformConfig:
     question_log_retention_days: float = 30.0
     question_log_max_per_tenant: int = 10000
     distill: Distill = field(default_factory=Distill)
+    # the store's bounds (watermarks per tenant and for the store, a TTL) and the Admin deployment's
+    # periodic pass that keeps them and sweeps orphan objects (blockrag.kvcache.maintenance); the
+    # reader pause applies to `blockrag-admin cache evict` too
+    cache_maintenance: CacheMaintenance = field(default_factory=CacheMaintenance)
     # API keys (blockrag.auth): on, every public call needs `authorization: Bearer <key>` with a
     # role that allows it; off (the embedded default), public calls are open. The internal services
     # (cache index, precompute) need an admin key from outside either way.
@@ -182,7 +187,7 @@ class PlatformConfig:
         an error, so that a typo in a config file does not pass silently."""
         args = dict(args or {})
         nested = {"model": ModelSpec, "limits": Limits, "quotas": Quotas, "resources": Resources, "distill": Distill,
-                  "scheduler": SchedulerSettings}
+                  "scheduler": SchedulerSettings, "cache_maintenance": CacheMaintenance}
         kwargs: dict[str, Any] = {}
         for key, value in args.items():
             if key in nested:

@@ -9,7 +9,8 @@ commits, and hits counted in batches by resolve.AccessLog (up to its flush inter
 Order, and what a crash leaves:
 
     1. the rows are deleted (one transaction per tenant and bound): no reader looks them up again
-    2. a pause of ``reader_grace_s``
+    2. a pause of ``reader_grace_s`` (the platform's cache_maintenance.reader_grace_s, 2 s by
+       default, for scheduled passes and `blockrag-admin cache evict` alike: kvcache.maintenance)
     3. their objects are deleted
 
 A crash after 1 leaves objects no row names: the orphan sweeper (kvcache.sweeper) deletes them.

@@ -184,6 +184,29 @@ OBJECT_STORE_UNAVAILABLE = Counter(
     ["operation"],
 )
 
+# Scheduled cache maintenance passes (blockrag.kvcache.maintenance): eviction by the configured
+# watermarks and TTL, then the orphan sweep. A failed pass is retried at the next interval.
+MaintenanceOutcome = Literal["ok", "failed"]
+MAINTENANCE_OUTCOMES: tuple[str, ...] = get_args(MaintenanceOutcome)
+# what a pass removed: KV entries evicted (row and object), or orphan objects no row named
+MaintenanceRemoval = Literal["evicted", "orphan"]
+MAINTENANCE_REMOVALS: tuple[str, ...] = get_args(MaintenanceRemoval)
+CACHE_MAINTENANCE_RUNS = Counter(
+    "blockrag_cache_maintenance_runs",
+    "Scheduled cache maintenance passes (eviction, then the orphan sweep), by outcome: ok or failed.",
+    ["outcome"],
+)
+CACHE_MAINTENANCE_REMOVED_OBJECTS = Counter(
+    "blockrag_cache_maintenance_removed_objects",
+    "KV objects removed by scheduled cache maintenance: evicted entries, or orphan objects swept.",
+    ["kind"],
+)
+CACHE_MAINTENANCE_REMOVED_BYTES = Counter(
+    "blockrag_cache_maintenance_removed_bytes",
+    "Bytes of the KV objects removed by scheduled cache maintenance: evicted entries, or orphans swept.",
+    ["kind"],
+)
+
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TIME_TO_FIRST_TOKEN,
     INTER_TOKEN_LATENCY,
@@ -210,6 +233,9 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     ANSWERS_RUNNING,
     ANSWERS_WAITING,
     ANSWERS_REFUSED,
+    CACHE_MAINTENANCE_RUNS,
+    CACHE_MAINTENANCE_REMOVED_OBJECTS,
+    CACHE_MAINTENANCE_REMOVED_BYTES,
 )
 
 
@@ -258,6 +284,19 @@ def observe_store_unavailable(operation: StoreOperation, entries: int = 1) -> No
     if operation not in STORE_OPERATIONS:
         raise ValueError(f"unknown operation {operation!r}; expected one of {STORE_OPERATIONS}")
     OBJECT_STORE_UNAVAILABLE.labels(operation=operation).inc(entries)
+
+
+def observe_cache_maintenance(outcome: MaintenanceOutcome | None, *, evicted: tuple[int, int] = (0, 0),
+                              swept: tuple[int, int] = (0, 0)) -> None:
+    """Count one maintenance pass by ``outcome`` and what it removed, (objects, bytes) evicted and
+    swept; ``None`` counts nothing but makes every series exist at 0 (a loop that starts)."""
+    if outcome is not None and outcome not in MAINTENANCE_OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}; expected one of {MAINTENANCE_OUTCOMES}")
+    for each in MAINTENANCE_OUTCOMES:
+        CACHE_MAINTENANCE_RUNS.labels(outcome=each).inc(1 if each == outcome else 0)
+    for kind, (objects, nbytes) in zip(MAINTENANCE_REMOVALS, (evicted, swept)):
+        CACHE_MAINTENANCE_REMOVED_OBJECTS.labels(kind=kind).inc(objects)
+        CACHE_MAINTENANCE_REMOVED_BYTES.labels(kind=kind).inc(nbytes)
 
 
 def observe_precompute_batch(tokens: int, seconds: float) -> None:
