@@ -1,7 +1,9 @@
 """Admin: the platform's health, model versions, the cache (statistics, orphan sweep, eviction),
 and block distillation (runs through the DistillationRunner actor, versions in the model
 registry), for blockrag-admin. A thin translator: the logic is in blockrag.distill.runs,
-blockrag.registry and blockrag.kvcache (sweeper, eviction)."""
+blockrag.registry and blockrag.kvcache (sweeper, eviction). Each replica also runs the periodic
+cache maintenance (blockrag.kvcache.maintenance: eviction by the configured bounds, then the
+orphan sweep) while the platform runs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from ray import serve
 
 from blockrag.distill.runs import JobStores, cancel_run
 from blockrag.kvcache.eviction import evict
+from blockrag.kvcache.maintenance import MaintenanceLoop
 from blockrag.kvcache.sweeper import DEFAULT_GRACE_S, sweep_orphans
 from blockrag.v1 import admin_pb2 as pb
 from blockrag.v1 import cache_index_pb2 as index_pb
@@ -29,6 +32,7 @@ from blockrag_services.access import ADMIN, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.errors import streaming, unary
 from blockrag_services.handles import APPLICATIONS, CACHE_INDEX, GENERATION, PRECOMPUTE, Handles
+from blockrag_services.replica_logs import replica_logs
 from blockrag_services.routing import OneApplication
 
 SERVICE = "admin"
@@ -42,6 +46,7 @@ class Admin(OneApplication):
                  watch_interval_s: float = 0.5):
         """handles: the other applications (default: Serve's); runner: the DistillationRunner
         actor (default: the cluster's, created on first use)."""
+        replica_logs()  # each maintenance pass's line in this replica's log
         self.config = PlatformConfig.from_args(args)
         self.handles = handles or Handles()
         self.health_timeout_s = health_timeout_s
@@ -51,6 +56,14 @@ class Admin(OneApplication):
         self._runner = runner
         if self.config.distill.schedule or any(not r.finished for r in self.stores.runs.list()):
             self.runner()  # the schedule runs, and unfinished runs resume, while the platform runs
+        maintenance = self.config.cache_maintenance
+        self.maintenance = MaintenanceLoop(self.stores.index, self.stores.store, maintenance).start() \
+            if maintenance.enabled else None
+
+    def __del__(self) -> None:
+        """Serve calls this when the replica stops: the maintenance loop ends after its pass."""
+        if getattr(self, "maintenance", None) is not None:
+            self.maintenance.stop(timeout=0)
 
     def runner(self):
         if self._runner is None:
@@ -108,7 +121,8 @@ class Admin(OneApplication):
     async def EvictCache(self, request: pb.EvictCacheRequest) -> pb.EvictCacheResponse:
         policy = eviction_policy(request)
         tenant = request.tenant if request.HasField("tenant") else None
-        report = await asyncio.to_thread(evict, self.stores.index, self.stores.store, policy, tenant=tenant)
+        report = await asyncio.to_thread(evict, self.stores.index, self.stores.store, policy, tenant=tenant,
+                                         reader_grace_s=self.config.cache_maintenance.reader_grace_s)
         return eviction_message(report)
 
     # -- distillation runs ---------------------------------------------------------------------
