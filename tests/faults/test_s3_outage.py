@@ -3,8 +3,9 @@ ingest, then started again on the same port over the same objects (issue 14, ite
 
 Generation goes on by recomputing: an entry the index lists but the store cannot give is a miss,
 logged once for the request, the KV answered without being stored, the index left as it was;
-once the server is back the entries are read again. Ingest fails UNAVAILABLE and leaves nothing a
-reader can see: no entry, no object; the intents it left are the sweeper's.
+once the server is back the entries are read again. A write that cannot store fails UNAVAILABLE and
+leaves nothing a reader can see: no entry, no object, no block text (the blocks its plan registered
+are forgotten, its intents dropped). Which documents of an Ingest failed: test_ingest_outage.py.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def entries(index) -> dict[str, str]:
 def intents(index) -> int:
     with index.engine.begin() as conn:
         return conn.exec_driver_sql("SELECT count(*) FROM kv_writes").scalar_one()
+
+
+def block_count(index) -> int:
+    with index.engine.begin() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM blocks").scalar_one()
 
 
 def stored_files(s3) -> set[str]:
@@ -161,17 +167,18 @@ def test_ingest_with_s3_killed_mid_write_fails_unavailable_and_leaves_nothing_vi
     code, message = status_of(refused.value)
     assert code == grpc.StatusCode.UNAVAILABLE and "check that the server runs" in message
 
-    # no entry for any new block, the committed ones untouched; a lookup is a miss, never a
-    # location that does not exist
+    # no entry for any new block, the committed ones untouched; the blocks the plan registered
+    # are forgotten (no text a reader could find), the write's intents dropped with them
     assert entries(index) == listed
     rows = index.lookup(TENANT, [block_id_for(TENANT, t) for t in NEW], tiny.version)
-    assert [(r.known, r.hit) for r in rows] == [(True, False)] * 4  # registered by the plan, no KV
-    assert intents(index) == 4  # the write's intents: not readable, the sweeper's to expire
+    assert [(r.known, r.hit) for r in rows] == [(False, False)] * 4
+    assert index.get_blocks(TENANT, [block_id_for(TENANT, t) for t in TEXTS + NEW])[4:] == [None] * 4
+    assert block_count(index) == 4 and intents(index) == 0
 
     restartable_s3.start()
     assert not [o for o in bucket.list_objects() if o.location not in listed.values()]  # no object appeared
     report = sweep_orphans(index, bucket, grace_s=0)
-    assert (report.expired_writes, report.deleted, intents(index)) == (4, 0, 0)
+    assert (report.expired_writes, report.deleted, intents(index)) == (0, 0, 0)
     assert entries(index) == listed
 
     # the same ingest again succeeds, and a fresh replica reads everything from the store

@@ -13,8 +13,10 @@ concurrent writer re-put K and before it committed its row: a row naming a delet
                       (a recompute replaces only entries older than when it found them bad)
     4. delete         the unneeded objects (losing copies, objects replaced)
 
-A crash after 1 or 2 leaves an intent and perhaps an object: no entry, so no reader looks for
-it; the sweeper (kvcache.sweeper) expires the intent after its grace period and deletes the
+A put that fails (the store unreachable) drops the write's intents at once: what it may have
+put is named by no row, and the sweeper deletes it once older than its grace period. A crash
+after 1 or 2 leaves an intent and perhaps an object: no entry, so no reader looks for it; the
+sweeper (kvcache.sweeper) expires the intent after its grace period and deletes the
 object. A crash after 3 leaves unneeded objects that no row names: swept too. Many clients
 ingesting one block at once therefore end with one entry and, once step 4 ran (or the sweep),
 one object.
@@ -28,7 +30,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from blockrag.errors import CacheIndexError
+from blockrag.errors import CacheIndexError, ObjectStoreError
 from blockrag.kvcache.index import CacheIndex, KVEntry
 from blockrag.kvcache.key import CacheKey
 from blockrag.kvcache.object_store import ObjectStore
@@ -88,10 +90,16 @@ class EntryWriter:
 
     def _write(self, tenant: str, entries: dict[str, KVEntry], names: dict[str, str],
                frames: dict[str, EntryFrame], replace_before: float | None) -> dict[str, KVEntry]:
-        # a failure past begin_writes leaves intents (and perhaps objects): the sweeper's to clear
         self.index.begin_writes(tenant, list(entries.values()))
-        for block_id, name in names.items():
-            self.store.put(name, frames[block_id].frame)
+        try:
+            for block_id, name in names.items():
+                self.store.put(name, frames[block_id].frame)
+        except ObjectStoreError:
+            # nothing of this write commits: its intents go now, so the blocks it was for are free
+            # to forget (BlockWriter), and what it put is an orphan the sweeper deletes by its age.
+            # A crash here (or an index that cannot answer) leaves the intents for the sweeper
+            self.index.abandon_writes([e.location for e in entries.values()])
+            raise
         done = self.index.finish_writes(tenant, list(entries.values()), replace_before=replace_before)
         # expired: the sweeper may have looked before our put landed, so the object is ours to delete.
         # A replaced row may have named an object that is not this block's (planted, swapped: its

@@ -50,7 +50,14 @@ from blockrag.kvcache.index_sql import (
     evict_lru_of,
     upsert,
 )
-from blockrag.kvcache.index_writes import Finished, begin_writes, expire_writes, finish_writes, named
+from blockrag.kvcache.index_writes import (
+    Finished,
+    abandon_writes,
+    begin_writes,
+    expire_writes,
+    finish_writes,
+    named,
+)
 
 DEFAULT_TENANT = "default"
 
@@ -299,6 +306,26 @@ class CacheIndex:
                  for i, b in enumerate(block_ids)],
             )
 
+    def forget_blocks(self, tenant: str, block_ids: Sequence[str]) -> list[str]:
+        """Delete the blocks of ``block_ids`` that nothing uses: no document lists them, no KV
+        entry (of any version) or write in flight names them. What a failed write registered
+        for its plan goes this way, so a reader never finds a block whose ingest failed. The
+        ids deleted, sorted.
+
+        Only for blocks the caller registered itself just before: a block another client holds
+        the id of (returned by Precompute, its entry evicted since) would become unknown."""
+        tenant, ids = _tenant(tenant), _ids(block_ids)
+        b, p, k, w = db.blocks.c, db.document_blocks.c, db.kv_entries.c, db.kv_writes.c
+        unused = [~sa.exists().where(p.tenant == b.tenant, p.block_id == b.block_id),
+                  ~sa.exists().where(k.tenant == b.tenant, k.block_id == b.block_id),
+                  ~sa.exists().where(w.tenant == b.tenant, w.block_id == b.block_id)]
+        deleted: list[str] = []
+        with self._transaction("forget blocks", write=True) as conn:
+            for chunk in chunks(sorted(set(ids))):
+                deleted += conn.execute(sa.delete(db.blocks).where(b.tenant == tenant, b.block_id.in_(chunk), *unused)
+                                        .returning(b.block_id)).scalars()
+        return sorted(deleted)
+
     def get_blocks(self, tenant: str, block_ids: Sequence[str]) -> list[StoredBlock | None]:
         """The stored blocks, in request order; None for an unknown id."""
         tenant, ids = _tenant(tenant), _ids(block_ids)
@@ -464,6 +491,13 @@ class CacheIndex:
         rows = self._entry_rows(tenant, entries)
         with self._transaction("finish writes", write=True) as conn:
             return finish_writes(conn, tenant, rows, replace_before=replace_before)
+
+    def abandon_writes(self, locations: Sequence[str]) -> None:
+        """Forget the intents (``begin_writes``) of a write that failed before ``finish_writes``:
+        the blocks they name are then free to forget, and whatever the write put is an orphan
+        no row names, which the sweeper deletes once it is older than its grace period."""
+        with self._transaction("abandon writes", write=True) as conn:
+            abandon_writes(conn, list(locations))
 
     def now(self) -> float:
         """The index's clock (unix seconds), which stamps entries: a writer's ``replace_before``."""

@@ -80,6 +80,14 @@ def finish_writes(conn: sa.Connection, tenant: str, rows: list[dict[str, object]
     return Finished(kept, sorted(unneeded), expired)
 
 
+def abandon_writes(conn: sa.Connection, locations: Sequence[str]) -> None:
+    """Delete the intents of a write that failed before committing (its writer says so; the
+    objects it may have put are then named by no row, and the sweeper takes them by their age)."""
+    w = kv_writes.c
+    for chunk in chunks(sorted(set(locations))):
+        conn.execute(sa.delete(kv_writes).where(w.location.in_(chunk)))
+
+
 def expire_writes(conn: sa.Connection, before: float) -> list[str]:
     """Delete intents started before ``before`` (their writers crashed or outlived the grace
     period); their locations."""

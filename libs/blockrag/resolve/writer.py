@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from blockrag.attention import BlockKV
-from blockrag.errors import InvalidRequestError, ObjectStoreError
+from blockrag.errors import CacheIndexError, InvalidRequestError, ObjectStoreError
 from blockrag.kvcache import CacheKey, KVCodec
 from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.entry_writer import EntryFrame, EntryWriter
@@ -48,6 +48,7 @@ class WritePlan:
     block_ids: list[str]
     stored: dict[int, tuple[str, int]]  # position -> (location, nbytes) of entries kept
     replace_before: float | None = None  # recompute: replace entries committed before the plan
+    registered: tuple[str, ...] = ()  # block ids this plan registered (unknown before it)
 
     @property
     def to_encode(self) -> list[int]:
@@ -97,22 +98,44 @@ class BlockWriter:
         block_ids = [block_id_for(tenant, t) for t in distinct]
         stored: dict[int, tuple[str, int]] = {}
         replaced = 0  # bytes of the entries a recompute replaces
+        new: tuple[str, ...] = ()  # a recompute's blocks are known: it never forgets any
         if not recompute or self.quotas.active:
             rows = self.index.lookup(tenant, block_ids, runtime.version)
             hits = {i: (r.location, r.nbytes) for i, r in enumerate(rows) if r.hit}
             stored, replaced = ({}, sum(n for _, n in hits.values())) if recompute else (hits, 0)
+            new = () if recompute else tuple(r.block_id for r in rows if not r.known)
         tokens = sum(len(ids[i]) for i in range(len(distinct)) if i not in stored)
         self.quotas.admit(tenant, tokens, max(tokens * kv_bytes_per_token(runtime, self.compression) - replaced, 0),
                           lambda: self.index.stats(tenant).bytes)
         registered = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)])
         if registered != block_ids:  # one derivation of ids (kvcache.index.block_id_for): never expected
             raise RuntimeError("the cache index registered other block ids than block_id_for derives")
-        return WritePlan(distinct, ids, block_ids, stored, replace_before=self.index.now() if recompute else None)
+        return WritePlan(distinct, ids, block_ids, stored, replace_before=self.index.now() if recompute else None,
+                         registered=new)
 
     def encode(self, runtime: Runtime, tenant: str, plan: WritePlan,
                progress: Progress | None = None) -> list[WrittenBlock]:
         """Encode what the plan lacks, in groups, then store the frames and commit their entries
-        (EntryWriter: crash-safe, and a block another writer stored meanwhile keeps its entry)."""
+        (EntryWriter: crash-safe, and a block another writer stored meanwhile keeps its entry).
+        A write that fails (the object store unreachable, the device) commits nothing and forgets
+        the blocks its plan registered: a failed ingest leaves no block text a reader can find."""
+        try:
+            return self._encode(runtime, tenant, plan, progress)
+        except Exception as e:
+            if plan.registered:
+                self._forget(tenant, plan, e)
+            raise
+
+    def _forget(self, tenant: str, plan: WritePlan, error: Exception) -> None:
+        # Blocks another writer uses meanwhile (its document, entry or write in flight) stay
+        # (CacheIndex.forget_blocks). The write's own error is what the caller gets: an index
+        # that cannot forget now is noted on it (the rows stay, unused, as after a crash)
+        try:
+            self.index.forget_blocks(tenant, plan.registered)
+        except CacheIndexError as cleanup:
+            error.add_note(f"the {len(plan.registered)} block(s) it registered were not forgotten: {cleanup}")
+
+    def _encode(self, runtime: Runtime, tenant: str, plan: WritePlan, progress: Progress | None) -> list[WrittenBlock]:
         version, todo = runtime.version, plan.to_encode
         encoded: list[tuple[BlockKV, bytes]] = []  # in todo order
         started = time.perf_counter()
