@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from blockrag.documents import read_documents
 
@@ -29,7 +30,7 @@ def ingest(
     granularity: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="1.0 keeps paragraphs apart, 0.0 merges neighbours up to the longest block; default: the service's.")] = None,
 ) -> None:
     """Ingest documents into COLLECTION: segmented into blocks, each block's KV computed once."""
-    from blockrag.client import BlockRAGClient
+    from blockrag.client import BlockRAGClient, PlatformError
     from blockrag.samples import sample_paths
 
     read = read_documents(paths or [Path(p) for p in sample_paths()])
@@ -37,6 +38,7 @@ def ingest(
     documents = list(zip(names if len(set(names)) == len(names) else list(read), read.values()))
     blocks = computed = 0
     sizes: list[int] = []
+    failed: list[tuple[str, str]] = []  # (document id, reason): not ingested, the others were
     with BlockRAGClient(address, api_key=api_key) as client, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True) as progress:
@@ -45,12 +47,31 @@ def ingest(
             options = {"max_block_tokens": max_block_tokens}
             if granularity is not None:
                 options["granularity"] = granularity
-            reply = client.ingest(collection, documents[start:start + batch], tenant=tenant, **options)
+            try:
+                reply = client.ingest(collection, documents[start:start + batch], tenant=tenant, partial=True,
+                                      **options)
+            except PlatformError as e:
+                if not start:  # nothing ingested: the error alone says it
+                    raise
+                # the requests before were answered: theirs stay in, this one's and the rest are listed
+                failed += [(i, str(e)) for i, _ in documents[start:start + batch]]
+                failed += [(i, "not sent after the error above") for i, _ in documents[start + batch:]]
+                break
             blocks += sum(len(d.block_ids) for d in reply.documents)
             sizes.extend(n for d in reply.documents for n in d.block_tokens)
             computed += reply.computed_blocks
-            progress.advance(task, len(reply.documents))
-    console.print(f"Ingested {len(documents)} documents into [bold]{collection}[/bold] at {client.address}: "
+            failed += [(d.document_id, d.reason) for d in reply.failed_documents]
+            progress.advance(task, len(reply.documents) + len(reply.failed_documents))
+    console.print(f"Ingested {len(documents) - len(failed)} of {len(documents)} documents into "
+                  f"[bold]{collection}[/bold] at {client.address}: "
                   f"{blocks} blocks, {computed} computed now, {blocks - computed} already cached.")
     if sizes:
         console.print(f"Block sizes: {min(sizes)} to {max(sizes)} tokens, mean {sum(sizes) / len(sizes):.0f}.")
+    if failed:
+        # each listed document is absent whole (the object store failed midway); run again for them
+        table = Table("document", "reason", title=f"[red]{len(failed)} document(s) NOT ingested[/red]",
+                      title_justify="left")
+        for document_id, reason in failed:
+            table.add_row(document_id, reason)
+        console.print(table)
+        raise typer.Exit(1)

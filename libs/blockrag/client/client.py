@@ -32,6 +32,19 @@ class PlatformError(BlockRAGError):
         super().__init__(f"{code.name}: {details}{hint}")
 
 
+class IngestIncompleteError(BlockRAGError):
+    """An Ingest wrote some documents, not all (the object store failed meanwhile): ``response``
+    holds both lists, ``failed`` the documents not written (nothing of them is recorded)."""
+
+    def __init__(self, response: generation_pb2.IngestResponse):
+        self.response, self.failed = response, list(response.failed_documents)
+        total = len(self.failed) + len(response.documents)
+        shown = "; ".join(f"{d.document_id!r}: {d.reason}" for d in self.failed[:3])
+        more = f"; and {len(self.failed) - 3} more" if len(self.failed) > 3 else ""
+        super().__init__(f"{len(self.failed)} of {total} document(s) not ingested ({shown}{more}); the other "
+                         f"{len(response.documents)} were: ingest the failed ones again")
+
+
 API_KEY_ENV = "BLOCKRAG_API_KEY"
 
 
@@ -68,13 +81,19 @@ class BlockRAGClient:
         except grpc.RpcError as e:
             raise PlatformError(e.code(), e.details(), self.address) from None
 
-    def ingest(self, collection: str, documents: Sequence[tuple[str, str]], tenant: str = "",
-               **segment_options) -> generation_pb2.IngestResponse:
+    def ingest(self, collection: str, documents: Sequence[tuple[str, str]], tenant: str = "", *,
+               partial: bool = False, **segment_options) -> generation_pb2.IngestResponse:
+        """Ingest (id, text) documents. When the object store fails midway, the documents
+        written before are kept: IngestIncompleteError names the others, or with ``partial`` the
+        response lists them in ``failed_documents``. None written: PlatformError UNAVAILABLE."""
         request = generation_pb2.IngestRequest(
             collection=collection, tenant=tenant,
             documents=[generation_pb2.Document(id=i, text=t) for i, t in documents],
             segment_options=segmentation_pb2.SegmentOptions(**segment_options))
-        return self._call(self.generation.Ingest, request, "generation")
+        response = self._call(self.generation.Ingest, request, "generation")
+        if response.failed_documents and not partial:
+            raise IngestIncompleteError(response)
+        return response
 
     def generate(self, request: generation_pb2.GenerateRequest) -> Iterator[generation_pb2.GenerateResponse]:
         try:

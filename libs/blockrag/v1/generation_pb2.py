@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from blockrag.v1 import segmentation_pb2 as blockrag_dot_v1_dot_segmentation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lockrag/v1/generation.proto\x12\x0b\x62lockrag.v1\x1a\x1e\x62lockrag/v1/segmentation.proto\"$\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x93\x01\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.blockrag.v1.Document\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x34\n\x0fsegment_options\x18\x04 \x01(\x0b\x32\x1b.blockrag.v1.SegmentOptions\"P\n\x10IngestedDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\x12\x14\n\x0c\x62lock_tokens\x18\x03 \x03(\x05\"r\n\x0eIngestResponse\x12\x30\n\tdocuments\x18\x01 \x03(\x0b\x32\x1d.blockrag.v1.IngestedDocument\x12\x17\n\x0f\x63omputed_blocks\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\";\n\x0c\x43ontextBlock\x12\x12\n\x08\x62lock_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\x07\n\x05\x62lock\"\xbd\x01\n\x0fGenerateRequest\x12*\n\x07\x63ontext\x18\x01 \x03(\x0b\x32\x19.blockrag.v1.ContextBlock\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x02\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\"\xa7\x02\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x15\n\rcached_tokens\x18\x02 \x01(\x05\x12\x17\n\x0f\x63omputed_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12<\n\x0e\x62locks_by_tier\x18\x05 \x03(\x0b\x32$.blockrag.v1.Usage.BlocksByTierEntry\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x05\x12\x0e\n\x06\x65\x32\x65_ms\x18\x07 \x01(\x01\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x11\n\tblock_ids\x18\t \x03(\t\x1a\x33\n\x11\x42locksByTierEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"Q\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.blockrag.v1.Usage2\xa1\x01\n\x11GenerationService\x12\x41\n\x06Ingest\x12\x1a.blockrag.v1.IngestRequest\x1a\x1b.blockrag.v1.IngestResponse\x12I\n\x08Generate\x12\x1c.blockrag.v1.GenerateRequest\x1a\x1d.blockrag.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lockrag/v1/generation.proto\x12\x0b\x62lockrag.v1\x1a\x1e\x62lockrag/v1/segmentation.proto\"$\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x93\x01\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.blockrag.v1.Document\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x34\n\x0fsegment_options\x18\x04 \x01(\x0b\x32\x1b.blockrag.v1.SegmentOptions\"P\n\x10IngestedDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\x12\x14\n\x0c\x62lock_tokens\x18\x03 \x03(\x05\"5\n\x0e\x46\x61iledDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa9\x01\n\x0eIngestResponse\x12\x30\n\tdocuments\x18\x01 \x03(\x0b\x32\x1d.blockrag.v1.IngestedDocument\x12\x17\n\x0f\x63omputed_blocks\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x35\n\x10\x66\x61iled_documents\x18\x04 \x03(\x0b\x32\x1b.blockrag.v1.FailedDocument\";\n\x0c\x43ontextBlock\x12\x12\n\x08\x62lock_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\x07\n\x05\x62lock\"\xbd\x01\n\x0fGenerateRequest\x12*\n\x07\x63ontext\x18\x01 \x03(\x0b\x32\x19.blockrag.v1.ContextBlock\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x02\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x0c\n\x04seed\x18\x08 \x01(\x03\"\xa7\x02\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x15\n\rcached_tokens\x18\x02 \x01(\x05\x12\x17\n\x0f\x63omputed_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12<\n\x0e\x62locks_by_tier\x18\x05 \x03(\x0b\x32$.blockrag.v1.Usage.BlocksByTierEntry\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x05\x12\x0e\n\x06\x65\x32\x65_ms\x18\x07 \x01(\x01\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x11\n\tblock_ids\x18\t \x03(\t\x1a\x33\n\x11\x42locksByTierEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"Q\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.blockrag.v1.Usage2\xa1\x01\n\x11GenerationService\x12\x41\n\x06Ingest\x12\x1a.blockrag.v1.IngestRequest\x1a\x1b.blockrag.v1.IngestResponse\x12I\n\x08Generate\x12\x1c.blockrag.v1.GenerateRequest\x1a\x1d.blockrag.v1.GenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,18 +40,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTREQUEST']._serialized_end=263
   _globals['_INGESTEDDOCUMENT']._serialized_start=265
   _globals['_INGESTEDDOCUMENT']._serialized_end=345
-  _globals['_INGESTRESPONSE']._serialized_start=347
-  _globals['_INGESTRESPONSE']._serialized_end=461
-  _globals['_CONTEXTBLOCK']._serialized_start=463
-  _globals['_CONTEXTBLOCK']._serialized_end=522
-  _globals['_GENERATEREQUEST']._serialized_start=525
-  _globals['_GENERATEREQUEST']._serialized_end=714
-  _globals['_USAGE']._serialized_start=717
-  _globals['_USAGE']._serialized_end=1012
-  _globals['_USAGE_BLOCKSBYTIERENTRY']._serialized_start=961
-  _globals['_USAGE_BLOCKSBYTIERENTRY']._serialized_end=1012
-  _globals['_GENERATERESPONSE']._serialized_start=1014
-  _globals['_GENERATERESPONSE']._serialized_end=1095
-  _globals['_GENERATIONSERVICE']._serialized_start=1098
-  _globals['_GENERATIONSERVICE']._serialized_end=1259
+  _globals['_FAILEDDOCUMENT']._serialized_start=347
+  _globals['_FAILEDDOCUMENT']._serialized_end=400
+  _globals['_INGESTRESPONSE']._serialized_start=403
+  _globals['_INGESTRESPONSE']._serialized_end=572
+  _globals['_CONTEXTBLOCK']._serialized_start=574
+  _globals['_CONTEXTBLOCK']._serialized_end=633
+  _globals['_GENERATEREQUEST']._serialized_start=636
+  _globals['_GENERATEREQUEST']._serialized_end=825
+  _globals['_USAGE']._serialized_start=828
+  _globals['_USAGE']._serialized_end=1123
+  _globals['_USAGE_BLOCKSBYTIERENTRY']._serialized_start=1072
+  _globals['_USAGE_BLOCKSBYTIERENTRY']._serialized_end=1123
+  _globals['_GENERATERESPONSE']._serialized_start=1125
+  _globals['_GENERATERESPONSE']._serialized_end=1206
+  _globals['_GENERATIONSERVICE']._serialized_start=1209
+  _globals['_GENERATIONSERVICE']._serialized_end=1370
 # @@protoc_insertion_point(module_scope)

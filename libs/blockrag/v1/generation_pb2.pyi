@@ -37,15 +37,25 @@ class IngestedDocument(_message.Message):
     block_tokens: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, document_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ..., block_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class FailedDocument(_message.Message):
+    __slots__ = ("document_id", "reason")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    reason: str
+    def __init__(self, document_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class IngestResponse(_message.Message):
-    __slots__ = ("documents", "computed_blocks", "model_version")
+    __slots__ = ("documents", "computed_blocks", "model_version", "failed_documents")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAILED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedCompositeFieldContainer[IngestedDocument]
     computed_blocks: int
     model_version: str
-    def __init__(self, documents: _Optional[_Iterable[_Union[IngestedDocument, _Mapping]]] = ..., computed_blocks: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    failed_documents: _containers.RepeatedCompositeFieldContainer[FailedDocument]
+    def __init__(self, documents: _Optional[_Iterable[_Union[IngestedDocument, _Mapping]]] = ..., computed_blocks: _Optional[int] = ..., model_version: _Optional[str] = ..., failed_documents: _Optional[_Iterable[_Union[FailedDocument, _Mapping]]] = ...) -> None: ...
 
 class ContextBlock(_message.Message):
     __slots__ = ("block_id", "text")

@@ -22,7 +22,7 @@ import time
 from ray import serve
 
 from blockrag import names
-from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
+from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError, ObjectStoreError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.memory_tier import host_tier
 from blockrag.kvcache.object_store import open_object_store
@@ -40,7 +40,7 @@ from blockrag.v1 import segmentation_pb2 as segment_pb
 from blockrag_services.access import READ, WRITE, authorizer
 from blockrag_services.config import PlatformConfig
 from blockrag_services.replica_logs import replica_logs
-from blockrag_services.errors import streaming, unary
+from blockrag_services.errors import streaming, unary, unwrap
 from blockrag_services.generation.blocks import PrecomputeEncoder
 from blockrag_services.generation.warming import warm_blocks
 from blockrag_services.handles import CACHE_INDEX, PRECOMPUTE, SEGMENTATION, Handles
@@ -104,18 +104,61 @@ class Generation(OneApplication):
             self.handles[SEGMENTATION].Segment.remote(
                 segment_pb.SegmentRequest(text=d.text, options=request.segment_options))
             for d in request.documents))
-        texts = list(dict.fromkeys(s.text for doc in segmented for s in doc.blocks))
-        computed = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
-            texts=texts, model_version=runtime.version, tenant=tenant))
+        # Precompute commits each call's entries or none, so documents go in calls of whole
+        # documents (about one encoded batch each): when the object store fails, the documents of
+        # the calls before are whole and recorded, the rest are reported failed and not recorded
+        # (Precompute forgets the blocks it registered for them)
+        written: list[int] = []  # positions in the request
+        failed: list[pb.FailedDocument] = []
+        computed = 0
+        for call in self._precompute_calls([sum(s.token_count for s in d.blocks) for d in segmented]):
+            if failed:
+                failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=(
+                    f"not tried: the object store failed on document {failed[0].document_id!r} before it"))
+                           for i in call]
+                continue
+            texts = list(dict.fromkeys(s.text for i in call for s in segmented[i].blocks))
+            try:
+                reply = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
+                    texts=texts, model_version=runtime.version, tenant=tenant))
+            except Exception as e:  # noqa: BLE001 - only the store's failure is per document; the rest is raised
+                if not isinstance(unwrap(e), ObjectStoreError):
+                    raise
+                failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=str(unwrap(e))) for i in call]
+                continue
+            written += call
+            computed += sum(b.computed for b in reply.blocks)
+        if not written:
+            first = failed[0]
+            raise ObjectStoreError(f"no document was ingested (0 of {len(failed)} written): the object store failed "
+                                   f"on document {first.document_id!r}: {first.reason}")
         documents = []
-        for document, blocks in zip(request.documents, segmented):
+        for i in written:
+            document, blocks = request.documents[i], segmented[i]
             registered = await self.handles[CACHE_INDEX].RegisterBlocks.remote(index_pb.RegisterBlocksRequest(
                 tenant=tenant, collection=request.collection, document_id=document.id,
                 blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in blocks.blocks]))
             documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids,
                                                  block_tokens=[s.token_count for s in blocks.blocks]))
-        return pb.IngestResponse(documents=documents, model_version=runtime.version,
-                                 computed_blocks=sum(b.computed for b in computed.blocks))
+        if failed:
+            log.warning("ingest into collection %r of tenant %r: %d of %d document(s) not written (first: %r): %s",
+                        request.collection, tenant, len(failed), len(request.documents), failed[0].document_id,
+                        failed[0].reason)
+        return pb.IngestResponse(documents=documents, model_version=runtime.version, computed_blocks=computed,
+                                 failed_documents=failed)
+
+    def _precompute_calls(self, tokens: list[int]) -> list[list[int]]:
+        """Documents by position (given their tokens) in consecutive runs of at most one encoded
+        batch (precompute_batch_tokens) each; a document longer than that is a run alone."""
+        calls: list[list[int]] = []
+        total = 0
+        for i, n in enumerate(tokens):
+            if not calls or total + n > self.config.precompute_batch_tokens:
+                calls.append([])
+                total = 0
+            calls[-1].append(i)
+            total += n
+        return calls
 
     def _check_ingest(self, request: pb.IngestRequest) -> None:
         if not request.collection.strip():
