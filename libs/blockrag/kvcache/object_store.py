@@ -33,6 +33,12 @@ class UnreadableObjectError(ObjectStoreError):
     old location clears what squats the name."""
 
 
+class TruncatedObjectError(UnreadableObjectError):
+    """The object's body came shorter than the length the store announced for it (a proxy or a
+    connection that cut it): the bytes read are not the object, so readers treat it as a corrupt
+    entry (recomputed, counted, its entry replaced), not as the store being unreachable."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """A stored object as a listing shows it."""

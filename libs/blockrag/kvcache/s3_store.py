@@ -6,6 +6,7 @@ deployment needs only credentials and an endpoint.
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
 import re
@@ -21,7 +22,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 from minio.helpers import check_bucket_name
 
 from blockrag.errors import ObjectStoreError, StorageConfigError
-from blockrag.kvcache.object_store import ObjectInfo, check_name, is_object_name
+from blockrag.kvcache.object_store import ObjectInfo, TruncatedObjectError, check_name, is_object_name
 
 T = TypeVar("T")
 _MISSING = object()
@@ -205,6 +206,16 @@ class S3ObjectStore:
             response = self._client.get_object(self.config.bucket, key)
             try:
                 return response.read()
+            except urllib3.exceptions.ProtocolError as e:
+                # urllib3 holds the body to its Content-Length: fewer bytes is an IncompleteRead
+                # (http.client's, its partial the bytes read; or urllib3's, their count)
+                short = next((a for a in e.args if isinstance(a, http.client.IncompleteRead)), None)
+                if short is None:
+                    raise
+                got = len(short.partial) if isinstance(short.partial, bytes) else short.partial
+                raise TruncatedObjectError(
+                    f"S3 read of {key!r} came short: {got} of {got + short.expected} bytes "
+                    f"(endpoint {self._url}, bucket {self.config.bucket!r})") from e
             finally:
                 response.close()
                 response.release_conn()

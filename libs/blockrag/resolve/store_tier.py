@@ -5,10 +5,11 @@ are fetched on a thread pool (one get per entry, ``threads`` at a time: an S3 ge
 bandwidth) and decoded there, checksum, model fingerprint, tenant and block id verified (the frame
 carries them: KVCodec). A missing, corrupt or foreign object is a miss, never served; corrupt and
 foreign ones are also counted and logged, since they mean a fault or tampering, not an eviction
-(an object whose bytes cannot be read, a directory in its place, counts as corrupt). A store that
-cannot answer now (the S3 server down) is a miss too: the request is answered by recomputing, not
-refused (the index still lists the entry, and the next read after the outage finds it), logged
-once per fetch, not counted: no entry is at fault.
+(an object whose bytes cannot be read, a directory in its place or a body shorter than the length
+the store announced, counts as corrupt). A store that cannot answer now (the S3 server down) is a
+miss too: the request is answered by recomputing, not refused (the index still lists the entry,
+and the next read after the outage finds it), logged once per fetch, not counted: no entry is at
+fault.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class StoreTier:
             # recomputed by the caller, whose write replaces it; a fingerprint mismatch is foreign
             # too: the row says this version, the bytes another (a swapped object, not an old row);
             # so is an entry of another compression setting (another deployment's, or before a change).
-            # An object that cannot be read (a directory in its place) is this entry's fault: corrupt
+            # An object that cannot be read (a directory in its place, a body cut short) is this
+            # entry's fault: corrupt
             foreign = (KVBindingError, KVFingerprintMismatchError, KVCompressionMismatchError)
             reason = "foreign" if isinstance(e, foreign) else "corrupt"
             observe_rejected_entry(reason)
