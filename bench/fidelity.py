@@ -95,6 +95,8 @@ def main() -> None:
                         help="only the untrained rows: full, block, block with (untrained) sink tokens")
     parser.add_argument("--opening-gap", type=int, action="append", default=None,
                         help=f"untrained rows with a shared opening at this gap (repeatable; default {DEFAULT_GAP})")
+    parser.add_argument("--adapters-only", action="store_true",
+                        help="with --adapter: skip the base model's rows (full attention is still the reference)")
     parser.add_argument("--cached-first-passage", action="store_true",
                         help="for each adapter with an opening, also a row with the first passage in its cached "
                              "form (the platform serves it exact: exact_first_passage)")
@@ -121,8 +123,9 @@ def main() -> None:
     console.print(f"full attention: {probe.full.correct}/{probe.full.questions} "
                   f"({time.perf_counter() - started:.0f} s)")
     rows: dict[str, dict] = {"full attention": {"result": probe.full}}
-    rows["block, base model"] = {"result": probe.score(BlockAttentionEngine(model, fuse=False))}
-    console.print(f"block, base model: {rows['block, base model']['result']} ({time.perf_counter() - started:.0f} s)")
+    if not (args.adapter and args.adapters_only):
+        rows["block, base model"] = {"result": probe.score(BlockAttentionEngine(model, fuse=False))}
+        console.print(f"block, base model: {rows['block, base model']['result']} ({time.perf_counter() - started:.0f} s)")
 
     config = DistillConfig.from_dict({"steps": args.steps, "examples_per_step": args.examples_per_step,
                                       **parse_overrides(args.set)})
@@ -134,7 +137,7 @@ def main() -> None:
     elif args.adapter:
         # what sharing the opening alone buys, untrained (with --opening-gap): the baseline an
         # opening adapter improves on
-        if args.opening_gap:
+        if args.opening_gap and not args.adapters_only:
             rows.update(untrained_openings(probe, model, template, args.opening_gap))
         for path in args.adapter:
             adapter = Adapter.from_bytes(path.read_bytes())
