@@ -77,6 +77,12 @@ def test_cli_lists_the_documents_not_ingested_and_exits_1(server, tmp_path) -> N
     assert len(listed) == 1 and "b.md" in listed[0] and "cannot reach S3" in listed[0]
 
 
+def test_cli_counts_the_documents_alone_when_all_went_in(server, tmp_path) -> None:
+    result = CliRunner().invoke(blockrag_app, ["ingest", *write(tmp_path, {"a.md": "kept", "b.md": "kept"})])
+    assert result.exit_code == 0, result.output
+    assert "Ingested 2 documents into" in result.output and "NOT ingested" not in result.output
+
+
 def test_cli_lists_a_refused_request_and_the_rest_once_some_were_ingested(server, tmp_path) -> None:
     paths = write(tmp_path, {"a.md": "kept", "b.md": "kept", "c.md": "lost", "d.md": "lost", "e.md": "kept"})
     result = CliRunner().invoke(blockrag_app, ["ingest", *paths, "--batch", "2"])

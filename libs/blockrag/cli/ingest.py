@@ -62,8 +62,8 @@ def ingest(
             computed += reply.computed_blocks
             failed += [(d.document_id, d.reason) for d in reply.failed_documents]
             progress.advance(task, len(reply.documents) + len(reply.failed_documents))
-    console.print(f"Ingested {len(documents) - len(failed)} of {len(documents)} documents into "
-                  f"[bold]{collection}[/bold] at {client.address}: "
+    count = f"{len(documents) - len(failed)} of {len(documents)}" if failed else f"{len(documents)}"
+    console.print(f"Ingested {count} documents into [bold]{collection}[/bold] at {client.address}: "
                   f"{blocks} blocks, {computed} computed now, {blocks - computed} already cached.")
     if sizes:
         console.print(f"Block sizes: {min(sizes)} to {max(sizes)} tokens, mean {sum(sizes) / len(sizes):.0f}.")
