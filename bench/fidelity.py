@@ -109,6 +109,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.merge:
         merged = merge([json.loads(path.read_text()) for path in args.merge])
+        if merged["unfinished_rows"]:
+            console.print(f"left out, unfinished in some shard: {', '.join(merged['unfinished_rows'])}")
         show(merged["rows"], f"Fidelity on {merged['questions']} {merged['split']} questions ({merged['device']})")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(merged, indent=1))
@@ -122,33 +124,47 @@ def main() -> None:
                           progress=lambda i, n: i % 50 == 0 and console.print(f"  full attention {i}/{n}"))
     console.print(f"full attention: {probe.full.correct}/{probe.full.questions} "
                   f"({time.perf_counter() - started:.0f} s)")
-    rows: dict[str, dict] = {"full attention": {"result": probe.full}}
+    rows: dict[str, dict] = {}
+
+    def save(complete: bool) -> dict:
+        """The rows so far, written after every row: a run stopped by a time limit keeps them."""
+        results = {name: {**as_dict(row["result"]), **{k: v for k, v in row.items() if k != "result"}}
+                   for name, row in rows.items()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "split": args.split, "questions": probe.full.questions, "shard": args.shard, "complete": complete,
+            "steps": None if args.adapter or args.no_training else args.steps,
+            "device": args.device, "rows": results, "seconds": time.perf_counter() - started}, indent=1))
+        return results
+
+    def record(name: str, row: dict) -> None:
+        rows[name] = row
+        console.print(f"{name}: {row['result']} ({time.perf_counter() - started:.0f} s)")
+        save(complete=False)
+
+    record("full attention", {"result": probe.full})
     if not (args.adapter and args.adapters_only):
-        rows["block, base model"] = {"result": probe.score(BlockAttentionEngine(model, fuse=False))}
-        console.print(f"block, base model: {rows['block, base model']['result']} ({time.perf_counter() - started:.0f} s)")
+        record("block, base model", {"result": probe.score(BlockAttentionEngine(model, fuse=False))})
 
     config = DistillConfig.from_dict({"steps": args.steps, "examples_per_step": args.examples_per_step,
                                       **parse_overrides(args.set)})
     if args.no_training:
         sink = resolve_sink(tokenizer, config.sink_token)
-        rows["block, base model + sinks (untrained)"] = {
-            "result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))}
-        rows.update(untrained_openings(probe, model, template, args.opening_gap))
+        record("block, base model + sinks (untrained)",
+               {"result": probe.score(BlockAttentionEngine(model, fuse=False, sink_token_id=sink))})
+        untrained_openings(probe, model, template, args.opening_gap, record)
     elif args.adapter:
         # what sharing the opening alone buys, untrained (with --opening-gap): the baseline an
         # opening adapter improves on
         if args.opening_gap and not args.adapters_only:
-            rows.update(untrained_openings(probe, model, template, args.opening_gap))
+            untrained_openings(probe, model, template, args.opening_gap, record)
         for path in args.adapter:
             adapter = Adapter.from_bytes(path.read_bytes())
             engine = served(adapter, args)
-            rows[f"block, {path.stem}"] = {"result": probe.score(engine)}
-            console.print(f"block, {path.stem}: {rows[f'block, {path.stem}']['result']} "
-                          f"({time.perf_counter() - started:.0f} s)")
+            record(f"block, {path.stem}", {"result": probe.score(engine)})
             if args.cached_first_passage and adapter.opening is not None:
-                name = f"block, {path.stem}, first passage cached"
-                rows[name] = {"result": probe.score(engine, exact_first_passage=False)}
-                console.print(f"{name}: {rows[name]['result']} ({time.perf_counter() - started:.0f} s)")
+                record(f"block, {path.stem}, first passage cached",
+                       {"result": probe.score(engine, exact_first_passage=False)})
     else:
         examples = build_examples(model, tokenizer, default_corpus(), args.train_examples, seed=config.seed,
                                   data=DataConfig(max_example_tokens=config.max_example_tokens))
@@ -163,27 +179,18 @@ def main() -> None:
                 learning_rate=config.learning_rate, lora=config.lora, seed=config.seed)
         for name, run_config in runs.items():
             adapter, seconds, log = train(run_config, examples, args)
-            rows[name] = {"result": probe.score(served(adapter, args)), "step_seconds": statistics.median(seconds),
-                          "log": log, "config": run_config.to_dict()}
-            console.print(f"{name}: {rows[name]['result']} ({time.perf_counter() - started:.0f} s)")
+            record(name, {"result": probe.score(served(adapter, args)), "step_seconds": statistics.median(seconds),
+                          "log": log, "config": run_config.to_dict()})
 
-    results = {name: {**as_dict(row["result"]), **{k: v for k, v in row.items() if k != "result"}}
-               for name, row in rows.items()}
-    show(results, f"Fidelity on {probe.full.questions} {args.split} questions ({args.device})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "split": args.split, "questions": probe.full.questions, "shard": args.shard,
-        "steps": None if args.adapter or args.no_training else args.steps,
-        "device": args.device, "rows": results, "seconds": time.perf_counter() - started}, indent=1))
+    show(save(complete=True), f"Fidelity on {probe.full.questions} {args.split} questions ({args.device})")
 
 
-def untrained_openings(probe: FidelityProbe, model, template: PromptTemplate, gaps: list[int] | None) -> dict:
+def untrained_openings(probe: FidelityProbe, model, template: PromptTemplate, gaps: list[int] | None,
+                       record) -> None:
     """Rows of the base model with a shared opening (blocks encoded after the template's opening)."""
-    rows = {}
     for gap in gaps or [DEFAULT_GAP]:
         engine = BlockAttentionEngine(model, fuse=False, opening=Opening(tuple(template.prefix_ids()), gap))
-        rows[f"block, base model + opening, gap {gap} (untrained)"] = {"result": probe.score(engine)}
-    return rows
+        record(f"block, base model + opening, gap {gap} (untrained)", {"result": probe.score(engine)})
 
 
 def as_dict(r: FidelityResult) -> dict:
@@ -194,9 +201,11 @@ def as_dict(r: FidelityResult) -> dict:
 
 
 def merge(parts: list[dict]) -> dict:
-    """Shards of one run -> the whole: counts add up, KL is re-weighted by answer tokens."""
+    """Shards of one run -> the whole: counts add up, KL is re-weighted by answer tokens. A row
+    that some shard did not finish (stopped by a time limit) is left out and named."""
     rows = {}
-    for name in parts[0]["rows"]:
+    unfinished = sorted({name for p in parts for name in p["rows"]} - set.intersection(*(set(p["rows"]) for p in parts)))
+    for name in (n for n in parts[0]["rows"] if n not in unfinished):
         got = [p["rows"][name] for p in parts]
         tokens = sum(r["answer_tokens"] for r in got)
         kl = None if got[0]["kl"] is None else sum(r["kl"] * r["answer_tokens"] for r in got) / tokens
@@ -212,11 +221,12 @@ def merge(parts: list[dict]) -> dict:
                                 kl_by_position)
         rows[name] = {**as_dict(result), **{k: v for k, v in got[0].items() if k not in as_dict(result)}}
     return {"split": parts[0]["split"], "questions": sum(p["questions"] for p in parts), "device": parts[0]["device"],
-            "shards": [p.get("shard") for p in parts], "rows": rows, "seconds": max(p["seconds"] for p in parts)}
+            "shards": [p.get("shard") for p in parts], "rows": rows, "unfinished_rows": unfinished,
+            "seconds": max(p["seconds"] for p in parts)}
 
 
 def show(rows: dict[str, dict], title: str) -> None:
-    base_kl = rows["block, base model"]["kl"]
+    base_kl = rows.get("block, base model", {}).get("kl")  # absent under --adapters-only
     table = Table(title=title)
     positions = sorted({k for row in rows.values() for k in row.get("by_position", {})}, key=int)
     for column in ("configuration", "accuracy", "answer-token KL", "KL / base", "s per step",
@@ -228,7 +238,7 @@ def show(rows: dict[str, dict], title: str) -> None:
                  for p, (c, n) in ((p, row.get("by_position", {}).get(p, (0, 0))) for p in positions)]
         table.add_row(name, f"{100 * row['accuracy']:.1f}% ({row['correct']}/{row['questions']})",
                       "-" if row["kl"] is None else f"{row['kl']:.3f}",
-                      "-" if row["kl"] is None else f"{row['kl'] / base_kl:.2f}",
+                      "-" if row["kl"] is None or base_kl is None else f"{row['kl'] / base_kl:.2f}",
                       f"{row['step_seconds']:.3f}" if "step_seconds" in row else "-", *cells)
     console.print(table)
 

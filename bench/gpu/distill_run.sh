@@ -86,7 +86,9 @@ case "$MODE" in
           # SHARDS processes (default 3; the small model leaves the GPU launch-bound, so more
           # processes finish sooner) and DEV_QUESTIONS of the dev split (for choosing between
           # adapters) in DEV_SHARDS, all at once; one table per split. ADAPTERS_ONLY=1: without
-          # the base model's rows; CACHED_FIRST=0: without the rows of the first passage cached
+          # the base model's rows; CACHED_FIRST=0: without the rows of the first passage cached.
+          # Each shard writes its rows as it goes and stops at SCORE_SECONDS (540), so the tables
+          # below still come back, without the rows some shard did not finish
     prepare_model || exit 1
     mkdir -p /root/adapters
     [ "${SHIPPED:-0}" = 1 ] && cp libs/blockrag/distill/default_adapter/adapter.safetensors /root/adapters/shipped.safetensors
@@ -94,7 +96,7 @@ case "$MODE" in
     for a in /root/adapters/*.safetensors; do adapters+=(--adapter "$a"); done
     shards() {  # shards SPLIT QUESTIONS N: N processes in the background
       for ((k = 0; k < $3; k++)); do
-        python3 -W ignore bench/fidelity.py --questions "$2" --split "$1" --shard "$k/$3" \
+        timeout -s TERM "${SCORE_SECONDS:-540}" python3 -W ignore bench/fidelity.py --questions "$2" --split "$1" --shard "$k/$3" \
           "${adapters[@]}" --opening-gap 500 $([ "${CACHED_FIRST:-1}" = 1 ] && echo --cached-first-passage) \
           $([ "${ADAPTERS_ONLY:-0}" = 1 ] && echo --adapters-only) --out "$OUT/$1-shard$k.json" > "$OUT/$1-shard$k.log" 2>&1 &
       done

@@ -63,6 +63,15 @@ def test_the_lead_block_sees_the_real_opening_and_is_not_supervised_for_it():
         build_layout(example, None, lead=True)
 
 
+@pytest.mark.parametrize("lead", [True, False])
+def test_the_recipe_trains_the_first_passage_as_served_unless_told_not_to(lead):
+    config = DistillConfig(lead_block=lead, block_dropout=0.0, lora=LoraSettings(rank=2))
+    recipe = DistillationRecipe(config, tiny_model("llama31"), None, OPENING)
+    recipe.setup()
+    layout = recipe._layout(Example.of([[7, 8, 9], [20, 21], [30, 31]], [40], [50, 51]))
+    assert bool(layout.student_mask[3, 0]) is lead  # the first passage sees the real opening
+
+
 def test_config_and_recipe_take_the_opening_exactly_when_asked():
     with pytest.raises(InvalidRequestError, match="sink_token=null"):
         DistillConfig(sink_token="<|endoftext|>")  # opening is the default: sinks must turn it off
@@ -101,8 +110,6 @@ def test_training_with_an_opening_lowers_its_kl_and_the_adapter_records_it():
     ({"seed": True}, "seed must be a whole number, got True"),
     ({"opening": "yes"}, "opening and lead_block must be true or false"),
     ({"lead_block": 1}, "opening and lead_block must be true or false"),
-    ({"lead_block": True, "opening": False}, "lead_block reads the first passage after the shared opening: "
-                                             "it needs opening=true"),
     ({"lora": 3}, "lora must be an object of LoRA settings"),
     ({"lora": {"rank": 2.5}}, "lora rank must be a whole number, got 2.5"),
     ({"lora": {"target_modules": "q_proj"}}, "lora target_modules must be a list of module names"),

@@ -48,7 +48,8 @@ class DistillConfig:
     positions apart (attention/layout.py); needs sink_token None.
     lead_block: the first passage is read as the platform serves it by default
     (PlatformConfig.exact_first_passage, the engine's lead form): global, right after the opening,
-    so training spends itself on the blocks that stay approximate; needs opening.
+    so training spends itself on the blocks that stay approximate. Without an opening there is no
+    lead form (the engine's encode_lead is encode_block there) and it changes nothing.
     block_dropout: the chance that a context block is made global for a step (it attends to
     everything before it and its tokens are supervised too).
     token_weighting: 0 weighs supervised tokens alike; w in (0, 1] mixes in weights from how far
@@ -69,7 +70,7 @@ class DistillConfig:
     opening: bool = True  # the shipped adapter's: more right answers and a lower KL than sinks
     # attention.layout.DEFAULT_GAP, not imported: the admin replica reads this config without torch
     opening_gap: int = 500
-    lead_block: bool = False
+    lead_block: bool = True  # the shipped adapter's (TRAINING.md): as the platform serves by default
     block_dropout: float = 0.25
     token_weighting: float = 0.5
     hard_label_weight: float = 0.0
@@ -107,8 +108,6 @@ class DistillConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.opening_gap < 0:
             problems.append(f"opening_gap must be >= 0, got {self.opening_gap}")
-        if self.lead_block and not self.opening:
-            problems.append("lead_block reads the first passage after the shared opening: it needs opening=true")
         if self.opening and self.sink_token is not None:
             problems.append("opening replaces block sink tokens: with opening=true set sink_token=null")
         if self.hard_label_weight < 0:

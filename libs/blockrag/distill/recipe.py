@@ -147,7 +147,12 @@ class DistillationRecipe:
                 f"an example of {example.num_tokens} tokens exceeds max_example_tokens "
                 f"({self.config.max_example_tokens}); build shorter examples or raise the limit")
         global_blocks = pick_global_blocks(len(example.blocks), self.config.block_dropout, self.generator)
-        return build_layout(example, self.sink_token_id, global_blocks, self.opening, self.config.lead_block)
+        return build_layout(example, self.sink_token_id, global_blocks, self.opening, self._lead)
+
+    @property
+    def _lead(self) -> bool:
+        """The first passage in its lead form: only where there is an opening to lead from."""
+        return self.config.lead_block and self.opening is not None
 
     def _full_hidden(self, layouts: Sequence[Layout]) -> torch.Tensor:
         """Hidden states [S, H] at the supervised positions of every layout, one after another,
@@ -196,7 +201,7 @@ class DistillationRecipe:
         total, count = 0.0, 0
         try:
             for example in examples:
-                layout = build_layout(example, self.sink_token_id, opening=self.opening, lead=self.config.lead_block)
+                layout = build_layout(example, self.sink_token_id, opening=self.opening, lead=self._lead)
                 with teacher_mode(self.student):
                     teacher = self._full_hidden([layout])
                 kl = token_kl(self.head, teacher, self._block_hidden([layout]), self.config.kl_chunk_tokens)
