@@ -1,6 +1,7 @@
 """Block distillation through the platform, as an operator drives it: `blockrag-admin distill
 start` trains the default model on an ingested collection through Ray Train (a few steps),
-evaluates and registers a version; `model promote` and `model rollback` change the active one;
+evaluates and registers a version; `model promote` and `model rollback` change the active one
+while a client streams answers, which switch to the version and back without an error;
 unknown runs and versions, a second run of a busy scope and a bad config are refused with one
 line each. One run: the whole flow is one test."""
 
@@ -10,9 +11,13 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-from calls import COLLECTION
+from calls import COLLECTION, ask
+
+from blockrag.v1 import generation_pb2
 
 BIN = Path(sys.executable).parent
 # a small run of the default model: 2 steps of one short example, 4 examples, 2 held-out questions
@@ -35,7 +40,43 @@ def one_line_error(result: subprocess.CompletedProcess, status: str, message: st
     assert "Traceback" not in result.stderr
 
 
-def test_distill_register_promote_and_roll_back(platform, ingested):
+class Streamer:
+    """A client asking over the collection again and again, on its own thread: the model version
+    of every answer, and every error."""
+
+    def __init__(self, generation):
+        self.versions: list[str] = []
+        self.errors: list[Exception] = []
+        self._stop = threading.Event()
+        request = generation_pb2.GenerateRequest(collection=COLLECTION, question="Who signs the permits?",
+                                                 max_new_tokens=4)
+
+        def loop():
+            while not self._stop.is_set():
+                try:
+                    self.versions.append(ask(generation, request)[1].model_version)
+                except Exception as e:  # noqa: BLE001 - every failure is the finding
+                    self.errors.append(e)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def until(self, predicate, timeout: float = 240) -> None:
+        """Wait for an answer, finished from now on, whose model version satisfies predicate."""
+        deadline, seen = time.monotonic() + timeout, len(self.versions)
+        while time.monotonic() < deadline and not self.errors:
+            if any(predicate(v) for v in self.versions[seen:]):
+                return
+            time.sleep(0.2)
+        assert not self.errors, self.errors
+        raise AssertionError(f"no answer switched within {timeout} s: {self.versions[-5:]}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
+def test_distill_register_promote_and_roll_back(platform, ingested, generation):
     started = admin(platform, "distill", "start", "--collection", COLLECTION, *SMALL)
     assert started.returncode == 0, started.stdout + started.stderr
     run_id = re.search(r"Started (run_[0-9a-f]+) for the shared scope: 2 steps", started.stdout).group(1)
@@ -59,13 +100,23 @@ def test_distill_register_promote_and_roll_back(platform, ingested):
     models = admin(platform, "model", "list")
     assert models.returncode == 0 and re.search(rf"{version_id}{SEP}the shared scope{SEP}candidate{SEP}base", models.stdout)
 
-    promoted = admin(platform, "model", "promote", version_id)
-    assert promoted.returncode == 0, promoted.stderr
-    assert f"Promoted {version_id}: active for the shared scope" in promoted.stdout
-    assert re.search(rf"{version_id}{SEP}the shared scope{SEP}active", admin(platform, "model", "list").stdout)
-    rolled = admin(platform, "model", "rollback")
-    assert rolled.returncode == 0 and "the base model serves it now" in rolled.stdout, rolled.stderr
-    assert re.search(rf"{version_id}{SEP}the shared scope{SEP}retired", admin(platform, "models", "list").stdout)
+    streamer = Streamer(generation)
+    try:
+        streamer.until(lambda v: v != "")
+        base = streamer.versions[0]
+        promoted = admin(platform, "model", "promote", version_id)
+        assert promoted.returncode == 0, promoted.stderr
+        assert f"Promoted {version_id}: active for the shared scope" in promoted.stdout
+        assert re.search(rf"{version_id}{SEP}the shared scope{SEP}active", admin(platform, "model", "list").stdout)
+        streamer.until(lambda v: v != base)  # the replicas follow the promotion, no restart
+        rolled = admin(platform, "model", "rollback")
+        assert rolled.returncode == 0 and "the base model serves it now" in rolled.stdout, rolled.stderr
+        assert re.search(rf"{version_id}{SEP}the shared scope{SEP}retired", admin(platform, "models", "list").stdout)
+        streamer.until(lambda v: v == base)
+    finally:
+        streamer.stop()
+    assert not streamer.errors, streamer.errors  # no answer failed across both switches
+    assert len(set(streamer.versions)) == 2, set(streamer.versions)
 
     one_line_error(admin(platform, "model", "rollback"), "FAILED_PRECONDITION", "no promotion to roll back")
     one_line_error(admin(platform, "model", "promote", version_id, "--tenant", "acme"), "FAILED_PRECONDITION",
