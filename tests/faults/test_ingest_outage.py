@@ -7,7 +7,8 @@ is its own Precompute call (precompute_batch_tokens: 1). The server is SIGKILLed
 document's call has returned: that document is ingested whole and reported; the others are
 reported failed with the store's error, and nothing of them is left: no document, no block text
 (search finds none), no entry. With the server dead from the start, no document can be written:
-UNAVAILABLE, naming the first document.
+UNAVAILABLE, naming the first document. A tenant's precompute quota, admitted per call, ends an
+ingest the same way: the documents before it whole, the rest failed with the quota's message.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import grpc
 import pytest
 from tiny_versions import save_tiny_llama
 
-from blockrag.errors import ObjectStoreError
+from blockrag.errors import ObjectStoreError, QuotaExceededError
 from blockrag.kvcache.index import block_id_for
 from blockrag.v1 import generation_pb2 as pb
 from blockrag_services.cache_index.deployment import CacheIndexService
@@ -79,10 +80,26 @@ def platform(tmp_path, tiny_dir, restartable_s3, monkeypatch):
     server = restartable_s3.server
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
-    args = {"database_url": f"sqlite:///{tmp_path}/index.db",
+    services = []
+
+    def start(**extra):
+        made = servicers(tmp_path / f"p{len(services)}", tiny_dir, restartable_s3, extra)
+        services.append(made)
+        return made
+
+    start.s3 = restartable_s3
+    yield start
+    for made in services:
+        made.close()
+
+
+def servicers(home, tiny_dir, restartable_s3, extra: dict) -> SimpleNamespace:
+    home.mkdir()
+    server = restartable_s3.server
+    args = {"database_url": f"sqlite:///{home}/index.db",
             "object_store_url": f"s3://faults-{secrets.token_hex(4)}/kv?endpoint={server.endpoint}&secure=false",
             "model": {"model": str(tiny_dir), "device": "cpu"}, "resources": {"torch_threads": 1},
-            "segmenter": "paragraph", "precompute_batch_tokens": 1}
+            "segmenter": "paragraph", "precompute_batch_tokens": 1, **extra}
     cache = CacheIndexService.func_or_class(args)
     precompute = Precompute.func_or_class(args, handles={CACHE_INDEX: Handle(cache)})
     kill = SimpleNamespace(armed=False)
@@ -94,11 +111,14 @@ def platform(tmp_path, tiny_dir, restartable_s3, monkeypatch):
     handles = {CACHE_INDEX: Handle(cache), SEGMENTATION: Handle(Segmentation.func_or_class(args)),
                PRECOMPUTE: Handle(precompute, "Precompute", kill_once)}
     generation = Generation.func_or_class(args, handles=handles)
-    yield SimpleNamespace(generation=generation, index=cache.index, kill=kill, s3=restartable_s3)
-    generation.blocks.store.close()
-    for service in (generation, precompute):
-        service.models.close()
-    cache.index.close()
+
+    def close() -> None:
+        generation.blocks.store.close()
+        for service in (generation, precompute):
+            service.models.close()
+        cache.index.close()
+
+    return SimpleNamespace(generation=generation, index=cache.index, kill=kill, s3=restartable_s3, close=close)
 
 
 def ingest(generation: Generation, documents: dict[str, str]) -> pb.IngestResponse:
@@ -122,6 +142,7 @@ def found(index, word: str) -> list[str]:
 
 
 def test_s3_killed_after_the_first_document_reports_the_others_failed_and_keeps_nothing_of_them(platform):
+    platform = platform()
     platform.kill.armed = True
     reply = ingest(platform.generation, DOCUMENTS)
     assert platform.s3.process is None  # killed for real, after the first document's call
@@ -132,7 +153,7 @@ def test_s3_killed_after_the_first_document_reports_the_others_failed_and_keeps_
     failed = {d.document_id: d.reason for d in reply.failed_documents}
     assert list(failed) == ["ferry", "lighthouse"]
     assert "cannot reach S3 to write" in failed["ferry"]
-    assert failed["lighthouse"] == "not tried: the object store failed on document 'ferry' before it"
+    assert failed["lighthouse"] == "not tried: document 'ferry' failed before it"
 
     # the written document whole; of the failed ones no document, no block text, no entry
     assert rows(platform.index) == {"documents": ["harbour"], "blocks": [DOCUMENTS["harbour"]],
@@ -150,6 +171,7 @@ def test_s3_killed_after_the_first_document_reports_the_others_failed_and_keeps_
 
 
 def test_s3_dead_from_the_start_fails_unavailable_naming_the_first_document(platform):
+    platform = platform()
     platform.s3.kill()
     with pytest.raises(ObjectStoreError) as refused:
         ingest(platform.generation, DOCUMENTS)
@@ -158,3 +180,24 @@ def test_s3_dead_from_the_start_fails_unavailable_naming_the_first_document(plat
     assert message.startswith("no document was ingested (0 of 3 written): the object store failed on document "
                               "'harbour': cannot reach S3 to write")
     assert rows(platform.index) == {"documents": [], "blocks": [], "entries": 0, "intents": 0}
+
+
+def test_a_quota_reached_partway_keeps_the_documents_before_it_and_fails_the_rest(platform):
+    sizes = {d.document_id: d.block_tokens[0] for d in ingest(platform().generation, DOCUMENTS).documents}
+    limit = sizes["harbour"] + sizes["ferry"] - 1  # the first document's call fits, the second's does not
+    quoted = platform(quotas={"tenants": {TENANT: {"max_precompute_tokens_per_minute": limit}}})
+    reply = ingest(quoted.generation, DOCUMENTS)
+    assert [d.document_id for d in reply.documents] == ["harbour"]
+    failed = {d.document_id: d.reason for d in reply.failed_documents}
+    assert list(failed) == ["ferry", "lighthouse"]
+    assert failed["ferry"].startswith(f"tenant 'acme' had {sizes['harbour']} tokens precomputed in the last minute "
+                                      f"and these blocks need {sizes['ferry']} more, over its quota of {limit}")
+    assert failed["lighthouse"] == "not tried: document 'ferry' failed before it"
+    assert rows(quoted.index) == {"documents": ["harbour"], "blocks": [DOCUMENTS["harbour"]], "entries": 1,
+                                  "intents": 0}
+
+    with pytest.raises(QuotaExceededError) as refused:  # nothing fits now: the quota's own status
+        ingest(quoted.generation, {"ferry": DOCUMENTS["ferry"]})
+    code, message = status_of(refused.value)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert message.startswith("no document was ingested (0 of 1 written): a quota was reached on document 'ferry': ")

@@ -68,7 +68,7 @@ def ingest(
     if sizes:
         console.print(f"Block sizes: {min(sizes)} to {max(sizes)} tokens, mean {sum(sizes) / len(sizes):.0f}.")
     if failed:
-        # each listed document is absent whole (the object store failed midway); run again for them
+        # each listed document is absent whole (the object store failed or a quota was reached midway); run again for them
         table = Table("document", "reason", title=f"[red]{len(failed)} document(s) NOT ingested[/red]",
                       title_justify="left")
         for document_id, reason in failed:

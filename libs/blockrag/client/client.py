@@ -33,7 +33,8 @@ class PlatformError(BlockRAGError):
 
 
 class IngestIncompleteError(BlockRAGError):
-    """An Ingest wrote some documents, not all (the object store failed meanwhile): ``response``
+    """An Ingest wrote some documents, not all (the object store failed or a quota was reached
+    meanwhile): ``response``
     holds both lists, ``failed`` the documents not written (nothing of them is recorded)."""
 
     def __init__(self, response: generation_pb2.IngestResponse):
@@ -83,9 +84,10 @@ class BlockRAGClient:
 
     def ingest(self, collection: str, documents: Sequence[tuple[str, str]], tenant: str = "", *,
                partial: bool = False, **segment_options) -> generation_pb2.IngestResponse:
-        """Ingest (id, text) documents. When the object store fails midway, the documents
-        written before are kept: IngestIncompleteError names the others, or with ``partial`` the
-        response lists them in ``failed_documents``. None written: PlatformError UNAVAILABLE."""
+        """Ingest (id, text) documents. When the object store fails or a quota is reached midway,
+        the documents written before are kept: IngestIncompleteError names the others, or with
+        ``partial`` the response lists them in ``failed_documents``. None written: PlatformError
+        UNAVAILABLE (the store) or RESOURCE_EXHAUSTED (a quota)."""
         request = generation_pb2.IngestRequest(
             collection=collection, tenant=tenant,
             documents=[generation_pb2.Document(id=i, text=t) for i, t in documents],

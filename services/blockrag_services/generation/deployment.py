@@ -22,7 +22,7 @@ import time
 from ray import serve
 
 from blockrag import names
-from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError, ObjectStoreError
+from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError, ObjectStoreError, QuotaExceededError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.memory_tier import host_tier
 from blockrag.kvcache.object_store import open_object_store
@@ -105,33 +105,40 @@ class Generation(OneApplication):
                 segment_pb.SegmentRequest(text=d.text, options=request.segment_options))
             for d in request.documents))
         # Precompute commits each call's entries or none, so documents go in calls of whole
-        # documents (about one encoded batch each): when the object store fails, the documents of
-        # the calls before are whole and recorded, the rest are reported failed and not recorded
-        # (Precompute forgets the blocks it registered for them)
+        # documents (about one encoded batch each): when the object store fails, or a quota is
+        # reached (admitted per call), the documents of the calls before are whole and recorded,
+        # the rest are reported failed and not recorded (Precompute forgets the blocks it
+        # registered for them)
         written: list[int] = []  # positions in the request
         failed: list[pb.FailedDocument] = []
+        first_error: ObjectStoreError | QuotaExceededError | None = None
         computed = 0
         for call in self._precompute_calls([sum(s.token_count for s in d.blocks) for d in segmented]):
             if failed:
                 failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=(
-                    f"not tried: the object store failed on document {failed[0].document_id!r} before it"))
+                    f"not tried: document {failed[0].document_id!r} failed before it"))
                            for i in call]
                 continue
             texts = list(dict.fromkeys(s.text for i in call for s in segmented[i].blocks))
             try:
                 reply = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
                     texts=texts, model_version=runtime.version, tenant=tenant))
-            except Exception as e:  # noqa: BLE001 - only the store's failure is per document; the rest is raised
-                if not isinstance(unwrap(e), ObjectStoreError):
+            except Exception as e:  # noqa: BLE001 - the store's failure and a quota are per document; the rest is raised
+                cause = unwrap(e)
+                if not isinstance(cause, ObjectStoreError | QuotaExceededError):
                     raise
-                failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=str(unwrap(e))) for i in call]
+                first_error = first_error or cause
+                failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=str(cause)) for i in call]
                 continue
             written += call
             computed += sum(b.computed for b in reply.blocks)
-        if not written:
+        if not written:  # the first error's kind: UNAVAILABLE for the store, RESOURCE_EXHAUSTED for a quota
             first = failed[0]
-            raise ObjectStoreError(f"no document was ingested (0 of {len(failed)} written): the object store failed "
-                                   f"on document {first.document_id!r}: {first.reason}")
+            quota = isinstance(first_error, QuotaExceededError)
+            error = QuotaExceededError if quota else ObjectStoreError
+            raise error(f"no document was ingested (0 of {len(failed)} written): "
+                        f"{'a quota was reached' if quota else 'the object store failed'} on document "
+                        f"{first.document_id!r}: {first.reason}")
         documents = []
         for i in written:
             document, blocks = request.documents[i], segmented[i]
