@@ -159,9 +159,19 @@ def cache() -> Dashboard:
                    query(f"sum by (service) (rate(blockrag_replica_cache_evictions_total[{RATE}]))",
                          "{{service}}")),
     ]
+    maintenance = [
+        timeseries("Maintenance passes", "Eviction to the configured watermarks, then the orphan sweep, every "
+                   "cache_maintenance.interval_s in the Admin replica, by outcome (a failed pass is retried at "
+                   "the next interval).", "short",
+                   query("sum by (outcome) (increase(blockrag_cache_maintenance_runs_total[1h]))", "{{outcome}}")),
+        timeseries("Removed from the store", "KV bytes the passes removed: entries evicted, orphan objects "
+                   "swept.", "bytes",
+                   query("sum by (kind) (increase(blockrag_cache_maintenance_removed_bytes_total[1h]))", "{{kind}}")),
+    ]
     return dashboard("blockrag-cache", "BlockRAG / Cache",
                      "Where the blocks' KV came from (memory, store, computed) by tenant, the replicas' "
-                     "memory tier size and evictions.", [("Hits", hits), ("Memory tier", size)])
+                     "memory tier size and evictions, the store's maintenance.",
+                     [("Hits", hits), ("Memory tier", size), ("Store maintenance", maintenance)])
 
 
 def precompute() -> Dashboard:
