@@ -14,7 +14,8 @@ from rich.table import Table
 
 from blockrag.cli.admin_cache import cache
 from blockrag.cli.admin_keys import keys
-from blockrag.cli.ingest import ADDRESS_HELP, ApiKeyOption
+from blockrag.cli.connection import (ADDRESS_HELP, ApiKeyOption, TlsCaOption, TlsCertOption, TlsKeyOption, TlsOption,
+                                    TlsServerNameOption, tls_config)
 from blockrag.client.client import API_KEY_ENV
 
 console = Console()
@@ -34,26 +35,33 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @app.callback()
-def options(api_key: ApiKeyOption = None) -> None:
+def options(ctx: typer.Context, api_key: ApiKeyOption = None, tls: TlsOption = None, tls_ca: TlsCaOption = None,
+            tls_cert: TlsCertOption = None, tls_key: TlsKeyOption = None,
+            tls_server_name: TlsServerNameOption = None) -> None:
     """Operate a BlockRAG platform over gRPC (AdminService). With authentication on, every
-    command needs an admin API key: --api-key (before the command) or $BLOCKRAG_API_KEY."""
+    command needs an admin API key: --api-key (before the command) or $BLOCKRAG_API_KEY. Behind
+    an Ingress: --tls and the other --tls-* options (before the command), or $BLOCKRAG_TLS*."""
     if api_key:
         # the one setting every subcommand's client shares: handed on as the variable it reads
         os.environ[API_KEY_ENV] = api_key
+    # validated here, once, before any subcommand; its client takes it from the root context
+    ctx.obj = tls_config(tls, tls_ca, tls_cert, tls_key, tls_server_name)
 
 
-def _client(address: str | None):
-    from blockrag.client import BlockRAGClient
+def _client(ctx: typer.Context, address: str | None):
+    """The client of a subcommand: its --address, the root's TLS settings (the callback's)."""
+    from blockrag.client import BlockRAGClient, TLSConfig
 
-    return BlockRAGClient(address, timeout_s=60)
+    tls = ctx.find_root().obj
+    return BlockRAGClient(address, timeout_s=60, tls=tls if isinstance(tls, TLSConfig) else None)
 
 
 @app.command()
-def health(address: Address = None) -> None:
+def health(ctx: typer.Context, address: Address = None) -> None:
     """Health of every service; exit status 1 if any is unhealthy."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("Health", admin_pb2.HealthRequest())
     table = Table("service", "status", "latency", "detail", title=f"BlockRAG at {client.address}",
                   title_justify="left")
@@ -66,11 +74,11 @@ def health(address: Address = None) -> None:
 
 
 @model.command("list")
-def model_list(address: Address = None) -> None:
+def model_list(ctx: typer.Context, address: Address = None) -> None:
     """The models the replicas loaded (the serving one marked) and the registry's versions."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("ListModelVersions", admin_pb2.ListModelVersionsRequest())
     table = Table("version", "serving", "source", "dtype", "device", "gate (key / logit error)", title="Loaded",
                   title_justify="left")
@@ -89,7 +97,7 @@ def model_list(address: Address = None) -> None:
 
 
 @model.command("promote")
-def model_promote(version: Annotated[str, typer.Argument(help="A version id (mv_...).")],
+def model_promote(ctx: typer.Context, version: Annotated[str, typer.Argument(help="A version id (mv_...).")],
                   tenant: Annotated[str | None, typer.Option(help="Scope to serve; default: the version's own.")] = None,
                   address: Address = None) -> None:
     """Make VERSION the active one of its scope (the replicas switch to it)."""
@@ -98,17 +106,17 @@ def model_promote(version: Annotated[str, typer.Argument(help="A version id (mv_
     request = admin_pb2.PromoteModelVersionRequest(version=version)
     if tenant is not None:
         request.tenant = tenant
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         v = client.admin_call("PromoteModelVersion", request).version
     console.print(f"[green]Promoted[/green] {v.version_id}: active for {_scope(v.tenant)}")
 
 
 @model.command("rollback")
-def model_rollback(tenant: Tenant = "", address: Address = None) -> None:
+def model_rollback(ctx: typer.Context, tenant: Tenant = "", address: Address = None) -> None:
     """Undo the scope's latest promotion: the version active before it serves again."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("RollbackModelVersion", admin_pb2.RollbackModelVersionRequest(tenant=tenant))
     now = reply.version.version_id if reply.HasField("version") else "the base model"
     console.print(f"[green]Rolled back[/green] {_scope(tenant)}: {now} serves it now")
@@ -119,6 +127,7 @@ def model_rollback(tenant: Tenant = "", address: Address = None) -> None:
 
 @distill.command("start")
 def distill_start(
+    ctx: typer.Context,
     collection: Annotated[str, typer.Option(help="Train on this collection of the tenant.")] = "",
     directory: Annotated[str, typer.Option(help="Or on the text files of this directory (where the job runs).")] = "",
     tenant: Tenant = "",
@@ -140,20 +149,20 @@ def distill_start(
     request = admin_pb2.StartDistillationRequest(
         tenant=tenant, collection=collection, directory=directory, steps=steps, examples=examples,
         eval_questions=eval_questions, config_json=json.dumps(_settings(set_ or [])), auto_promote=auto_promote)
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         run = client.admin_call("StartDistillation", request).run
     console.print(f"Started {run.run_id} for {_scope(run.tenant)}: {run.total_steps} steps. "
                   f"Follow it with: blockrag-admin distill watch {run.run_id}")
     if watch:
-        distill_watch(run.run_id, address)
+        distill_watch(ctx, run.run_id, address)
 
 
 @distill.command("status")
-def distill_status(run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
+def distill_status(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
     """A run's state, latest figures and, once done, the version it registered."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("GetDistillation", admin_pb2.GetDistillationRequest(run_id=run_id))
     r = reply.run
     table = Table(show_header=False, title=f"Distillation run {r.run_id}", title_justify="left")
@@ -175,12 +184,12 @@ def distill_status(run_id: Annotated[str, typer.Argument(help="A run id (run_...
 
 
 @distill.command("watch")
-def distill_watch(run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
+def distill_watch(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
     """Follow a run live (steps, loss, KL, tokens/s) until it ends; exit status 1 unless it succeeded."""
     from blockrag.v1 import admin_pb2
 
     last = None
-    with _client(address) as client, Progress(
+    with _client(ctx, address) as client, Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
             TextColumn("{task.fields[figures]}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(run_id, total=None, figures="")
@@ -209,7 +218,7 @@ def distill_watch(run_id: Annotated[str, typer.Argument(help="A run id (run_...)
 
 
 @distill.command("list")
-def distill_list(tenant: Annotated[str | None, typer.Option(help='One scope ("" the shared one); default: all.')] = None,
+def distill_list(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help='One scope ("" the shared one); default: all.')] = None,
                  address: Address = None) -> None:
     """The latest runs, newest first."""
     from blockrag.v1 import admin_pb2
@@ -217,7 +226,7 @@ def distill_list(tenant: Annotated[str | None, typer.Option(help='One scope ("" 
     request = admin_pb2.ListDistillationsRequest()
     if tenant is not None:
         request.tenant = tenant
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("ListDistillations", request)
     table = Table("run", "scope", "status", "step", "loss", "KL", "version", "started", title_justify="left")
     for r in reply.runs:
@@ -227,11 +236,11 @@ def distill_list(tenant: Annotated[str | None, typer.Option(help='One scope ("" 
 
 
 @distill.command("cancel")
-def distill_cancel(run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
+def distill_cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="A run id (run_...).")], address: Address = None) -> None:
     """Stop a run: now if it has not started, else after its current step (with a checkpoint)."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         run = client.admin_call("CancelDistillation", admin_pb2.CancelDistillationRequest(run_id=run_id)).run
     console.print(f"{run.run_id}: cancelled" if run.status == "cancelled" else
                   f"{run.run_id}: cancel requested; it stops after its current step")
@@ -241,12 +250,10 @@ def _stream(client, name: str, request):
     """A server-streaming AdminService call, errors as the client's one-line PlatformError."""
     import grpc
 
-    from blockrag.client.client import PlatformError
-
     try:
         yield from getattr(client.admin, name)(request, metadata=client.metadata("admin"))
     except grpc.RpcError as e:
-        raise PlatformError(e.code(), e.details(), client.address) from None
+        raise client.error(e) from None
 
 
 def _settings(items: list[str]) -> dict[str, Any]:

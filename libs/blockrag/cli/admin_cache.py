@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from blockrag.cli.ingest import ADDRESS_HELP
+from blockrag.cli.connection import ADDRESS_HELP
 
 console = Console()
 cache = typer.Typer(help="The block KV cache: statistics, orphan sweep, eviction.", no_args_is_help=True)
@@ -17,10 +17,10 @@ UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 
          "t": 1 << 40, "tib": 1 << 40}
 
 
-def _client(address: str | None):
+def _client(ctx: typer.Context, address: str | None):
     from blockrag.cli.admin import _client as admin_client
 
-    return admin_client(address)
+    return admin_client(ctx, address)
 
 
 def parse_bytes(text: str, option: str) -> int:
@@ -38,11 +38,11 @@ def parse_bytes(text: str, option: str) -> int:
 
 
 @cache.command("stats")
-def cache_stats(address: Address = None, tenant: Annotated[str, typer.Option(help="One tenant; default: all.")] = "") -> None:
+def cache_stats(ctx: typer.Context, address: Address = None, tenant: Annotated[str, typer.Option(help="One tenant; default: all.")] = "") -> None:
     """Blocks, documents and KV entries in the index, and the generation replicas' memory tier."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("CacheStats", admin_pb2.CacheStatsRequest(tenant=tenant))
     i = reply.index
     table = Table(show_header=False, title="Cache index", title_justify="left")
@@ -66,6 +66,7 @@ def cache_stats(address: Address = None, tenant: Annotated[str, typer.Option(hel
 
 @cache.command("sweep")
 def cache_sweep(
+    ctx: typer.Context,
     grace: Annotated[float, typer.Option(min=0, help="Keep objects younger than this many seconds (writes may be in "
                                                      "flight); 0: the platform's default, an hour.")] = 0,
     dry_run: Annotated[bool, typer.Option(help="Count the orphans, delete nothing.")] = False,
@@ -74,7 +75,7 @@ def cache_sweep(
     """Delete KV objects no index entry names (left by crashed writers or evictions)."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         r = client.admin_call("SweepCache", admin_pb2.SweepCacheRequest(grace_s=grace, dry_run=dry_run))
     verb = "would delete" if dry_run else "deleted"
     console.print(f"Swept {r.scanned} entry objects: {verb} {r.deleted} orphans ({_bytes(r.deleted_bytes)}); "
@@ -84,6 +85,7 @@ def cache_sweep(
 
 @cache.command("evict")
 def cache_evict(
+    ctx: typer.Context,
     tenant_high: Annotated[str, typer.Option(help="Evict a tenant over this size (512MiB, 2GiB...) ...")] = "",
     tenant_low: Annotated[str, typer.Option(help="... down to this size (default: the high watermark).")] = "",
     store_high: Annotated[str, typer.Option(help="Evict the store (every tenant) over this size ...")] = "",
@@ -108,7 +110,7 @@ def cache_evict(
         request.tenant = tenant
     if not (request.HasField("tenant_bounds") or request.HasField("store_bounds") or ttl):
         raise typer.BadParameter("give a bound: --tenant-high, --store-high or --ttl")
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         r = client.admin_call("EvictCache", request)
     console.print(f"Evicted {r.entries} entries ({_bytes(r.bytes)})"
                   + (": " + ", ".join(f"{k} {v}" for k, v in sorted(r.by_reason.items())) if r.by_reason else ""))

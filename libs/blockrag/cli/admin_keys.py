@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from blockrag.cli.ingest import ADDRESS_HELP
+from blockrag.cli.connection import ADDRESS_HELP
 
 console = Console()
 keys = typer.Typer(help="API keys: each has a tenant and a role (reader, writer, admin).", no_args_is_help=True)
@@ -17,10 +17,10 @@ Address = Annotated[str | None, typer.Option(help=ADDRESS_HELP)]
 ROLES = ("reader", "writer", "admin")
 
 
-def _client(address: str | None):
+def _client(ctx: typer.Context, address: str | None):
     from blockrag.cli.admin import _client as admin_client
 
-    return admin_client(address)
+    return admin_client(ctx, address)
 
 
 def _role_name(role: int) -> str:
@@ -31,6 +31,7 @@ def _role_name(role: int) -> str:
 
 @keys.command("create")
 def create(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="The tenant every call with this key acts for.")],
     role: Annotated[str, typer.Option(help="reader (ask), writer (ingest and ask) or admin (everything).")],
     label: Annotated[str, typer.Option(help="A note for `keys list`: who or what uses it.")] = "",
@@ -43,7 +44,7 @@ def create(
         raise typer.BadParameter(f"{role!r}: use one of {', '.join(ROLES)}", param_hint="--role")
     request = admin_pb2.CreateApiKeyRequest(tenant=tenant, label=label,
                                             role=admin_pb2.Role.Value(f"ROLE_{role.strip().upper()}"))
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("CreateApiKey", request)
     k = reply.key
     console.print(f"[green]Created[/green] {k.key_id}: tenant {k.tenant!r}, role {_role_name(k.role)}. "
@@ -52,7 +53,7 @@ def create(
 
 
 @keys.command("list")
-def list_(tenant: Annotated[str | None, typer.Option(help="One tenant's keys; default: all.")] = None,
+def list_(ctx: typer.Context, tenant: Annotated[str | None, typer.Option(help="One tenant's keys; default: all.")] = None,
           address: Address = None) -> None:
     """Every key, revoked ones too (never a secret)."""
     from blockrag.v1 import admin_pb2
@@ -60,7 +61,7 @@ def list_(tenant: Annotated[str | None, typer.Option(help="One tenant's keys; de
     request = admin_pb2.ListApiKeysRequest()
     if tenant is not None:
         request.tenant = tenant
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         reply = client.admin_call("ListApiKeys", request)
     table = Table("key", "tenant", "role", "label", "created", "revoked", title_justify="left")
     for k in reply.keys:
@@ -70,12 +71,12 @@ def list_(tenant: Annotated[str | None, typer.Option(help="One tenant's keys; de
 
 
 @keys.command("revoke")
-def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...), as `keys list` shows it.")],
+def revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The key's id (key_...), as `keys list` shows it.")],
            address: Address = None) -> None:
     """Revoke a key: its next call is refused (UNAUTHENTICATED)."""
     from blockrag.v1 import admin_pb2
 
-    with _client(address) as client:
+    with _client(ctx, address) as client:
         k = client.admin_call("RevokeApiKey", admin_pb2.RevokeApiKeyRequest(key_id=key_id)).key
     console.print(f"[green]Revoked[/green] {k.key_id} (tenant {k.tenant!r}, role {_role_name(k.role)})")
 

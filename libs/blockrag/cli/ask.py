@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from blockrag.cli.ingest import ADDRESS_HELP, ApiKeyOption
+from blockrag.cli.connection import (ADDRESS_HELP, ApiKeyOption, TlsCaOption, TlsCertOption, TlsKeyOption, TlsOption,
+                                    TlsServerNameOption, tls_config)
 
 console = Console()
 
@@ -23,6 +24,11 @@ def ask(
     top_k: Annotated[int, typer.Option(min=0, help="Blocks taken from the collection (0: the service default).")] = 0,
     max_new_tokens: Annotated[int, typer.Option(min=0, max=4096, help="0: the service default.")] = 0,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 is greedy.")] = 0.0,
+    tls: TlsOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_server_name: TlsServerNameOption = None,
 ) -> None:
     """Answer QUESTION with block attention on the platform: cached blocks are reused, only the
     question is prefilled, the answer streams."""
@@ -31,6 +37,7 @@ def ask(
 
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    tls_settings = tls_config(tls, tls_ca, tls_cert, tls_key, tls_server_name)
     request = pb.GenerateRequest(question=question, max_new_tokens=max_new_tokens, temperature=temperature,
                                  tenant=tenant, top_k=top_k)
     if block:
@@ -40,7 +47,7 @@ def ask(
     console.print(f"[bold]Q:[/bold] {question}")
     console.print("[bold]A:[/bold] ", end="")
     usage = None
-    with BlockRAGClient(address, api_key=api_key) as client:
+    with BlockRAGClient(address, api_key=api_key, tls=tls_settings) as client:
         for reply in client.generate(request):
             console.print(reply.text, end="", highlight=False, markup=False)
             console.file.flush()

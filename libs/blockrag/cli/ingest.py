@@ -10,13 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from blockrag.cli.connection import (ADDRESS_HELP, ApiKeyOption, TlsCaOption, TlsCertOption, TlsKeyOption, TlsOption,
+                                    TlsServerNameOption, tls_config)
 from blockrag.documents import read_documents
 
 console = Console()
-
-ADDRESS_HELP = "host:port of the platform's gRPC proxy; default: $BLOCKRAG_ADDRESS or 127.0.0.1:50051."
-API_KEY_HELP = "API key (brk_...) sent as `authorization: Bearer`, for a platform started with --auth."
-ApiKeyOption = Annotated[str | None, typer.Option(envvar="BLOCKRAG_API_KEY", show_envvar=True, help=API_KEY_HELP)]
 
 
 def ingest(
@@ -28,18 +26,24 @@ def ingest(
     batch: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 8,
     max_block_tokens: Annotated[int, typer.Option(min=0, help="Longest block, in tokens (0: the service default).")] = 0,
     granularity: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="1.0 keeps paragraphs apart, 0.0 merges neighbours up to the longest block; default: the service's.")] = None,
+    tls: TlsOption = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_server_name: TlsServerNameOption = None,
 ) -> None:
     """Ingest documents into COLLECTION: segmented into blocks, each block's KV computed once."""
     from blockrag.client import BlockRAGClient, PlatformError
     from blockrag.samples import sample_paths
 
+    tls_settings = tls_config(tls, tls_ca, tls_cert, tls_key, tls_server_name)
     read = read_documents(paths or [Path(p) for p in sample_paths()])
     names = [Path(p).name for p in read]  # document ids: file names, or paths where names repeat
     documents = list(zip(names if len(set(names)) == len(names) else list(read), read.values()))
     blocks = computed = 0
     sizes: list[int] = []
     failed: list[tuple[str, str]] = []  # (document id, reason): not ingested, the others were
-    with BlockRAGClient(address, api_key=api_key) as client, Progress(
+    with BlockRAGClient(address, api_key=api_key, tls=tls_settings) as client, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=True) as progress:
         task = progress.add_task(f"Ingesting into {collection!r}", total=len(documents))

@@ -2,7 +2,9 @@
 
 Ray Serve's gRPC proxy serves every application on one port and routes each call by the
 `application` metadata key, so every call here names its application. With an API key (the
-argument, or $BLOCKRAG_API_KEY) every call sends it as `authorization: Bearer <key>`.
+argument, or $BLOCKRAG_API_KEY) every call sends it as `authorization: Bearer <key>`. With TLS
+(the argument, or $BLOCKRAG_TLS*: see TLSConfig) the channel is TLS, as an Ingress in front of the
+platform needs; the platform's own port is plaintext.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Iterator, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from blockrag.client.failure import API_KEY_ENV, explain
+from blockrag.client.tls import TLSConfig
 from blockrag.errors import BlockRAGError
 from blockrag.v1 import admin_pb2_grpc, generation_pb2, generation_pb2_grpc, segmentation_pb2
 
@@ -21,15 +25,14 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 class PlatformError(BlockRAGError):
-    """A call failed; code is the gRPC status code."""
+    """A call failed; code is the gRPC status code. ``kind`` says what to check when it is not the
+    platform's answer: "unreachable" (the address), "tls" (the TLS settings), "unauthenticated" or
+    "permission" (the API key); None otherwise. The message is one line that says it."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, address: str):
+    def __init__(self, code: grpc.StatusCode, details: str, address: str, tls: TLSConfig | None = None):
         self.code, self.details = code, details
-        hint = (f" (is the platform running at {address}? start it with `blockrag up`)"
-                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else "")
-        if code == grpc.StatusCode.UNAUTHENTICATED and "--api-key" not in details:
-            hint = f" (pass --api-key or set ${API_KEY_ENV})"
-        super().__init__(f"{code.name}: {details}{hint}")
+        self.kind, message = explain(code, details, address, tls or TLSConfig())
+        super().__init__(message)
 
 
 class IngestIncompleteError(BlockRAGError):
@@ -46,17 +49,21 @@ class IngestIncompleteError(BlockRAGError):
                          f"{len(response.documents)} were: ingest the failed ones again")
 
 
-API_KEY_ENV = "BLOCKRAG_API_KEY"
-
-
 class BlockRAGClient:
-    def __init__(self, address: str | None = None, timeout_s: float = 600.0, api_key: str | None = None):
+    def __init__(self, address: str | None = None, timeout_s: float = 600.0, api_key: str | None = None,
+                 tls: TLSConfig | None = None):
+        """``tls`` None: from $BLOCKRAG_TLS* (plaintext when none is set)."""
         self.address = address or os.environ.get("BLOCKRAG_ADDRESS") or DEFAULT_ADDRESS
         self.api_key = (api_key or os.environ.get(API_KEY_ENV) or "").strip() or None
+        self.tls = tls if tls is not None else TLSConfig.from_env()
         self.timeout_s = timeout_s
         # KV-free messages, but long documents: lift the default 4 MiB cap
-        self.channel = grpc.insecure_channel(self.address, options=[
-            ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        if self.tls.enabled:
+            self.channel = grpc.secure_channel(self.address, self.tls.credentials(),
+                                               options=options + self.tls.channel_options())
+        else:
+            self.channel = grpc.insecure_channel(self.address, options=options)
         self.generation = generation_pb2_grpc.GenerationServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -76,11 +83,15 @@ class BlockRAGClient:
             return (("application", app),)
         return (("application", app), ("authorization", f"Bearer {self.api_key}"))
 
+    def error(self, e: grpc.RpcError) -> PlatformError:
+        """A failed call as the one-line PlatformError (it knows this channel's address and TLS)."""
+        return PlatformError(e.code(), e.details() or "", self.address, self.tls)
+
     def _call(self, method, request, app: str):
         try:
             return method(request, metadata=self.metadata(app), timeout=self.timeout_s)
         except grpc.RpcError as e:
-            raise PlatformError(e.code(), e.details(), self.address) from None
+            raise self.error(e) from None
 
     def ingest(self, collection: str, documents: Sequence[tuple[str, str]], tenant: str = "", *,
                partial: bool = False, **segment_options) -> generation_pb2.IngestResponse:
@@ -101,7 +112,7 @@ class BlockRAGClient:
         try:
             yield from self.generation.Generate(request, metadata=self.metadata("generation"), timeout=self.timeout_s)
         except grpc.RpcError as e:
-            raise PlatformError(e.code(), e.details(), self.address) from None
+            raise self.error(e) from None
 
     def admin_call(self, name: str, request):
         return self._call(getattr(self.admin, name), request, "admin")
