@@ -33,9 +33,10 @@ ANSWER_TOKENS = 48
 TEXT = ("The harbour of Tolvik has seven piers. Pier one takes ferries, pier two fishing boats, pier three "
         "yachts, pier four the pilot boats, pier five cargo, pier six the coast guard and pier seven the museum "
         "ships.")
-# greedy, over this block, the default model goes on for 160 tokens and more: every answer below
-# ends at max_new_tokens, not at a stop token (the test checks it)
-QUESTION = "Describe every pier of the harbour in detail, one long paragraph per pier."
+# greedy, over this block, the default model (with its shipped adapter) goes on for 200 tokens and
+# more: every answer below ends at max_new_tokens, not at a stop token (the test checks it). A
+# new adapter can change that: "Describe every pier ..." ended at 39 tokens with the lead adapter.
+QUESTION = "Write a long story about a day at the harbour of Tolvik, pier by pier, in at least ten sentences."
 
 
 @dataclass
