@@ -22,13 +22,14 @@ import time
 from ray import serve
 
 from blockrag import names
-from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError, ObjectStoreError, QuotaExceededError
+from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.memory_tier import host_tier
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
 from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimits, StoreTier, TenantQuotas
+from blockrag.resolve.ingest_calls import PER_DOCUMENT, write_in_calls
 from blockrag.scheduler import AnswerScheduler
 from blockrag.served_models import ServedModels
 from blockrag.telemetry import TokenStreamTimer
@@ -104,43 +105,26 @@ class Generation(OneApplication):
             self.handles[SEGMENTATION].Segment.remote(
                 segment_pb.SegmentRequest(text=d.text, options=request.segment_options))
             for d in request.documents))
-        # Precompute commits each call's entries or none, so documents go in calls of whole
-        # documents (about one encoded batch each): when the object store fails, or a quota is
-        # reached (admitted per call), the documents of the calls before are whole and recorded,
-        # the rest are reported failed and not recorded (Precompute forgets the blocks it
-        # registered for them)
-        written: list[int] = []  # positions in the request
-        failed: list[pb.FailedDocument] = []
-        first_error: ObjectStoreError | QuotaExceededError | None = None
-        computed = 0
-        for call in self._precompute_calls([sum(s.token_count for s in d.blocks) for d in segmented]):
-            if failed:
-                failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=(
-                    f"not tried: document {failed[0].document_id!r} failed before it"))
-                           for i in call]
-                continue
+
+        # in calls of whole documents: when the object store fails or a quota is reached, the
+        # documents before are kept and the rest reported (blockrag.resolve.ingest_calls)
+        async def write(call: list[int]) -> int:
             texts = list(dict.fromkeys(s.text for i in call for s in segmented[i].blocks))
             try:
                 reply = await self.handles[PRECOMPUTE].Precompute.remote(precompute_pb.PrecomputeRequest(
                     texts=texts, model_version=runtime.version, tenant=tenant))
-            except Exception as e:  # noqa: BLE001 - the store's failure and a quota are per document; the rest is raised
-                cause = unwrap(e)
-                if not isinstance(cause, ObjectStoreError | QuotaExceededError):
-                    raise
-                first_error = first_error or cause
-                failed += [pb.FailedDocument(document_id=request.documents[i].id, reason=str(cause)) for i in call]
-                continue
-            written += call
-            computed += sum(b.computed for b in reply.blocks)
-        if not written:  # the first error's kind: UNAVAILABLE for the store, RESOURCE_EXHAUSTED for a quota
-            first = failed[0]
-            quota = isinstance(first_error, QuotaExceededError)
-            error = QuotaExceededError if quota else ObjectStoreError
-            raise error(f"no document was ingested (0 of {len(failed)} written): "
-                        f"{'a quota was reached' if quota else 'the object store failed'} on document "
-                        f"{first.document_id!r}: {first.reason}")
+            except Exception as e:  # noqa: BLE001 - Ray wraps the cause, which says whether it is per document
+                if isinstance(cause := unwrap(e), PER_DOCUMENT):
+                    raise cause from None
+                raise
+            return sum(b.computed for b in reply.blocks)
+
+        outcome = await write_in_calls([d.id for d in request.documents],
+                                       [sum(s.token_count for s in d.blocks) for d in segmented],
+                                       self.config.precompute_batch_tokens, write)
+        failed = [pb.FailedDocument(document_id=i, reason=r) for i, r in outcome.failed]
         documents = []
-        for i in written:
+        for i in outcome.written:
             document, blocks = request.documents[i], segmented[i]
             registered = await self.handles[CACHE_INDEX].RegisterBlocks.remote(index_pb.RegisterBlocksRequest(
                 tenant=tenant, collection=request.collection, document_id=document.id,
@@ -151,21 +135,8 @@ class Generation(OneApplication):
             log.warning("ingest into collection %r of tenant %r: %d of %d document(s) not written (first: %r): %s",
                         request.collection, tenant, len(failed), len(request.documents), failed[0].document_id,
                         failed[0].reason)
-        return pb.IngestResponse(documents=documents, model_version=runtime.version, computed_blocks=computed,
+        return pb.IngestResponse(documents=documents, model_version=runtime.version, computed_blocks=outcome.computed,
                                  failed_documents=failed)
-
-    def _precompute_calls(self, tokens: list[int]) -> list[list[int]]:
-        """Documents by position (given their tokens) in consecutive runs of at most one encoded
-        batch (precompute_batch_tokens) each; a document longer than that is a run alone."""
-        calls: list[list[int]] = []
-        total = 0
-        for i, n in enumerate(tokens):
-            if not calls or total + n > self.config.precompute_batch_tokens:
-                calls.append([])
-                total = 0
-            calls[-1].append(i)
-            total += n
-        return calls
 
     def _check_ingest(self, request: pb.IngestRequest) -> None:
         if not request.collection.strip():
