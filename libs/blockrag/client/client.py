@@ -37,8 +37,8 @@ class PlatformError(BlockRAGError):
 
 class IngestIncompleteError(BlockRAGError):
     """An Ingest wrote some documents, not all (the object store failed or a quota was reached
-    meanwhile): ``response``
-    holds both lists, ``failed`` the documents not written (nothing of them is recorded)."""
+    meanwhile): ``response`` holds both lists, ``failed`` the documents not written (nothing of
+    them is recorded)."""
 
     def __init__(self, response: generation_pb2.IngestResponse):
         self.response, self.failed = response, list(response.failed_documents)
