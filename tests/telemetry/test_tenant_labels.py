@@ -46,6 +46,22 @@ def test_unknown_tenants_fold_into_one_value_and_sources_refresh() -> None:
         TenantLabels(refresh_s=1, miss_refresh_s=2)
 
 
+def test_a_tenant_learned_at_ingest_is_named_before_the_next_read() -> None:
+    # the CI flake this fixes: a label read during the Ingest (tenant not listed yet), then the
+    # tenant's first ask within miss_refresh_s was counted as "other"
+    now, listed = [0.0], [{"acme"}]
+    labels = TenantLabels(refresh_s=30, miss_refresh_s=1, clock=lambda: now[0])
+    labels.learn("ignored")  # no source: nothing to learn, every tenant is labelled as given
+    labels.set_source("index", lambda: listed[0])
+    assert labels.label("globex") == OTHER  # read at t=0: globex has no documents yet
+    listed[0], now[0] = {"acme", "globex"}, 0.2
+    assert labels.label("globex") == OTHER  # without learn: stale for up to miss_refresh_s
+    labels.learn("globex")
+    assert labels.label("globex") == "globex" and labels.label("initech") == OTHER
+    listed[0], now[0] = {"acme"}, 31.0  # its documents gone: dropped at the next refresh
+    assert labels.label("globex") == OTHER
+
+
 def test_made_up_tenants_add_no_series_and_key_holders_keep_theirs(tmp_path, monkeypatch) -> None:
     labels = TenantLabels(refresh_s=0, miss_refresh_s=0)
     monkeypatch.setattr(metrics, "TENANT_LABELS", labels)

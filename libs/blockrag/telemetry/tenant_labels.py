@@ -42,6 +42,15 @@ class TenantLabels:
             self._sources[name] = source
             self._read_at = float("-inf")
 
+    def learn(self, tenant: str) -> None:
+        """Know ``tenant`` now: this process just wrote its documents, so the sources list it from
+        now on. Without it, a label read moments before the write (during the Ingest itself) kept
+        the tenant OTHER for up to ``miss_refresh_s``, and its first ask counted as "other"."""
+        if not self._sources:
+            return
+        with self._lock:
+            self._found = self._found | {tenant}
+
     def label(self, tenant: str) -> str:
         """``tenant`` when known (or when no source was set), else OTHER."""
         if tenant in self._fixed or not self._sources:

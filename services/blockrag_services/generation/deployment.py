@@ -32,7 +32,7 @@ from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimit
 from blockrag.resolve.ingest_calls import PER_DOCUMENT, write_in_calls
 from blockrag.scheduler import AnswerScheduler
 from blockrag.served_models import ServedModels
-from blockrag.telemetry import TokenStreamTimer
+from blockrag.telemetry import TENANT_LABELS, TokenStreamTimer
 from blockrag.text_stream import TextStream
 from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag.v1 import generation_pb2 as pb
@@ -131,6 +131,8 @@ class Generation(OneApplication):
                 blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in blocks.blocks]))
             documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids,
                                                  block_tokens=[s.token_count for s in blocks.blocks]))
+        if documents:
+            TENANT_LABELS.learn(tenant)  # its first ask is labelled by name (TenantLabels.learn)
         if failed:
             log.warning("ingest into collection %r of tenant %r: %d of %d document(s) not written (first: %r): %s",
                         request.collection, tenant, len(failed), len(request.documents), failed[0].document_id,
