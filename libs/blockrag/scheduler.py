@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from blockrag.engine_lock import locked_in_thread
 from blockrag.errors import BlockRAGError, InvalidRequestError
 
 if TYPE_CHECKING:
@@ -194,8 +195,7 @@ class AnswerScheduler:
             tokens = self.engine.generate(request.kvs, request.final_ids, request.max_new_tokens, request.temperature,
                                           stop_ids=request.stop_ids, seed=request.seed)
             while True:
-                async with self.lock:
-                    token = await asyncio.to_thread(next, tokens, None)
+                token = await locked_in_thread(self.lock, next, tokens, None)
                 if token is None:
                     return
                 yield token
@@ -215,12 +215,11 @@ class AnswerScheduler:
             self._apply()
             if self._batch is None or not len(self._batch):
                 return
-            async with self.lock:
-                try:
-                    out = await asyncio.to_thread(self._batch.step)
-                except Exception as e:  # noqa: BLE001 - every answer of the batch gets it
-                    self._fail_all(e)
-                    continue
+            try:
+                out = await locked_in_thread(self.lock, self._batch.step)
+            except Exception as e:  # noqa: BLE001 - every answer of the batch gets it
+                self._fail_all(e)
+                continue
             for seq_id, token in out.tokens.items():
                 ticket = self._tickets.get(seq_id)
                 if ticket is not None:

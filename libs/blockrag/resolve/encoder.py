@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from blockrag.attention import BlockAttentionEngine, BlockKV
+from blockrag.engine_lock import locked_in_thread
 from blockrag.prompt import PromptTemplate
 
 if TYPE_CHECKING:
@@ -47,13 +48,12 @@ class LocalEncoder:
 
     async def encode(self, runtime: Runtime, tenant: str, texts: list[str],
                      progress: Progress | None = None) -> list[BlockKV]:
-        async with self.lock:
-            if self.writer is not None:
-                written = await asyncio.to_thread(self.writer.write, runtime, tenant, texts, recompute=True,
-                                                  progress=progress)
-                by_text = {t: w.kv for t, w in zip(dict.fromkeys(t.strip() for t in texts), written)}
-                return [by_text[t.strip()] for t in texts]
-            return await asyncio.to_thread(self._encode, runtime, texts, progress)
+        if self.writer is not None:
+            written = await locked_in_thread(self.lock, self.writer.write, runtime, tenant, texts, recompute=True,
+                                             progress=progress)
+            by_text = {t: w.kv for t, w in zip(dict.fromkeys(t.strip() for t in texts), written)}
+            return [by_text[t.strip()] for t in texts]
+        return await locked_in_thread(self.lock, self._encode, runtime, texts, progress)
 
     def _encode(self, runtime: Runtime, texts: list[str], progress: Progress | None) -> list[BlockKV]:
         engine = runtime.engine

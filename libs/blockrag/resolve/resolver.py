@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from blockrag.attention import BlockKV
+from blockrag.engine_lock import locked_in_thread
 from blockrag.errors import NotFoundError
 from blockrag.kvcache import CacheKey
 from blockrag.kvcache.index import DEFAULT_TENANT, LookupRow
@@ -121,8 +122,7 @@ class BlockResolver:
         tier: Tier = "store"
         if kv is None:
             tier = "computed"
-            async with self.engine_lock:
-                kv = await asyncio.to_thread(runtime.engine.encode_block, ids)
+            kv = await locked_in_thread(self.engine_lock, runtime.engine.encode_block, ids)
             if self.store is not None:
                 await asyncio.to_thread(self.store.put_named, key, kv, version)
         self._prefixes[version] = kv
@@ -146,8 +146,7 @@ class BlockResolver:
         key = (tenant, block.block_id, runtime.version, "lead")
         kv = self.memory.get(key)
         if kv is None:
-            async with self.engine_lock:
-                kv = await asyncio.to_thread(engine.encode_lead, block.kv.token_ids)
+            kv = await locked_in_thread(self.engine_lock, engine.encode_lead, block.kv.token_ids)
             self.memory.put(key, kv, kv.nbytes)
             return ResolvedBlock(block.block_id, kv, block.tier), True
         return ResolvedBlock(block.block_id, kv, block.tier), False
