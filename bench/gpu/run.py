@@ -11,7 +11,11 @@ For a Llama-3.1-8B-shaped model and a SmolLM2-135M-shaped one (random initialisa
   the bare host-to-device copy time of the same KV bytes; CUDA events, median of --runs;
 - re-encoding (rotate keys to their offsets, lay K and V into the cache) in GB/s against the
   copy bandwidth, for the Triton kernel and the PyTorch loop;
-- precompute throughput: batches of 16 blocks of 512 tokens, tokens/s and model FLOP utilisation.
+- precompute throughput: batches of 16 blocks of 512 tokens, tokens/s and model FLOP utilisation;
+- decoding: a lone answer through engine.generate (wall clock, every token read back as the
+  server does), ms per token after the first, with CUDA graphs (the held workspace) and without,
+  against the floor of reading the weights and the prompt's KV once per token at the measured
+  copy bandwidth; and the first token through generate (no copy out of the workspace).
 
     PYTHONPATH=libs python bench/gpu/run.py --out DIR      (bench/gpu/device_run.sh on the device)
 """
@@ -171,12 +175,52 @@ def precompute(model, engine, vocab: int, runs: int, matmul_tflops: float, g: to
             "tflops": flops / ms / 1e9, "mfu": flops / ms / 1e9 / matmul_tflops}
 
 
+def decode(model, engine, vocab: int, context: int, runs: int, copy_gbs: float, g: torch.Generator,
+           new_tokens: int = 64, eager_tokens: int = 16) -> dict:
+    """A lone answer at `context` tokens of cached blocks: median time to the first token through
+    generate and median ms per token after it, graphed and eager (greedy, no stop ids)."""
+    blocks = [random_ids(vocab, BLOCK, g) for _ in range(context // BLOCK)]
+    question = random_ids(vocab, QUESTION, g)
+    kvs = engine.encode_blocks(blocks)
+
+    def answer(n: int) -> tuple[float, float]:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        tokens = engine.generate(kvs, question, n, stop_ids=[])
+        next(tokens)  # int(argmax): the token is on the host, as a server streams it
+        first = time.perf_counter()
+        rest = sum(1 for _ in tokens)
+        done = time.perf_counter()
+        assert rest == n - 1
+        return (first - started) * 1e3, (done - first) * 1e3 / rest
+
+    def median_of(n: int, times: int) -> tuple[float, float]:
+        answer(n)  # warm-up (captures the decode graph the first time)
+        ttfts, steps = zip(*(answer(n) for _ in range(times)))
+        return statistics.median(ttfts), statistics.median(steps)
+
+    row = {"context": context}
+    row["generate_ttft_ms"], row["decode_ms"] = median_of(new_tokens, runs)
+    engine.cuda_graphs = False
+    row["generate_ttft_eager_ms"], row["decode_eager_ms"] = median_of(eager_tokens, max(3, runs // 3))
+    engine.cuda_graphs = True
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv = sum(kv.nbytes for kv in kvs)
+    # a copy of X bytes reads X and writes X: copy_gbs (read + write) is also the read rate
+    row["decode_floor_ms"] = (weights + kv) / (copy_gbs * 1e9) * 1e3
+    del kvs
+    torch.cuda.empty_cache()
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(SHAPES))
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384, 32768])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--parts", nargs="+", default=["correctness", "precompute", "ttft", "decode"],
+                        choices=["correctness", "precompute", "ttft", "decode"])
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     g = torch.Generator().manual_seed(0)
@@ -197,16 +241,24 @@ def main() -> int:
         engine = BlockAttentionEngine.for_serving(model)  # fuses RMSNorm/MLP for large inputs on CUDA
         entry = {"gate_s": time.perf_counter() - started}
         vocab = model.config.vocab_size
-        entry["correctness"] = correctness(model, engine, vocab, g)
-        failed |= not entry["correctness"]["cached_vs_fp32"] <= entry["correctness"]["bound"]
-        print(name, json.dumps(entry["correctness"]), flush=True)
-        entry["precompute"] = precompute(model, engine, vocab, args.runs, result["ceilings"]["matmul_tflops"], g)
-        print(name, json.dumps(entry["precompute"]), flush=True)
-        entry["ttft"] = []
-        for context in args.contexts:
-            row = ttft(model, engine, vocab, context, args.runs, g)
-            entry["ttft"].append(row)
-            print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        if "correctness" in args.parts:
+            entry["correctness"] = correctness(model, engine, vocab, g)
+            failed |= not entry["correctness"]["cached_vs_fp32"] <= entry["correctness"]["bound"]
+            print(name, json.dumps(entry["correctness"]), flush=True)
+        if "precompute" in args.parts:
+            entry["precompute"] = precompute(model, engine, vocab, args.runs, result["ceilings"]["matmul_tflops"], g)
+            print(name, json.dumps(entry["precompute"]), flush=True)
+        for part, measure in (("ttft", lambda c: ttft(model, engine, vocab, c, args.runs, g)),
+                              ("decode", lambda c: decode(model, engine, vocab, c, args.runs,
+                                                          result["ceilings"]["copy_gbs"], g))):
+            if part not in args.parts:
+                continue
+            entry[part] = []
+            for context in args.contexts:
+                row = measure(context)
+                entry[part].append(row)
+                print(name, part, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+                      flush=True)
         result[name] = entry
         del model, engine
         torch.cuda.empty_cache()
@@ -226,29 +278,44 @@ def render(result: dict, models: list[str]) -> str:
              f"{c['copy_gbs'] / 1e3:.2f} TB/s (read + write), pinned host-to-device {c['h2d_gbs']:.1f} GB/s.", ""]
     for name in models:
         e = result[name]
-        k = e["correctness"]
-        lines += [f"## {name} (random init, bf16)", "",
-                  f"Correctness at 4K context (8 blocks + 64-token question), relative max error of the logits "
-                  f"against the masked reference in fp32: cached bf16 path {k['cached_vs_fp32']:.2e}, plain bf16 "
-                  f"reference forward {k['bf16_reference_vs_fp32']:.2e}; bound (2x the plain bf16 error) "
-                  f"{k['bound']:.2e}; cached vs bf16 reference {k['cached_vs_bf16_reference']:.2e}; argmax "
-                  f"agreement with fp32 {k['argmax_agreement']:.3f}. Gate: layer-0 key error "
-                  f"{k['gate']['key_error']:.2e}, logit error {k['gate']['logit_error']:.2e}.", ""]
-        p = e["precompute"]
-        lines += [f"Precompute, 16 x 512-token blocks: {p['ms']:.1f} ms, {p['tokens_per_s']:.0f} tokens/s, "
-                  f"{p['tflops']:.0f} TFLOP/s = {100 * p['mfu']:.1f}% of the measured matmul rate.", "",
-                  "| context | full ms | cached (GPU) ms | speedup | cached, no graphs ms | question alone ms "
-                  "| host direct ms | host staged ms | bare H2D copy ms | direct/copy | staged/copy "
-                  "| re-encode Triton GB/s (% copy) | re-encode torch GB/s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in e["ttft"]:
-            lines.append(
-                f"| {r['context']} | {r['full_ms']:.1f} | {r['cached_gpu_ms']:.2f} | {r['speedup_gpu']:.1f}x "
-                f"| {r['cached_gpu_eager_ms']:.2f} | {r['question_alone_ms']:.2f} | {r['cached_host_direct_ms']:.1f} | {r['cached_host_staged_ms']:.1f} "
-                f"| {r['h2d_copy_ms']:.1f} | {r['host_direct_over_copy']:.2f} | {r['host_staged_over_copy']:.2f} "
-                f"| {r['reencode_triton_gbs']:.0f} ({100 * r['reencode_triton_gbs'] / c['copy_gbs']:.0f}%) "
-                f"| {r['reencode_torch_gbs']:.0f} |")
-        lines.append("")
+        lines += [f"## {name} (random init, bf16)", ""]
+        if "correctness" in e:
+            k = e["correctness"]
+            lines += [f"Correctness at 4K context (8 blocks + 64-token question), relative max error of the logits "
+                      f"against the masked reference in fp32: cached bf16 path {k['cached_vs_fp32']:.2e}, plain bf16 "
+                      f"reference forward {k['bf16_reference_vs_fp32']:.2e}; bound (2x the plain bf16 error) "
+                      f"{k['bound']:.2e}; cached vs bf16 reference {k['cached_vs_bf16_reference']:.2e}; argmax "
+                      f"agreement with fp32 {k['argmax_agreement']:.3f}. Gate: layer-0 key error "
+                      f"{k['gate']['key_error']:.2e}, logit error {k['gate']['logit_error']:.2e}.", ""]
+        if "precompute" in e:
+            p = e["precompute"]
+            lines += [f"Precompute, 16 x 512-token blocks: {p['ms']:.1f} ms, {p['tokens_per_s']:.0f} tokens/s, "
+                      f"{p['tflops']:.0f} TFLOP/s = {100 * p['mfu']:.1f}% of the measured matmul rate.", ""]
+        if "ttft" in e:
+            lines += ["| context | full ms | cached (GPU) ms | speedup | cached, no graphs ms | question alone ms "
+                      "| host direct ms | host staged ms | bare H2D copy ms | direct/copy | staged/copy "
+                      "| re-encode Triton GB/s (% copy) | re-encode torch GB/s |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in e["ttft"]:
+                lines.append(
+                    f"| {r['context']} | {r['full_ms']:.1f} | {r['cached_gpu_ms']:.2f} | {r['speedup_gpu']:.1f}x "
+                    f"| {r['cached_gpu_eager_ms']:.2f} | {r['question_alone_ms']:.2f} | {r['cached_host_direct_ms']:.1f} "
+                    f"| {r['cached_host_staged_ms']:.1f} "
+                    f"| {r['h2d_copy_ms']:.1f} | {r['host_direct_over_copy']:.2f} | {r['host_staged_over_copy']:.2f} "
+                    f"| {r['reencode_triton_gbs']:.0f} ({100 * r['reencode_triton_gbs'] / c['copy_gbs']:.0f}%) "
+                    f"| {r['reencode_torch_gbs']:.0f} |")
+            lines.append("")
+        if "decode" in e:
+            lines += ["A lone answer through engine.generate, wall clock (median): first token, then ms per token.", "",
+                      "| context | first token ms | decode ms/token | floor ms/token (weights + KV at copy rate) "
+                      "| decode / floor | first token, no graphs ms | decode, no graphs ms/token | graphs speedup |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in e["decode"]:
+                lines.append(
+                    f"| {r['context']} | {r['generate_ttft_ms']:.2f} | {r['decode_ms']:.2f} | {r['decode_floor_ms']:.2f} "
+                    f"| {r['decode_ms'] / r['decode_floor_ms']:.2f} | {r['generate_ttft_eager_ms']:.2f} "
+                    f"| {r['decode_eager_ms']:.2f} | {r['decode_eager_ms'] / r['decode_ms']:.1f}x |")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -48,9 +48,11 @@ class BlockAttentionEngine:
     fuse: compile the model's RMSNorm and MLP modules for large inputs (precompute), in place;
     default: on CUDA where Triton exists (fusion.py says why and what it buys).
     cuda_graphs: replay the final block's forward from CUDA graphs for contexts up to
-    graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
-    exists and the attention is block_sdpa. The workspace takes graph_context_tokens x the KV
-    bytes of a token of GPU memory (4.3 GB at 32K on an 8B model), allocated at first use.
+    graph_context_tokens and questions up to 256 tokens, and a lone answer's decode steps for up
+    to graph_decode_tokens after them (graphs.py); default: on CUDA where Triton exists and the
+    attention is block_sdpa. The workspace takes (graph_context_tokens + 256 +
+    graph_decode_tokens) x the KV bytes of a token of GPU memory (4.4 GB at 32K on an 8B model),
+    allocated at first use.
     sink_token_id: block sink tokens (block distillation): every context block is preceded by
     this token, which only that block's tokens see. Its KV depends on nothing but the model (it
     sits alone at the block's first position), so it is computed once (`sink`) and placed before
@@ -68,6 +70,7 @@ class BlockAttentionEngine:
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
+                 graph_decode_tokens: int = 1024,
                  sink_token_id: int | None = None, opening: Opening | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
@@ -91,7 +94,7 @@ class BlockAttentionEngine:
             raise InvalidRequestError(f"host_reads must be 'staged' or 'direct', got {host_reads!r}")
         self.host_reads = host_reads
         self.buffers = BufferPool()
-        self.graph_context_tokens = graph_context_tokens
+        self.graph_context_tokens, self.graph_decode_tokens = graph_context_tokens, graph_decode_tokens
         if cuda_graphs and not graphs_supported(self):
             raise UnsupportedModelError(
                 "cuda_graphs=True needs a CUDA device, Triton, attn_implementation='block_sdpa' and a head "
@@ -249,9 +252,11 @@ class BlockAttentionEngine:
         kvs, offsets, context = self.layout(kvs)
         if self.cuda_graphs:
             graphs = self._prefill_graphs()
-            if graphs.fits(context, len(final)):
-                logits, cache = graphs.prefill(list(kvs), offsets, context, final, self.reencoder,
-                                               self.host_reads, reserve_tokens, self.buffers)
+            # None while a lone answer holds the workspace: this prompt goes eager
+            done = graphs.prefill(list(kvs), offsets, context, final, self.reencoder, self.host_reads,
+                                  reserve_tokens, self.buffers) if graphs.fits(context, len(final)) else None
+            if done is not None:
+                logits, cache = done
                 if logits_to_keep:
                     logits = logits[-logits_to_keep:]
                 return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))
@@ -268,7 +273,8 @@ class BlockAttentionEngine:
             from blockrag.attention.graphs import PrefillGraphs
 
             self._graphs = PrefillGraphs(self.model, self.num_layers, self.num_kv_heads, self.head_dim,
-                                         self.graph_context_tokens, self.dtype, self.device)
+                                         self.graph_context_tokens, self.dtype, self.device,
+                                         self.graph_decode_tokens)
         return self._graphs
 
     def full_prefill(self, token_ids: TokenIds, *, logits_to_keep: int = 0, reserve_tokens: int = 0) -> PrefillOutput:
@@ -302,6 +308,13 @@ class BlockAttentionEngine:
         return GenerationBatch(self, slots, slot_tokens)
 
     def _generate(self, request: GenerationRequest) -> Iterator[int]:
+        if self.cuda_graphs:
+            final = self.token_ids(request.final_ids)
+            kvs, offsets, context = self.layout(request.kvs)
+            graphs = self._prefill_graphs()
+            if graphs.hold(context, len(final), request.max_new_tokens):
+                yield from self._generate_held(graphs, request, kvs, offsets, context, final)
+                return
         out = self.prefill(request.kvs, request.final_ids, logits_to_keep=1, reserve_tokens=request.max_new_tokens)
         generator = request.generator(self.device)
         logits, position = out.logits[-1], out.cached_tokens + out.computed_tokens
@@ -314,6 +327,26 @@ class BlockAttentionEngine:
                 with torch.inference_mode():
                     logits = self._forward((token,), position, out.cache, 1)[-1]
                 position += 1
+
+    def _generate_held(self, graphs, request: GenerationRequest, kvs: list[BlockKV], offsets: list[int],
+                       context: int, final: tuple[int, ...]) -> Iterator[int]:
+        """_generate in the graph workspace, held for the whole answer: the graphed prefill, then
+        one graph replay per token (graphs.py). Released when the answer ends, fails or is
+        abandoned (the generator closed or collected)."""
+        try:
+            logits = graphs.prefill_held(kvs, offsets, context, final, self.reencoder, self.host_reads)[-1]
+            generator = request.generator(self.device)
+            position = context + len(final)
+            for step in range(request.max_new_tokens):
+                token = sample_token(logits, request.temperature, generator)
+                if token in request.stop_ids:
+                    return
+                yield token
+                if step + 1 < request.max_new_tokens:
+                    logits = graphs.decode(token, position)
+                    position += 1
+        finally:
+            graphs.release()
 
     def _forward(self, ids: tuple[int, ...], start: int, cache: BlockCache, logits_to_keep: int) -> torch.Tensor:
         device = self.device
