@@ -11,7 +11,7 @@ import yaml
 
 from blockrag.errors import InvalidRequestError
 from blockrag.model_runtime import ModelSpec
-from blockrag_services.config import Limits, PlatformConfig, Resources
+from blockrag_services.config import Limits, PlatformConfig, Resources, ServiceResources
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_CONFIGS = {name: ROOT / "deploy" / "serve" / f"{name}.yaml" for name in ("local", "production")}
@@ -132,16 +132,18 @@ def test_production_runs_the_model_on_gpus():
 
 def test_local_config_is_the_embedded_default():
     apps = configs_by_application("local")
-    for config in apps.values():
+    for name, config in apps.items():
         assert dataclasses.replace(config, resources=Resources()) == PlatformConfig()
+        assert config.resources == ServiceResources().of(name), name  # what `blockrag up` gives it
         assert config.resources.num_gpus is None  # decided by the cluster at deploy time
 
 
 @pytest.mark.parametrize("name", ["exact_first_passage", "question_log", "auth"])
 def test_switches_take_booleans_only(name):
     # a YAML "false" is a non-empty string: taken as a switch it would turn the setting on
-    with pytest.raises(InvalidRequestError, match=f"{name} must be true or false"):
+    with pytest.raises(InvalidRequestError) as error:
         PlatformConfig.from_args({name: "false"})
+    assert str(error.value) == f"{name}: must be true or false, got 'false'"
     assert getattr(PlatformConfig.from_args({name: False}), name) is False
 
 
