@@ -183,5 +183,5 @@ def test_platform_config_carries_quotas():
     assert PlatformConfig.from_args(config.to_args()) == config
     with pytest.raises(InvalidRequestError, match="unknown setting\\(s\\) max_tokens in quotas"):
         PlatformConfig.from_args({"quotas": {"max_tokens": 1}})
-    with pytest.raises(InvalidRequestError, match="max_stored_bytes must be an int >= 0"):
+    with pytest.raises(InvalidRequestError, match="^quotas.max_stored_bytes: must be a whole number, got '1GB'$"):
         PlatformConfig.from_args({"quotas": {"max_stored_bytes": "1GB"}})

@@ -283,5 +283,5 @@ def test_auth_is_a_boolean_setting() -> None:
     from blockrag_services.config import PlatformConfig
 
     assert PlatformConfig().auth is False and PlatformConfig.from_args({"auth": True}).auth is True
-    with pytest.raises(InvalidRequestError, match="auth must be true or false"):
+    with pytest.raises(InvalidRequestError, match="^auth: must be true or false, got 'false'$"):
         PlatformConfig.from_args({"auth": "false"})
