@@ -16,27 +16,34 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from blockrag import defaults
 from blockrag.errors import BlockRAGError, PlatformStartError
-from blockrag_services.config import PlatformConfig, platform_home
+from blockrag_services.config import PlatformConfig, ServiceResources, platform_home
 from blockrag_services.drain import DEFAULT_GRACE_S, DRAIN_ENV, mark_draining, wait_idle
-from blockrag_services.grpc_options import DEFAULT_GRPC_PORT
-
-DEFAULT_HTTP_PORT = 8300  # Serve's HTTP proxy is unused by the platform; keep it off 8000
-DEFAULT_METRICS_PORT = 9464
 
 
 @dataclass(frozen=True)
 class PlatformOptions:
-    host: str = "127.0.0.1"
-    grpc_port: int = DEFAULT_GRPC_PORT
-    http_port: int = DEFAULT_HTTP_PORT
-    metrics_port: int = DEFAULT_METRICS_PORT
+    """How the embedded platform starts: where it listens, Ray's CPUs, the settings every
+    application shares (``config``) and each one's resources (``resources``, over
+    ``config.resources``)."""
+
+    host: str = defaults.LOCAL_HOST
+    grpc_port: int = defaults.GRPC_PORT
+    http_port: int = defaults.HTTP_PORT
+    metrics_port: int = defaults.METRICS_PORT
     num_cpus: int | None = None  # None: all of the machine's
     config: PlatformConfig = field(default_factory=PlatformConfig)
+    resources: ServiceResources = field(default_factory=ServiceResources)
     metrics_dir: Path | None = None  # None: under the platform home
+
+    def args(self, service: str) -> dict[str, Any]:
+        """The Serve args of one application: the shared config with that service's resources."""
+        return replace(self.config, resources=self.resources.of(service)).to_args()
 
 
 def _check_free(what: str, host: str, port: int, option: str) -> None:
@@ -129,8 +136,7 @@ class LocalPlatform:
             serve.start(http_options=HTTPOptions(host=o.host, port=o.http_port),
                         grpc_options=grpc_options(o.grpc_port))
             progress("deploying segmentation, precompute, cache_index, generation, admin (loading the model)")
-            args = o.config.to_args()
-            targets = [serve.RunTarget(build(args), name=name, route_prefix=f"/{name}")
+            targets = [serve.RunTarget(build(o.args(name)), name=name, route_prefix=f"/{name}")
                        for name, build in BUILDERS.items()]
             serve.run_many(targets, wait_for_applications_running=True)
             progress("waiting for the health service to report SERVING")

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-ADDRESS_HELP = "host:port of the platform's gRPC proxy; default: $BLOCKRAG_ADDRESS or 127.0.0.1:50051."
+from blockrag.defaults import ADDRESS, ADDRESS_ENV
+
+ADDRESS_HELP = f"host:port of the platform's gRPC proxy; default: ${ADDRESS_ENV} or {ADDRESS}."
 API_KEY_HELP = "API key (brk_...) sent as `authorization: Bearer`, for a platform started with --auth."
 ApiKeyOption = Annotated[str | None, typer.Option(envvar="BLOCKRAG_API_KEY", show_envvar=True, help=API_KEY_HELP)]
 

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from blockrag.defaults import METRICS_PORT, METRICS_SERVE_HOST
+
 app = typer.Typer(help="The Prometheus metrics of the services on this node.", no_args_is_help=True)
 
 
@@ -19,8 +21,8 @@ app = typer.Typer(help="The Prometheus metrics of the services on this node.", n
 def serve(
     directory: Annotated[Path, typer.Option("--dir", envvar="PROMETHEUS_MULTIPROC_DIR",
                                             help="The directory the services record into.")],
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9464,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = METRICS_SERVE_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = METRICS_PORT,
 ) -> None:
     """Serve GET /metrics until Ctrl-C."""
     from blockrag.errors import InvalidRequestError

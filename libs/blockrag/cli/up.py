@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from blockrag import defaults  # light: imports nothing
+from blockrag.model_spec import ModelSpec  # light: no torch
 from blockrag.scheduler import SchedulerSettings  # light: no torch
 from blockrag_services.drain import DEFAULT_GRACE_S  # light: no Ray, no torch
 
@@ -42,16 +44,16 @@ def _auth_notice(config, state_dir: Path | None) -> str:
 
 
 def up(
-    host: Annotated[str, typer.Option(help="Address the gRPC proxy and the metrics exporter listen on.")] = "127.0.0.1",
-    grpc_port: Annotated[int, typer.Option(help="gRPC port of every service.")] = 50051,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus scrape port (0: any free port).")] = 9464,
-    http_port: Annotated[int, typer.Option(help="Ray Serve's HTTP proxy port (unused by the platform).")] = 8300,
+    host: Annotated[str, typer.Option(help="Address the gRPC proxy and the metrics exporter listen on.")] = defaults.LOCAL_HOST,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port of every service.")] = defaults.GRPC_PORT,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus scrape port (0: any free port).")] = defaults.METRICS_PORT,
+    http_port: Annotated[int, typer.Option(help="Ray Serve's HTTP proxy port (unused by the platform).")] = defaults.HTTP_PORT,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs Ray may schedule on; default: all.")] = None,
     database_url: Annotated[str, typer.Option(help="SQLAlchemy URL of the cache index; default: a SQLite file under $BLOCKRAG_HOME/platform.")] = "",
     object_store_url: Annotated[str, typer.Option(help="Directory or s3://bucket/prefix?endpoint=host:port for KV entries; default: under $BLOCKRAG_HOME/platform.")] = "",
     model: Annotated[str | None, typer.Option(help="Hub id, local directory or .gguf file; default: the embedded SmolLM2-135M-Instruct.")] = None,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = ModelSpec.dtype,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = ModelSpec.device,
     state_dir: Annotated[Path | None, typer.Option(help="Where the default index, KV entries and metrics files go; default: $BLOCKRAG_HOME/platform.")] = None,
     ready_file: Annotated[Path | None, typer.Option(help="Write the addresses here as JSON once every service is up.")] = None,
     auth: Annotated[bool, typer.Option(help="Require an API key on every call (create the first admin key with `blockrag keys bootstrap`).")] = False,
@@ -60,11 +62,12 @@ def up(
     quota_stored_bytes: Annotated[int, typer.Option(min=0, help="Per-tenant quota on stored KV bytes (0: none).")] = 0,
     quota_precompute_tokens: Annotated[int, typer.Option(min=0, help="Per-tenant quota on block tokens precomputed per minute (0: none).")] = 0,
     answer_slots: Annotated[int, typer.Option(min=1, help="Answers each generation replica decodes together (1: one at a time).")] = SchedulerSettings.slots,
+    cache_maintenance_interval: Annotated[float, typer.Option(min=0, help="Seconds between the cache maintenance passes (eviction within the configured bounds, then the sweep of orphan objects), the first one interval after start; 0: off.")] = defaults.CACHE_MAINTENANCE_INTERVAL_S,
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
     admin) behind one gRPC address; stay in the foreground until Ctrl-C or SIGTERM, then remove
     the ready file, let the requests in flight finish (at most --grace-period) and shut down."""
-    from blockrag.model_runtime import ModelSpec
+    from blockrag.kvcache.maintenance import CacheMaintenance
     from blockrag_services.config import Distill, PlatformConfig, Quotas
     from blockrag_services.platform import LocalPlatform, PlatformOptions
 
@@ -77,7 +80,8 @@ def up(
                             distill=Distill(schedule=distill_schedule), auth=auth,
                             quotas=Quotas(max_stored_bytes=quota_stored_bytes,
                                           max_precompute_tokens_per_minute=quota_precompute_tokens),
-                            scheduler=SchedulerSettings(slots=answer_slots))
+                            scheduler=SchedulerSettings(slots=answer_slots),
+                            cache_maintenance=CacheMaintenance(interval_s=cache_maintenance_interval))
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
                                              metrics_dir=state_dir / "metrics" if state_dir else None))

@@ -18,10 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from blockrag.client.failure import API_KEY_ENV, explain
 from blockrag.client.tls import TLSConfig
+from blockrag.defaults import ADDRESS as DEFAULT_ADDRESS
+from blockrag.defaults import ADDRESS_ENV
 from blockrag.errors import BlockRAGError
 from blockrag.v1 import admin_pb2_grpc, generation_pb2, generation_pb2_grpc, segmentation_pb2
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 class PlatformError(BlockRAGError):
@@ -53,7 +53,7 @@ class BlockRAGClient:
     def __init__(self, address: str | None = None, timeout_s: float = 600.0, api_key: str | None = None,
                  tls: TLSConfig | None = None):
         """``tls`` None: from $BLOCKRAG_TLS* (plaintext when none is set)."""
-        self.address = address or os.environ.get("BLOCKRAG_ADDRESS") or DEFAULT_ADDRESS
+        self.address = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
         self.api_key = (api_key or os.environ.get(API_KEY_ENV) or "").strip() or None
         self.tls = tls if tls is not None else TLSConfig.from_env()
         self.timeout_s = timeout_s

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from blockrag.defaults import CACHE_MAINTENANCE_INTERVAL_S as DEFAULT_INTERVAL_S
 from blockrag.errors import BlockRAGError, InvalidRequestError
 from blockrag.kvcache.eviction import DEFAULT_READER_GRACE_S, EvictionPolicy, EvictionReport, Watermarks, evict
 from blockrag.kvcache.index import CacheIndex
@@ -29,7 +30,6 @@ from blockrag.kvcache.sweeper import SweepReport, sweep_orphans
 
 log = logging.getLogger("blockrag.kvcache.maintenance")
 
-DEFAULT_INTERVAL_S = 300.0
 # Longer than the sweeper's own default (an hour, for `blockrag-admin cache sweep`): a background
 # sweep has no hurry, orphans come from crashes only, and a day keeps it clear of any slow writer
 # and of clocks that disagree between the store and the platform.

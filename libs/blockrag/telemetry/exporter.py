@@ -27,8 +27,9 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+from blockrag.defaults import METRICS_PORT as DEFAULT_METRICS_PORT
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-DEFAULT_METRICS_PORT = 9464
 
 
 def prepare_multiprocess_dir(path: str | Path) -> Path:
