@@ -4,7 +4,8 @@ A client gets a status code and a message it can act on, never a stack trace: un
 become INTERNAL with the request's id, and the trace stays in the service log. Calls between
 deployments (through handles, no gRPC context) re-raise the typed error to the caller, which
 maps it in turn. A request whose bytes did not parse (wire.MalformedRequest) is refused as
-INVALID_ARGUMENT before anything else, its access included.
+INVALID_ARGUMENT before anything else, its access included. A replica that died under a call
+to it through a handle makes the call UNAVAILABLE, as the proxy does for its own (proxy_status).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from blockrag.telemetry import observe_request
 
 from blockrag_services.access import Access
 from blockrag_services.drain import refuse_if_draining
+from blockrag_services.proxy_status import DEAD_REPLICA, dead_replica
 from blockrag_services.wire import MalformedRequest
 
 log = logging.getLogger("blockrag.services")
@@ -68,6 +70,9 @@ def unwrap(error: BaseException) -> BaseException:
 
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     error = unwrap(error)
+    if dead_replica(error):  # a deployment this call went to through a handle died: retriable
+        log.warning("a call through a handle failed: its replica stopped: %s", error)  # ids stay here
+        return grpc.StatusCode.UNAVAILABLE, DEAD_REPLICA
     for kind, code in _CODES:
         if isinstance(error, kind):
             return code, str(error)

@@ -14,9 +14,9 @@ marked slow:
   another, the run resumes from its checkpoint in the object store and succeeds;
 - the Generation replica's process SIGKILLed while an answer streams: the client's stream ends
   with an error (it is not left hanging), and Ray Serve starts a new replica that answers; new
-  calls meanwhile get only retriable statuses. The client in flight gets INTERNAL with Ray's actor
-  error text, not a retriable status: a defect in how Ray Serve's proxy maps a dead replica,
-  pinned by a strict xfail test until the platform maps it.
+  calls meanwhile get only retriable statuses; the client in flight gets UNAVAILABLE with a short
+  message (Ray Serve's proxy alone answers INTERNAL with the actor's id, pid and address: the
+  platform replaces its mapping, blockrag_services/proxy_status.py).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from fixtures.s3_outage import RestartableS3
 from blockrag.samples import sample_documents
 from blockrag.v1 import admin_pb2, admin_pb2_grpc, generation_pb2_grpc
 from blockrag.v1 import generation_pb2 as pb
+from blockrag_services.proxy_status import DEAD_REPLICA
 
 pytestmark = pytest.mark.slow
 GENERATION, ADMIN = (("application", "generation"),), (("application", "admin"),)
@@ -236,17 +237,12 @@ def test_a_killed_generation_replica_is_replaced_and_answers(platform, generatio
     assert refusals <= RETRIABLE, refusals
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Ray Serve's gRPC proxy answers a call whose replica died INTERNAL, with Ray's RayActorError text "
-    "(class name, actor id, pid): ray/serve/_private/grpc_util.py get_grpc_response_status maps "
-    "RayActorError to INTERNAL. The fix belongs where the platform configures the proxy "
-    "(services/blockrag_services/platform.py, or a proxy-side hook): RayActorError -> UNAVAILABLE with "
-    "a message to retry"))
 def test_the_client_in_flight_gets_a_retriable_status(killed_replica):
     outcome, _, _ = killed_replica
     assert isinstance(outcome, grpc.RpcError)
+    # Ray's own proxy answers INTERNAL with the actor's id, pid and address (proxy_status.py)
     assert outcome.code() in RETRIABLE, (outcome.code(), outcome.details())
-    assert "actor" not in outcome.details().lower()
+    assert outcome.details() == DEAD_REPLICA
 
 
 def test_a_killed_distillation_worker_resumes_from_its_checkpoint(platform, generation):
