@@ -8,8 +8,7 @@ fails when they differ from what this script builds):
 
 Every panel queries only metrics the platform exports (libs/blockrag/telemetry/metrics.py); a live
 test (tests/e2e/test_dashboard_queries.py) runs each expression against a Prometheus that scraped the
-platform. Panels the issue asked for whose metric does not exist yet are left out (MISSING below).
-Each dashboard has two variables: the Prometheus data source and the tenant (all by default).
+platform. Each dashboard has two variables: the Prometheus data source and the tenant (all by default).
 """
 
 from __future__ import annotations
@@ -35,14 +34,6 @@ RATE = "$__rate_interval"
 VARIABLES = {"$__rate_interval": "5m", "$tenant": ".*"}
 QUANTILES = (0.5, 0.95, 0.99)
 
-# Panels issue 13 asks for that no exported metric supports yet.
-MISSING = {
-    "precompute": ["queue length (requests waiting for the device lock)"],
-    "distillation": ["training loss", "KL to the teacher", "registered model versions",
-                     "run state and progress (the job's own metrics)"],
-}
-
-
 def query(expr: str, legend: str = "__auto") -> Dataquery:
     return Dataquery().expr(expr).legend_format(legend).datasource(DATASOURCE)
 
@@ -64,6 +55,14 @@ def quantiles(metric: str, selector: str = "", by: str = "") -> list[Dataquery]:
     series = f"{metric}_bucket{{{selector}}}" if selector else f"{metric}_bucket"
     return [query(f"histogram_quantile({q}, sum by ({labels}) (rate({series}[{RATE}])))",
                   legend.format(q=round(q * 100))) for q in QUANTILES]
+
+
+def latest(metric: str, by: str = "tenant") -> str:
+    """``metric`` from the node (pod) that reported each scope's run last: every node that ever
+    trained a scope keeps its last values, so a max over nodes could show an older run's."""
+    stamp = f"blockrag_distill_updated_timestamp_seconds{{{TENANT}}}"
+    newest = f"{stamp} == on (tenant) group_left max by (tenant) ({stamp})"
+    return f"max by ({by}) ({metric}{{{TENANT}}} and on (instance, tenant) ({newest}))"
 
 
 def dashboard(uid: str, title: str, description: str, rows: list[tuple[str, list[Timeseries]]]) -> Dashboard:
@@ -189,9 +188,13 @@ def precompute() -> Dashboard:
                    query(f"sum(rate(blockrag_precompute_batch_seconds_count[{RATE}]))", "batches"),
                    query(f'sum by (code) (rate(blockrag_requests_total{{service="precompute"}}[{RATE}]))',
                          "requests {{code}}")),
+        timeseries("Queue", "Precompute requests waiting for their replica's device (one batch on it at a time) "
+                   "and encoding on it, summed over the replicas. Waiting that stays above 0: add replicas or "
+                   "raise precompute_batch_tokens.", "short",
+                   query("sum by (state) (blockrag_precompute_requests)", "{{state}}")),
     ]
     return dashboard("blockrag-precompute", "BlockRAG / Precompute",
-                     "The precompute service encoding blocks' KV: throughput, batch sizes and times.",
+                     "The precompute service encoding blocks' KV: throughput, batch sizes and times, queue.",
                      [("Precompute", panels)])
 
 
@@ -216,24 +219,63 @@ def segmentation() -> Dashboard:
 
 def distillation() -> Dashboard:
     admin = 'service="admin"'
-    panels = [
+    runs = [
+        timeseries("Runs by status", "Distillation runs that entered each status (running: training started; "
+                   "succeeded, failed, cancelled), in the last hour, wherever they started (request or "
+                   "schedule).", "short",
+                   query("sum by (status) (increase(blockrag_distill_runs_total[1h]))", "{{status}}")),
         timeseries("Distillation runs started", "StartDistillation requests by status code (OK: a run "
                    "started; FAILED_PRECONDITION: one was already running for the tenant).", "short",
                    query(f'sum by (code) (increase(blockrag_requests_total{{{admin}, method="StartDistillation"}}'
                          f"[{RATE}]))", "{{code}}")),
-        timeseries("Promotions and rollbacks", "PromoteModelVersion and RollbackModelVersion requests by status "
-                   "code: the served model version changed on OK.", "short",
-                   query(f"sum by (method, code) (increase(blockrag_requests_total{{{admin}, "
-                         f'method=~"PromoteModelVersion|RollbackModelVersion"}}[{RATE}]))', "{{method}} {{code}}")),
+        timeseries("Progress", "Steps done out of the steps asked, of each scope's latest run (shared: the "
+                   "shared scope).", "percentunit",
+                   query(latest("blockrag_distill_progress"), "{{tenant}}")),
         timeseries("Distillation admin requests", "Start, watch, cancel, get and list requests by method.",
                    "reqps",
                    query(f"sum by (method) (rate(blockrag_requests_total{{{admin}, "
                          f'method=~".*Distillation.*"}}[{RATE}]))', "{{method}}")),
     ]
+    training = [
+        timeseries("Training loss", "Loss of the latest step of each scope's run, per supervised token.", "short",
+                   query(latest("blockrag_distill_loss"), "{{tenant}}")),
+        timeseries("KL to the teacher", "KL(teacher under full attention || student under block attention) per "
+                   "supervised token, latest step of each scope's run.", "short",
+                   query(latest("blockrag_distill_kl"), "{{tenant}}")),
+        timeseries("Training throughput", "Sequence tokens through the student per second, and steps per "
+                   "minute.", "short",
+                   query(f"sum by (tenant) (rate(blockrag_distill_tokens_total{{{TENANT}}}[{RATE}]))",
+                         "tokens/s {{tenant}}"),
+                   query(f"60 * sum by (tenant) (rate(blockrag_distill_steps_total{{{TENANT}}}[{RATE}]))",
+                         "steps/min {{tenant}}")),
+    ]
+    versions = [
+        timeseries("Held-out KL", "Mean answer-token KL(full || block attention) on held-out QA questions in each "
+                   "scope's latest evaluation: the version the run trained (candidate), the one serving the "
+                   "scope (active) and the base model. Lower is better.", "short",
+                   query(latest("blockrag_distill_eval_kl", "tenant, model"), "{{tenant}} {{model}}")),
+        timeseries("Held-out accuracy", "Accuracy on the same questions (auto_promote needs a lower KL and an "
+                   "accuracy not lower than the active version's).", "percentunit",
+                   query(latest("blockrag_distill_eval_accuracy", "tenant, model"), "{{tenant}} {{model}}")),
+        timeseries("Model versions", "Versions registered, and changes of the active version (promote, rollback: "
+                   "by request or by auto_promote), in the last hour.", "short",
+                   query(f"sum by (tenant) (increase(blockrag_model_versions_registered_total{{{TENANT}}}[1h]))",
+                         "registered {{tenant}}"),
+                   query(f"sum by (tenant, action) (increase(blockrag_model_version_changes_total{{{TENANT}}}[1h]))",
+                         "{{action}} {{tenant}}")),
+        timeseries("Active version age", "Time since each scope's active version became active; no line while "
+                   "the base model serves the scope. Which version: blockrag-admin model list.", "s",
+                   query(f"time() - max by (tenant) (blockrag_model_version_active_since_timestamp_seconds"
+                         f"{{{TENANT}}} > 0)", "{{tenant}}")),
+        timeseries("Promotion requests", "PromoteModelVersion and RollbackModelVersion requests by status code: "
+                   "the served model version changed on OK.", "short",
+                   query(f"sum by (method, code) (increase(blockrag_requests_total{{{admin}, "
+                         f'method=~"PromoteModelVersion|RollbackModelVersion"}}[{RATE}]))', "{{method}} {{code}}")),
+    ]
     return dashboard("blockrag-distillation", "BlockRAG / Distillation",
-                     "Distillation runs and model version changes, as seen by the admin service. Loss, KL and "
-                     "versions are not exported as metrics yet (follow a run with blockrag-admin distill watch).",
-                     [("Runs and versions", panels)])
+                     "Distillation runs (status, progress), training loss, KL and throughput, the evaluation "
+                     "of each run and the model versions it registered and promoted.",
+                     [("Runs", runs), ("Training", training), ("Evaluation and versions", versions)])
 
 
 BUILDERS = {"serving": serving, "cache": cache, "precompute": precompute, "segmentation": segmentation,

@@ -45,6 +45,7 @@ from blockrag.errors import BlockRAGError, ConflictError, InvalidRequestError, N
 from blockrag.kvcache.index import CacheIndex
 from blockrag.prompt import PromptTemplate
 from blockrag.registry import ModelVersion, QuestionLog, Run
+from blockrag.telemetry.metrics import observe_distill_step, set_distill_evaluation
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -141,6 +142,7 @@ class DistillationJob:
             adapter = self.recipe.adapter()
             self._release_training()
             evaluation, fingerprint, active = self.evaluate(adapter)
+            set_distill_evaluation(self.tenant, evaluation)
             version, promoted = self.register(adapter, evaluation, fingerprint, active)
             self._progress({"phase": "done", "evaluation": evaluation, "version_id": version.version_id,
                             "promoted": promoted})
@@ -203,6 +205,8 @@ class DistillationJob:
         def on_step(m: StepMetrics) -> None:
             self.step = m.step
             self._progress({"phase": "training", **m.to_dict()})
+            observe_distill_step(self.tenant, step=m.step, total_steps=self.config.steps, loss=m.loss, kl=m.kl,
+                                 tokens=m.tokens)
 
         def on_checkpoint(recipe: DistillationRecipe) -> None:
             key = self.objects.save_checkpoint(recipe.state_dict())

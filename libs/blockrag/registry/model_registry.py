@@ -64,6 +64,11 @@ class ModelRegistry:
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time):
         self._engine = engine
         self._clock = clock
+        # imported here, not above: PlatformConfig's imports reach this module before the platform
+        # sets PROMETHEUS_MULTIPROC_DIR, and prometheus_client reads it at its first import
+        from blockrag.telemetry import metrics
+
+        self._metrics = metrics
 
     def register(
         self,
@@ -102,7 +107,9 @@ class ModelRegistry:
                         f"not {base_fingerprint!r}"
                     )
             conn.execute(sa.insert(model_versions), row)
-            return _get(conn, str(row["version_id"]))
+            version = _get(conn, str(row["version_id"]))
+        self._metrics.observe_version_registered(version.tenant)
+        return version
 
     def get(self, version_id: str) -> ModelVersion:
         """The version; NotFoundError if unknown."""
@@ -182,7 +189,9 @@ class ModelRegistry:
                 return version
             current = _active_id(conn, tenant)
             self._activate(conn, tenant, version_id, current, "promote")
-            return _get(conn, version_id)
+            version = _get(conn, version_id)
+        self._metrics.observe_version_change(tenant, "promote", version.promoted_at)
+        return version
 
     def rollback(self, tenant: str) -> ModelVersion | None:
         """Undo the latest promotion in effect in the scope: reactivate the version active
@@ -200,7 +209,9 @@ class ModelRegistry:
                     target = candidate
                     break
             self._activate(conn, tenant, target, current, "rollback")
-            return None if target is None else _get(conn, target)
+            version = None if target is None else _get(conn, target)
+        self._metrics.observe_version_change(tenant, "rollback", None if version is None else version.promoted_at)
+        return version
 
     def history(self, tenant: str) -> list[Promotion]:
         """The scope's promotions and rollbacks, oldest first."""

@@ -57,6 +57,12 @@ class RunStore:
     def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time):
         self._engine = engine
         self._clock = clock
+        # imported here, not above: PlatformConfig's imports reach this module before the platform
+        # sets PROMETHEUS_MULTIPROC_DIR, and prometheus_client reads it at its first import
+        from blockrag.telemetry.metrics import observe_distill_run
+
+        self._observe = observe_distill_run
+        self._observe(None)  # every status's series exists, at 0, before the first run
 
     def create(self, tenant: str, config: Mapping[str, Any], total_steps: int) -> Run:
         """A new pending run; ConflictError while another run of the scope is going."""
@@ -158,7 +164,9 @@ class RunStore:
                 values["version_id"] = version_id
             return values
 
-        return self._update(run_id, f"set run status to {status}", change)
+        run = self._update(run_id, f"set run status to {status}", change)
+        self._observe(status)  # here, once per transition, whoever moved the run
+        return run
 
     def request_cancel(self, run_id: str) -> Run:
         """Ask the run to stop (idempotent); ConflictError if it already ended."""

@@ -11,8 +11,9 @@ process's default registry.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, get_args
 
 from prometheus_client import Counter, Gauge, Histogram, values
@@ -207,6 +208,107 @@ CACHE_MAINTENANCE_REMOVED_BYTES = Counter(
     ["kind"],
 )
 
+# Block distillation: a run's steps and evaluation (blockrag.distill.job, in the Ray Train worker),
+# the statuses runs enter (RunStore) and model version changes (ModelRegistry), wherever they
+# happen. A run or version id is never a label: multiprocess mode cannot remove a series, so such
+# a label would add series with every run for as long as the files live. One run goes at a time
+# per scope, so a gauge per scope holds the scope's latest run. The scope label is the tenant
+# (bounded by TENANT_LABELS) or SHARED_SCOPE for the shared scope (""). "mostrecent": the value
+# written last wins across processes, and it stays after the worker that wrote it has exited.
+DistillRunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+DISTILL_RUN_STATUSES: tuple[str, ...] = get_args(DistillRunStatus)
+SHARED_SCOPE = "shared"
+DISTILL_RUNS = Counter(
+    "blockrag_distill_runs",
+    "Distillation runs that entered a status: running (training started), succeeded, failed or cancelled.",
+    ["status"],
+)
+DISTILL_STEPS = Counter(
+    "blockrag_distill_steps",
+    "Optimiser steps of distillation runs, by scope.",
+    ["tenant"],
+)
+DISTILL_TOKENS = Counter(
+    "blockrag_distill_tokens",
+    "Sequence tokens through the student in distillation steps (with _steps_total: tokens per step).",
+    ["tenant"],
+)
+DISTILL_LOSS = Gauge(
+    "blockrag_distill_loss",
+    "Training loss of the latest step of the scope's run (per supervised token).",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+DISTILL_KL = Gauge(
+    "blockrag_distill_kl",
+    "Mean KL(teacher || student) per supervised token of the latest step of the scope's run "
+    "(not set by block fine-tuning, which runs no teacher).",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+DISTILL_PROGRESS = Gauge(
+    "blockrag_distill_progress",
+    "Steps done out of the steps asked, of the scope's latest run (0..1).",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+# Across pods (each its own exporter) every pod that ever trained a scope keeps its last values;
+# dashboards pick the pod whose report is newest by this timestamp.
+DISTILL_UPDATED = Gauge(
+    "blockrag_distill_updated_timestamp_seconds",
+    "When this node last reported a step or an evaluation of the scope's run (unix seconds).",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+# the three models a run's evaluation scores on held-out QA questions
+EvaluatedModel = Literal["candidate", "active", "base"]
+EVALUATED_MODELS: tuple[str, ...] = get_args(EvaluatedModel)
+DISTILL_EVAL_KL = Gauge(
+    "blockrag_distill_eval_kl",
+    "Mean answer-token KL(full || block attention) on held-out QA questions in the scope's latest "
+    "evaluation: of the version the run trained (candidate), the version serving the scope (active), "
+    "and the base model.",
+    ["tenant", "model"],
+    multiprocess_mode="mostrecent",
+)
+DISTILL_EVAL_ACCURACY = Gauge(
+    "blockrag_distill_eval_accuracy",
+    "Accuracy on held-out QA questions in the scope's latest evaluation (candidate, active, base).",
+    ["tenant", "model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_VERSIONS_REGISTERED = Counter(
+    "blockrag_model_versions_registered",
+    "Model versions registered (candidates), by scope.",
+    ["tenant"],
+)
+VersionChange = Literal["promote", "rollback"]
+VERSION_CHANGES: tuple[str, ...] = get_args(VersionChange)
+MODEL_VERSION_CHANGES = Counter(
+    "blockrag_model_version_changes",
+    "Changes of a scope's active model version: promote or rollback.",
+    ["tenant", "action"],
+)
+MODEL_VERSION_ACTIVE_SINCE = Gauge(
+    "blockrag_model_version_active_since_timestamp_seconds",
+    "When the scope's active model version became active (unix seconds); 0 after a rollback to the "
+    "base model. Which version it is: blockrag-admin model list.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+
+# Precompute requests of the replicas, summed over the live ones: planned and waiting for the
+# replica's device (one batch on it at a time), or encoding on it.
+PrecomputeState = Literal["waiting", "encoding"]
+PRECOMPUTE_STATES: tuple[str, ...] = get_args(PrecomputeState)
+PRECOMPUTE_REQUESTS = Gauge(
+    "blockrag_precompute_requests",
+    "Precompute requests waiting for the replica's device (state=waiting) or encoding on it "
+    "(state=encoding), summed over the live replicas.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     TIME_TO_FIRST_TOKEN,
     INTER_TOKEN_LATENCY,
@@ -236,6 +338,19 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     CACHE_MAINTENANCE_RUNS,
     CACHE_MAINTENANCE_REMOVED_OBJECTS,
     CACHE_MAINTENANCE_REMOVED_BYTES,
+    DISTILL_RUNS,
+    DISTILL_STEPS,
+    DISTILL_TOKENS,
+    DISTILL_LOSS,
+    DISTILL_KL,
+    DISTILL_PROGRESS,
+    DISTILL_UPDATED,
+    DISTILL_EVAL_KL,
+    DISTILL_EVAL_ACCURACY,
+    MODEL_VERSIONS_REGISTERED,
+    MODEL_VERSION_CHANGES,
+    MODEL_VERSION_ACTIVE_SINCE,
+    PRECOMPUTE_REQUESTS,
 )
 
 
@@ -306,6 +421,72 @@ def observe_precompute_batch(tokens: int, seconds: float) -> None:
     PRECOMPUTE_BATCH_TOKENS.observe(tokens)
     if seconds > 0:
         PRECOMPUTE_TOKENS_PER_SECOND.set(tokens / seconds)
+
+
+def scope_label(scope: str) -> str:
+    """The tenant label of a distillation scope: SHARED_SCOPE for "", else the bounded tenant."""
+    return SHARED_SCOPE if scope == "" else TENANT_LABELS.label(scope)
+
+
+def observe_distill_run(status: DistillRunStatus | None) -> None:
+    """Count one run entering ``status``; ``None`` counts nothing but makes every status's series
+    exist at 0 (a store that may move runs, when it is made)."""
+    if status is not None and status not in DISTILL_RUN_STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {DISTILL_RUN_STATUSES}")
+    for each in DISTILL_RUN_STATUSES:
+        DISTILL_RUNS.labels(status=each).inc(1 if each == status else 0)
+
+
+def observe_distill_step(scope: str, *, step: int, total_steps: int, loss: float, kl: float | None,
+                         tokens: int) -> None:
+    """One optimiser step of the scope's run; a non-finite loss or KL leaves its gauge as it was."""
+    if not 0 < step <= total_steps:
+        raise ValueError(f"step={step} must lie in [1, total_steps={total_steps}]")
+    label = scope_label(scope)
+    DISTILL_STEPS.labels(tenant=label).inc()
+    DISTILL_TOKENS.labels(tenant=label).inc(tokens)
+    DISTILL_PROGRESS.labels(tenant=label).set(step / total_steps)
+    if math.isfinite(loss):
+        DISTILL_LOSS.labels(tenant=label).set(loss)
+    if kl is not None and math.isfinite(kl):
+        DISTILL_KL.labels(tenant=label).set(kl)
+    DISTILL_UPDATED.labels(tenant=label).set(time.time())
+
+
+def set_distill_evaluation(scope: str, evaluation: Mapping[str, float]) -> None:
+    """The scores of a run's evaluation (blockrag.distill.job: kl, accuracy, active_kl,
+    active_accuracy, base_kl, base_accuracy)."""
+    label = scope_label(scope)
+    for model, prefix in zip(EVALUATED_MODELS, ("", "active_", "base_")):
+        DISTILL_EVAL_KL.labels(tenant=label, model=model).set(evaluation[f"{prefix}kl"])
+        DISTILL_EVAL_ACCURACY.labels(tenant=label, model=model).set(evaluation[f"{prefix}accuracy"])
+    DISTILL_UPDATED.labels(tenant=label).set(time.time())
+
+
+def observe_version_registered(scope: str) -> None:
+    """Count one model version registered in ``scope``."""
+    MODEL_VERSIONS_REGISTERED.labels(tenant=scope_label(scope)).inc()
+
+
+def observe_version_change(scope: str, action: VersionChange, active_since: float | None) -> None:
+    """Count a change of the scope's active version; ``active_since``: when the version now
+    active became so (None: the base model serves the scope)."""
+    if action not in VERSION_CHANGES:
+        raise ValueError(f"unknown action {action!r}; expected one of {VERSION_CHANGES}")
+    label = scope_label(scope)
+    MODEL_VERSION_CHANGES.labels(tenant=label, action=action).inc()
+    MODEL_VERSION_ACTIVE_SINCE.labels(tenant=label).set(0.0 if active_since is None else active_since)
+
+
+def precompute_queue() -> dict[str, Gauge]:
+    """The replica's precompute request gauges by state, their series made to exist at 0.
+
+    ``with queue["waiting"].track_inprogress(): async with device_lock: ...``: each counts the
+    requests inside its block."""
+    queue = {state: PRECOMPUTE_REQUESTS.labels(state=state) for state in PRECOMPUTE_STATES}
+    for gauge in queue.values():
+        gauge.inc(0)  # the series exist before the first request: the panel has data at 0
+    return queue
 
 
 # The cumulative eviction count each service's cache reported last in this process: the counter

@@ -55,6 +55,9 @@ class Precompute(OneApplication):
                                   self.config.precompute_batch_tokens, TenantQuotas.of(self.config.quotas),
                                   compression=self.config.kv_compression)
         self.device_lock = asyncio.Lock()  # one batch on the device at a time
+        from blockrag.telemetry.metrics import precompute_queue  # after PROMETHEUS_MULTIPROC_DIR is set
+
+        self.queue = precompute_queue()  # requests waiting for the device lock, and holding it
         gate_compression(self.config, self.models.configured)
 
     @unary(SERVICE, pb.PrecomputeResponse, INTERNAL)
@@ -64,8 +67,13 @@ class Precompute(OneApplication):
         with self.models.lease(runtime):
             plan = await asyncio.to_thread(self.writer.plan, runtime, tenant, list(request.texts),
                                            recompute=request.return_kv)
-            async with self.device_lock:
-                written = await asyncio.to_thread(self.writer.encode, runtime, tenant, plan)
+            with self.queue["waiting"].track_inprogress():
+                await self.device_lock.acquire()
+            try:
+                with self.queue["encoding"].track_inprogress():
+                    written = await asyncio.to_thread(self.writer.encode, runtime, tenant, plan)
+            finally:
+                self.device_lock.release()
         by_text = {t: pb.BlockEntry(block_id=w.block_id, token_count=w.token_count, location=w.location,
                                     nbytes=w.nbytes, tier="store", computed=w.computed,
                                     kv=w.frame if request.return_kv else b"")
