@@ -30,6 +30,7 @@ EXTERNAL = {
     "externalObjectStore": {"endpoint": "s3.eu-west-1.amazonaws.com:443", "secure": True, "region": "eu-west-1",
                             "existingSecret": "rag-s3"},
     "objectStore": {"bucket": "rag-kv", "prefix": "blocks"},
+    "auth": {"adminKey": {"existingSecret": "rag-admin-key"}},  # every credential from the user's Secrets
 }
 NO_GPU = {
     "gpu": {"enabled": False},
@@ -52,7 +53,7 @@ INGRESS_AUTH = {
     "grpc": {"ingress": {"enabled": True, "className": "nginx", "host": "rag.example.com",
                          "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}}},
     "tls": {"create": True, "cert": "-----BEGIN CERTIFICATE-----\n...", "key": "-----BEGIN PRIVATE KEY-----\n..."},
-    "auth": {"apiKeys": {"create": True, "keys": {"ci": "k" * 32}}},
+    "auth": {"adminKey": {"existingSecret": "ops-admin-key", "secretKey": "key", "tenant": "ops"}},
     "serve": {"model": {"model": "/models/other", "adapter": "none"}, "args": {"question_log": True},
               "modelVolume": {"source": {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}}},
 }

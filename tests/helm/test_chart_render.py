@@ -346,7 +346,6 @@ def test_ingress_and_auth_secrets():
     backend = ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "blockrag-grpc", "port": {"name": "grpc"}}
     assert one(values, "Secret", "blockrag-tls")["type"] == "kubernetes.io/tls"
-    assert set(one(values, "Secret", "blockrag-api-keys")["data"]) == {"ci"}
     for template in _pods(values).values():
         mounts = template["spec"]["containers"][0]["volumeMounts"]
         assert {"name": "model", "mountPath": "/models", "readOnly": True} in mounts

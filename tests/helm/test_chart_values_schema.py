@@ -40,7 +40,9 @@ BAD = {
     "negative steps": ({"distillation": {"steps": -5}}, "/distillation/steps"),
     "service type": ({"grpc": {"service": {"type": "Ingress"}}}, "type"),
     "TLS Secret without a key": ({"tls": {"create": True, "cert": "PEM"}}, "/tls/key"),
-    "short API key": ({"auth": {"apiKeys": {"create": True, "keys": {"ci": "abc"}}}}, "/auth/apiKeys/keys/ci"),
+    "admin key Secret name": ({"auth": {"adminKey": {"existingSecret": "Admin_Key"}}}, "/auth/adminKey/existingSecret"),
+    "admin key of no tenant": ({"auth": {"adminKey": {"tenant": ""}}}, "/auth/adminKey/tenant"),
+    "admin key given inline": ({"auth": {"adminKey": {"key": "brk_..."}}}, "key"),
     "ray start params as numbers": ({"ray": {"head": {"rayStartParams": {"num-cpus": 0}}}}, "num-cpus"),
     "Ray version": ({"ray": {"version": "latest"}}, "/ray/version"),
 }

@@ -114,6 +114,24 @@ opens the stores. */}}
       key: {{ if .Values.minio.enabled }}rootPassword{{ else }}{{ .Values.externalObjectStore.secretKeyKey }}{{ end }}
 {{- end }}
 
+{{/* The Secret holding the first admin API key: the user's, or the chart's. */}}
+{{- define "blockrag.adminKeySecret" -}}
+{{- default (printf "%s-admin-key" (include "blockrag.fullname" .)) .Values.auth.adminKey.existingSecret }}
+{{- end }}
+
+{{/* An API key in libs/blockrag/auth/api_key.py's shape, brk_<16 hex>_<43 of [A-Za-z0-9_-]>: the
+one the existing Secret holds, else a new one. randAlphaNum draws from crypto/rand; 43 characters
+of 62 carry 256 bits, as ApiKey.generate's token_urlsafe(32). */}}
+{{- define "blockrag.generatedApiKey" -}}
+{{- $ctx := index . 0 }}{{ $name := index . 1 }}{{ $key := index . 2 }}
+{{- $existing := lookup "v1" "Secret" $ctx.Release.Namespace $name }}
+{{- if and $existing (index ($existing.data | default dict) $key) }}
+{{- index $existing.data $key | b64dec }}
+{{- else }}
+{{- printf "brk_%s_%s" (randAlphaNum 32 | sha256sum | trunc 16) (randAlphaNum 43) }}
+{{- end }}
+{{- end }}
+
 {{/* A generated password that survives upgrades: the one in the existing Secret when there is one. */}}
 {{- define "blockrag.keptSecret" -}}
 {{- $ctx := index . 0 }}{{ $name := index . 1 }}{{ $key := index . 2 }}{{ $given := index . 3 }}

@@ -48,9 +48,10 @@ class KeyStore:
         self._engine = engine
         self._clock = clock
 
-    def create(self, tenant: str, role: Role, label: str = "") -> tuple[KeyRecord, ApiKey]:
-        """A new key; the returned ApiKey's text is the only copy of the secret."""
-        key = ApiKey.generate()
+    def create(self, tenant: str, role: Role, label: str = "", *, key: ApiKey | None = None) -> tuple[KeyRecord, ApiKey]:
+        """A new key; the returned ApiKey's text is the only copy of the secret. ``key``: store
+        this one instead of a generated one (its id must be new)."""
+        key = key or ApiKey.generate()
         row = dict(key_id=key.key_id, tenant=_tenant(tenant), role=Role(role).label, secret_hash=key.digest,
                    label=d.text(label, "label", empty=True)[:255], created_at=self._clock(), revoked_at=None)
         with transaction(self._engine, "create API key", write=True) as conn:
@@ -60,12 +61,38 @@ class KeyStore:
     def create_first_admin(self, tenant: str, label: str = "bootstrap", *, force: bool = False) -> tuple[KeyRecord, ApiKey]:
         """An admin key when no active admin key exists (ConflictError otherwise, unless
         ``force``: the way back in when every admin key is lost)."""
+        self._no_admin_unless(force)
+        return self.create(tenant, Role.ADMIN, label)
+
+    def import_first_admin(self, key: ApiKey, tenant: str, label: str = "bootstrap", *,
+                           force: bool = False) -> tuple[KeyRecord, bool]:
+        """``create_first_admin`` with a key made elsewhere (e.g. kept in a Kubernetes Secret), and
+        whether it was stored now. When that very key is stored already nothing changes and its
+        record comes back with False, revoked or not (a revoked key stays revoked), so a hook that
+        runs at every upgrade is harmless. Its id stored with another secret: ConflictError."""
+        stored = self._stored(key)
+        if stored is not None:
+            return stored, False
+        self._no_admin_unless(force)
+        return self.create(tenant, Role.ADMIN, label, key=key)[0], True
+
+    def _no_admin_unless(self, force: bool) -> None:
         admins = self.admins()
         if admins and not force:
             raise ConflictError(
                 f"an admin key exists already ({admins[0].key_id}): create further keys with "
                 f"`blockrag-admin --api-key <admin key> keys create`, or pass --force if every admin key is lost")
-        return self.create(tenant, Role.ADMIN, label)
+
+    def _stored(self, key: ApiKey) -> KeyRecord | None:
+        """The record of ``key`` when stored (None when its id is unknown); ConflictError when its
+        id is stored with another secret."""
+        with transaction(self._engine, "read API key") as conn:
+            row = conn.execute(sa.select(api_keys).where(_K.key_id == key.key_id)).one_or_none()
+        if row is None:
+            return None
+        if not key.matches(row.secret_hash):
+            raise ConflictError(f"another key with id {key.key_id} is stored: this key cannot be imported")
+        return _record(row._asdict())
 
     def admins(self) -> list[KeyRecord]:
         """The active admin keys."""
