@@ -48,11 +48,12 @@ class BlockAttentionEngine:
     fuse: compile the model's RMSNorm and MLP modules for large inputs (precompute), in place;
     default: on CUDA where Triton exists (fusion.py says why and what it buys).
     cuda_graphs: replay the final block's forward from CUDA graphs for contexts up to
-    graph_context_tokens and questions up to 256 tokens, and a lone answer's decode steps for up
-    to graph_decode_tokens after them (graphs.py); default: on CUDA where Triton exists and the
-    attention is block_sdpa. The workspace takes (graph_context_tokens + 256 +
-    graph_decode_tokens) x the KV bytes of a token of GPU memory (4.4 GB at 32K on an 8B model),
-    allocated at first use.
+    graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
+    exists and the attention is block_sdpa. graph_decode_tokens > 0: a lone answer of up to that
+    many tokens also replays its decode steps from a graph, in the workspace it holds; 0 (the
+    default until tests/gpu/test_decode_graphs.py has passed on a GPU: written without one) keeps
+    decoding eager. The workspace takes (graph_context_tokens + 256 + graph_decode_tokens) x the
+    KV bytes of a token of GPU memory (4.3 GB at 32K on an 8B model), allocated at first use.
     sink_token_id: block sink tokens (block distillation): every context block is preceded by
     this token, which only that block's tokens see. Its KV depends on nothing but the model (it
     sits alone at the block's first position), so it is computed once (`sink`) and placed before
@@ -70,7 +71,7 @@ class BlockAttentionEngine:
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
-                 graph_decode_tokens: int = 1024,
+                 graph_decode_tokens: int = 0,
                  sink_token_id: int | None = None, opening: Opening | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(

@@ -13,11 +13,13 @@ one launch. A graph is tied to the addresses and shapes it was captured with, so
 After the replay of `prefill` the prompt's KV (context + question) is copied into a cache of
 its own, so decoding and the next prompt never share the workspace.
 
-A lone answer (`engine.generate`) instead holds the workspace for its whole length (`hold`): its
+With decode_tokens > 0 (engine: graph_decode_tokens; off by default until the GPU tests of
+tests/gpu/test_decode_graphs.py have run), a lone answer (`engine.generate`) instead holds the
+workspace for its whole length (`hold`): its
 prompt stays where the prefill put it (no copy out: ~2 ms at 32K on an 8B model) and every
 decode step replays a one-token graph over it (`decode`). Eagerly a decode step is ~1000 kernel
-launches of Python (about 40 ms a token at 32K on an 8B model, where reading the weights and the
-KV takes ~5); replayed it is one launch. While a hold lasts, other prompts take the eager path
+launches of Python (41.5 ms a token at 32K on an 8B model, measured for issue 12, where reading
+the weights and the KV takes under 5); replayed it is one launch. While a hold lasts, other prompts take the eager path
 (`prefill` returns None), so no two sequences ever share the workspace.
 """
 
@@ -76,8 +78,8 @@ class PrefillGraphs:
     may fill (context, question and answer)."""
 
     def __init__(self, model, num_layers: int, num_kv_heads: int, head_dim: int, context_tokens: int,
-                 dtype: torch.dtype, device: torch.device, decode_tokens: int = 1024):
-        self.model, self.device = model, device
+                 dtype: torch.dtype, device: torch.device, decode_tokens: int = 0):
+        self.model, self.device, self.decode_tokens = model, device, decode_tokens
         self.capacity = context_tokens + BUCKETS[-1] + decode_tokens
         self.workspace = GraphWorkspace(num_layers, num_kv_heads, head_dim, self.capacity, dtype, device)
         self.kv_length = torch.zeros((), dtype=torch.int64, device=device)
@@ -98,8 +100,9 @@ class PrefillGraphs:
 
     def hold(self, context_tokens: int, question_tokens: int, new_tokens: int) -> bool:
         """Take the workspace for one answer (prefill_held, decode..., release); False when
-        another answer holds it or the answer would not fit: the caller goes eager."""
-        if not self.fits(context_tokens, question_tokens, new_tokens):
+        decoding is not graphed (decode_tokens 0), another answer holds it or the answer would
+        not fit: the caller goes eager."""
+        if not self.decode_tokens or not self.fits(context_tokens, question_tokens, new_tokens):
             return False
         with self.lock:
             if self.held:
