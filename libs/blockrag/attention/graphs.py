@@ -15,12 +15,12 @@ its own, so decoding and the next prompt never share the workspace.
 
 With decode_tokens > 0 (engine: graph_decode_tokens; off by default until the GPU tests of
 tests/gpu/test_decode_graphs.py have run), a lone answer (`engine.generate`) instead holds the
-workspace for its whole length (`hold`): its
-prompt stays where the prefill put it (no copy out: ~2 ms at 32K on an 8B model) and every
-decode step replays a one-token graph over it (`decode`). Eagerly a decode step is ~1000 kernel
-launches of Python (41.5 ms a token at 32K on an 8B model, measured for issue 12, where reading
-the weights and the KV takes under 5); replayed it is one launch. While a hold lasts, other prompts take the eager path
-(`prefill` returns None), so no two sequences ever share the workspace.
+workspace for its whole length (`hold`): its prompt stays where the prefill put it (no copy out:
+~2 ms at 32K on an 8B model) and every decode step replays a one-token graph over it (`decode`).
+Eagerly a decode step is ~1000 kernel launches of Python (41.5 ms a token at 32K on an 8B model,
+measured for issue 12, where reading the weights and the KV takes under 5); replayed it is one
+launch. While a hold lasts, other prompts take the eager path (`prefill` returns None), so no
+two sequences ever share the workspace.
 """
 
 from __future__ import annotations
