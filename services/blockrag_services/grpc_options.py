@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ray.serve.config import gRPCOptions
 
+from blockrag.defaults import GRPC_PORT
 from blockrag_services import proxy_status
 from blockrag_services.wire import SERVICES, add_service
 
@@ -46,10 +47,9 @@ SERVICER_FUNCTIONS = [
     "blockrag_services.grpc_options.add_admin_to_server",
     "blockrag_services.health.add_health_to_server",
 ]
-DEFAULT_GRPC_PORT = 50051  # not Serve's 9000, which MinIO also takes
 
 
-def grpc_options(port: int = DEFAULT_GRPC_PORT) -> gRPCOptions:
+def grpc_options(port: int = GRPC_PORT) -> gRPCOptions:
     """The proxy's options; PlatformStartError first where Ray's proxy cannot be patched
     (proxy_status.check), rather than a proxy that fails to start."""
     proxy_status.check()

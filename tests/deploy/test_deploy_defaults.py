@@ -1,5 +1,5 @@
 """The files that must restate a default of blockrag.defaults (the Serve configs, the Helm chart)
-state the same value: they cannot drift apart."""
+state the same value, and no Python source restates one: they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -62,3 +62,17 @@ def test_cache_maintenance_runs_at_the_default_interval():
 
     assert CacheMaintenance().interval_s == defaults.CACHE_MAINTENANCE_INTERVAL_S > 0
 
+
+# a default port written in any other Python source would be a second owner
+RESTATED = {str(defaults.GRPC_PORT), str(defaults.HTTP_PORT), str(defaults.METRICS_PORT)}
+
+
+def test_no_python_source_restates_a_default_port():
+    offenders = []
+    for path in [*(ROOT / "libs" / "blockrag").rglob("*.py"), *(ROOT / "services").rglob("*.py")]:
+        if path.name == "defaults.py" or "/v1/" in path.as_posix():  # the owner; generated protos
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if any(re.search(rf"(?<![\w.]){port}(?![\w.])", line) for port in RESTATED):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "import the port from blockrag.defaults instead:\n" + "\n".join(offenders)
