@@ -322,6 +322,12 @@ class CacheIndex:
         deleted: list[str] = []
         with self._transaction("forget blocks", write=True) as conn:
             for chunk in chunks(sorted(set(ids))):
+                # The rows first, then "nothing uses them" in a statement of its own: PostgreSQL's
+                # statement sees what committed before it began, so a DELETE that checked, then
+                # waited on a row, missed an intent committed meanwhile and deleted a block a
+                # write was under way for. Locked first, the check comes after such a writer
+                # (begin_writes holds its blocks' rows) and sees its intent. (SQLite: one writer.)
+                conn.execute(sa.select(b.block_id).where(b.tenant == tenant, b.block_id.in_(chunk)).with_for_update())
                 deleted += conn.execute(sa.delete(db.blocks).where(b.tenant == tenant, b.block_id.in_(chunk), *unused)
                                         .returning(b.block_id)).scalars()
         return sorted(deleted)
@@ -479,7 +485,8 @@ class CacheIndex:
         tenant = _tenant(tenant)
         rows = self._entry_rows(tenant, entries)
         with self._transaction("begin writes", write=True) as conn:
-            _check_registered(conn, tenant, sorted({str(r["block_id"]) for r in rows}))
+            # the blocks' rows held until the intents commit: forget_blocks then sees them
+            _check_registered(conn, tenant, sorted({str(r["block_id"]) for r in rows}), lock=True)
             begin_writes(conn, tenant, [(str(r["location"]), str(r["block_id"]), str(r["model_version"]))
                                         for r in rows], self._clock())
 
@@ -685,12 +692,16 @@ def _entry(entry: KVEntry) -> KVEntry:
     return entry
 
 
-def _check_registered(conn: sa.Connection, tenant: str, wanted: list[str]) -> None:
-    """InvalidRequestError unless every id of ``wanted`` (sorted) is a registered block."""
+def _check_registered(conn: sa.Connection, tenant: str, wanted: list[str], *, lock: bool = False) -> None:
+    """InvalidRequestError unless every id of ``wanted`` (sorted) is a registered block. ``lock``:
+    hold their rows until the transaction ends (PostgreSQL's FOR KEY SHARE: a delete waits, an
+    update of the token count does not)."""
     b = db.blocks.c
     known: set[str] = set()
     for chunk in chunks(wanted):
         query = sa.select(b.block_id).where(b.tenant == tenant, b.block_id.in_(chunk))
+        if lock:
+            query = query.with_for_update(read=True, key_share=True)
         known.update(conn.execute(query).scalars())
     missing = [i for i in wanted if i not in known]
     if missing:
