@@ -18,6 +18,8 @@ path in the config, which the loader extends section by section:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 import typing
 from typing import Annotated, Any
 
@@ -54,27 +56,21 @@ def check(config: Any) -> None:
             raise SettingError(name, _problem(e.errors(), value, optional)) from None
 
 
-_ADAPTERS: dict[type, dict[str, tuple[TypeAdapter, bool]]] = {}
-
-
+@functools.cache
 def _adapters(kind: type) -> dict[str, tuple[TypeAdapter, bool]]:
     """Per class, once: field name -> (its validator, whether null is allowed), for the fields
-    whose annotation carries constraints (Annotated, alone or in a union with None)."""
-    if kind not in _ADAPTERS:
-        hints = typing.get_type_hints(kind, include_extras=True)
-        adapters = {}
-        for f in dataclasses.fields(kind):
-            hint = hints[f.name]
-            parts = typing.get_args(hint) if _is_union(hint) else (hint,)
-            if any(typing.get_origin(p) is Annotated or typing.get_origin(p) is typing.Literal for p in parts):
-                adapters[f.name] = (TypeAdapter(hint), type(None) in parts)
-        _ADAPTERS[kind] = adapters
-    return _ADAPTERS[kind]
+    whose annotation carries constraints (Annotated or Literal, alone or in a union with None)."""
+    hints = typing.get_type_hints(kind, include_extras=True)
+    adapters = {}
+    for f in dataclasses.fields(kind):
+        hint = hints[f.name]
+        parts = typing.get_args(hint) if _is_union(hint) else (hint,)
+        if any(typing.get_origin(p) in (Annotated, typing.Literal) for p in parts):
+            adapters[f.name] = (TypeAdapter(hint), type(None) in parts)
+    return adapters
 
 
 def _is_union(hint: Any) -> bool:
-    import types
-
     return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
