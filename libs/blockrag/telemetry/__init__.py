@@ -24,11 +24,12 @@ from blockrag.telemetry.metrics import (
     set_replica_cache,
     time_segmentation,
 )
-from blockrag.telemetry.tenant_labels import OTHER, TENANT_LABELS, TenantLabels
+from blockrag.telemetry.tenant_labels import OTHER, TENANT_LABELS, TenantLabels, learn_tenant
 
 __all__ = [
     "OTHER",
     "TENANT_LABELS",
+    "learn_tenant",
     "TenantLabels",
     "ALL_METRICS",
     "AnswerGauges",

@@ -72,3 +72,10 @@ class TenantLabels:
 
 
 TENANT_LABELS = TenantLabels()  # the one the metrics helpers label through (blockrag.telemetry.metrics)
+
+
+def learn_tenant(tenant: str) -> None:
+    """TENANT_LABELS.learn, as a function: a Serve deployment's methods are pickled with the
+    globals they name, and TenantLabels holds a lock (it cannot be pickled); a function of an
+    importable module is pickled by reference."""
+    TENANT_LABELS.learn(tenant)

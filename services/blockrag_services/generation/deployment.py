@@ -32,7 +32,7 @@ from blockrag.resolve import BlockRef, BlockResolver, IngestLimits, ResolveLimit
 from blockrag.resolve.ingest_calls import PER_DOCUMENT, write_in_calls
 from blockrag.scheduler import AnswerScheduler
 from blockrag.served_models import ServedModels
-from blockrag.telemetry import TENANT_LABELS, TokenStreamTimer
+from blockrag.telemetry import TokenStreamTimer, learn_tenant
 from blockrag.text_stream import TextStream
 from blockrag.v1 import cache_index_pb2 as index_pb
 from blockrag.v1 import generation_pb2 as pb
@@ -132,7 +132,7 @@ class Generation(OneApplication):
             documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids,
                                                  block_tokens=[s.token_count for s in blocks.blocks]))
         if documents:
-            TENANT_LABELS.learn(tenant)  # its first ask is labelled by name (TenantLabels.learn)
+            learn_tenant(tenant)  # its first ask is labelled by name (TenantLabels.learn)
         if failed:
             log.warning("ingest into collection %r of tenant %r: %d of %d document(s) not written (first: %r): %s",
                         request.collection, tenant, len(failed), len(request.documents), failed[0].document_id,
