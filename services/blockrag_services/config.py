@@ -115,7 +115,10 @@ class PlatformConfig:
     limits: Limits = field(default_factory=Limits)
     quotas: Quotas = field(default_factory=Quotas)
     resources: Resources = field(default_factory=Resources)  # this application's (resources.py)
-    replica_cache_bytes: Count = 512 << 20  # generation's in-memory LRU of decoded blocks
+    replica_cache_bytes: Count = 512 << 20  # generation's in-memory LRU of decoded blocks (GPU memory on a GPU)
+    # on a GPU replica, a second tier of pinned host memory that blocks evicted from GPU memory move
+    # to (the engine reads them in place; a hit promotes them back): blockrag.kvcache.tiers
+    replica_pinned_cache_bytes: Count = 0
     # generation's answers decoded together per model version (blockrag.scheduler): slots x
     # slot_tokens positions of KV, allocated at a version's first answer (the default model on a
     # CPU: 46 KB a position, 566 MB for 4 x 3072), and how many answers may wait beyond them

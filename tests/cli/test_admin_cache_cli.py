@@ -21,7 +21,14 @@ class Recorder(admin_pb2_grpc.AdminServiceServicer):
 
     def CacheStats(self, request, context):
         self.requests.append(request)
-        return admin_pb2.CacheStatsResponse(tenants=[admin_pb2.TenantBytes(tenant="acme", entries=3, bytes=3 << 20)])
+        tiers = [admin_pb2.MemoryTierStats(tier="device", entries=2, bytes=2 << 20, capacity_bytes=8 << 20, hits=7,
+                                           misses=3),
+                 admin_pb2.MemoryTierStats(tier="pinned", entries=1, bytes=1 << 20, capacity_bytes=4 << 20, hits=2,
+                                           misses=1)]
+        replica = admin_pb2.ReplicaCacheStats(replica="g#1", entries=3, bytes=3 << 20, capacity_bytes=12 << 20, hits=9,
+                                              misses=1, tiers=tiers)
+        return admin_pb2.CacheStatsResponse(tenants=[admin_pb2.TenantBytes(tenant="acme", entries=3, bytes=3 << 20)],
+                                            replicas=[replica])
 
     def SweepCache(self, request, context):
         self.requests.append(request)
@@ -56,6 +63,9 @@ def test_stats_show_each_tenant(server):
     out = invoke("cache", "stats", "--tenant", "acme")
     assert server.requests == [admin_pb2.CacheStatsRequest(tenant="acme")]
     assert "acme │ 3 │ 3.0 MiB" in out
+    # a row per tier, fastest first, then the replica's total
+    assert "g#1 │ device │ 2 │ 2.0 MiB │ 8.0 MiB │ 7 │ 3" in out and "g#1 │ pinned │ 1 │ 1.0 MiB │ 4.0 MiB │ 2 │ 1" in out
+    assert out.index("device") < out.index("pinned") < out.index("g#1 │ all │ 3 │ 3.0 MiB │ 12.0 MiB │ 9 │ 1")
 
 
 def test_sweep(server):

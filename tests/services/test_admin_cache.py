@@ -48,7 +48,9 @@ class Remote:
 
 @pytest.fixture
 def admin(config, stores):
-    replica = dict(replica="generation#1", entries=2, bytes=64, capacity_bytes=1 << 20, hits=5, misses=1)
+    tiers = [dict(tier="device", entries=1, bytes=32, capacity_bytes=1 << 19, hits=4, misses=2, evictions=0),
+             dict(tier="pinned", entries=1, bytes=32, capacity_bytes=1 << 19, hits=1, misses=1, evictions=3)]
+    replica = dict(replica="generation#1", entries=2, bytes=64, capacity_bytes=1 << 20, hits=5, misses=1, tiers=tiers)
     handles = {"cache_index": SimpleNamespace(Stats=Remote(lambda request: index_pb.StatsResponse(entries=6))),
                "generation": SimpleNamespace(replica_cache_stats=Remote(lambda: replica))}
     runner = SimpleNamespace()  # no distillation here: never called
@@ -101,6 +103,8 @@ def test_stats_give_each_tenants_bytes(admin, stores):
     entries(stores, "acme", 4, 100), entries(stores, "other", 2, 10)
     reply = call(admin.CacheStats(pb.CacheStatsRequest()))
     assert reply.index.entries == 6 and reply.replicas[0].hits == 5
+    assert [(t.tier, t.hits, t.misses, t.evictions) for t in reply.replicas[0].tiers] == [("device", 4, 2, 0),
+                                                                                          ("pinned", 1, 1, 3)]
     assert [(t.tenant, t.entries, t.bytes) for t in reply.tenants] == [("acme", 4, 400), ("other", 2, 20)]
     one = call(admin.CacheStats(pb.CacheStatsRequest(tenant="other")))
     assert [(t.tenant, t.bytes) for t in one.tenants] == [("other", 20)]

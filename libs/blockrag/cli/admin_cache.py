@@ -57,10 +57,15 @@ def cache_stats(ctx: typer.Context, address: Address = None, tenant: Annotated[s
         for t in reply.tenants:
             tenants.add_row(t.tenant, str(t.entries), _bytes(t.bytes))
         console.print(tenants)
-    replicas = Table("replica", "entries", "bytes", "capacity", "hits", "misses", title="Generation replicas (memory tier)",
-                     title_justify="left")
+    replicas = Table("replica", "tier", "entries", "bytes", "capacity", "hits", "misses",
+                     title="Generation replicas (memory tiers, fastest first)", title_justify="left")
     for r in reply.replicas:
-        replicas.add_row(r.replica, str(r.entries), _bytes(r.bytes), _bytes(r.capacity_bytes), str(r.hits), str(r.misses))
+        for t in r.tiers:
+            replicas.add_row(r.replica, t.tier, str(t.entries), _bytes(t.bytes), _bytes(t.capacity_bytes), str(t.hits),
+                             str(t.misses))
+        if len(r.tiers) != 1:  # one tier: its row is the total
+            replicas.add_row(r.replica, "all", str(r.entries), _bytes(r.bytes), _bytes(r.capacity_bytes), str(r.hits),
+                             str(r.misses))
     console.print(replicas)
 
 

@@ -54,24 +54,32 @@ class ByteLRU(Generic[K, V]):
             self._hits += 1
             return item[0]
 
-    def put(self, key: K, value: V, nbytes: int) -> None:
-        """Insert or replace ``key``, evicting least recently used entries to make room.
+    def put(self, key: K, value: V, nbytes: int) -> list[tuple[K, V, int]]:
+        """Insert or replace ``key``, evicting least recently used entries to make room; returns
+        the evicted (key, value, nbytes), oldest first (a slower tier may keep them: tiers.py).
 
         A value larger than the whole capacity is not kept (and drops any older value of the
         key, which would otherwise be served stale).
         """
         if not isinstance(nbytes, int) or nbytes < 0:
             raise ValueError(f"nbytes must be an int >= 0, got {nbytes!r}")
+        evicted: list[tuple[K, V, int]] = []
         with self._lock:
             self._remove(key)
             if nbytes > self._capacity:
-                return
+                return evicted
             while self._bytes + nbytes > self._capacity:
-                _, (_, dropped) = self._items.popitem(last=False)
+                old, (held, dropped) = self._items.popitem(last=False)
                 self._bytes -= dropped
                 self._evictions += 1
+                evicted.append((old, held, dropped))
             self._items[key] = (value, nbytes)
             self._bytes += nbytes
+        return evicted
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self._capacity
 
     def pop(self, key: K) -> V | None:
         """Remove ``key``; its value, or None if absent."""
@@ -121,12 +129,13 @@ class CompressedKVLRU(ByteLRU):
         held = super().get(key)
         return None if held is None else held.decompress()
 
-    def put(self, key, value, nbytes: int | None = None) -> None:
-        """Compress ``value`` (a BlockKV) and keep it; ``nbytes`` is ignored (see the class)."""
+    def put(self, key, value, nbytes: int | None = None) -> list:
+        """Compress ``value`` (a BlockKV) and keep it; ``nbytes`` is ignored (see the class).
+        Evicted blocks come back decompressed."""
         from blockrag.kvcache.quantize import compress
 
         held = compress(value, self.compression)
-        super().put(key, held, held.nbytes)
+        return [(k, v.decompress(), n) for k, v, n in super().put(key, held, held.nbytes)]
 
     def pop(self, key):
         held = super().pop(key)

@@ -1,6 +1,7 @@
 """BlockResolver: the KV of a request's context blocks, from the nearest tier that has it.
 
-    memory (this process's LRU of decoded blocks, bounded in bytes)
+    memory (this process's tiers of decoded blocks, each bounded in bytes: GPU memory then
+            pinned host memory on a GPU replica, host memory on a CPU one; kvcache/tiers.py)
       -> store (the cache index says where each entry lives; the objects are fetched
          concurrently, checksum, model fingerprint, tenant and block id verified; hits counted off the path)
       -> encoder (ONE call for every block still missing; its answer carries the KV)
@@ -27,6 +28,7 @@ from blockrag.errors import NotFoundError
 from blockrag.kvcache import CacheKey
 from blockrag.kvcache.index import DEFAULT_TENANT, LookupRow
 from blockrag.kvcache.memory_tier import ByteLRU
+from blockrag.kvcache.tiers import MemoryTiers
 from blockrag.resolve.block_ref import TIERS, BlockRef, Resolution, ResolvedBlock, Tier
 from blockrag.resolve.encoder import BlockEncoder, Progress, Runtime
 from blockrag.resolve.limits import ResolveLimits
@@ -37,7 +39,8 @@ MAX_PREFIXES = 4  # model versions whose opening block stays pinned (a replica s
 
 
 class BlockResolver:
-    def __init__(self, encoder: BlockEncoder, *, store: StoreTier | None = None, memory: ByteLRU | None = None,
+    def __init__(self, encoder: BlockEncoder, *, store: StoreTier | None = None,
+                 memory: ByteLRU | MemoryTiers | None = None,
                  limits: ResolveLimits = ResolveLimits(), engine_lock: asyncio.Lock | None = None,
                  service: str | None = None, exact_first_passage: bool = True):
         """``store``: None keeps nothing between processes (every miss is encoded);
@@ -48,7 +51,7 @@ class BlockResolver:
         read as full attention reads it (`_lead`)."""
         self.encoder, self.store, self.limits, self.service = encoder, store, limits, service
         self.exact_first_passage = exact_first_passage
-        self.memory: ByteLRU = memory if memory is not None else ByteLRU(0)
+        self.memory: ByteLRU | MemoryTiers = memory if memory is not None else ByteLRU(0)
         self.engine_lock = engine_lock or asyncio.Lock()
         self._prefixes: OrderedDict[str, BlockKV] = OrderedDict()  # version -> opening block
         if service is not None and store is not None:

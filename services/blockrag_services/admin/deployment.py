@@ -109,7 +109,10 @@ class Admin(OneApplication):
         usage = await asyncio.to_thread(self.stores.index.usage)
         tenants = [pb.TenantBytes(tenant=u.tenant, entries=u.entries, bytes=u.bytes) for u in usage
                    if not request.tenant or u.tenant == request.tenant]
-        return pb.CacheStatsResponse(index=index, replicas=[pb.ReplicaCacheStats(**replica)], tenants=tenants)
+        totals = {k: v for k, v in replica.items() if k != "tiers"}
+        tiers = [pb.MemoryTierStats(**t) for t in replica.get("tiers", [])]
+        return pb.CacheStatsResponse(index=index, replicas=[pb.ReplicaCacheStats(**totals, tiers=tiers)],
+                                     tenants=tenants)
 
     @unary(SERVICE, pb.SweepCacheResponse, ADMIN)
     async def SweepCache(self, request: pb.SweepCacheRequest) -> pb.SweepCacheResponse:

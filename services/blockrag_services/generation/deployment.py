@@ -16,6 +16,7 @@ distillation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -24,7 +25,7 @@ from ray import serve
 from blockrag import names
 from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
-from blockrag.kvcache.memory_tier import host_tier
+from blockrag.kvcache.tiers import replica_tiers
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry, QuestionLog
@@ -71,7 +72,8 @@ class Generation(OneApplication):
         self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
                                    store, warm=self._warm, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models)
-        self.lru = host_tier(self.config.replica_cache_bytes, self.config.kv_compression)
+        self.lru = replica_tiers(self.config.model.resolved_device(), self.config.replica_cache_bytes,
+                                 self.config.replica_pinned_cache_bytes, self.config.kv_compression)
         # the engine's users take turns: each step of the answers decoded together (one
         # AnswerScheduler per model version), block encoding, warm-up
         self.engine_lock = asyncio.Lock()
@@ -307,7 +309,8 @@ class Generation(OneApplication):
     async def replica_cache_stats(self) -> dict:
         s = self.lru.stats()
         return {"replica": serve.get_replica_context().replica_id.unique_id, "entries": s.entries, "bytes": s.bytes,
-                "capacity_bytes": s.capacity_bytes, "hits": s.hits, "misses": s.misses}
+                "capacity_bytes": s.capacity_bytes, "hits": s.hits, "misses": s.misses,
+                "tiers": [{"tier": name, **dataclasses.asdict(t)} for name, t in self.lru.tier_stats().items()]}
 
     async def ready(self) -> str:
         return "ok"
