@@ -2,10 +2,10 @@
 reference, list, evict, overwrite or get a cache hit from tenant A's blocks and entries; none of
 it may succeed.
 
-One platform for the module with authentication on (`blockrag up --auth`, tests/fixtures/platform.py),
-its keys made on the index database before it starts: an admin (platform-wide: AdminService
-requests name tenants as scopes, so there is no per-tenant admin to attack with), A's writer and
-reader, B's reader and writer. A ingests documents holding secret strings; then B makes at least
+The package's platform with authentication on (`blockrag up --auth`, tests/e2e_auth/conftest.py),
+its keys made before it starts: the bootstrap's admin (platform-wide: AdminService requests name
+tenants as scopes, so there is no per-tenant admin to attack with), A's writer and reader, B's
+reader and writer. A ingests documents holding secret strings; then B makes at least
 1000 attempts, seeded (random.Random), spread over every public RPC (Generate with A's collection
 names, block ids, document ids and exact block texts; Ingest over A's collections and document
 ids) and every internal and admin RPC (which must refuse B's keys). Per attempt: no reply or
@@ -13,7 +13,7 @@ error text holds one of A's secrets or ids that B did not send itself; a Generat
 B's own, and a block B never had is computed, never a cache hit. Afterwards A's rows are
 unchanged and A's Generate still answers from its cache as before.
 
-Runs in the default suite (one platform start, then mostly refusals and lookups).
+Runs in the default suite (the package's one platform start, then mostly refusals and lookups).
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import time
 import grpc
 import pytest
 import sqlalchemy as sa
-from fixtures.platform import start_platform, stop_platform
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from blockrag.auth import KeyStore, Role
 from blockrag.kvcache.index import block_id_for, open_index_engine
 from blockrag.kvcache.index_schema import metadata as index_tables
 from blockrag.v1 import admin_pb2, cache_index_pb2, generation_pb2, precompute_pb2, segmentation_pb2
@@ -71,28 +69,8 @@ def call(channel, app: str, method: str, request: Message, key: str | None):
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    state = tmp_path_factory.mktemp("isolation-platform")
-    engine = open_index_engine(f"sqlite:///{state / 'index.db'}")
-    try:
-        store = KeyStore(engine)
-        keys = {name: store.create(tenant, role, name)[1].text for name, tenant, role in [
-            ("admin", "ops", Role.ADMIN), ("a_writer", A, Role.WRITER), ("a_reader", A, Role.READER),
-            ("b_reader", B, Role.READER), ("b_writer", B, Role.WRITER)]}
-    finally:
-        engine.dispose()
-    began = time.monotonic()
-    running = start_platform(state, "--auth")
-    running.started = began
-    running.keys = keys
-    yield running
-    code = stop_platform(running)
-    assert code == 0, f"`blockrag up` did not stop cleanly (exit {code}):\n{running.log_tail()}"
-
-
-@pytest.fixture(scope="module")
-def channel(platform):
-    with grpc.insecure_channel(platform.grpc) as c:
+def channel(auth_platform):
+    with grpc.insecure_channel(auth_platform.grpc) as c:
         yield c
 
 
@@ -283,7 +261,8 @@ class Attacker:
         return code, details, replies
 
 
-def test_tenant_b_cannot_reach_tenant_a(platform, channel):
+def test_tenant_b_cannot_reach_tenant_a(auth_platform, channel):
+    platform = auth_platform
     started = time.monotonic()
     print(f"platform up in {started - platform.started:.1f} s")
     keys = platform.keys
