@@ -15,7 +15,7 @@ This depends on Ray's internals, so it is pinned: `check` (at platform start, in
 `install` (in the proxy, from the servicer functions of grpc_options) refuse a Ray version other
 than TESTED_RAY, or a proxy lacking the function with the parameters it had. After upgrading Ray:
 read proxy.py's callers of get_grpc_response_status, run
-    .venv/bin/python -m pytest -m slow tests/faults/test_platform_faults.py -k replica
+    .venv/bin/python -m pytest tests/faults/test_platform_faults.py -k replica
 then update TESTED_RAY.
 """
 

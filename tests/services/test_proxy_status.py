@@ -1,7 +1,7 @@
 """The gRPC proxy's status for a call whose replica died (proxy_status.py): installed by the
 servicer functions in the process that runs them, pinned to the Ray it was tested on. The
 platform test that kills a replica under a streaming call is
-tests/faults/test_platform_faults.py (slow)."""
+tests/faults/test_platform_faults.py."""
 
 from __future__ import annotations
 
