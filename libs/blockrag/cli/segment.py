@@ -72,6 +72,25 @@ def build_prose(
     _summary(instances, write_jsonl(out, instances), out)
 
 
+@app.command("build-dialogue")
+def build_dialogue(
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    split: Annotated[str, typer.Option(help="train (the prose sources of build-prose) or held_out (the Rust books).")] = "train",
+    n: Annotated[int, typer.Option(help="Instances (4-8 conversations of different documents each).")] = 100,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Dialogue that only content can segment: conversations of two alternating speakers, one
+    turn a line, joined with the alternation unbroken (segment/train/dialogue.py: sources, licences)."""
+    from blockrag.segment.data import write_jsonl
+    from blockrag.segment.train.dialogue import build_dialogue as build
+
+    if split not in ("train", "held_out"):
+        raise typer.BadParameter(f"--split must be train or held_out, got {split!r}")
+    with console.status("Reading the dialogue sources..."):
+        instances = build(split=split, n=n, seed=seed)
+    _summary(instances, write_jsonl(out, instances), out)
+
+
 def _summary(instances: list, written: int, out: Path) -> None:
     from blockrag.segment.data import summarize
 
