@@ -14,7 +14,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.kvcache import migrations
 from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.index_engine import IndexConfig, create_index_engine
-from blockrag.kvcache.index_search import COUNTED_BLOCKS, MAX_CANDIDATES, MAX_K, search_terms
+from blockrag.kvcache.index_search import COUNTED_BLOCKS, MAX_CANDIDATES, MAX_K, MAX_RANKED, search_terms
 from fixtures.postgres import fresh_database
 
 TABLES = ("kv_entries", "document_blocks", "documents", "blocks")
@@ -252,6 +252,19 @@ def test_common_words_alone_select_the_least_common(index: CacheIndex) -> None:
     assert [h.block_id for h in index.search("acme", "docks", "the harbour", 10)] == [mine]
     assert index.search("globex", "docks", "the harbour", 10) == []
 
+
+
+def test_a_question_naming_nothing_ranks_at_most_max_ranked_blocks(index: CacheIndex) -> None:
+    # Every word of the question is in all 500 blocks: its least common word selects all of
+    # them, and only the first MAX_RANKED are ranked (a search costs the same at 500 blocks or
+    # 50,000). A question naming a product still finds every block that names it.
+    ids = index.register_blocks("t", [(text, 20) for text in FILLER], "port", "d1")
+    analyze(index)
+    assert len(FILLER) > MAX_RANKED
+    hits = index.search("t", "port", "the town harbour in summer", MAX_K)
+    assert len(hits) == MAX_RANKED and len({h.block_id for h in hits}) == MAX_RANKED
+    assert {h.block_id for h in hits} <= set(ids)
+    assert len(index.search("t", "port", "Which town makes lamps?", MAX_K)) == 50
 
 @pytest.mark.parametrize("which", ["sqlite", "postgres"])
 def test_migration_0006_keeps_blocks_and_their_search(tmp_path: Path, which: str) -> None:
