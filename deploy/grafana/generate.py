@@ -157,6 +157,13 @@ def cache() -> Dashboard:
         timeseries("Evictions", "Blocks the replicas' memory tiers dropped to make room.", "short",
                    query(f"sum by (service) (rate(blockrag_replica_cache_evictions_total[{RATE}]))",
                          "{{service}}")),
+        timeseries("Memory tier hit rate by tier", "Lookups each memory tier answered, out of those that reached "
+                   "it: a lookup walks the tiers fastest first (device, then pinned host memory, on a GPU "
+                   "replica; host memory on a CPU one), so a block found in the second tier is a miss of the "
+                   "first.", "percentunit",
+                   query(f'sum by (service, tier) (rate(blockrag_replica_cache_tier_lookups_total{{result="hit"}}'
+                         f"[{RATE}])) / sum by (service, tier) (rate(blockrag_replica_cache_tier_lookups_total"
+                         f"[{RATE}]))", "{{service}} {{tier}}")),
     ]
     maintenance = [
         timeseries("Maintenance passes", "Eviction to the configured watermarks, then the orphan sweep, every "

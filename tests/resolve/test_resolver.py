@@ -259,3 +259,25 @@ def test_ingest_limits_are_checked_on_the_request_alone():
         limits.check([(str(i), "x") for i in range(4)])
     with pytest.raises(LimitExceededError, match=r"document 'a' is 11 bytes.* \(2 documents are\)"):
         limits.check([("a", "x" * 11), ("b", "x" * 11)])
+
+
+def test_each_memory_tier_reports_its_own_lookups(runtime, index, objects):
+    # Two host tiers, the first too small for two blocks: lookups walk them in order, and the
+    # replica's counters follow each tier's own hits and misses (not the tiers summed).
+    from prometheus_client import REGISTRY
+
+    from blockrag.kvcache.tiers import MemoryTier, MemoryTiers
+
+    block = resolve(replica(index, objects)[0], runtime, texts(TEXTS[0])).blocks[0].kv.nbytes
+    memory = MemoryTiers([MemoryTier("first", ByteLRU(block + block // 2)), MemoryTier("second", ByteLRU(1 << 26))])
+    encoder = CountingEncoder(BlockWriter(index, objects, ResolveLimits()))
+    store = StoreTier(index, objects, threads=4, access=AccessLog(index, flush_every_s=3600))
+    resolver = BlockResolver(encoder, store=store, memory=memory, service="tiers-test")
+    for _ in range(3):
+        resolve(resolver, runtime, texts(*TEXTS[:2]))
+    each = memory.tier_stats()
+    assert each["second"].hits > 0 and each["first"].misses > each["second"].misses
+    for name, stats in each.items():
+        for result, count in (("hit", stats.hits), ("miss", stats.misses)):
+            labels = {"service": "tiers-test", "tier": name, "result": result}
+            assert REGISTRY.get_sample_value("blockrag_replica_cache_tier_lookups_total", labels) == count

@@ -45,6 +45,8 @@ for code in spec["codes"]:
 telemetry.observe_precompute_batch(*spec["precompute"])
 telemetry.set_replica_cache("generation", *spec["cache"])
 telemetry.set_replica_cache("generation", *spec["cache"])  # the same eviction count again: no new ones
+for counts in spec["tier_lookups"]:  # cumulative (hits, misses) by tier, as MemoryTiers.tier_stats() counts
+    telemetry.set_replica_tier_lookups("generation", {tier: tuple(c) for tier, c in counts.items()})
 with telemetry.time_segmentation():
     pass
 """
@@ -56,6 +58,9 @@ WORKER_A = {
     "codes": ["OK", "OK"],
     "precompute": [3000, 1.0],  # 3000 tok/s
     "cache": [100, 1, 2],  # bytes, entries, evictions so far
+    # a GPU replica: reported three times; the last report's device hits are lower (a new tier)
+    "tier_lookups": [{"device": [3, 5], "pinned": [1, 4]}, {"device": [4, 6], "pinned": [1, 4]},
+                     {"device": [2, 1], "pinned": [2, 5]}],
 }
 WORKER_B = {
     "streams": [[0.0, 0.045, 0.05]],  # TTFT 0.045
@@ -64,6 +69,7 @@ WORKER_B = {
     "codes": ["UNAVAILABLE"],
     "precompute": [1000, 0.5],  # 2000 tok/s, written last
     "cache": [200, 2, 5],
+    "tier_lookups": [{"host": [7, 2]}, {"host": [7, 2]}],  # a CPU replica
 }
 
 
@@ -151,6 +157,20 @@ def test_live_gauges_drop_dead_processes(scraped):
     mark_process_dead(scraped.pids[0], scraped.multiproc_dir)
     scraped.prometheus.wait_for(query, lambda r: values(r) == [200.0])
     assert scraped.value("sum(blockrag_prompt_tokens_total)") == 350
+
+
+def test_memory_tier_lookups_count_each_report_once(scraped):
+    # the differences between reports, summed over processes; a count that went down (a new tier)
+    # counts whole: device hits 4 then 2 more, misses 6 then 1 more
+    expected = {("device", "hit"): 6, ("device", "miss"): 7, ("pinned", "hit"): 2, ("pinned", "miss"): 5,
+                ("host", "hit"): 7, ("host", "miss"): 2}
+    for (tier, result), count in expected.items():
+        selector = f'service="generation",tier="{tier}",result="{result}"'
+        assert scraped.value(f"blockrag_replica_cache_tier_lookups_total{{{selector}}}") == count
+    rate = ('sum by (tier) (blockrag_replica_cache_tier_lookups_total{result="hit"}) / sum by (tier) '
+            "(blockrag_replica_cache_tier_lookups_total)")
+    assert {r["metric"]["tier"]: float(r["value"][1]) for r in scraped.prometheus.query(rate)} == \
+        pytest.approx({"device": 6 / 13, "pinned": 2 / 7, "host": 7 / 9})
 
 
 def test_every_metric_is_named_blockrag():

@@ -33,7 +33,8 @@ from blockrag.resolve.block_ref import TIERS, BlockRef, Resolution, ResolvedBloc
 from blockrag.resolve.encoder import BlockEncoder, Progress, Runtime
 from blockrag.resolve.limits import ResolveLimits
 from blockrag.resolve.store_tier import StoreTier
-from blockrag.telemetry import TENANT_LABELS, observe_blocks, observe_prompt, set_replica_cache
+from blockrag.telemetry import (TENANT_LABELS, observe_blocks, observe_prompt, set_replica_cache,
+                                set_replica_tier_lookups)
 
 MAX_PREFIXES = 4  # model versions whose opening block stays pinned (a replica serves a few)
 
@@ -198,3 +199,6 @@ class BlockResolver:
         observe_prompt(tenant, prompt, resolution.context_tokens - resolution.computed_tokens)
         stats = self.memory.stats()
         set_replica_cache(self.service, stats.bytes, stats.entries, stats.evictions)
+        if isinstance(self.memory, MemoryTiers):  # a lone ByteLRU's counts are the stats above
+            set_replica_tier_lookups(self.service, {name: (tier.hits, tier.misses)
+                                                    for name, tier in self.memory.tier_stats().items()})

@@ -22,6 +22,7 @@ from blockrag.telemetry.metrics import (
     observe_segments,
     set_model_warm,
     set_replica_cache,
+    set_replica_tier_lookups,
     time_segmentation,
 )
 from blockrag.telemetry.tenant_labels import OTHER, TENANT_LABELS, TenantLabels, learn_tenant
@@ -48,5 +49,6 @@ __all__ = [
     "observe_segments",
     "set_model_warm",
     "set_replica_cache",
+    "set_replica_tier_lookups",
     "time_segmentation",
 ]

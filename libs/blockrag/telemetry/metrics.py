@@ -132,6 +132,14 @@ REPLICA_CACHE_EVICTIONS = Counter(
     "Blocks the replicas' local (memory) cache tiers dropped to make room for others.",
     ["service"],
 )
+# Each memory tier's own lookups (kvcache/tiers.py: a lookup walks the tiers fastest first, so a
+# block found in the second tier is a miss in the first and a hit in the second). No tenant label:
+# the tiers are shared.
+REPLICA_CACHE_TIER_LOOKUPS = Counter(
+    "blockrag_replica_cache_tier_lookups",
+    "Lookups of blocks in each of the replicas' memory tiers (device, pinned, host), by result.",
+    ["service", "tier", "result"],
+)
 # A replica switching a tenant to another model version first re-encodes the tenant's most-hit
 # blocks for it; "livemax": replicas warming the same switch report the furthest along.
 MODEL_WARM_BLOCKS = Gauge(
@@ -329,6 +337,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     REPLICA_CACHE_BYTES,
     REPLICA_CACHE_ENTRIES,
     REPLICA_CACHE_EVICTIONS,
+    REPLICA_CACHE_TIER_LOOKUPS,
     MODEL_WARM_BLOCKS,
     KV_ENTRIES_REJECTED,
     OBJECT_STORE_UNAVAILABLE,
@@ -504,6 +513,24 @@ def set_replica_cache(service: str, nbytes: int, entries: int, evictions: int | 
         # A count lower than the last one comes from a new cache tier: all of it is new.
         REPLICA_CACHE_EVICTIONS.labels(service=service).inc(evictions - seen if evictions >= seen else evictions)
         _evictions_seen[service] = evictions
+
+
+# The cumulative hits and misses each (service, tier, result) reported last in this process.
+_tier_lookups_seen: dict[tuple[str, str, str], int] = {}
+
+
+def set_replica_tier_lookups(service: str, tiers: Mapping[str, tuple[int, int]]) -> None:
+    """Report each memory tier's hits and misses counted so far, by tier name
+    (``MemoryTiers.tier_stats()``); the counters grow by the difference since the last report,
+    as for set_replica_cache's evictions."""
+    for tier, (hits, misses) in tiers.items():
+        for result, count in (("hit", hits), ("miss", misses)):
+            key = (service, tier, result)
+            seen = _tier_lookups_seen.get(key, 0)
+            # A count lower than the last one comes from a new tier: all of it is new.
+            REPLICA_CACHE_TIER_LOOKUPS.labels(service=service, tier=tier, result=result).inc(
+                count - seen if count >= seen else count)
+            _tier_lookups_seen[key] = count
 
 
 def set_model_warm(tenant: str, done: int, total: int) -> None:
