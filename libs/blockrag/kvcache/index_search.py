@@ -17,7 +17,8 @@ far fewer (on the QA set's held-out questions at 100,000 blocks, 18 at most), un
 cut.
 
 - SQLite: FTS5 (porter-stemmed unicode61 tokens). Each word's blocks are counted in the index,
-  no further than COUNTED_BLOCKS (below). Scored by BM25 with bm25()'s constants and IDF
+  no further than COUNTED_BLOCKS (below); a word in no block selects nothing and is left out of
+  the choice. Scored by BM25 with bm25()'s constants and IDF
   formula, over every word (the IDF of a word past COUNTED_BLOCKS estimated, the mean block
   length taken over the candidates): on the QA set, the same recall as bm25() over every match.
 - PostgreSQL: the generated tsvector column (english configuration: stemmed, stop words
@@ -165,7 +166,12 @@ def _search_sqlite(conn: sa.Connection, tenant: str, collection: str, terms: lis
     counts = _union(dict.fromkeys(range(len(terms)), _COUNT))
     for i, n, last in conn.execute(counts, {**words, "counted": COUNTED_BLOCKS}):
         blocks[i] = float(n) if n < COUNTED_BLOCKS else n * rows / last
-    match = " OR ".join(_phrase(terms[i]) for i in selecting(blocks))
+    # A word in no block selects none; counted as the rarest, it would leave the question's
+    # common words out ("Which town has a harbour?": "which" and "has" in no block, nothing found).
+    present = [i for i, n in enumerate(blocks) if n > 0]
+    if not present:
+        return []
+    match = " OR ".join(_phrase(terms[present[j]]) for j in selecting([blocks[i] for i in present]))
     params = {"tenant": tenant, "collection": collection, "match": match, "ranked": MAX_RANKED}
     candidates = conn.execute(_CANDIDATES, params).all()
     if not candidates:
@@ -226,13 +232,18 @@ WITH lexemes AS (
 )
 SELECT replace(plainto_tsquery('english', :words)::text, ' & ', ' | ') AS query,
        (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery::text FROM running
-        WHERE total <= :max_candidates OR blocks = least) AS candidates
+        WHERE total <= :max_candidates OR blocks = least) AS candidates,
+       (SELECT sum(blocks) FROM running WHERE total <= :max_candidates OR blocks = least) AS selected
 """)
 
-# The candidates cut at MAX_RANKED inside, then ranked. For a common selecting word the planner
-# may scan the table instead of the GIN index, stopping at the MAX_RANKED-th match (1 ms for
-# "found" at 100,000 blocks); for a rare one it reads the GIN index (the plan of a prepared
-# statement, made without the words, does too).
+# The candidates cut at MAX_RANKED inside, then ranked. For a rare selecting word the planner
+# reads the GIN index. For a common one, planned with the words, it scans the table and stops at
+# the MAX_RANKED-th match (1 ms for "found" at 100,000 blocks); but psycopg prepares a statement
+# run often, and PostgreSQL may then use one generic plan, made without the words: the GIN index,
+# whose bitmap holds every block of the word before the cut (8 ms for "found" at 100,000 blocks,
+# growing with the collection). So a question whose selecting words hold more than MAX_RANKED
+# blocks has its ranking planned with them (plan_cache_mode, for its transaction only).
+_CUSTOM_PLAN = sa.text("SET LOCAL plan_cache_mode = force_custom_plan")
 _POSTGRESQL = sa.text(f"""
 SELECT b.block_id, ts_rank(b.search_vector, CAST(:query AS tsquery)) AS score, b.text, b.token_count
 FROM (SELECT b.block_id, b.search_vector, b.text, b.token_count FROM blocks b
@@ -248,6 +259,8 @@ def _search_postgresql(conn: sa.Connection, tenant: str, collection: str, terms:
     queries = conn.execute(_POSTGRESQL_QUERIES, {"words": words, "max_candidates": MAX_CANDIDATES}).one()
     if queries.candidates is None:  # stop words alone: no lexeme
         return []
+    if queries.selected > MAX_RANKED:
+        conn.execute(_CUSTOM_PLAN)
     params = {"tenant": tenant, "collection": collection, "k": k, "query": queries.query,
               "candidates": queries.candidates, "ranked": MAX_RANKED}
     return conn.execute(_POSTGRESQL, params)
