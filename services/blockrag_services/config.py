@@ -1,9 +1,11 @@
 """PlatformConfig: everything a service needs, typed, from a Serve application's `args`.
 
-Every application gets the same settings but its resources (deploy/serve/*.yaml share them with a
-YAML anchor and set `resources` per application; `blockrag up` does the same, from
-ServiceResources), so that precompute and generation load the same model and all of them open the
-same stores. The defaults are the embedded platform: SQLite file and local-directory object store
+Every application gets the same settings (deploy/serve/*.yaml share them with a YAML anchor;
+`blockrag up` gives each the same args), so that precompute and generation load the same model and
+all of them open the same stores. Resources too: `services` holds each service's, by application
+name, and each application's builder (app.py) takes its own entry. An application may instead set
+its own `resources`, which replace its entry (production.yaml does: the Helm chart overrides them
+per application). The defaults are the embedded platform: SQLite file and local-directory object store
 under $BLOCKRAG_HOME/platform, the bundled model.
 
 Each setting's type and range is in its annotation, checked once when a config is built
@@ -114,7 +116,10 @@ class PlatformConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     limits: Limits = field(default_factory=Limits)
     quotas: Quotas = field(default_factory=Quotas)
-    resources: Resources = field(default_factory=Resources)  # this application's (resources.py)
+    # each service's resources, by application name (resources.py), shared by every application
+    services: ServiceResources = field(default_factory=ServiceResources)
+    # this application's own, replacing its entry of `services`; None: that entry (resources_of)
+    resources: Resources | None = None
     replica_cache_bytes: Count = 512 << 20  # generation's in-memory LRU of decoded blocks (GPU memory on a GPU)
     # on a GPU replica, a second tier of pinned host memory that blocks evicted from GPU memory move
     # to (the engine reads them in place; a hit promotes them back): blockrag.kvcache.tiers
@@ -181,6 +186,12 @@ class PlatformConfig:
     def object_store(self) -> str:
         return self.object_store_url or str(platform_home() / "kv")
 
+    def resources_of(self, service: str) -> Resources:
+        """The resources of ``service`` (an application name, KeyError if unknown): this
+        application's own where set, else its entry of ``services``."""
+        entry = self.services.of(service)  # KeyError for a name no builder has, even when overridden
+        return self.resources if self.resources is not None else entry
+
     @classmethod
     def from_args(cls, args: dict[str, Any] | None) -> PlatformConfig:
         """Build from Serve `args` (nested dicts for model, limits, resources...); an unknown key
@@ -189,7 +200,11 @@ class PlatformConfig:
         args = dict(args or {})
         kwargs: dict[str, Any] = {}
         for key, value in args.items():
-            if key in NESTED:
+            if key == "resources" and value is None:  # the application's entry of `services`
+                kwargs[key] = None
+            elif key == "services":
+                kwargs[key] = _services(value)
+            elif key in NESTED:
                 if not isinstance(value or {}, dict):
                     raise InvalidRequestError(f"{key} must be a mapping of settings, got {value!r}")
                 kwargs[key] = _build(NESTED[key], value or {}, key)
@@ -203,6 +218,19 @@ class PlatformConfig:
 
 NESTED: dict[str, type] = {"model": ModelSpec, "limits": Limits, "quotas": Quotas, "resources": Resources,
                            "distill": Distill, "scheduler": SchedulerSettings, "cache_maintenance": CacheMaintenance}
+
+
+def _services(value: Any) -> ServiceResources:
+    """``services`` from args: application names to resources (each its defaults when left out or
+    null); an unknown name or setting is an InvalidRequestError naming it."""
+    if not isinstance(value or {}, dict):
+        raise InvalidRequestError(f"services must be a mapping of application names to resources, got {value!r}")
+    entries = {}
+    for name, resources in (value or {}).items():
+        if not isinstance(resources or {}, dict):
+            raise InvalidRequestError(f"services.{name} must be a mapping of settings, got {resources!r}")
+        entries[name] = _build(Resources, resources or {}, f"services.{name}")
+    return _build(ServiceResources, entries, "services")
 
 
 def _build(kind, values: dict[str, Any], where: str):

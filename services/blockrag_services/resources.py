@@ -1,9 +1,9 @@
 """Resources: the Ray resources of one service's deployment; ServiceResources: each service's.
 
-A Serve application's args carry its own ``resources`` (PlatformConfig.resources; in a Serve
-config each application sets them: deploy/serve/*.yaml). The embedded platform (`blockrag up`)
-gives each application its entry of a ServiceResources (PlatformOptions.resources), whose
-defaults are the ones here.
+Every Serve application's args carry the same ServiceResources (PlatformConfig.services: a
+`services:` section in deploy/serve/local.yaml, the embedded platform's config in `blockrag up`),
+and each application's builder (app.py) deploys with its own entry; an application's own
+``resources`` (PlatformConfig.resources) replace that entry, as production.yaml's do.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from pathlib import Path
 
@@ -133,9 +132,53 @@ def test_production_runs_the_model_on_gpus():
 def test_local_config_is_the_embedded_default():
     apps = configs_by_application("local")
     for name, config in apps.items():
-        assert dataclasses.replace(config, resources=Resources()) == PlatformConfig()
-        assert config.resources == ServiceResources().of(name), name  # what `blockrag up` gives it
-        assert config.resources.num_gpus is None  # decided by the cluster at deploy time
+        assert config == PlatformConfig(), name  # every application the same args, resources included
+        assert config.resources_of(name) == ServiceResources().of(name), name  # what `blockrag up` gives it
+        assert config.resources_of(name).num_gpus is None  # decided by the cluster at deploy time
+
+
+def test_production_applications_set_their_own_resources():
+    # the Helm chart overrides each application's resources in place (num_gpus, num_replicas)
+    for name, config in configs_by_application("production").items():
+        assert config.resources is not None and config.resources_of(name) is config.resources, name
+
+
+def test_services_resources_are_each_applications_own():
+    config = PlatformConfig.from_args({"services": {"generation": {"num_replicas": 3, "num_gpus": 1},
+                                                    "admin": None}})
+    assert config.services == ServiceResources(generation=Resources(num_replicas=3, num_gpus=1))
+    assert config.resources is None
+    assert config.resources_of("generation") == Resources(num_replicas=3, num_gpus=1)
+    assert config.resources_of("admin") == Resources()
+    # an application's own resources replace its entry
+    own = PlatformConfig.from_args({**config.to_args(), "resources": {"num_cpus": 2}})
+    assert own.resources_of("generation") == own.resources_of("admin") == Resources(num_cpus=2)
+    assert PlatformConfig.from_args(config.to_args()) == config
+    with pytest.raises(KeyError, match="no service 'gateway'"):
+        own.resources_of("gateway")
+
+
+@pytest.mark.parametrize(("services", "message"), [
+    ({"gen": {}}, r"unknown setting\(s\) gen in services"),
+    ({"admin": {"gpus": 1}}, r"unknown setting\(s\) gpus in services\.admin"),
+    ({"admin": {"num_replicas": 0}}, r"services\.admin\.num_replicas: must be >= 1, got 0"),
+    ({"admin": 2}, r"services\.admin must be a mapping"),
+    ([1], r"services must be a mapping"),
+])
+def test_bad_services_are_named(services, message):
+    with pytest.raises(InvalidRequestError, match=message):
+        PlatformConfig.from_args({"services": services})
+
+
+def test_each_builder_deploys_with_its_services_resources(builders):
+    services = {name: {"num_replicas": i + 1, "num_cpus": 0.5 + i, "max_ongoing_requests": 10 + i}
+                for i, name in enumerate(ServiceResources.names())}
+    for name, build in builders.items():
+        deployment = build({"services": services})._bound_deployment  # binds; starts nothing
+        expected = services[name]
+        assert deployment.num_replicas == expected["num_replicas"], name
+        assert deployment.max_ongoing_requests == expected["max_ongoing_requests"], name
+        assert deployment.ray_actor_options["num_cpus"] == expected["num_cpus"], name
 
 
 @pytest.mark.parametrize("name", ["exact_first_passage", "question_log", "auth"])

@@ -69,7 +69,7 @@ class Generation(OneApplication):
         self.database = open_index_engine(self.config.database)
         self.authorizer = authorizer(self.config, self.database)
         self.loop: asyncio.AbstractEventLoop | None = None  # the replica's, for the warm hook's calls
-        self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
+        self.models = ServedModels(self.config.model, self.config.resources_of("generation").threads(), ModelRegistry(self.database),
                                    store, warm=self._warm, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models)
         self.lru = replica_tiers(self.config.model.resolved_device(), self.config.replica_cache_bytes,

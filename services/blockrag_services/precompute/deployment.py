@@ -45,7 +45,7 @@ class Precompute(OneApplication):
         replica_logs()
         self.store = open_object_store(self.config.object_store)
         self.database = open_index_engine(self.config.database)
-        self.models = ServedModels(self.config.model, self.config.resources.threads(), ModelRegistry(self.database),
+        self.models = ServedModels(self.config.model, self.config.resources_of("precompute").threads(), ModelRegistry(self.database),
                                    self.store, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models, follow_promotions=True)
         self.handles = handles or Handles()  # the other applications: none is called on the request path

@@ -41,7 +41,7 @@ class Segmentation(OneApplication):
         self.authorizer = authorizer(self.config)  # no index of its own: opened for the first key
         import torch
 
-        torch.set_num_threads(self.config.resources.threads())  # the boundary model's backbone
+        torch.set_num_threads(self.config.resources_of("segmentation").threads())  # the boundary model's backbone
         template = PromptTemplate(load_tokenizer(self.config.model.model))
 
         def count_tokens(text: str) -> int:
