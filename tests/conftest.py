@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["fixtures.s3", "fixtures.postgres", "fixtures.platform", "fixtures.prometheus", "fixtures.index_db"]
+pytest_plugins = ["fixtures.s3", "fixtures.postgres", "fixtures.platform", "fixtures.prometheus", "fixtures.index_db",
+                  "fixtures.pki"]
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,7 @@ SERVICER_FUNCTIONS = [
     "blockrag_services.grpc_options.add_generation_to_server",
     "blockrag_services.grpc_options.add_admin_to_server",
     "blockrag_services.health.add_health_to_server",
+    "blockrag_services.server_tls.add_tls_to_server",  # TLS when the platform asks for it
 ]
 
 

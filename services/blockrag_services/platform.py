@@ -16,20 +16,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from blockrag import defaults
 from blockrag.errors import BlockRAGError, PlatformStartError
-from blockrag_services.config import PlatformConfig, platform_home
+from blockrag_services.config import PlatformConfig, ServiceResources, platform_home
 from blockrag_services.drain import DEFAULT_GRACE_S, DRAIN_ENV, mark_draining, wait_idle
+from blockrag_services.server_tls import ServerTLS
 
 
 @dataclass(frozen=True)
 class PlatformOptions:
     """How the embedded platform starts: where it listens, Ray's CPUs, the settings every
-    application shares (``config``, each service's resources in ``config.services``)."""
+    application shares (``config``) and each one's resources (``resources``, over
+    ``config.resources``)."""
 
     host: str = defaults.LOCAL_HOST
     grpc_port: int = defaults.GRPC_PORT
@@ -37,11 +39,16 @@ class PlatformOptions:
     metrics_port: int = defaults.METRICS_PORT
     num_cpus: int | None = None  # None: all of the machine's
     config: PlatformConfig = field(default_factory=PlatformConfig)
+    resources: ServiceResources = field(default_factory=ServiceResources)
     metrics_dir: Path | None = None  # None: under the platform home
+    # TLS on grpc_port (server_tls.py); Ray's plaintext gRPC port then moves to internal_grpc_port
+    # (0: any free port), which must stay closed to the outside
+    tls: ServerTLS | None = None
+    internal_grpc_port: int = 0
 
-    def args(self) -> dict[str, Any]:
-        """The Serve args of every application (each builder takes its service's resources)."""
-        return self.config.to_args()
+    def args(self, service: str) -> dict[str, Any]:
+        """The Serve args of one application: the shared config with that service's resources."""
+        return replace(self.config, resources=self.resources.of(service)).to_args()
 
 
 def _check_free(what: str, host: str, port: int, option: str) -> None:
@@ -80,6 +87,27 @@ def _wait_serving(port: int, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(host: str, port: int, timeout_s: float = 10.0) -> None:
+    """Until the proxy's TLS listener accepts connections (server_tls.add_tls_to_server runs in
+    the proxy's process: a failure there shows only in Ray's logs)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise PlatformStartError(f"the gRPC proxy is not listening with TLS on {host}:{port} (Ray's logs: "
+                                         "/tmp/ray/session_latest/logs)") from None
+            time.sleep(0.2)
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -90,9 +118,11 @@ class LocalPlatform:
         self.exporter = None
         self.metrics_port = options.metrics_port
         self.drain_file: Path | None = None
+        self.serve_grpc_port = options.grpc_port  # Ray's plaintext port: an internal one under TLS
 
     @property
     def grpc_address(self) -> str:
+        """Where clients call: with TLS, the TLS listener."""
         return f"{self.options.host}:{self.options.grpc_port}"
 
     @property
@@ -103,8 +133,13 @@ class LocalPlatform:
         from blockrag.telemetry.exporter import MULTIPROC_ENV, prepare_multiprocess_dir
 
         o = self.options
+        if o.tls is not None:
+            o.tls.check()  # a bad file fails here, naming it, not in the proxy's log
+            _check_free("gRPC (TLS)", o.host, o.grpc_port, "--grpc-port")
+            self.serve_grpc_port = o.internal_grpc_port or _free_port()
+            os.environ.update(o.tls.env(self.grpc_address))  # before Ray starts: the proxy inherits it
         # Serve's gRPC proxy binds every interface ([::]); the others bind the host given
-        _check_free("gRPC", "::", o.grpc_port, "--grpc-port")
+        _check_free("gRPC", "::", self.serve_grpc_port, "--grpc-port")
         _check_free("HTTP", o.host, o.http_port, "--http-port")
         _check_free("metrics", o.host, o.metrics_port, "--metrics-port")
         metrics_dir = prepare_multiprocess_dir(o.metrics_dir or platform_home() / "metrics")
@@ -132,13 +167,15 @@ class LocalPlatform:
         self.metrics_port = self.exporter.start()
         try:
             serve.start(http_options=HTTPOptions(host=o.host, port=o.http_port),
-                        grpc_options=grpc_options(o.grpc_port))
+                        grpc_options=grpc_options(self.serve_grpc_port))
             progress("deploying segmentation, precompute, cache_index, generation, admin (loading the model)")
-            targets = [serve.RunTarget(build(o.args()), name=name, route_prefix=f"/{name}")
+            targets = [serve.RunTarget(build(o.args(name)), name=name, route_prefix=f"/{name}")
                        for name, build in BUILDERS.items()]
             serve.run_many(targets, wait_for_applications_running=True)
             progress("waiting for the health service to report SERVING")
-            _wait_serving(o.grpc_port)
+            _wait_serving(self.serve_grpc_port)
+            if o.tls is not None:
+                _wait_listening(o.host, o.grpc_port)
         except BlockRAGError:
             raise
         except Exception as e:  # Ray's errors carry remote tracebacks: keep their last line

@@ -31,25 +31,6 @@ ENV = ("BLOCKRAG_ADDRESS", "BLOCKRAG_API_KEY", "BLOCKRAG_TLS", "BLOCKRAG_TLS_CA"
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """ca.pem, other-ca.pem; server.pem/.key for DNS:localhost (not 127.0.0.1) and client.pem/.key, by ca.pem."""
-    d = tmp_path_factory.mktemp("pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}",
-                cwd=d)
-    (d / "server.ext").write_text("subjectAltName=DNS:localhost\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for n, (name, subject) in enumerate((("server", "/CN=localhost"), ("client", "/CN=cli"))):
-        openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", str(n + 2),
-                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
-    return d
 
 
 class Platform(admin_pb2_grpc.AdminServiceServicer, generation_pb2_grpc.GenerationServiceServicer):

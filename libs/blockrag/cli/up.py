@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from blockrag import defaults  # light: imports nothing
+from blockrag.errors import InvalidRequestError
 from blockrag.model_spec import ModelSpec  # light: no torch
 from blockrag.scheduler import SchedulerSettings  # light: no torch
 from blockrag_services.drain import DEFAULT_GRACE_S  # light: no Ray, no torch
@@ -62,6 +63,10 @@ def up(
     quota_stored_bytes: Annotated[int, typer.Option(min=0, help="Per-tenant quota on stored KV bytes (0: none).")] = 0,
     quota_precompute_tokens: Annotated[int, typer.Option(min=0, help="Per-tenant quota on block tokens precomputed per minute (0: none).")] = 0,
     answer_slots: Annotated[int, typer.Option(min=1, help="Answers each generation replica decodes together (1: one at a time).")] = SchedulerSettings.slots,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve the gRPC port with TLS: the server's certificate chain (PEM). Ray's plaintext port then moves to an internal port (--internal-grpc-port) to keep closed to the outside.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The private key (PEM) of --tls-cert.")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(help="With TLS, require client certificates signed by this CA (PEM).")] = None,
+    internal_grpc_port: Annotated[int, typer.Option(min=0, help="With TLS, Ray's plaintext gRPC port (0: any free port).")] = 0,
     cache_maintenance_interval: Annotated[float, typer.Option(min=0, help="Seconds between the cache maintenance passes (eviction within the configured bounds, then the sweep of orphan objects), the first one interval after start; 0: off.")] = defaults.CACHE_MAINTENANCE_INTERVAL_S,
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
@@ -70,6 +75,11 @@ def up(
     from blockrag.kvcache.maintenance import CacheMaintenance
     from blockrag_services.config import Distill, PlatformConfig, Quotas
     from blockrag_services.platform import LocalPlatform, PlatformOptions
+    from blockrag_services.server_tls import ServerTLS
+
+    if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
+        raise InvalidRequestError("TLS needs --tls-cert and --tls-key together (and --tls-client-ca only with them)")
+    tls = ServerTLS(tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None
 
     if state_dir is not None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +94,8 @@ def up(
                             cache_maintenance=CacheMaintenance(interval_s=cache_maintenance_interval))
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
-                                             metrics_dir=state_dir / "metrics" if state_dir else None))
+                                             metrics_dir=state_dir / "metrics" if state_dir else None,
+                                             tls=tls, internal_grpc_port=internal_grpc_port))
     # SIGTERM (kill, Kubernetes, CI) shuts down as cleanly as Ctrl-C (LocalPlatform.start keeps
     # this handler over the one Ray installs)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -94,14 +105,19 @@ def up(
         with console.status("Starting the platform...") as status:
             platform.start(progress=lambda text: status.update(f"{text}..."))
         started = True
-        console.print(f"[green]BlockRAG is up.[/green] gRPC: [bold]{platform.grpc_address}[/bold] "
-                      f"(metadata `application`: generation, admin, segmentation; precompute and cache_index are internal)")
+        console.print(f"[green]BlockRAG is up.[/green] gRPC: [bold]{platform.grpc_address}[/bold]"
+                      f"{' (TLS)' if tls else ''} (metadata `application`: generation, admin, segmentation; "
+                      "precompute and cache_index are internal)")
+        if tls:
+            console.print(f"Ray's plaintext gRPC port: {platform.serve_grpc_port} on every interface (internal: keep "
+                          "it closed to the outside)")
         console.print(f"metrics: http://{platform.metrics_address}/metrics   index: {config.database}   "
                       f"KV store: {config.object_store}")
         console.print(_auth_notice(config, state_dir))
         console.print("Press Ctrl-C to stop.")
         if ready_file is not None:
-            ready_file.write_text(json.dumps({"grpc": platform.grpc_address, "metrics": platform.metrics_address}))
+            ready_file.write_text(json.dumps({"grpc": platform.grpc_address, "metrics": platform.metrics_address,
+                                              "tls": tls is not None}))
         platform.wait()
     except KeyboardInterrupt:
         pass
