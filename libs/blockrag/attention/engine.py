@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -314,40 +314,36 @@ class BlockAttentionEngine:
             kvs, offsets, context = self.layout(request.kvs)
             graphs = self._prefill_graphs()
             if graphs.hold(context, len(final), request.max_new_tokens):
-                yield from self._generate_held(graphs, request, kvs, offsets, context, final)
+                # the graph workspace, held for the whole answer: the graphed prefill, then one
+                # graph replay per token (graphs.py); released when the answer ends, fails or is
+                # abandoned (the generator closed or collected)
+                try:
+                    logits = graphs.prefill_held(kvs, offsets, context, final, self.reencoder, self.host_reads)
+                    yield from self._tokens(request, logits[-1], context + len(final), graphs.decode)
+                finally:
+                    graphs.release()
                 return
         out = self.prefill(request.kvs, request.final_ids, logits_to_keep=1, reserve_tokens=request.max_new_tokens)
+
+        def step(token: int, position: int) -> torch.Tensor:
+            with torch.inference_mode():
+                return self._forward((token,), position, out.cache, 1)[-1]
+
+        yield from self._tokens(request, out.logits[-1], out.cached_tokens + out.computed_tokens, step)
+
+    def _tokens(self, request: GenerationRequest, logits: torch.Tensor, position: int,
+                step: Callable[[int, int], torch.Tensor]) -> Iterator[int]:
+        """Sample from the prefill's last logits [vocab], then step(token, position) -> the next
+        logits, until a stop id (not yielded) or max_new_tokens."""
         generator = request.generator(self.device)
-        logits, position = out.logits[-1], out.cached_tokens + out.computed_tokens
-        for step in range(request.max_new_tokens):
+        for i in range(request.max_new_tokens):
             token = sample_token(logits, request.temperature, generator)
             if token in request.stop_ids:
                 return
             yield token
-            if step + 1 < request.max_new_tokens:
-                with torch.inference_mode():
-                    logits = self._forward((token,), position, out.cache, 1)[-1]
+            if i + 1 < request.max_new_tokens:
+                logits = step(token, position)
                 position += 1
-
-    def _generate_held(self, graphs, request: GenerationRequest, kvs: list[BlockKV], offsets: list[int],
-                       context: int, final: tuple[int, ...]) -> Iterator[int]:
-        """_generate in the graph workspace, held for the whole answer: the graphed prefill, then
-        one graph replay per token (graphs.py). Released when the answer ends, fails or is
-        abandoned (the generator closed or collected)."""
-        try:
-            logits = graphs.prefill_held(kvs, offsets, context, final, self.reencoder, self.host_reads)[-1]
-            generator = request.generator(self.device)
-            position = context + len(final)
-            for step in range(request.max_new_tokens):
-                token = sample_token(logits, request.temperature, generator)
-                if token in request.stop_ids:
-                    return
-                yield token
-                if step + 1 < request.max_new_tokens:
-                    logits = graphs.decode(token, position)
-                    position += 1
-        finally:
-            graphs.release()
 
     def _forward(self, ids: tuple[int, ...], start: int, cache: BlockCache, logits_to_keep: int) -> torch.Tensor:
         device = self.device
