@@ -16,13 +16,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blockrag import defaults
 from blockrag.errors import BlockRAGError, PlatformStartError
-from blockrag_services.config import PlatformConfig, ServiceResources, platform_home
+from blockrag_services.config import PlatformConfig, platform_home
 from blockrag_services.drain import DEFAULT_GRACE_S, DRAIN_ENV, mark_draining, wait_idle
 from blockrag_services.server_tls import ServerTLS
 
@@ -30,8 +30,7 @@ from blockrag_services.server_tls import ServerTLS
 @dataclass(frozen=True)
 class PlatformOptions:
     """How the embedded platform starts: where it listens, Ray's CPUs, the settings every
-    application shares (``config``) and each one's resources (``resources``, over
-    ``config.resources``)."""
+    application shares (``config``, each service's resources in ``config.services``)."""
 
     host: str = defaults.LOCAL_HOST
     grpc_port: int = defaults.GRPC_PORT
@@ -39,16 +38,15 @@ class PlatformOptions:
     metrics_port: int = defaults.METRICS_PORT
     num_cpus: int | None = None  # None: all of the machine's
     config: PlatformConfig = field(default_factory=PlatformConfig)
-    resources: ServiceResources = field(default_factory=ServiceResources)
     metrics_dir: Path | None = None  # None: under the platform home
     # TLS on grpc_port (server_tls.py); Ray's plaintext gRPC port then moves to internal_grpc_port
     # (0: any free port), which must stay closed to the outside
     tls: ServerTLS | None = None
     internal_grpc_port: int = 0
 
-    def args(self, service: str) -> dict[str, Any]:
-        """The Serve args of one application: the shared config with that service's resources."""
-        return replace(self.config, resources=self.resources.of(service)).to_args()
+    def args(self) -> dict[str, Any]:
+        """The Serve args of every application (each builder takes its service's resources)."""
+        return self.config.to_args()
 
 
 def _check_free(what: str, host: str, port: int, option: str) -> None:
@@ -169,7 +167,7 @@ class LocalPlatform:
             serve.start(http_options=HTTPOptions(host=o.host, port=o.http_port),
                         grpc_options=grpc_options(self.serve_grpc_port))
             progress("deploying segmentation, precompute, cache_index, generation, admin (loading the model)")
-            targets = [serve.RunTarget(build(o.args(name)), name=name, route_prefix=f"/{name}")
+            targets = [serve.RunTarget(build(o.args()), name=name, route_prefix=f"/{name}")
                        for name, build in BUILDERS.items()]
             serve.run_many(targets, wait_for_applications_running=True)
             progress("waiting for the health service to report SERVING")
