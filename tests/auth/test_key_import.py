@@ -4,21 +4,9 @@ Secret) becomes the first admin key once; importing it again changes nothing."""
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from blockrag.auth import ApiKey, KeyStore, Principal, Role
 from blockrag.errors import AuthenticationError, ConflictError
-from blockrag.kvcache.index import open_index_engine
-from blockrag.kvcache.index_schema import api_keys
-
-
-@pytest.fixture
-def store(url: str, clock):
-    engine = open_index_engine(url)
-    with engine.begin() as conn:  # the PostgreSQL database is shared by the session's tests
-        conn.execute(sa.delete(api_keys))
-    yield KeyStore(engine, clock=clock)
-    engine.dispose()
 
 
 def test_an_imported_key_is_the_first_admin_once(store: KeyStore, clock) -> None:

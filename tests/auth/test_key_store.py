@@ -10,17 +10,7 @@ import sqlalchemy as sa
 
 from blockrag.auth import ApiKey, KeyStore, Principal, Role
 from blockrag.errors import AuthenticationError, ConflictError, InvalidRequestError, NotFoundError
-from blockrag.kvcache.index import open_index_engine
 from blockrag.kvcache.index_schema import api_keys
-
-
-@pytest.fixture
-def store(url: str, clock):
-    engine = open_index_engine(url)
-    with engine.begin() as conn:  # the PostgreSQL database is shared by the session's tests
-        conn.execute(sa.delete(api_keys))
-    yield KeyStore(engine, clock=clock)
-    engine.dispose()
 
 
 def test_create_verify_revoke(store: KeyStore, clock) -> None:
