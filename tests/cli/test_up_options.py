@@ -64,7 +64,7 @@ def test_the_defaults_are_the_one_sources(up):
         defaults.LOCAL_HOST, defaults.GRPC_PORT, defaults.HTTP_PORT, defaults.METRICS_PORT)
     assert options.config == PlatformConfig()  # every flag's default is the schema's
     assert options.config.cache_maintenance.interval_s == defaults.CACHE_MAINTENANCE_INTERVAL_S
-    assert options.resources == ServiceResources()
+    assert options.config.services == ServiceResources()  # each service's resources: the schema's
     assert f"gRPC: {defaults.ADDRESS}" in result.output.replace("\n", " ")
 
 
