@@ -9,8 +9,13 @@ from tiny_models import tiny_backbone
 
 from blockrag.segment.backbone import ENCODER, Backbone, WindowPlan, _stitched
 from blockrag.segment.boundary import GAP_FEATURES, BoundaryConfig, BoundaryHead, BoundaryModel
-from blockrag.segment.candidates import KINDS, find_candidates
-from blockrag.segment.similarity import PER_WIDTH, similarity_features, unit_similarity_features
+from blockrag.segment.candidates import KINDS, find_candidates, units
+from blockrag.segment.similarity import (
+    PER_WIDTH,
+    similarity_features,
+    unit_similarity_features,
+    window_similarity_features,
+)
 
 
 def two_topics(n: int = 40) -> torch.Tensor:
@@ -137,7 +142,7 @@ def test_unit_vectors_embed_each_text_alone(backbone):
 def test_format_4_head_round_trip(tmp_path, backbone):
     widths, unit_widths = [8], [10, 40]
     config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
-                            hidden=8, similarity_widths=widths, unit_widths=unit_widths, suppress=2)
+                            hidden=8, similarity_widths=widths, unit_widths=unit_widths, suppress=2, format=4)
     head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH, unit=2 * PER_WIDTH)
     with torch.no_grad():
         head.fusion.weight.normal_()
@@ -160,3 +165,51 @@ def test_a_fresh_fusion_leaves_the_net_alone(backbone):
     with torch.no_grad():
         head.fusion.bias.fill_(1.5)
     assert torch.allclose(head(x), head.net(x[:, :-2 * PER_WIDTH]).squeeze(-1) + 1.5)
+
+
+def topic_embed(calls: list[list[str]]):
+    """An encoder of texts made of words 'a' and 'b': the normalised (count a, count b), recording
+    each call's texts."""
+    def embed(texts: list[str]):
+        calls.append(list(texts))
+        rows = torch.tensor([[t.split().count("a"), t.split().count("b")] for t in texts], dtype=torch.float64)
+        return torch.nn.functional.normalize(rows, dim=1).numpy()
+    return embed
+
+
+def test_window_cosine_is_lowest_at_the_change_and_each_window_embedded_once():
+    texts = ["a a", "a", "a a a", "b", "b b", "b"]
+    calls: list[list[str]] = []
+    out = window_similarity_features(topic_embed(calls), texts, [2])
+    assert out.shape == (5, PER_WIDTH)
+    cos, depth = out[:, 0], out[:, 2]
+    # gap 2 (between 'a a a' and 'b') joins two pure windows: cosine 0; its neighbours mix a and b
+    assert cos[2] == pytest.approx(0.0, abs=1e-6) and cos[0] == pytest.approx(1.0)
+    assert int(cos.argmin()) == 2 and int(depth.argmax()) == 2
+    embedded = [t for call in calls for t in call]
+    assert len(embedded) == len(set(embedded))  # 'a a a' right of gap 1 is not embedded again
+    assert "a a a b" in embedded  # the W units are joined into ONE text, not averaged
+
+
+def test_window_features_of_too_few_units():
+    assert window_similarity_features(topic_embed([]), ["a"], [3]).shape == (0, PER_WIDTH)
+
+
+def test_format_5_head_round_trip(tmp_path, backbone):
+    config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
+                            hidden=8, similarity_widths=[8], unit_widths=[10], window_units=[2, 3], suppress=1)
+    head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH, unit=3 * PER_WIDTH)
+    with torch.no_grad():
+        head.fusion.weight.normal_()
+    model = BoundaryModel(backbone, head, config)
+    candidates = find_candidates(TEXT)
+    rows = model.inputs(TEXT, candidates)
+    assert rows.shape == (len(candidates), backbone.feature_size + len(KINDS) + GAP_FEATURES + 4 * PER_WIDTH)
+    # the window columns are the last ones, after the unit columns
+    spans_texts = [TEXT[s:e].strip() for s, e in units(TEXT, candidates)]
+    expected = window_similarity_features(backbone.embed, spans_texts, [2, 3])
+    assert torch.allclose(rows[:, -2 * PER_WIDTH:], expected, atol=1e-5)
+    model.save(tmp_path)
+    loaded = BoundaryModel.load(tmp_path, backbone=backbone)
+    assert (loaded.config.window_units, loaded.config.format) == ([2, 3], 5)
+    assert torch.allclose(loaded.probabilities(TEXT)[1], model.probabilities(TEXT)[1])

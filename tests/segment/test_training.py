@@ -254,7 +254,7 @@ def test_segment_fuse_adds_a_fusion_to_a_format_3_head(tmp_path, minilm, head, i
 
     from blockrag.cli.segment import app
     from blockrag.segment.data import write_jsonl
-    from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS
+    from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS, DEFAULT_WINDOW_UNITS
     from blockrag.segment.training import SUPPRESS_GRID
 
     model_of(minilm, head, threshold=0.35).save(tmp_path / "net")
@@ -264,10 +264,18 @@ def test_segment_fuse_adds_a_fusion_to_a_format_3_head(tmp_path, minilm, head, i
     assert result.exit_code == 0, result.output
     fused = BoundaryModel.load(tmp_path / "fused", backbone=minilm)
     config = fused.config
-    assert (config.format, config.unit_widths) == (4, list(DEFAULT_UNIT_WIDTHS)) and config.suppress in SUPPRESS_GRID
+    assert (config.format, config.unit_widths, config.window_units) == (
+        5, list(DEFAULT_UNIT_WIDTHS), list(DEFAULT_WINDOW_UNITS)) and config.suppress in SUPPRESS_GRID
+    assert fused.head.unit == 3 * (len(DEFAULT_UNIT_WIDTHS) + len(DEFAULT_WINDOW_UNITS))
     assert config.training["fusion"]["instances"] == len(instances) and config.training["net"] == {}
     for key, value in head.net.state_dict().items():
         assert torch.equal(fused.head.net.state_dict()[key], value)  # the net is kept as it was
+    # a fused head's fusion is refitted (without window features: format 4), its net still the same
     again = CliRunner().invoke(app, ["fuse", "--model", str(tmp_path / "fused"), "--data", str(tmp_path / "data.jsonl"),
-                                     "--out", str(tmp_path / "twice")])
-    assert again.exit_code == 2 and "already" in again.output  # a usage error: it has a fusion
+                                     "--out", str(tmp_path / "twice"), "--no-window"])
+    assert again.exit_code == 0, again.output
+    twice = BoundaryModel.load(tmp_path / "twice", backbone=minilm)
+    assert (twice.config.format, twice.config.window_units, twice.head.unit) == (4, [], 3 * len(DEFAULT_UNIT_WIDTHS))
+    assert twice.config.training["net"] == {}
+    for key, value in head.net.state_dict().items():
+        assert torch.equal(twice.head.net.state_dict()[key], value)

@@ -150,39 +150,44 @@ def train(
 @app.command()
 def fuse(
     data: Annotated[list[Path], typer.Option(help="JSONL instances the model's net never trained on; repeat for several.")],
-    out: Annotated[Path, typer.Option(help="Directory for the format-4 head.")],
-    model: Annotated[Path | None, typer.Option(help="A format-3 head directory; default: the shipped segmenter.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the fused (format 5) head.")],
+    model: Annotated[Path | None, typer.Option(help="A trained head directory whose net is kept; default: the shipped segmenter.")] = None,
+    window: Annotated[bool, typer.Option(help="Window similarity features (format 5; similarity.py) beside the unit ones.")] = True,
     steps: Annotated[int, typer.Option()] = 300,
     weight_decay: Annotated[float, typer.Option()] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Add the unit similarity fusion (format 4) to a trained format-3 head: its net stays as it is,
-    a linear term over the unit similarity features (each unit embedded alone) and the kind is
-    fitted on --data, and the threshold and suppression radius are chosen there."""
+    """Fit the similarity fusion of a trained head: its net stays as it is, and a linear term over
+    the unit similarity features (each unit embedded alone), the window similarity features (a
+    few units either side embedded together) and the kind is fitted on --data (any fusion the head
+    had is dropped); the threshold and suppression radius are chosen there."""
     from dataclasses import replace
 
     from blockrag.segment.boundary import BoundaryModel
     from blockrag.segment.data import read_jsonl
     from blockrag.segment.default import default_model_dir
-    from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS, PER_WIDTH
+    from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS, DEFAULT_WINDOW_UNITS, PER_WIDTH
     from blockrag.segment.training import choose_decision, featurize, fit_fusion, probabilities
 
     base = BoundaryModel.load(model or default_model_dir())
-    if base.config.unit_widths:
-        raise typer.BadParameter(f"{model or default_model_dir()} already has a fusion (format {base.config.format})")
     instances = [instance for path in data for instance in read_jsonl(path)]
     unit_widths = list(DEFAULT_UNIT_WIDTHS)
+    window_units = list(DEFAULT_WINDOW_UNITS) if window else []
     with _progress() as progress:
         task = progress.add_task("Backbone features", total=len(instances))
         features = featurize(base.backbone, instances, lambda d, t: progress.update(task, completed=d),
-                             widths=base.config.similarity_widths, unit_widths=unit_widths)
-    head = fit_fusion(base.head, features, PER_WIDTH * len(unit_widths), steps=steps, weight_decay=weight_decay, seed=seed)
+                             widths=base.config.similarity_widths, unit_widths=unit_widths, window_units=window_units)
+    head = fit_fusion(base.head, features, PER_WIDTH * (len(unit_widths) + len(window_units)), steps=steps,
+                      weight_decay=weight_decay, seed=seed)
     threshold, suppress, scores = choose_decision(probabilities(head, features), features)
-    config = replace(base.config, format=4, unit_widths=unit_widths, suppress=suppress, threshold=threshold, training={
-        "net": base.config.training, "fusion": {
-            "data": " ".join(map(str, data)), "instances": len(instances), "candidates": len(features.labels),
-            "cuts": int(features.labels.sum()), "steps": steps, "weight_decay": weight_decay, "seed": seed,
-            "threshold_and_suppress_chosen_on": "the same instances", "scores": scores.__dict__}})
+    net_training = base.config.training.get("net", base.config.training)
+    config = replace(base.config, format=5 if window_units else 4, unit_widths=unit_widths, window_units=window_units,
+                     suppress=suppress, threshold=threshold, training={
+                         "net": net_training, "fusion": {
+                             "data": " ".join(map(str, data)), "instances": len(instances),
+                             "candidates": len(features.labels), "cuts": int(features.labels.sum()), "steps": steps,
+                             "weight_decay": weight_decay, "seed": seed,
+                             "threshold_and_suppress_chosen_on": "the same instances", "scores": scores.__dict__}})
     BoundaryModel(base.backbone, head, config).save(out)
     console.print(f"fusion fitted on {len(instances)} instances ({len(features.labels)} candidates); threshold "
                   f"{threshold:.4f}, suppression {suppress}: Pk {scores.pk:.3f}, WindowDiff {scores.window_diff:.3f}, "

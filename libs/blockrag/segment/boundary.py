@@ -21,11 +21,12 @@ from torch import nn
 from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import Backbone
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates, units
-from blockrag.segment.similarity import PER_WIDTH, unit_similarity_features
+from blockrag.segment.similarity import PER_WIDTH, unit_similarity_features, window_similarity_features
 
-FORMAT = 4  # 2: pooled context, cosine and layout features; 3: + wide-window similarity (similarity.py);
-# 4: + unit similarity (each unit embedded alone, similarity.py) and suppression of non-maximal cuts
-READABLE_FORMATS = (2, 3, 4)
+FORMAT = 5  # 2: pooled context, cosine and layout features; 3: + wide-window similarity (similarity.py);
+# 4: + unit similarity (each unit embedded alone, similarity.py) and suppression of non-maximal cuts;
+# 5: + window similarity (the text of a few units either side embedded as one, similarity.py)
+READABLE_FORMATS = (2, 3, 4, 5)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class BoundaryConfig:
     format: int = FORMAT
     similarity_widths: list[int] = field(default_factory=list)  # empty: no similarity features
     unit_widths: list[int] = field(default_factory=list)  # words; empty: no unit similarity features
+    window_units: list[int] = field(default_factory=list)  # units; empty: no window similarity features
     suppress: int = 0  # a cut must be the most likely within this many candidates either side
     training: dict = field(default_factory=dict)  # data, epochs, validation scores
 
@@ -106,23 +108,32 @@ def kind_one_hot(candidates: list[Candidate], text: str | None = None) -> torch.
 
 
 def unit_features(backbone: Backbone, text: str, candidates: list[Candidate],
-                  widths: list[int] | tuple[int, ...]) -> torch.Tensor:
-    """[len(candidates), PER_WIDTH * len(widths)]: the unit similarity features (similarity.py) of
-    each candidate, every unit between two candidates embedded alone."""
-    if not widths or not candidates:
-        return torch.zeros(len(candidates), PER_WIDTH * len(widths))
+                  widths: list[int] | tuple[int, ...], window_units: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+    """[len(candidates), PER_WIDTH * (len(widths) + len(window_units))]: the unit similarity
+    features (similarity.py) of each candidate, every unit between two candidates embedded alone,
+    then the window similarity features, the units either side embedded together."""
+    columns = PER_WIDTH * (len(widths) + len(window_units))
+    if not columns or not candidates:
+        return torch.zeros(len(candidates), columns)
     spans = units(text, candidates)
     texts = [text[s:e].strip() for s, e in spans]
-    return unit_similarity_features(backbone.unit_vectors(texts), [len(t.split()) for t in texts], widths)
+    parts = []
+    if widths:
+        parts.append(unit_similarity_features(backbone.unit_vectors(texts), [len(t.split()) for t in texts], widths))
+    if window_units:
+        parts.append(window_similarity_features(backbone.embed, texts, window_units))
+    return torch.cat(parts, dim=1)
 
 
 def head_inputs(backbone: Backbone, text: str, candidates: list[Candidate], widths: list[int] | tuple[int, ...] = (),
-                unit_widths: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+                unit_widths: list[int] | tuple[int, ...] = (),
+                window_units: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
     """The head's input rows for the candidates of one text: backbone features, kind and layout,
-    then the wide-window similarity features and the unit similarity features the head has."""
+    then the wide-window similarity features, the unit and the window similarity features the
+    head has (the last two read by its fusion term)."""
     features, similarity = backbone.read(text, [c.offset for c in candidates], widths)
     return torch.cat([features, kind_one_hot(candidates, text), similarity,
-                      unit_features(backbone, text, candidates, unit_widths)], dim=1)
+                      unit_features(backbone, text, candidates, unit_widths, window_units)], dim=1)
 
 
 class BoundaryModel:
@@ -132,7 +143,8 @@ class BoundaryModel:
     def inputs(self, text: str, candidates: list[Candidate]) -> torch.Tensor:
         """The head's input rows for the candidates of one text: backbone features, kind and
         layout, then the wide-window similarity features when the head was trained with them."""
-        return head_inputs(self.backbone, text, candidates, self.config.similarity_widths, self.config.unit_widths)
+        return head_inputs(self.backbone, text, candidates, self.config.similarity_widths, self.config.unit_widths,
+                           self.config.window_units)
 
     @torch.inference_mode()
     def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:
@@ -164,7 +176,7 @@ class BoundaryModel:
             raise ModelLoadError(f"the segmenter head in {directory} expects {config.feature_size} features, "
                                  f"its backbone {config.backbone!r} gives {backbone.feature_size}")
         head = BoundaryHead(config.feature_size, config.hidden, similarity=PER_WIDTH * len(config.similarity_widths),
-                            unit=PER_WIDTH * len(config.unit_widths))
+                            unit=PER_WIDTH * (len(config.unit_widths) + len(config.window_units)))
         try:
             head.load_state_dict(state)
         except RuntimeError as e:

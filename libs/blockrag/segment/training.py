@@ -44,14 +44,16 @@ class FeatureSet:
 
 
 def featurize(backbone: Backbone, instances: Sequence, progress: Progress | None = None,
-              widths: Sequence[int] = (), unit_widths: Sequence[int] = ()) -> FeatureSet:
+              widths: Sequence[int] = (), unit_widths: Sequence[int] = (),
+              window_units: Sequence[int] = ()) -> FeatureSet:
     """The head's input rows (as BoundaryModel.inputs makes them) and labels of every candidate;
-    widths, unit_widths: the similarity widths of the head (similarity.py), none for format 2."""
+    widths, unit_widths, window_units: the similarity widths of the head (similarity.py), none
+    for format 2."""
     inputs, labels, owner, candidates = [], [], [], []
     for i, instance in enumerate(instances):
         found = find_candidates(instance.text)
         truth = set(instance.boundaries)
-        inputs.append(head_inputs(backbone, instance.text, found, widths, unit_widths))
+        inputs.append(head_inputs(backbone, instance.text, found, widths, unit_widths, window_units))
         labels.append(torch.tensor([float(c.offset in truth) for c in found]))
         owner.append(torch.full((len(found),), i, dtype=torch.int64))
         candidates.append(found)
@@ -94,7 +96,7 @@ def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: flo
 
 def fit_fusion(head: BoundaryHead, data: FeatureSet, unit: int, *, steps: int = 300, lr: float = 0.05,
                weight_decay: float = 1e-3, seed: int = 0) -> BoundaryHead:
-    """A format-4 head: `head`'s net, frozen, with the fusion term (and the scale of the net's
+    """A fused head (format 4, or 5 with window features): `head`'s net, frozen, with the fusion term (and the scale of the net's
     logit) fitted by full-batch class-weighted logistic regression on `data`, whose last `unit`
     columns are the unit similarity features. `data` should be instances the net was not trained
     on, so that its logits are as confident as on new text."""
