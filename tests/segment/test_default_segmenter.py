@@ -29,10 +29,12 @@ def test_ships_with_the_package(segmenter):
     config = segmenter.model.config
     assert config.backbone == "all-minilm-l6-v2" and config.backbone_kind == "encoder"
     assert 0.5 < config.threshold < 1.0 and config.training["net"]["instances"] == 304
-    assert config.format == 4 and config.similarity_widths == [64, 128, 256, 512]  # issue 10: content shift
-    # format 4: the net of format 3 plus a fusion over the unit similarity (units embedded alone)
-    assert config.unit_widths == [25, 50, 100, 200, 400] and config.suppress == 3
-    assert segmenter.model.head.unit == 15 and float(segmenter.model.head.scale.detach()) < 1.0
+    assert config.format == 5 and config.similarity_widths == [64, 128, 256, 512]  # issue 10: content shift
+    # format 5: the net of format 3 plus an MLP fusion over the unit similarity (units embedded
+    # alone) and the window similarity (3 units either side embedded together)
+    assert config.unit_widths == [25, 50, 100, 200, 400] and config.window_units == [3]
+    assert config.fusion_hidden == 16 and config.suppress == 1
+    assert segmenter.model.head.unit == 18 and segmenter.model.head.fusion_hidden == 16
 
 
 def test_finer_granularity_keeps_every_coarser_cut(segmenter, text):

@@ -213,3 +213,36 @@ def test_format_5_head_round_trip(tmp_path, backbone):
     loaded = BoundaryModel.load(tmp_path, backbone=backbone)
     assert (loaded.config.window_units, loaded.config.format) == ([2, 3], 5)
     assert torch.allclose(loaded.probabilities(TEXT)[1], model.probabilities(TEXT)[1])
+
+
+def test_a_fresh_mlp_fusion_leaves_the_net_alone_and_reads_its_columns(backbone):
+    torch.manual_seed(0)
+    unit, similarity = 2 * PER_WIDTH, PER_WIDTH
+    head = BoundaryHead(backbone.feature_size, 8, similarity=similarity, unit=unit, fusion_hidden=4).eval()
+    x = torch.randn(5, backbone.feature_size + len(KINDS) + GAP_FEATURES + similarity + unit)
+    net_logit = head.net(x[:, :-unit]).squeeze(-1)
+    assert torch.equal(head(x), net_logit)  # the last layer starts at zero
+    rows = head.fusion_rows(x, net_logit)
+    assert rows.shape == (5, head.fusion_inputs) == (5, 1 + unit + len(KINDS) + GAP_FEATURES + similarity)
+    assert torch.equal(rows[:, 1:1 + unit], x[:, -unit:])  # the unit (and window) columns
+    layout = x[:, backbone.feature_size:backbone.feature_size + len(KINDS) + GAP_FEATURES]
+    assert torch.equal(rows[:, 1 + unit:1 + unit + len(KINDS) + GAP_FEATURES], layout)
+    assert torch.equal(rows[:, -similarity:], x[:, -unit - similarity:-unit])
+    with torch.no_grad():
+        head.fusion[-1].bias.fill_(1.5)
+    assert torch.allclose(head(x), net_logit + 1.5)
+
+
+def test_mlp_fusion_round_trip(tmp_path, backbone):
+    config = BoundaryConfig(backbone="tiny-bert", backbone_kind=ENCODER, feature_size=backbone.feature_size,
+                            hidden=8, similarity_widths=[8], unit_widths=[10], window_units=[3], fusion_hidden=4)
+    head = BoundaryHead(backbone.feature_size, 8, similarity=PER_WIDTH, unit=2 * PER_WIDTH, fusion_hidden=4)
+    with torch.no_grad():
+        for p in head.fusion.parameters():
+            p.normal_()
+    model = BoundaryModel(backbone, head, config)
+    model.save(tmp_path)
+    loaded = BoundaryModel.load(tmp_path, backbone=backbone)
+    assert loaded.config.fusion_hidden == 4 and loaded.head.fusion_hidden == 4
+    assert torch.allclose(loaded.probabilities(TEXT)[1], model.probabilities(TEXT)[1])
+    assert not torch.allclose(model.probabilities(TEXT)[1], torch.sigmoid(head.net(model.inputs(TEXT, find_candidates(TEXT))[:, :-2 * PER_WIDTH]).squeeze(-1)))

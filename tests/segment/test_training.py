@@ -267,15 +267,18 @@ def test_segment_fuse_adds_a_fusion_to_a_format_3_head(tmp_path, minilm, head, i
     assert (config.format, config.unit_widths, config.window_units) == (
         5, list(DEFAULT_UNIT_WIDTHS), list(DEFAULT_WINDOW_UNITS)) and config.suppress in SUPPRESS_GRID
     assert fused.head.unit == 3 * (len(DEFAULT_UNIT_WIDTHS) + len(DEFAULT_WINDOW_UNITS))
+    assert config.fusion_hidden == fused.head.fusion_hidden == 16  # the shipped recipe's MLP fusion
     assert config.training["fusion"]["instances"] == len(instances) and config.training["net"] == {}
     for key, value in head.net.state_dict().items():
         assert torch.equal(fused.head.net.state_dict()[key], value)  # the net is kept as it was
-    # a fused head's fusion is refitted (without window features: format 4), its net still the same
+    # a fused head's fusion is refitted (linear, without window features: format 4), its net the same
     again = CliRunner().invoke(app, ["fuse", "--model", str(tmp_path / "fused"), "--data", str(tmp_path / "data.jsonl"),
-                                     "--out", str(tmp_path / "twice"), "--no-window"])
+                                     "--out", str(tmp_path / "twice"), "--no-window", "--fusion-hidden", "0",
+                                     "--steps", "300", "--lr", "0.05"])
     assert again.exit_code == 0, again.output
     twice = BoundaryModel.load(tmp_path / "twice", backbone=minilm)
     assert (twice.config.format, twice.config.window_units, twice.head.unit) == (4, [], 3 * len(DEFAULT_UNIT_WIDTHS))
+    assert twice.config.fusion_hidden == twice.head.fusion_hidden == 0
     assert twice.config.training["net"] == {}
     for key, value in head.net.state_dict().items():
         assert torch.equal(twice.head.net.state_dict()[key], value)

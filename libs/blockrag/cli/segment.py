@@ -153,14 +153,17 @@ def fuse(
     out: Annotated[Path, typer.Option(help="Directory for the fused (format 5) head.")],
     model: Annotated[Path | None, typer.Option(help="A trained head directory whose net is kept; default: the shipped segmenter.")] = None,
     window: Annotated[bool, typer.Option(help="Window similarity features (format 5; similarity.py) beside the unit ones.")] = True,
-    steps: Annotated[int, typer.Option()] = 300,
-    weight_decay: Annotated[float, typer.Option()] = 1e-3,
+    fusion_hidden: Annotated[int, typer.Option(help="Width of the MLP fusion; 0: a linear fusion over the similarity and the kind.")] = 16,
+    steps: Annotated[int, typer.Option()] = 600,
+    lr: Annotated[float, typer.Option()] = 0.01,
+    weight_decay: Annotated[float, typer.Option()] = 1e-2,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Fit the similarity fusion of a trained head: its net stays as it is, and a linear term over
-    the unit similarity features (each unit embedded alone), the window similarity features (a
-    few units either side embedded together) and the kind is fitted on --data (any fusion the head
-    had is dropped); the threshold and suppression radius are chosen there."""
+    """Fit the similarity fusion of a trained head: its net stays as it is, and a term over the
+    unit similarity features (each unit embedded alone), the window similarity features (a few
+    units either side embedded together) and the kind and layout (an MLP; linear with
+    --fusion-hidden 0) is fitted on --data (any fusion the head had is dropped); the threshold
+    and suppression radius are chosen there. The defaults are the shipped head's recipe."""
     from dataclasses import replace
 
     from blockrag.segment.boundary import BoundaryModel
@@ -177,16 +180,17 @@ def fuse(
         task = progress.add_task("Backbone features", total=len(instances))
         features = featurize(base.backbone, instances, lambda d, t: progress.update(task, completed=d),
                              widths=base.config.similarity_widths, unit_widths=unit_widths, window_units=window_units)
-    head = fit_fusion(base.head, features, PER_WIDTH * (len(unit_widths) + len(window_units)), steps=steps,
-                      weight_decay=weight_decay, seed=seed)
+    head = fit_fusion(base.head, features, PER_WIDTH * (len(unit_widths) + len(window_units)), steps=steps, lr=lr,
+                      weight_decay=weight_decay, seed=seed, hidden=fusion_hidden)
     threshold, suppress, scores = choose_decision(probabilities(head, features), features)
     net_training = base.config.training.get("net", base.config.training)
-    config = replace(base.config, format=5 if window_units else 4, unit_widths=unit_widths, window_units=window_units,
-                     suppress=suppress, threshold=threshold, training={
+    config = replace(base.config, format=5 if window_units or fusion_hidden else 4, unit_widths=unit_widths,
+                     window_units=window_units, fusion_hidden=fusion_hidden, suppress=suppress, threshold=threshold,
+                     training={
                          "net": net_training, "fusion": {
                              "data": " ".join(map(str, data)), "instances": len(instances),
                              "candidates": len(features.labels), "cuts": int(features.labels.sum()), "steps": steps,
-                             "weight_decay": weight_decay, "seed": seed,
+                             "lr": lr, "weight_decay": weight_decay, "seed": seed, "hidden": fusion_hidden,
                              "threshold_and_suppress_chosen_on": "the same instances", "scores": scores.__dict__}})
     BoundaryModel(base.backbone, head, config).save(out)
     console.print(f"fusion fitted on {len(instances)} instances ({len(features.labels)} candidates); threshold "

@@ -44,6 +44,7 @@ class BoundaryConfig:
     similarity_widths: list[int] = field(default_factory=list)  # empty: no similarity features
     unit_widths: list[int] = field(default_factory=list)  # words; empty: no unit similarity features
     window_units: list[int] = field(default_factory=list)  # units; empty: no window similarity features
+    fusion_hidden: int = 0  # 0: a linear fusion; else an MLP fusion of this width (BoundaryHead)
     suppress: int = 0  # a cut must be the most likely within this many candidates either side
     training: dict = field(default_factory=dict)  # data, epochs, validation scores
 
@@ -55,28 +56,55 @@ class BoundaryHead(nn.Module):
     features (format 4), logit = scale * net(x) + fusion(unit features, kind one-hot): a linear
     term over the content shift read with both sides apart, per candidate kind's bias, that can be
     fitted on top of a trained `net` (scale starts at 1 and fusion at 0, so before fitting the
-    head is `net` alone) or with it.
+    head is `net` alone) or with it. Format 5 adds window similarity columns to the unit ones, and
+    with fusion_hidden the fusion is a small MLP over the net's logit, the unit and window
+    similarity, the kind and layout and the wide-window similarity (`fusion_rows`).
     """
 
     def __init__(self, feature_size: int, hidden: int = 256, dropout: float = 0.1, similarity: int = 0,
-                 unit: int = 0):
+                 unit: int = 0, fusion_hidden: int = 0):
         super().__init__()
-        self.feature_size, self.unit = feature_size, unit
+        self.feature_size, self.unit, self.similarity = feature_size, unit, similarity
         width = feature_size + len(KINDS) + GAP_FEATURES + similarity
         self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden),
                                  nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
         if unit:
             self.scale = nn.Parameter(torch.ones(()))
-            self.fusion = nn.Linear(unit + len(KINDS), 1)
-            nn.init.zeros_(self.fusion.weight)
-            nn.init.zeros_(self.fusion.bias)
+            if fusion_hidden:
+                # format 5 with an MLP fusion: it reads the net's logit, the unit and window
+                # similarity, the kind and layout, and the wide-window similarity; a linear fusion
+                # let the layout-blind similarity columns shift every kind alike, so a dialogue turn
+                # could not be cut (held-out dialogue Pk 0.20 linear, 0.10 with 16 hidden units)
+                self.fusion = nn.Sequential(nn.LayerNorm(self.fusion_inputs), nn.Linear(self.fusion_inputs, fusion_hidden),
+                                            nn.GELU(), nn.Linear(fusion_hidden, 1))
+                nn.init.zeros_(self.fusion[-1].weight)
+                nn.init.zeros_(self.fusion[-1].bias)
+            else:
+                self.fusion = nn.Linear(unit + len(KINDS), 1)
+                nn.init.zeros_(self.fusion.weight)
+                nn.init.zeros_(self.fusion.bias)
+        self.fusion_hidden = fusion_hidden if unit else 0
+
+    @property
+    def fusion_inputs(self) -> int:
+        """Columns of the MLP fusion: net logit, unit (+ window), kind + layout, wide-window similarity."""
+        return 1 + self.unit + len(KINDS) + GAP_FEATURES + self.similarity
+
+    def fusion_rows(self, x: torch.Tensor, net_logit: torch.Tensor) -> torch.Tensor:
+        """[n, fusion_inputs] for the MLP fusion, from head inputs x and the net's logits [n]."""
+        layout = x[:, self.feature_size:self.feature_size + len(KINDS) + GAP_FEATURES]
+        similarity = x[:, -self.unit - self.similarity:-self.unit]
+        return torch.cat([net_logit.unsqueeze(1), x[:, -self.unit:], layout, similarity], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.unit:
             return self.net(x).squeeze(-1)
-        kinds = x[:, self.feature_size:self.feature_size + len(KINDS)]
         main, unit = x[:, :-self.unit], x[:, -self.unit:]
-        return self.scale * self.net(main).squeeze(-1) + self.fusion(torch.cat([unit, kinds], dim=1)).squeeze(-1)
+        net_logit = self.net(main).squeeze(-1)  # [n]
+        if self.fusion_hidden:
+            return self.scale * net_logit + self.fusion(self.fusion_rows(x, net_logit)).squeeze(-1)
+        kinds = x[:, self.feature_size:self.feature_size + len(KINDS)]
+        return self.scale * net_logit + self.fusion(torch.cat([unit, kinds], dim=1)).squeeze(-1)
 
 
 GAP_FEATURES = 8
@@ -176,7 +204,8 @@ class BoundaryModel:
             raise ModelLoadError(f"the segmenter head in {directory} expects {config.feature_size} features, "
                                  f"its backbone {config.backbone!r} gives {backbone.feature_size}")
         head = BoundaryHead(config.feature_size, config.hidden, similarity=PER_WIDTH * len(config.similarity_widths),
-                            unit=PER_WIDTH * (len(config.unit_widths) + len(config.window_units)))
+                            unit=PER_WIDTH * (len(config.unit_widths) + len(config.window_units)),
+                            fusion_hidden=config.fusion_hidden)
         try:
             head.load_state_dict(state)
         except RuntimeError as e:

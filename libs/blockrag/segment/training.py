@@ -95,29 +95,37 @@ def train_head(data: FeatureSet, *, hidden: int = 256, epochs: int = 30, lr: flo
 
 
 def fit_fusion(head: BoundaryHead, data: FeatureSet, unit: int, *, steps: int = 300, lr: float = 0.05,
-               weight_decay: float = 1e-3, seed: int = 0) -> BoundaryHead:
-    """A fused head (format 4, or 5 with window features): `head`'s net, frozen, with the fusion term (and the scale of the net's
-    logit) fitted by full-batch class-weighted logistic regression on `data`, whose last `unit`
-    columns are the unit similarity features. `data` should be instances the net was not trained
-    on, so that its logits are as confident as on new text."""
+               weight_decay: float = 1e-3, seed: int = 0, hidden: int = 0) -> BoundaryHead:
+    """A fused head (format 4, or 5 with window features): `head`'s net, frozen, with the fusion
+    term (and the scale of the net's logit) fitted full-batch with a class-weighted logistic loss
+    on `data`, whose last `unit` columns are the unit (and window) similarity features. hidden=0:
+    a linear fusion (Adam, lr, weight_decay); else an MLP fusion of that width (AdamW). `data`
+    should be instances the net was not trained on, so that its logits are as confident as on
+    new text."""
     torch.manual_seed(seed)
     fused = BoundaryHead(head.feature_size, head.net[1].out_features, similarity=data.inputs.shape[1] - unit
-                         - head.feature_size - kind_one_hot([]).shape[1], unit=unit)
+                         - head.feature_size - kind_one_hot([]).shape[1], unit=unit, fusion_hidden=hidden)
     fused.net.load_state_dict(head.net.state_dict())
     fused.eval()  # no dropout: the net is fixed
     for p in fused.net.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
         base = fused.net(data.inputs[:, :-unit]).squeeze(-1)  # [N]
-    kinds = data.inputs[:, head.feature_size:head.feature_size + len(KINDS)]
-    extra = torch.cat([data.inputs[:, -unit:], kinds], dim=1)  # [N, unit + kinds]
+    if hidden:
+        rows = fused.fusion_rows(data.inputs, base)  # [N, fusion_inputs]
+        logits = lambda: fused.scale * base + fused.fusion(rows).squeeze(-1)  # noqa: E731
+        optimizer = torch.optim.AdamW([fused.scale, *fused.fusion.parameters()], lr=lr, weight_decay=weight_decay)
+    else:
+        kinds = data.inputs[:, head.feature_size:head.feature_size + len(KINDS)]
+        extra = torch.cat([data.inputs[:, -unit:], kinds], dim=1)  # [N, unit + kinds]
+        logits = lambda: fused.scale * base + fused.fusion(extra).squeeze(-1)  # noqa: E731
+        optimizer = torch.optim.Adam([fused.scale, *fused.fusion.parameters()], lr=lr, weight_decay=weight_decay)
     positives = float(data.labels.sum())
     imbalance = (len(data.labels) - positives) / max(positives, 1.0)  # as train_head weighs cuts
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(imbalance))
-    optimizer = torch.optim.Adam([fused.scale, *fused.fusion.parameters()], lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = loss_fn(fused.scale * base + fused.fusion(extra).squeeze(-1), data.labels)
+        loss = loss_fn(logits(), data.labels)
         loss.backward()
         optimizer.step()
     for p in fused.parameters():
