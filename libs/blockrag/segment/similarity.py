@@ -81,14 +81,17 @@ def unit_similarity_features(vectors: torch.Tensor, words: list[int], widths: tu
         lo = torch.minimum(torch.searchsorted(total, total[b] - w, side="left"), b - 1)
         hi = torch.maximum(torch.searchsorted(total, total[b] + w, side="right") - 1, b + 1).clamp(max=n)
         left, right = prefix[b] - prefix[lo], prefix[hi] - prefix[b]  # [m, hidden]
-        cos = torch.nn.functional.cosine_similarity(left, right, dim=1, eps=1e-8)  # [m]
-        std = float(cos.std(unbiased=False)) if m > 1 else 0.0
-        z = (cos - cos.mean()) / (std + 1e-3)
-        depth = torch.from_numpy(depth_scores(cos.numpy()))
-        out[:, PER_WIDTH * k] = cos.float()
-        out[:, PER_WIDTH * k + 1] = z.float()
-        out[:, PER_WIDTH * k + 2] = depth.float()
+        _put_width(out, k, torch.nn.functional.cosine_similarity(left, right, dim=1, eps=1e-8))
     return out
+
+
+def _put_width(out: torch.Tensor, k: int, cos: torch.Tensor) -> None:
+    """Width k's columns of `out` [m, PER_WIDTH * widths] from its gaps' cosines [m]: the
+    cosine, its z-score within the text and its TextTiling depth."""
+    std = float(cos.std(unbiased=False)) if cos.shape[0] > 1 else 0.0
+    out[:, PER_WIDTH * k] = cos.float()
+    out[:, PER_WIDTH * k + 1] = ((cos - cos.mean()) / (std + 1e-3)).float()
+    out[:, PER_WIDTH * k + 2] = torch.from_numpy(depth_scores(cos.numpy())).float()
 
 
 # Window features (format 5). The embedding-similarity baseline, which embeds the text of the few
@@ -120,11 +123,5 @@ def window_similarity_features(embed, texts: list[str], widths: tuple[int, ...] 
         vectors = torch.nn.functional.normalize(vectors, dim=1)
         left = vectors[[row[a] for a, _ in windows]]  # [m, hidden]
         right = vectors[[row[b] for _, b in windows]]
-        cos = (left * right).sum(1)  # [m]
-        std = float(cos.std(unbiased=False)) if m > 1 else 0.0
-        z = (cos - cos.mean()) / (std + 1e-3)
-        depth = torch.from_numpy(depth_scores(cos.numpy()))
-        out[:, PER_WIDTH * k] = cos.float()
-        out[:, PER_WIDTH * k + 1] = z.float()
-        out[:, PER_WIDTH * k + 2] = depth.float()
+        _put_width(out, k, (left * right).sum(1))  # cosines [m] of normalised rows
     return out
