@@ -22,8 +22,8 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 
-from blockrag.segment.data import CONCAT_PREFIX, SOURCE_SEPARATOR, Instance
-from blockrag.segment.train.prose import ProseDoc, forbidden, split_sections
+from blockrag.segment.data import Instance
+from blockrag.segment.train.prose import ProseDoc, concat_instances, split_sections
 
 SPEAKERS = ("Ann", "Ben")
 RUST_LICENSE = "MIT OR Apache-2.0"
@@ -89,29 +89,8 @@ def join_conversations(conversations: Sequence[Sequence[str]]) -> tuple[str, lis
 def dialogue_instances(docs: Sequence[ProseDoc], n: int, seed: int, segments: tuple[int, int] = (4, 8),
                        per_doc: int = 3) -> list[Instance]:
     """n instances, each joining a drawn number of conversations from distinct documents."""
-    rng = random.Random(seed)
-    pool: list[tuple[str, list[str]]] = []
-    for doc in docs:
-        if forbidden(doc.source):
-            raise ValueError(f"{doc.source} may not be training or evaluation data here")
-        found = conversations_of(doc, rng)
-        rng.shuffle(found)
-        pool.extend((doc.source, c) for c in found[:per_doc])
-    out = []
-    for _ in range(n):
-        count = rng.randint(*segments)
-        chosen: list[tuple[str, list[str]]] = []
-        for source, conversation in rng.sample(pool, min(len(pool), count * 4)):
-            if source not in {s for s, _ in chosen}:
-                chosen.append((source, conversation))
-            if len(chosen) == count:
-                break
-        if len(chosen) < 2:
-            continue
-        text, cuts = join_conversations([c for _, c in chosen])
-        out.append(Instance(text, cuts, "dialogue", "concat",
-                            CONCAT_PREFIX + SOURCE_SEPARATOR.join(s for s, _ in chosen)))
-    return out
+    return concat_instances(docs, n, seed, segments, per_doc, conversations_of, join_conversations, "dialogue",
+                            "training or evaluation")
 
 
 def rust_book_docs() -> Iterator[ProseDoc]:

@@ -26,7 +26,7 @@ import random
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,29 +191,38 @@ def _join(parts: Sequence[Sequence[str]]) -> tuple[str, list[int]]:
 def choi_instances(docs: Sequence[ProseDoc], n: int, seed: int, segments: tuple[int, int] = (4, 10),
                    per_doc: int = 3) -> list[Instance]:
     """n Choi-style instances: each joins a drawn number of segments from distinct documents."""
+    return concat_instances(docs, n, seed, segments, per_doc, segments_of, _join, "prose", "training")
+
+
+def concat_instances(docs: Sequence[ProseDoc], n: int, seed: int, segments: tuple[int, int], per_doc: int,
+                     pieces_of: Callable[[ProseDoc, random.Random], list], join: Callable[[list], tuple[str, list[int]]],
+                     category: str, use: str) -> list[Instance]:
+    """n instances, each joining a drawn number of pieces (`pieces_of` a document, at most
+    per_doc of each) from distinct documents with `join` -> (text, cuts); a forbidden source
+    raises (`use` says for what)."""
     rng = random.Random(seed)
-    pool: list[tuple[str, tuple[str, ...]]] = []
+    pool: list[tuple[str, object]] = []
     for doc in docs:
         if forbidden(doc.source):
-            raise ValueError(f"{doc.source} may not be training data")
-        found = segments_of(doc, rng)
+            raise ValueError(f"{doc.source} may not be {use} data")
+        found = pieces_of(doc, rng)
         rng.shuffle(found)
-        pool.extend((doc.source, s) for s in found[:per_doc])
+        pool.extend((doc.source, piece) for piece in found[:per_doc])
     out = []
     for _ in range(n):
         count = rng.randint(*segments)
-        chosen: list[tuple[str, tuple[str, ...]]] = []
+        chosen: list[tuple[str, object]] = []
         used: set[str] = set()
-        for source, segment in rng.sample(pool, min(len(pool), count * 4)):
+        for source, piece in rng.sample(pool, min(len(pool), count * 4)):
             if source not in used:
                 used.add(source)
-                chosen.append((source, segment))
+                chosen.append((source, piece))
             if len(chosen) == count:
                 break
         if len(chosen) < 2:
             continue
-        text, cuts = _join([s for _, s in chosen])
-        out.append(Instance(text, cuts, "prose", "concat",
+        text, cuts = join([piece for _, piece in chosen])
+        out.append(Instance(text, cuts, category, "concat",
                             CONCAT_PREFIX + SOURCE_SEPARATOR.join(source for source, _ in chosen)))
     return out
 
