@@ -498,9 +498,18 @@ def precompute_queue() -> dict[str, Gauge]:
     return queue
 
 
-# The cumulative eviction count each service's cache reported last in this process: the counter
-# grows by the difference (a cache tier counts its evictions since it was made).
-_evictions_seen: dict[str, int] = {}
+# The cumulative count each labelled counter was reported at last in this process: cache tiers
+# count their evictions, hits and misses since they were made, and the counters grow by the
+# difference (set_replica_cache, set_replica_tier_lookups).
+_counts_seen: dict[tuple[Counter, tuple[str, ...]], int] = {}
+
+
+def _grow_to(counter: Counter, labels: tuple[str, ...], count: int) -> None:
+    """Increment ``counter.labels(*labels)`` by what ``count`` (cumulative) added since the last
+    report; a count lower than the last one comes from a new tier: all of it is new."""
+    seen = _counts_seen.get((counter, labels), 0)
+    counter.labels(*labels).inc(count - seen if count >= seen else count)
+    _counts_seen[(counter, labels)] = count
 
 
 def set_replica_cache(service: str, nbytes: int, entries: int, evictions: int | None = None) -> None:
@@ -509,28 +518,15 @@ def set_replica_cache(service: str, nbytes: int, entries: int, evictions: int | 
     REPLICA_CACHE_BYTES.labels(service=service).set(nbytes)
     REPLICA_CACHE_ENTRIES.labels(service=service).set(entries)
     if evictions is not None:
-        seen = _evictions_seen.get(service, 0)
-        # A count lower than the last one comes from a new cache tier: all of it is new.
-        REPLICA_CACHE_EVICTIONS.labels(service=service).inc(evictions - seen if evictions >= seen else evictions)
-        _evictions_seen[service] = evictions
-
-
-# The cumulative hits and misses each (service, tier, result) reported last in this process.
-_tier_lookups_seen: dict[tuple[str, str, str], int] = {}
+        _grow_to(REPLICA_CACHE_EVICTIONS, (service,), evictions)
 
 
 def set_replica_tier_lookups(service: str, tiers: Mapping[str, tuple[int, int]]) -> None:
     """Report each memory tier's hits and misses counted so far, by tier name
-    (``MemoryTiers.tier_stats()``); the counters grow by the difference since the last report,
-    as for set_replica_cache's evictions."""
+    (``MemoryTiers.tier_stats()``), as set_replica_cache reports evictions."""
     for tier, (hits, misses) in tiers.items():
-        for result, count in (("hit", hits), ("miss", misses)):
-            key = (service, tier, result)
-            seen = _tier_lookups_seen.get(key, 0)
-            # A count lower than the last one comes from a new tier: all of it is new.
-            REPLICA_CACHE_TIER_LOOKUPS.labels(service=service, tier=tier, result=result).inc(
-                count - seen if count >= seen else count)
-            _tier_lookups_seen[key] = count
+        _grow_to(REPLICA_CACHE_TIER_LOOKUPS, (service, tier, "hit"), hits)
+        _grow_to(REPLICA_CACHE_TIER_LOOKUPS, (service, tier, "miss"), misses)
 
 
 def set_model_warm(tenant: str, done: int, total: int) -> None:
