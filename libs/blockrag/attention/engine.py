@@ -309,7 +309,7 @@ class BlockAttentionEngine:
         return GenerationBatch(self, slots, slot_tokens)
 
     def _generate(self, request: GenerationRequest) -> Iterator[int]:
-        if self.cuda_graphs:
+        if self.cuda_graphs and self.graph_decode_tokens:  # off: prefill() lays the blocks out, once
             final = self.token_ids(request.final_ids)
             kvs, offsets, context = self.layout(request.kvs)
             graphs = self._prefill_graphs()
