@@ -46,3 +46,27 @@ def test_results_and_errors_pass_through():
         assert not lock.locked()
 
     asyncio.run(scenario())
+
+
+def test_a_cancelled_caller_returns_only_when_its_thread_does():
+    from blockrag.engine_lock import to_thread_to_the_end
+
+    async def scenario():
+        started, release, done = threading.Event(), threading.Event(), []
+
+        def slow():
+            started.set()
+            release.wait(10)
+            done.append("slow")
+
+        caller = asyncio.create_task(to_thread_to_the_end(slow))
+        await asyncio.to_thread(started.wait, 10)
+        caller.cancel()
+        await asyncio.sleep(0.1)
+        assert not caller.done()  # asyncio.to_thread would have returned CancelledError by now
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert done == ["slow"]
+
+    asyncio.run(scenario())

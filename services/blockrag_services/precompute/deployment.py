@@ -17,6 +17,7 @@ import math
 
 from ray import serve
 
+from blockrag.engine_lock import to_thread_to_the_end
 from blockrag.errors import ServiceUnavailableError
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.object_store import open_object_store
@@ -71,7 +72,8 @@ class Precompute(OneApplication):
                 await self.device_lock.acquire()
             try:
                 with self.queue["encoding"].track_inprogress():
-                    written = await asyncio.to_thread(self.writer.encode, runtime, tenant, plan)
+                    # held until the encode ends, even for a caller gone meanwhile (engine_lock.py)
+                    written = await to_thread_to_the_end(self.writer.encode, runtime, tenant, plan)
             finally:
                 self.device_lock.release()
         by_text = {t: pb.BlockEntry(block_id=w.block_id, token_count=w.token_count, location=w.location,
