@@ -1,5 +1,6 @@
-"""`locked_in_thread` (and `to_thread_to_the_end` beneath it, for a caller holding its lock its own way): run engine work in a worker thread under an asyncio lock that is held until
-the work ends, even when the awaiting task is cancelled.
+"""`locked_in_thread` (and `to_thread_to_the_end` beneath it, for a caller holding its lock its own
+way): run engine work in a worker thread under an asyncio lock that is held until the work ends,
+even when the awaiting task is cancelled.
 
 `async with lock: await asyncio.to_thread(fn)` releases the lock as soon as the task is
 cancelled (a client that went away), while `fn` is still running in its thread: the next holder
