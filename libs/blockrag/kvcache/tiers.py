@@ -37,7 +37,7 @@ class MemoryTier:
 
 
 class MemoryTiers:
-    """ByteLRU's interface (get, put, pop, stats) over several tiers, fastest first."""
+    """ByteLRU's interface as the resolver uses it (get, put, stats) over several tiers, fastest first."""
 
     def __init__(self, tiers: Sequence[MemoryTier]):
         if not tiers:
@@ -65,13 +65,6 @@ class MemoryTiers:
         for tier in self.tiers[1:]:
             tier.lru.pop(key)
         self._put(0, key, value, nbytes)
-
-    def pop(self, key: Hashable) -> BlockKV | None:
-        found = None
-        for tier in self.tiers:
-            kv = tier.lru.pop(key)
-            found = found if found is not None else kv
-        return found
 
     def __contains__(self, key: object) -> bool:
         return any(key in tier.lru for tier in self.tiers)
