@@ -2,14 +2,34 @@
 
 Granularity moves the decision threshold in logit space around the one chosen on validation
 data: 0.5 is that threshold, 1.0 cuts wherever the model is at least ~5% sure (fine), 0.0 only
-where it is ~95% sure relative to it (coarse). Then sizes are enforced: a block over
-max_block_tokens is re-split at its most likely inner candidate, recursively (a hard cut by
-tokens where no candidate is left), so no block is ever over the maximum; a block under
-min_block_tokens is merged with the neighbour across the weaker boundary, when that fits.
+where it is ~95% sure relative to it (coarse).
+
+Sizes are enforced in two steps, so that the number of blocks never falls as granularity rises:
+
+1. The base: the cuts of granularity 0, a block over max_block_tokens re-split at its most likely
+   inner candidate, recursively (a hard cut by tokens where no candidate is left), then a block
+   under min_block_tokens merged with the neighbour across the weaker boundary, when that fits.
+   The base does not depend on the granularity asked for.
+2. Refinement: the cuts of the granularity asked for, strongest first (ties by offset), each
+   added to the base when it splits a block into two pieces of at least min_block_tokens (and at
+   most the maximum), and no block under the minimum beside the split could then merge with the
+   piece next to it within the maximum.
+
+Why monotone: the cuts of a granularity are the local maxima over its threshold, and a higher
+granularity only lowers the threshold, so the cuts of g, ordered strongest first, are a prefix of
+the cuts of any g' > g in that order. Each decision of step 2 depends only on the blocks built so
+far, which are the same for g and g' over that common prefix; so g' accepts every cut g accepts
+(the blocks of g' are a refinement of those of g) and adds one block per further accepted cut.
+The bounds hold at every granularity: the base holds them, a split never makes a block over the
+maximum nor under the minimum, and the blocks under the minimum are those of the base, none of
+which a neighbour can take in within the maximum (the check in step 2 keeps that true).
+Merging after refining instead (smallest block first) is not monotone: with more cuts it can fold
+blocks into neighbours that stood alone before (tests/segment/test_granularity.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 
@@ -40,15 +60,59 @@ class LearnedSegmenter:
                       self.model.config.suppress)
 
     def segment(self, text: str, options: SegmentOptions = SegmentOptions(granularity=0.5)) -> list[Span]:
+        """Blocks of the text at options.granularity within its size bounds (module docstring)."""
         candidates, probs = self.model.probabilities(text)
+        return self.blocks(text, candidates, probs, options)
+
+    def blocks(self, text: str, candidates: list[Candidate], probs: torch.Tensor,
+               options: SegmentOptions) -> list[Span]:
+        """The blocks given the boundary model's reading of the text (candidates, [n] probs)."""
         strength = {c.offset: float(p) for c, p in zip(candidates, probs)}
+        base = self._base(text, candidates, probs, options, strength)
         cuts = decide(candidates, probs, threshold_for(self.model.config.threshold, options.granularity),
                       self.model.config.suppress)
+        return self._refined(text, base, sorted(cuts, key=lambda o: (-strength[o], o)), options)
+
+    def _base(self, text: str, candidates: list[Candidate], probs: torch.Tensor, options: SegmentOptions,
+              strength: dict[int, float]) -> list[Span]:
+        """Step 1: the blocks of granularity 0 within the size bounds."""
+        cuts = decide(candidates, probs, threshold_for(self.model.config.threshold, 0.0), self.model.config.suppress)
         bounds = [0, *cuts, len(text)]
         spans: list[Span] = []
         for start, end in zip(bounds, bounds[1:]):
             spans.extend(self._bounded(text, start, end, options.max_block_tokens, candidates, strength))
         return self._merged(text, spans, options, strength)
+
+    def _refined(self, text: str, spans: list[Span], cuts: list[int], options: SegmentOptions) -> list[Span]:
+        """Step 2: the cuts, in the order given, each added where both pieces keep the bounds."""
+        spans = list(spans)
+        starts = [s.start for s in spans]
+        for cut in cuts:
+            i = bisect.bisect_right(starts, cut) - 1
+            if i < 0 or not spans[i].start < cut < spans[i].end:
+                continue  # already a boundary, or in the blank between two blocks
+            pieces = self._split(text, spans, i, cut, options)
+            if pieces is not None:
+                spans[i:i + 1] = pieces
+                starts[i:i + 1] = [p.start for p in pieces]
+        return spans
+
+    def _split(self, text: str, spans: list[Span], i: int, cut: int, options: SegmentOptions) -> list[Span] | None:
+        """The two pieces of spans[i] cut at `cut`, or None when the cut would break a bound."""
+        left = make_span(text, spans[i].start, cut, self.count_tokens)
+        right = make_span(text, cut, spans[i].end, self.count_tokens)
+        if left is None or right is None:
+            return None
+        if not all(options.min_block_tokens <= p.token_count <= options.max_block_tokens for p in (left, right)):
+            return None
+        # a short neighbour that could not merge with the whole block must not fit with the piece
+        for neighbour, piece in ((i - 1, left), (i + 1, right)):
+            if 0 <= neighbour < len(spans) and spans[neighbour].token_count < options.min_block_tokens:
+                a, b = sorted((spans[neighbour], piece), key=lambda s: s.start)
+                merged = make_span(text, a.start, b.end, self.count_tokens)
+                if merged is not None and merged.token_count <= options.max_block_tokens:
+                    return None
+        return [left, right]
 
     def _bounded(self, text: str, start: int, end: int, limit: int, candidates: list[Candidate],
                  strength: dict[int, float]) -> list[Span]:
