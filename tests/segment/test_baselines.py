@@ -13,11 +13,11 @@ from blockrag.segment.baselines import (
     EmbeddingSimilarity,
     FixedSize,
     TextTiling,
-    depth_scores,
     no_split,
     paragraph_split,
 )
 from blockrag.segment.candidates import find_candidates
+from blockrag.segment.similarity import depth_scores
 
 CATS = ["Cats purr softly when kittens nap beside warm fur.", "A kitten chases the cat's tail and purrs.",
         "Feline whiskers twitch as cats groom fur.", "The kitten naps while cats purr nearby.",

@@ -24,6 +24,7 @@ import numpy as np
 
 from blockrag.errors import InvalidRequestError
 from blockrag.segment.candidates import find_candidates, units
+from blockrag.segment.similarity import depth_scores
 
 Segment = Callable[[str], list[int]]
 
@@ -195,20 +196,6 @@ class EmbeddingSimilarity:
 def _join(text: str, spans: list[tuple[int, int]], first: int, stop: int) -> str:
     """The text of units first..stop-1, stripped."""
     return text[spans[first][0]:spans[stop - 1][1]].strip()
-
-
-def depth_scores(similarity: np.ndarray) -> np.ndarray:
-    """(left peak - s) + (right peak - s) per gap, each peak reached by climbing from the gap
-    while the next value is not lower (linear: a gap's climb continues its neighbour's)."""
-    n = len(similarity)
-    left, right = similarity.copy(), similarity.copy()
-    for i in range(1, n):
-        if similarity[i - 1] >= similarity[i]:
-            left[i] = left[i - 1]
-    for i in range(n - 2, -1, -1):
-        if similarity[i + 1] >= similarity[i]:
-            right[i] = right[i + 1]
-    return left + right - 2 * similarity
 
 
 def _pick(score: np.ndarray, n_units: int, min_units: int, threshold: float | None = None) -> list[int]:

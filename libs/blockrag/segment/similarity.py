@@ -20,10 +20,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from blockrag.segment.baselines import depth_scores
-
 DEFAULT_WIDTHS = (64, 128, 256, 512)
 PER_WIDTH = 3  # cos, z, depth
+
+
+def depth_scores(similarity: np.ndarray) -> np.ndarray:
+    """(left peak - s) + (right peak - s) per gap, each peak reached by climbing from the gap
+    while the next value is not lower (linear: a gap's climb continues its neighbour's)."""
+    n = len(similarity)
+    left, right = similarity.copy(), similarity.copy()
+    for i in range(1, n):
+        if similarity[i - 1] >= similarity[i]:
+            left[i] = left[i - 1]
+    for i in range(n - 2, -1, -1):
+        if similarity[i + 1] >= similarity[i]:
+            right[i] = right[i + 1]
+    return left + right - 2 * similarity
 
 
 def similarity_features(states: torch.Tensor, cuts: list[int], widths: tuple[int, ...] | list[int]) -> torch.Tensor:
