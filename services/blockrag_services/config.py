@@ -3,9 +3,10 @@
 Every application gets the same settings (deploy/serve/*.yaml share them with a YAML anchor;
 `blockrag up` gives each the same args), so that precompute and generation load the same model and
 all of them open the same stores. Resources too: `services` holds each service's, by application
-name, and each application's builder (app.py) takes its own entry. An application may instead set
-its own `resources`, which replace its entry (production.yaml does: the Helm chart overrides them
-per application). The defaults are the embedded platform: SQLite file and local-directory object store
+name, and each application's builder (app.py) takes its own entry (deploy/serve/*.yaml and the Helm
+chart set them there). An application's own `resources`, which replace its entry, are still read:
+Serve configs written before `services` existed set them, and tests build one deployment with them.
+The defaults are the embedded platform: SQLite file and local-directory object store
 under $BLOCKRAG_HOME/platform, the bundled model.
 
 Each setting's type and range is in its annotation, checked once when a config is built

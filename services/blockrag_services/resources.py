@@ -1,9 +1,9 @@
 """Resources: the Ray resources of one service's deployment; ServiceResources: each service's.
 
 Every Serve application's args carry the same ServiceResources (PlatformConfig.services: a
-`services:` section in deploy/serve/local.yaml, the embedded platform's config in `blockrag up`),
-and each application's builder (app.py) deploys with its own entry; an application's own
-``resources`` (PlatformConfig.resources) replace that entry, as production.yaml's do.
+`services:` section in deploy/serve/local.yaml and production.yaml, the embedded platform's config
+in `blockrag up`), and each application's builder (app.py) deploys with its own entry; an
+application's own ``resources`` (PlatformConfig.resources, the older form) replace that entry.
 """
 
 from __future__ import annotations

@@ -96,12 +96,12 @@ def test_external_stores_change_only_the_urls():
 
 
 def test_no_gpu_runs_the_model_on_cpu_workers():
-    def overrides(name, args, _):
+    def overrides(_, args, __):
         args["model"].update(device="cpu", dtype="float32")
-        if "num_gpus" in args["resources"]:
-            args["resources"]["num_gpus"] = 0
-        if name == "generation":
-            args["resources"]["num_replicas"] = 1
+        for resources in args["services"].values():
+            if "num_gpus" in resources:
+                resources["num_gpus"] = 0
+        args["services"]["generation"]["num_replicas"] = 1
 
     values = VALUE_SETS["no-gpu"]
     assert serve_config(values) == expected_serve_config(overrides)
@@ -115,8 +115,7 @@ def test_autoscaling_hands_replicas_to_serve_and_pods_to_the_ray_autoscaler():
     scaled = values_default("serve", "autoscaling", "applications")
 
     def overrides(name, args, app):
-        if name == "segmentation":
-            args["resources"]["num_replicas"] = 3
+        args["services"]["segmentation"]["num_replicas"] = 3
         if name in scaled:
             app["deployments"] = [{"name": DEPLOYMENTS[name], "num_replicas": "auto",
                                    "autoscaling_config": scaled[name]}]
@@ -161,6 +160,30 @@ def test_serve_config_loads_in_ray_and_the_platform(name):
         PlatformConfig.from_args(app["args"])
 
 
+@pytest.mark.parametrize(("values", "replicas", "gpus"), [
+    ({}, {"generation": 2, "precompute": 1, "segmentation": 2}, {"generation": 1, "precompute": 1}),
+    ({"serve": {"replicas": {"generation": 5, "admin": 2}}}, {"generation": 5, "admin": 2, "precompute": 1},
+     {"generation": 1, "precompute": 1}),
+    (VALUE_SETS["no-gpu"], {"generation": 1, "precompute": 1}, {"generation": 0, "precompute": 0}),
+    (VALUE_SETS["autoscaling"], {"segmentation": 3, "generation": 2}, {"generation": 1}),
+], ids=["default", "replicas", "no-gpu", "autoscaling"])
+def test_replicas_and_gpus_reach_each_builder(values, replicas, gpus):
+    """What each application's builder deploys with (PlatformConfig.resources_of, app.py), read from the
+    rendered serveConfigV2: serve.replicas and gpu.enabled=false reach it, in every application's args
+    alike (each carries the whole services section)."""
+    from blockrag_services.config import PlatformConfig
+
+    apps = serve_config(values)["applications"]
+    for app in apps:
+        config = PlatformConfig.from_args(app["args"])
+        for name, count in replicas.items():
+            assert config.resources_of(name).num_replicas == count, (app["name"], name)
+        for name, count in gpus.items():
+            assert config.resources_of(name).num_gpus == count, (app["name"], name)
+        assert config.resources is None  # no application's own resources to replace its entry
+    assert len({json.dumps(app["args"], sort_keys=True) for app in apps}) == 1
+
+
 def _cpus(quantity) -> float:
     text = str(quantity)
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
@@ -180,7 +203,7 @@ def test_replicas_fit_the_workers(name):
         have["gpu"] += group[pods] * limits.get("nvidia.com/gpu", 0)
     need = {"cpu": 0.0, "gpu": 0.0}
     for app in serve_config(values)["applications"]:
-        r = app["args"]["resources"]
+        r = app["args"]["services"][app["name"]]
         replicas = r["num_replicas"]
         for d in app.get("deployments", []):
             replicas = d["autoscaling_config"]["max_replicas"]

@@ -28,6 +28,8 @@ BAD = {
     "zero replicas": ({"serve": {"replicas": {"generation": 0}}}, "/serve/replicas/generation"),
     "model dtype": ({"serve": {"model": {"dtype": "fp8"}}}, "dtype"),
     "store URL in args": ({"serve": {"args": {"database_url": "sqlite://"}}}, "/serve/args"),
+    # one application's own resources would replace its entry of `services`, where serve.replicas goes
+    "resources in args": ({"serve": {"args": {"resources": {"num_replicas": 2}}}}, "/serve/args"),
     "external DB without URL": ({"postgresql": {"enabled": False}}, "externalDatabase"),
     "password in the DSN": ({"postgresql": {"enabled": False}, "externalDatabase": {
         "url": "postgresql+psycopg://u:secret@db:5432/x", "existingSecret": "s"}}, "/externalDatabase/url"),

@@ -121,12 +121,13 @@ def test_serve_config_is_valid(name, builders):
 def test_production_runs_the_model_on_gpus():
     apps = configs_by_application("production")
     for name in ("precompute", "generation"):
-        assert apps[name].resources.num_gpus >= 1, name
+        assert apps[name].resources_of(name).num_gpus >= 1, name
         assert apps[name].model.device == "cuda"
     # the same model and stores everywhere (the YAML anchor)
     shared = {(c.model, c.database_url, c.object_store_url) for c in apps.values()}
     assert len(shared) == 1
     assert apps["precompute"].precompute_batch_tokens == 16384
+    assert apps["generation"].precompute_batch_tokens == 16384  # its Ingest calls fill Precompute's batches
 
 
 def test_local_config_is_the_embedded_default():
@@ -137,10 +138,14 @@ def test_local_config_is_the_embedded_default():
         assert config.resources_of(name).num_gpus is None  # decided by the cluster at deploy time
 
 
-def test_production_applications_set_their_own_resources():
-    # the Helm chart overrides each application's resources in place (num_gpus, num_replicas)
-    for name, config in configs_by_application("production").items():
-        assert config.resources is not None and config.resources_of(name) is config.resources, name
+def test_production_shares_one_services_section():
+    # every application the same args (the Helm chart sets num_gpus and num_replicas in `services`)
+    apps = configs_by_application("production")
+    assert len({repr(c) for c in apps.values()}) == 1
+    config = apps["generation"]
+    assert config.resources is None
+    assert [config.resources_of(n).num_replicas for n in ServiceResources.names()] == [2, 1, 2, 2, 1]
+    assert [config.resources_of(n).num_gpus for n in ServiceResources.names()] == [None, 1, None, 1, None]
 
 
 def test_services_resources_are_each_applications_own():

@@ -150,7 +150,8 @@ of 62 carry 256 bits, as ApiKey.generate's token_urlsafe(32). */}}
 {{/*
 The Serve config (RayService serveConfigV2): deploy/serve/production.yaml as it is, with these
 values over it (README.md, "Serve config"): the stores' URLs, the model, extra PlatformConfig args,
-replica counts, no GPUs without GPU workers, Serve autoscaling. tests/helm compares the two.
+replica counts and no GPUs without GPU workers (in the shared `services:` section), Serve
+autoscaling. tests/helm compares the two.
 */}}
 {{- define "blockrag.serveConfig" -}}
 {{- $serve := .Files.Get "files/serve.yaml" | fromYaml }}
@@ -170,12 +171,22 @@ replica counts, no GPUs without GPU workers, Serve autoscaling. tests/helm compa
 {{- $_ := set $args "object_store_url" (include "blockrag.objectStoreUrl" $) }}
 {{- $_ := set $args "model" (mergeOverwrite (deepCopy $args.model) (deepCopy $model)) }}
 {{- $_ := mergeOverwrite $args (deepCopy $.Values.serve.args) }}
-{{- if and (not $.Values.gpu.enabled) (hasKey $args.resources "num_gpus") }}
-{{- $_ := set $args.resources "num_gpus" 0 }}
+{{- /* every application carries every service's resources (PlatformConfig.services): the same
+edits in each, so that the args stay one config whichever builder reads them */}}
+{{- $services := deepCopy ($args.services | default dict) }}
+{{- if not $.Values.gpu.enabled }}
+{{- range $name, $resources := $services }}
+{{- if hasKey $resources "num_gpus" }}
+{{- $_ := set $resources "num_gpus" 0 }}
 {{- end }}
-{{- with index $.Values.serve.replicas $app.name }}
-{{- $_ := set $args.resources "num_replicas" (int .) }}
 {{- end }}
+{{- end }}
+{{- range $name, $replicas := $.Values.serve.replicas }}
+{{- $resources := index $services $name | default dict }}
+{{- $_ := set $resources "num_replicas" (int $replicas) }}
+{{- $_ := set $services $name $resources }}
+{{- end }}
+{{- $_ := set $args "services" $services }}
 {{- if and $autoscaling.enabled (hasKey $autoscaling.applications $app.name) }}
 {{- $d := dict "name" (index $deployments $app.name) "num_replicas" "auto" "autoscaling_config" (index $autoscaling.applications $app.name) }}
 {{- $_ := set $app "deployments" (list $d) }}
