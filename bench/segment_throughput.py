@@ -23,7 +23,7 @@ from rich.table import Table
 from blockrag.models import load_tokenizer
 from blockrag.prompt import PromptTemplate
 from blockrag.segment import ParagraphSegmenter, SegmentOptions
-from blockrag.segment.data import build_instances, read_jsonl
+from blockrag.segment.train.data import build_instances, read_jsonl
 from blockrag.segment.default import load_default_segmenter
 from blockrag.segment.sources import default_sources
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from blockrag.errors import InvalidRequestError
-from blockrag.segment.baselines import (
+from blockrag.segment.train.baselines import (
     EmbeddingSimilarity,
     FixedSize,
     TextTiling,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from blockrag.segment.data import (
+from blockrag.segment.train.data import (
     BuildOptions,
     Instance,
     SegmentDataError,

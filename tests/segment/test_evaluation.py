@@ -11,8 +11,8 @@ from tiny_models import tiny_backbone
 from blockrag.segment.backbone import ENCODER
 from blockrag.segment.boundary import BoundaryConfig, BoundaryModel
 from blockrag.segment.candidates import KINDS, find_candidates
-from blockrag.segment.data import Instance
-from blockrag.segment.evaluation import family, family_tables, granularity_sweep
+from blockrag.segment.train.data import Instance
+from blockrag.segment.train.evaluation import family, family_tables, granularity_sweep
 from blockrag.segment.learned import LearnedSegmenter
 
 LOGITS = {"paragraph": 5.0, "heading": 4.0, "code": 4.0, "turn": 2.0, "line": 1.0, "sentence": -2.0}

@@ -8,7 +8,7 @@ import pytest
 
 from blockrag.errors import InvalidRequestError
 from blockrag.segment.candidates import find_candidates
-from blockrag.segment.metrics import (
+from blockrag.segment.train.metrics import (
     Scores,
     boundary_f1,
     default_k,

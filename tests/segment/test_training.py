@@ -14,10 +14,10 @@ from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import Backbone
 from blockrag.segment.boundary import GAP_FEATURES, FORMAT, BoundaryConfig, BoundaryModel, kind_one_hot
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates
-from blockrag.segment.data import Instance
-from blockrag.segment.evaluation import quality_table
+from blockrag.segment.train.data import Instance
+from blockrag.segment.train.evaluation import quality_table
 from blockrag.segment.learned import LearnedSegmenter
-from blockrag.segment.training import (THRESHOLD_GRID, FeatureSet, choose_threshold, featurize, probabilities, scores_at,
+from blockrag.segment.train.training import (THRESHOLD_GRID, FeatureSet, choose_threshold, featurize, probabilities, scores_at,
                                        train_head)
 
 CATS = ["Cats purr softly on the warm windowsill.", "A kitten chases the tail of the old cat.",
@@ -226,7 +226,7 @@ def test_quality_table_has_every_method(minilm, head, data, instances):
 
 def test_fit_fusion_learns_the_unit_signal_and_keeps_the_net():
     from blockrag.segment.boundary import BoundaryHead
-    from blockrag.segment.training import FeatureSet, fit_fusion
+    from blockrag.segment.train.training import FeatureSet, fit_fusion
 
     torch.manual_seed(0)
     feature_size, unit, n = 4, 3, 400
@@ -253,9 +253,9 @@ def test_segment_fuse_adds_a_fusion_to_a_format_3_head(tmp_path, minilm, head, i
     from typer.testing import CliRunner
 
     from blockrag.cli.segment import app
-    from blockrag.segment.data import write_jsonl
+    from blockrag.segment.train.data import write_jsonl
     from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS, DEFAULT_WINDOW_UNITS
-    from blockrag.segment.training import SUPPRESS_GRID
+    from blockrag.segment.train.training import SUPPRESS_GRID
 
     model_of(minilm, head, threshold=0.35).save(tmp_path / "net")
     write_jsonl(tmp_path / "data.jsonl", instances)

@@ -34,7 +34,7 @@ def build_data(
 ) -> None:
     """Labelled instances (documents cut at their own structure, and concatenations of segments
     of different documents) from a corpus of text, Markdown, HTML and code files."""
-    from blockrag.segment.data import build_instances, write_jsonl
+    from blockrag.segment.train.data import build_instances, write_jsonl
     from blockrag.segment.sources import default_sources
     from blockrag.segment.train.prose import forbidden
 
@@ -64,7 +64,7 @@ def build_prose(
     """Prose that only content can segment: every join the same blank line as every paragraph
     break (Python language reference, standard-library docstrings, /usr/share/doc; never man
     pages, licence texts or the Debian FAQ). segment/train/prose.py lists sources and licences."""
-    from blockrag.segment.data import write_jsonl
+    from blockrag.segment.train.data import write_jsonl
     from blockrag.segment.train.prose import build_prose as build
 
     with console.status("Reading the prose sources..."):
@@ -81,7 +81,7 @@ def build_dialogue(
 ) -> None:
     """Dialogue that only content can segment: conversations of two alternating speakers, one
     turn a line, joined with the alternation unbroken (segment/train/dialogue.py: sources, licences)."""
-    from blockrag.segment.data import write_jsonl
+    from blockrag.segment.train.data import write_jsonl
     from blockrag.segment.train.dialogue import build_dialogue as build
 
     if split not in ("train", "held_out"):
@@ -92,7 +92,7 @@ def build_dialogue(
 
 
 def _summary(instances: list, written: int, out: Path) -> None:
-    from blockrag.segment.data import summarize
+    from blockrag.segment.train.data import summarize
 
     table = Table("category", *(k for k in next(iter(summarize(instances).values()), {})), title=f"{written} instances -> {out}")
     for category, stats in summarize(instances).items():
@@ -114,9 +114,9 @@ def train(
     """Train the boundary head on a frozen backbone; the threshold is chosen on a validation part."""
     from blockrag.segment.backbone import Backbone
     from blockrag.segment.boundary import BoundaryConfig, BoundaryModel
-    from blockrag.segment.data import read_jsonl
+    from blockrag.segment.train.data import read_jsonl
     from blockrag.segment.similarity import DEFAULT_WIDTHS, PER_WIDTH
-    from blockrag.segment.training import choose_threshold, featurize, probabilities, train_head
+    from blockrag.segment.train.training import choose_threshold, featurize, probabilities, train_head
 
     instances = [instance for path in data for instance in read_jsonl(path)]
     widths = list(DEFAULT_WIDTHS) if similarity else []
@@ -167,10 +167,10 @@ def fuse(
     from dataclasses import replace
 
     from blockrag.segment.boundary import BoundaryModel
-    from blockrag.segment.data import read_jsonl
+    from blockrag.segment.train.data import read_jsonl
     from blockrag.segment.default import default_model_dir
     from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS, DEFAULT_WINDOW_UNITS, PER_WIDTH
-    from blockrag.segment.training import choose_decision, featurize, fit_fusion, probabilities
+    from blockrag.segment.train.training import choose_decision, featurize, fit_fusion, probabilities
 
     base = BoundaryModel.load(model or default_model_dir())
     instances = [instance for path in data for instance in read_jsonl(path)]
@@ -208,9 +208,9 @@ def evaluate(
 ) -> None:
     """Pk, WindowDiff and boundary F1 of the segmenter and of the baselines, on the same data, for
     each family apart; then blocks per 1K tokens and Pk at granularity 0, 0.25, 0.5, 0.75, 1."""
-    from blockrag.segment.data import read_jsonl
+    from blockrag.segment.train.data import read_jsonl
     from blockrag.segment.default import load_default_segmenter, load_segmenter
-    from blockrag.segment.evaluation import family_tables, granularity_sweep, quality_table
+    from blockrag.segment.train.evaluation import family_tables, granularity_sweep, quality_table
 
     instances = read_jsonl(data)
     segmenter = load_segmenter(model, len) if model else load_default_segmenter(len)
@@ -247,7 +247,7 @@ def evaluate(
 
 
 def _family(instance) -> str:
-    from blockrag.segment.evaluation import family
+    from blockrag.segment.train.evaluation import family
 
     return family(instance)
 

@@ -1,3 +1,4 @@
-"""Training-side additions of the segmenter (data builders for prose, word-unit scoring); the
-runtime stays in blockrag.segment. The older training modules (data, sources, training) move
-here later."""
+"""The training side of the segmenter: corpus sources, data building (structure, prose, dialogue),
+training the boundary head, baselines, metrics and evaluation. The runtime (candidates, backbone,
+boundary model, learned and paragraph segmenters, spans, similarity features) stays in
+blockrag.segment and never imports from here."""

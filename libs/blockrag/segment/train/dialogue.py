@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 
-from blockrag.segment.data import Instance
+from blockrag.segment.train.data import Instance
 from blockrag.segment.train.prose import ProseDoc, concat_instances, split_sections
 
 SPEAKERS = ("Ann", "Ben")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from blockrag.segment.data import CONCAT_PREFIX, SOURCE_SEPARATOR, Instance
+from blockrag.segment.train.data import CONCAT_PREFIX, SOURCE_SEPARATOR, Instance
 from blockrag.segment.sources import CorpusSource, iter_files, read_document
 
 PSF = "PSF-2.0"

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from blockrag.segment.backbone import DEFAULT_ENCODER, Backbone
-from blockrag.segment.baselines import EmbeddingSimilarity, TextTiling, no_split, paragraph_split
+from blockrag.segment.train.baselines import EmbeddingSimilarity, TextTiling, no_split, paragraph_split
 from blockrag.segment.boundary import BoundaryConfig, BoundaryModel
-from blockrag.segment.data import read_jsonl
+from blockrag.segment.train.data import read_jsonl
 from blockrag.segment.similarity import DEFAULT_UNIT_WIDTHS, DEFAULT_WIDTHS, PER_WIDTH
 from blockrag.segment.train.word_scores import read_reference, score_words
-from blockrag.segment.training import (FeatureSet, choose_decision, featurize, probabilities, scores_at,
+from blockrag.segment.train.training import (FeatureSet, choose_decision, featurize, probabilities, scores_at,
                                        suppressed, train_head)
 
 OLD_CHOI, OLD_STRIPPED = 200, 100  # the shipped head's prose: build-prose's defaults
@@ -197,7 +197,7 @@ def main() -> None:
     embed = EmbeddingSimilarity(backbone.embed)
     for name, method in [("no split", no_split), ("paragraph split", paragraph_split), ("TextTiling", TextTiling()),
                          ("embedding similarity", embed)]:
-        from blockrag.segment.metrics import evaluate
+        from blockrag.segment.train.metrics import evaluate
 
         row = {"prose_dev": score_words(dev, method).__dict__}
         for fam in sorted({family(i) for i in held}):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blockrag.segment.metrics import Scores, boundary_f1, pk, window_diff
+from blockrag.segment.train.metrics import Scores, boundary_f1, pk, window_diff
 
 _WORD = re.compile(r"\S+")
 

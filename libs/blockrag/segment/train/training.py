@@ -20,7 +20,7 @@ from torch import nn
 from blockrag.segment.backbone import Backbone
 from blockrag.segment.boundary import BoundaryHead, head_inputs, kind_one_hot
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates
-from blockrag.segment.metrics import boundary_f1, pk, window_diff
+from blockrag.segment.train.metrics import boundary_f1, pk, window_diff
 
 Progress = Callable[[int, int], None]
 THRESHOLD_GRID = [round(1 / (1 + math.exp(-x / 2)), 4) for x in range(-8, 15)]  # logits -4 to 7, in halves

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from blockrag.segment.baselines import EmbeddingSimilarity, FixedSize, TextTiling, no_split, paragraph_split
+from blockrag.segment.train.baselines import EmbeddingSimilarity, FixedSize, TextTiling, no_split, paragraph_split
 from blockrag.segment.learned import LearnedSegmenter, decide, threshold_for
-from blockrag.segment.metrics import Scores, evaluate
+from blockrag.segment.train.metrics import Scores, evaluate
 
 GRANULARITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
