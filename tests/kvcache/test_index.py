@@ -340,7 +340,7 @@ def test_migrate_is_idempotent_and_keeps_data(url: str, index: CacheIndex) -> No
     with CacheIndex.open(url) as reopened:
         assert reopened.get_blocks("t", [a]) == [StoredBlock(a, "a", 1)]
     engine = create_index_engine(IndexConfig(url))
-    assert migrations.current_revision(engine) == "0006"
+    assert migrations.current_revision(engine) == "0007"
     engine.dispose()
 
 
@@ -350,7 +350,7 @@ def test_migrate_a_fresh_postgres_database() -> None:
         assert migrations.current_revision(engine) is None
         with CacheIndex.open(url) as index:
             index.migrate()
-        assert migrations.current_revision(engine) == "0006"
+        assert migrations.current_revision(engine) == "0007"
         engine.dispose()
 
 

@@ -110,6 +110,49 @@ kv_writes = sa.Table(
 )
 
 
+PLAN_ID_LEN = 20  # "pln_" + 16 hex: one BlockWriter plan, from its admission to the end of its write
+
+# The blocks a write plan registered and is about to encode, claimed in the transaction that
+# registers them and released when its write ends (BlockWriter): forget_blocks keeps a claimed
+# block, so one writer's failed write cannot delete a block another writer planned before that
+# writer's intents exist. No foreign key to blocks (a claim never outlives its block: forget_blocks
+# checks claims first) so that tests and tools may TRUNCATE blocks alone. The orphan sweep expires
+# the claims of writers gone (CacheIndex.expire_writes), as it does their intents.
+block_claims = sa.Table(
+    "block_claims",
+    metadata,
+    sa.Column("plan", sa.String(PLAN_ID_LEN), primary_key=True),
+    _name("tenant", primary_key=True),
+    sa.Column("block_id", sa.String(BLOCK_ID_LEN), primary_key=True),
+    sa.Column("claimed_at", sa.Double, nullable=False),
+    sa.Index("ix_block_claims_block", "tenant", "block_id"),
+    sa.Index("ix_block_claims_claimed", "claimed_at"),
+)
+
+# Precompute tokens admitted per tenant and second (``second``: the end of the second, unix s):
+# the rate quota's window, shared by every replica through the database (kvcache.index_usage).
+quota_tokens = sa.Table(
+    "quota_tokens",
+    metadata,
+    _name("tenant", primary_key=True),
+    sa.Column("second", sa.BigInteger, primary_key=True),
+    sa.Column("tokens", sa.BigInteger, nullable=False),
+    sa.Index("ix_quota_tokens_second", "second"),
+)
+
+# KV bytes an admitted write may add, held from its admission until its write ends (its entries
+# then count instead), so two concurrent writes cannot both take the last bytes of a quota. A
+# hold its writer never ended (a crash) lapses at ``expires_at``.
+quota_holds = sa.Table(
+    "quota_holds",
+    metadata,
+    sa.Column("plan", sa.String(PLAN_ID_LEN), primary_key=True),
+    _name("tenant"),
+    sa.Column("nbytes", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Index("ix_quota_holds_tenant", "tenant", "expires_at"),
+)
+
 # -- model registry (blockrag.registry) ------------------------------------------------------
 # ``tenant`` is a scope there: "" is the shared namespace, usable by every tenant.
 

@@ -8,6 +8,11 @@ A write is two steps around the object's put (kvcache.entry_writer says why):
 
 so every object a writer puts is named by a kv_writes row or a kv_entries row from before it
 exists until its entry is evicted; the sweeper deletes only objects that neither names.
+
+Before either step, a write plan claims the blocks it registers (block_claims, in the transaction
+that registers them) until its write ends: a block is forgotten (CacheIndex.forget_blocks) only
+when no document, entry, intent or claim names it, so a writer whose write failed cannot delete a
+block another writer planned and has not yet begun to write.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from blockrag.kvcache.index_schema import kv_entries, kv_writes
+from sqlalchemy.dialects import postgresql, sqlite
+
+from blockrag.kvcache.index_schema import block_claims, kv_entries, kv_writes
 from blockrag.kvcache.index_sql import chunks, upsert
 
 Key = tuple[str, str]  # (block_id, model_version)
@@ -93,6 +100,23 @@ def expire_writes(conn: sa.Connection, before: float) -> list[str]:
     period); their locations."""
     w = kv_writes.c
     return sorted(conn.execute(sa.delete(kv_writes).where(w.started_at < before).returning(w.location)).scalars())
+
+
+def claim_blocks(conn: sa.Connection, plan: str, tenant: str, block_ids: Sequence[str], now: float) -> None:
+    """Claim ``block_ids`` (registered in this transaction) for ``plan`` until ``release_claims``."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(block_claims).on_conflict_do_nothing(), [
+        dict(plan=plan, tenant=tenant, block_id=b, claimed_at=now) for b in sorted(set(block_ids))])
+
+
+def release_claims(conn: sa.Connection, plan: str) -> None:
+    conn.execute(sa.delete(block_claims).where(block_claims.c.plan == plan))
+
+
+def expire_claims(conn: sa.Connection, before: float) -> None:
+    """Delete the claims made before ``before``: their writers crashed or outlived the grace period
+    (the blocks are then left as after a crash, registered and unused)."""
+    conn.execute(sa.delete(block_claims).where(block_claims.c.claimed_at < before))
 
 
 def named(conn: sa.Connection, locations: Sequence[str]) -> set[str]:

@@ -25,6 +25,7 @@ from blockrag.defaults import CACHE_MAINTENANCE_INTERVAL_S as DEFAULT_INTERVAL_S
 from blockrag.errors import BlockRAGError, InvalidRequestError
 from blockrag.kvcache.eviction import DEFAULT_READER_GRACE_S, EvictionPolicy, EvictionReport, Watermarks, evict
 from blockrag.kvcache.index import CacheIndex
+from blockrag.kvcache.index_usage import KEPT_S as USAGE_KEPT_S
 from blockrag.kvcache.object_store import ObjectStore
 from blockrag.kvcache.sweeper import SweepReport, sweep_orphans
 
@@ -114,13 +115,15 @@ class MaintenanceReport:
 
 def run_pass(index: CacheIndex, store: ObjectStore, settings: CacheMaintenance, *,
              clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> MaintenanceReport:
-    """One pass: evict by ``settings`` (rows, the reader pause, objects), then sweep orphans.
-    Raises what either raises (ObjectStoreError, CacheIndexError...): the caller retries."""
+    """One pass: evict by ``settings`` (rows, the reader pause, objects), sweep orphans, then prune
+    the quota rows of tenants gone quiet (an admission prunes its own tenant's). Raises what any
+    raises (ObjectStoreError, CacheIndexError...): the caller retries."""
     started = time.monotonic()
     eviction = evict(index, store, settings.policy(), reader_grace_s=settings.reader_grace_s, clock=clock,
                      sleep=sleep)
     # after eviction: objects of a pass that died between rows and objects are swept once old
     sweep = sweep_orphans(index, store, grace_s=settings.sweep_grace_s, clock=clock)
+    index.prune_usage(clock() - USAGE_KEPT_S)
     return MaintenanceReport(eviction, sweep, time.monotonic() - started)
 
 

@@ -1,10 +1,19 @@
 """TenantQuotas: per-tenant quotas on stored KV bytes and on precompute tokens per minute.
 
 Checked by BlockWriter.plan after the texts are tokenized and before anything is registered,
-encoded or stored, so a request over a quota costs a tokenization and two index reads, never
-KV. The stored bytes come from the cache index (every writer's entries count); the tokens per
-minute are a sliding window kept by this object, so they bound one writer process (a Precompute
-replica): with N replicas a tenant may encode up to N times the quota.
+encoded or stored, so a request over a quota costs a tokenization and one index transaction,
+never KV. Both quotas are kept in the cache index, which every writer (every Precompute replica)
+shares: an admission reads the tenant's usage and records its own in one transaction under a lock
+per tenant (kvcache.index_usage), so N replicas together admit no more than the quota:
+
+- stored bytes: the tenant's entries plus the bytes held by writes admitted and not yet ended
+  (each admitted write holds what it may add until it ends), so two concurrent writes cannot both
+  take the quota's last bytes;
+- tokens per minute: the tokens admitted in the last 60 s, per second (the tokens of time t
+  count until ceil(t) + 60 s: up to a second longer, never shorter).
+
+There is no per-process fallback: every writer has an index. The clock is wall time (unix s),
+shared by the replicas; a skew between their clocks shifts when tokens leave the window by as much.
 
 A quota of 0 is no quota. Refusals are QuotaExceededError (RESOURCE_EXHAUSTED), whose message
 says which quota, the figures, and what to do.
@@ -12,13 +21,13 @@ says which quota, the figures, and what to do.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from blockrag.errors import InvalidRequestError, QuotaExceededError
+from blockrag.kvcache.index import CacheIndex
+from blockrag.kvcache.index_usage import Charge, Usage
 
 WINDOW_S = 60.0  # the rate quota's window: tokens per minute
 
@@ -39,15 +48,12 @@ class Quota:
 
 @dataclass
 class TenantQuotas:
-    """``default`` applies to every tenant not named in ``tenants``. Thread-safe."""
+    """``default`` applies to every tenant not named in ``tenants``. Thread-safe; the usage lives
+    in the cache index given to ``admit``."""
 
     default: Quota = field(default_factory=Quota)
     tenants: Mapping[str, Quota] = field(default_factory=dict)
-    clock: Callable[[], float] = time.monotonic
-
-    def __post_init__(self) -> None:
-        self._spent: dict[str, deque[tuple[float, int]]] = {}  # tenant -> (when, tokens) in the window
-        self._lock = threading.Lock()
+    clock: Callable[[], float] = time.time  # unix seconds: replicas share the window through it
 
     @classmethod
     def of(cls, settings: object) -> TenantQuotas:
@@ -82,42 +88,43 @@ class TenantQuotas:
                 f"tenant {tenant!r} stores {stored} bytes of KV, at its quota of {limit} bytes: nothing more can be "
                 f"stored; evict entries (blockrag-admin cache evict) or ask for a larger quota")
 
-    def admit(self, tenant: str, tokens: int, new_bytes: int, stored_bytes: Callable[[], int]) -> None:
+    def admit(self, tenant: str, tokens: int, new_bytes: int, index: CacheIndex, plan: str | None = None) -> None:
         """Refuse (QuotaExceededError) or admit encoding ``tokens`` block tokens that will store
-        about ``new_bytes``; an admitted request's tokens count against the rate from now on.
-        ``stored_bytes()`` is asked only when the tenant has a bytes quota."""
+        about ``new_bytes``, against the usage every writer of ``index`` recorded; an admitted
+        request's tokens count against the rate from now on, and its bytes are held for ``plan``
+        (a write plan id) until ``index.end_plan(plan)`` (or the hold lapses: index_usage.HOLD_S).
+        A refusal records nothing."""
         quota = self.quota(tenant)
-        if tokens <= 0:
+        if tokens <= 0 or quota == Quota():
             return
-        if quota.max_stored_bytes:
-            stored = stored_bytes()
-            if stored + new_bytes > quota.max_stored_bytes:
-                raise QuotaExceededError(
-                    f"tenant {tenant!r} stores {stored} bytes of KV and these blocks would add about {new_bytes}, "
-                    f"over its quota of {quota.max_stored_bytes} bytes; evict entries (blockrag-admin cache evict) "
-                    f"or ask for a larger quota")
         limit = quota.max_precompute_tokens_per_minute
-        if not limit:
-            return
-        if tokens > limit:
-            raise QuotaExceededError(
-                f"these blocks need {tokens} tokens of precompute, more than the whole quota of tenant {tenant!r} "
-                f"({limit} tokens per minute); send fewer or smaller blocks per request")
-        with self._lock:
-            now = self.clock()
-            spent = self._spent.setdefault(tenant, deque())
-            while spent and spent[0][0] <= now - WINDOW_S:
-                spent.popleft()
-            used = sum(n for _, n in spent)
+
+        def check(usage: Usage) -> None:
+            if quota.max_stored_bytes and usage.stored_bytes + new_bytes > quota.max_stored_bytes:
+                raise QuotaExceededError(
+                    f"tenant {tenant!r} stores {usage.stored_bytes} bytes of KV and these blocks would add about "
+                    f"{new_bytes}, over its quota of {quota.max_stored_bytes} bytes; evict entries (blockrag-admin "
+                    f"cache evict) or ask for a larger quota")
+            if not limit:
+                return
+            if tokens > limit:
+                raise QuotaExceededError(
+                    f"these blocks need {tokens} tokens of precompute, more than the whole quota of tenant "
+                    f"{tenant!r} ({limit} tokens per minute); send fewer or smaller blocks per request")
+            used = usage.tokens
             if used + tokens > limit:
                 # the earliest moment enough of the window has expired for this request to fit
                 freed, wait = 0, WINDOW_S
-                for at, n in spent:
+                for second, n in usage.spent:
                     freed += n
                     if used - freed + tokens <= limit:
-                        wait = at + WINDOW_S - now
+                        wait = second + WINDOW_S - now
                         break
                 raise QuotaExceededError(
                     f"tenant {tenant!r} had {used} tokens precomputed in the last minute and these blocks need "
                     f"{tokens} more, over its quota of {limit} tokens per minute; retry in {max(wait, 0.1):.0f} s")
-            spent.append((now, tokens))
+
+        now = self.clock()
+        held = new_bytes if quota.max_stored_bytes and plan is not None else 0
+        index.admit_usage(tenant, Charge(now, WINDOW_S, tokens=tokens if limit else 0,
+                                         count_bytes=bool(quota.max_stored_bytes), nbytes=held, plan=plan), check)

@@ -8,6 +8,7 @@ blocks uses them at once instead of reading back what was just written.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class WritePlan:
     stored: dict[int, tuple[str, int]]  # position -> (location, nbytes) of entries kept
     replace_before: float | None = None  # recompute: replace entries committed before the plan
     registered: tuple[str, ...] = ()  # block ids this plan registered (unknown before it)
+    # while the plan's write runs: its blocks' claims and its bytes hold (CacheIndex.end_plan);
+    # None when there is nothing to encode
+    plan_id: str | None = None
 
     @property
     def to_encode(self) -> list[int]:
@@ -88,7 +92,11 @@ class BlockWriter:
         stored for the version are kept; with it every text is encoded and replaces the entry stored before this plan
         (the caller found the stored one missing or corrupt). LimitExceededError (a block over
         the token limit) and QuotaExceededError (the tenant's quotas) come before the blocks are
-        registered: a refused plan writes nothing."""
+        registered: a refused plan writes nothing.
+
+        A plan with blocks to encode claims its blocks (and holds the bytes its quota admitted)
+        until ``encode`` ends: another writer's failed write cannot forget them meanwhile. A plan
+        never encoded keeps them until the orphan sweep expires the claims (and the hold lapses)."""
         distinct = list(dict.fromkeys(t.strip() for t in texts))
         if not distinct or not all(distinct):
             raise InvalidRequestError("texts must be non-empty strings (at least one)")
@@ -105,33 +113,53 @@ class BlockWriter:
             stored, replaced = ({}, sum(n for _, n in hits.values())) if recompute else (hits, 0)
             new = () if recompute else tuple(r.block_id for r in rows if not r.known)
         tokens = sum(len(ids[i]) for i in range(len(distinct)) if i not in stored)
+        plan_id = "pln_" + secrets.token_hex(8) if len(stored) < len(distinct) else None
         self.quotas.admit(tenant, tokens, max(tokens * kv_bytes_per_token(runtime, self.compression) - replaced, 0),
-                          lambda: self.index.stats(tenant).bytes)
-        registered = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)])
+                          self.index, plan_id)
+        try:
+            registered = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)],
+                                                    plan=plan_id)
+        except BaseException:
+            if plan_id is not None:  # the bytes the admission held (else they lapse)
+                self.index.end_plan(plan_id)
+            raise
         if registered != block_ids:  # one derivation of ids (kvcache.index.block_id_for): never expected
             raise RuntimeError("the cache index registered other block ids than block_id_for derives")
         return WritePlan(distinct, ids, block_ids, stored, replace_before=self.index.now() if recompute else None,
-                         registered=new)
+                         registered=new, plan_id=plan_id)
 
     def encode(self, runtime: Runtime, tenant: str, plan: WritePlan,
                progress: Progress | None = None) -> list[WrittenBlock]:
         """Encode what the plan lacks, in groups, then store the frames and commit their entries
         (EntryWriter: crash-safe, and a block another writer stored meanwhile keeps its entry).
         A write that fails (the object store unreachable, the device) commits nothing and forgets
-        the blocks its plan registered: a failed ingest leaves no block text a reader can find."""
+        the blocks its plan registered: a failed ingest leaves no block text a reader can find.
+        Either way the plan's claims and bytes hold end (its entries now count, or nothing)."""
         try:
-            return self._encode(runtime, tenant, plan, progress)
+            written = self._encode(runtime, tenant, plan, progress)
         except Exception as e:
-            if plan.registered:
+            if plan.registered or plan.plan_id is not None:
                 self._forget(tenant, plan, e)
             raise
+        if plan.plan_id is not None:
+            self._end(plan.plan_id)
+        return written
+
+    def _end(self, plan_id: str) -> None:
+        # The write committed: an index that cannot release the claims and hold now must not turn
+        # it into a failure the client would retry. What stays lapses (the hold) or is expired by
+        # the orphan sweep (the claims), as after a crash; until then the hold counts its bytes twice
+        try:
+            self.index.end_plan(plan_id)
+        except CacheIndexError as e:
+            log.warning("write plan %s not ended (its claims and bytes hold stay until they expire): %s", plan_id, e)
 
     def _forget(self, tenant: str, plan: WritePlan, error: Exception) -> None:
         # Blocks another writer uses meanwhile (its document, entry or write in flight) stay
         # (CacheIndex.forget_blocks). The write's own error is what the caller gets: an index
         # that cannot forget now is noted on it (the rows stay, unused, as after a crash)
         try:
-            self.index.forget_blocks(tenant, plan.registered)
+            self.index.forget_blocks(tenant, plan.registered, plan=plan.plan_id)
         except CacheIndexError as cleanup:
             error.add_note(f"the {len(plan.registered)} block(s) it registered were not forgotten: {cleanup}")
 
