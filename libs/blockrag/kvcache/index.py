@@ -41,6 +41,7 @@ from blockrag.kvcache.index_engine import (
     writer,
 )
 from blockrag.kvcache.index_search import SearchHit, search_blocks, search_terms
+from blockrag.kvcache.index_usage import Charge, Usage, admit, prune, release_hold
 from blockrag.kvcache.index_sql import (
     EntryRow,
     chunks,
@@ -54,9 +55,12 @@ from blockrag.kvcache.index_writes import (
     Finished,
     abandon_writes,
     begin_writes,
+    claim_blocks,
+    expire_claims,
     expire_writes,
     finish_writes,
     named,
+    release_claims,
 )
 
 DEFAULT_TENANT = "default"
@@ -256,14 +260,20 @@ class CacheIndex:
         blocks: Sequence[tuple[str, int]],
         collection: str | None = None,
         document_id: str | None = None,
+        *,
+        plan: str | None = None,
     ) -> list[str]:
         """Register blocks given as (text, token_count); their ids, in order.
 
         Registering known text again only updates its token count. With ``collection`` and
         ``document_id`` (both or neither) the blocks also become that document, replacing the
-        blocks it had; a re-registered document keeps its place in the ingest order.
+        blocks it had; a re-registered document keeps its place in the ingest order. With
+        ``plan`` (a writer's plan id) the blocks are claimed for it in the same transaction:
+        ``forget_blocks`` keeps them until ``end_plan`` (index_writes says why).
         """
         tenant = _tenant(tenant)
+        if plan is not None:
+            plan = _plan(plan)
         if (collection is None) != (document_id is None):
             raise InvalidRequestError(
                 "give collection and document_id together (a document lives in a collection) "
@@ -281,6 +291,8 @@ class CacheIndex:
             if rows:
                 upsert(conn, db.blocks, [rows[k] for k in sorted(rows)],
                        keys=("tenant", "block_id"), update=("token_count",))
+                if plan is not None:
+                    claim_blocks(conn, plan, tenant, list(rows), now)
             if collection is not None and document_id is not None:
                 document = dict(tenant=tenant, collection=_name(collection, "collection"),
                                 document_id=_name(document_id, "document_id"))
@@ -336,27 +348,32 @@ class CacheIndex:
                  for i, b in enumerate(block_ids)],
             )
 
-    def forget_blocks(self, tenant: str, block_ids: Sequence[str]) -> list[str]:
+    def forget_blocks(self, tenant: str, block_ids: Sequence[str], *, plan: str | None = None) -> list[str]:
         """Delete the blocks of ``block_ids`` that nothing uses: no document lists them, no KV
-        entry (of any version) or write in flight names them. What a failed write registered
-        for its plan goes this way, so a reader never finds a block whose ingest failed. The
-        ids deleted, sorted.
+        entry (of any version), write in flight or other writer's plan (``register_blocks``)
+        names them. What a failed write registered for its plan goes this way, so a reader never
+        finds a block whose ingest failed; ``plan``: that plan, ended first in the same
+        transaction (``end_plan``). The ids deleted, sorted.
 
         Only for blocks the caller registered itself just before: a block another client holds
         the id of (returned by Precompute, its entry evicted since) would become unknown."""
         tenant, ids = _tenant(tenant), _ids(block_ids)
-        b, p, k, w = db.blocks.c, db.document_blocks.c, db.kv_entries.c, db.kv_writes.c
+        b, p, k, w, c = db.blocks.c, db.document_blocks.c, db.kv_entries.c, db.kv_writes.c, db.block_claims.c
         unused = [~sa.exists().where(p.tenant == b.tenant, p.block_id == b.block_id),
                   ~sa.exists().where(k.tenant == b.tenant, k.block_id == b.block_id),
-                  ~sa.exists().where(w.tenant == b.tenant, w.block_id == b.block_id)]
+                  ~sa.exists().where(w.tenant == b.tenant, w.block_id == b.block_id),
+                  ~sa.exists().where(c.tenant == b.tenant, c.block_id == b.block_id)]
         deleted: list[str] = []
         with self._transaction("forget blocks", write=True) as conn:
+            if plan is not None:
+                self._end_plan(conn, _plan(plan))
             for chunk in chunks(sorted(set(ids))):
                 # The rows first, then "nothing uses them" in a statement of its own: PostgreSQL's
                 # statement sees what committed before it began, so a DELETE that checked, then
                 # waited on a row, missed an intent committed meanwhile and deleted a block a
                 # write was under way for. Locked first, the check comes after such a writer
-                # (begin_writes holds its blocks' rows) and sees its intent. (SQLite: one writer.)
+                # (begin_writes holds its blocks' rows) and sees its intent; a plan's claim commits
+                # with its upsert of the block's row, so likewise. (SQLite: one writer.)
                 conn.execute(sa.select(b.block_id).where(b.tenant == tenant, b.block_id.in_(chunk)).with_for_update())
                 deleted += conn.execute(sa.delete(db.blocks).where(b.tenant == tenant, b.block_id.in_(chunk), *unused)
                                         .returning(b.block_id)).scalars()
@@ -529,6 +546,35 @@ class CacheIndex:
         with self._transaction("finish writes", write=True) as conn:
             return finish_writes(conn, tenant, rows, replace_before=replace_before)
 
+    def end_plan(self, plan: str) -> None:
+        """Release what a writer's plan holds (its block claims, its bytes hold): its write ended,
+        committed or not."""
+        plan = _plan(plan)
+        with self._transaction("end a write plan", write=True) as conn:
+            self._end_plan(conn, plan)
+
+    @staticmethod
+    def _end_plan(conn: sa.Connection, plan: str) -> None:
+        release_claims(conn, plan)
+        release_hold(conn, plan)
+
+    def admit_usage(self, tenant: str, charge: Charge, check: Callable[[Usage], None]) -> None:
+        """One quota admission, atomic across every writer of the database: the tenant's usage
+        read under its lock, ``check`` (which raises to refuse, writing nothing), then ``charge``
+        recorded (index_usage)."""
+        tenant = _tenant(tenant)
+        if charge.plan is not None:
+            _plan(charge.plan)
+        with self._transaction("admit a write under the quotas", write=True) as conn:
+            admit(conn, tenant, charge, check)
+
+    def prune_usage(self, before: float) -> int:
+        """Delete every tenant's quota rows (tokens per second, lapsed holds) older than
+        ``before`` (unix seconds); how many. Admissions prune their own tenant's: this takes
+        those of tenants gone quiet."""
+        with self._transaction("prune quota usage", write=True) as conn:
+            return prune(conn, before)
+
     def abandon_writes(self, locations: Sequence[str]) -> None:
         """Forget the intents (``begin_writes``) of a write that failed before ``finish_writes``:
         the blocks they name are then free to forget, and whatever the write put is an orphan
@@ -541,9 +587,11 @@ class CacheIndex:
         return self._clock()
 
     def expire_writes(self, before: float) -> list[str]:
-        """Forget intents started before ``before`` (unix seconds); their locations, so the
-        caller deletes whatever the crashed writers left there."""
+        """Forget intents started before ``before`` (unix seconds), and block claims made
+        before it (``register_blocks``); the intents' locations, so the caller deletes whatever
+        the crashed writers left there."""
         with self._transaction("expire writes", write=True) as conn:
+            expire_claims(conn, before)
             return expire_writes(conn, before)
 
     def named(self, locations: Sequence[str]) -> set[str]:
@@ -680,6 +728,13 @@ def _name(value: object, what: str) -> str:
             f"NUL; got {value!r:.80}"
         )
     return value
+
+
+def _plan(plan: object) -> str:
+    if not isinstance(plan, str) or not plan or len(plan) > db.PLAN_ID_LEN or "\0" in plan:
+        raise InvalidRequestError(f"a write plan id must be a non-empty string of at most {db.PLAN_ID_LEN} "
+                                  f"characters; got {plan!r:.80}")
+    return plan
 
 
 def _check_text(text: object, what: str) -> None:
