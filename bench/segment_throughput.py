@@ -25,7 +25,7 @@ from blockrag.prompt import PromptTemplate
 from blockrag.segment import ParagraphSegmenter, SegmentOptions
 from blockrag.segment.train.data import build_instances, read_jsonl
 from blockrag.segment.default import load_default_segmenter
-from blockrag.segment.sources import default_sources
+from blockrag.segment.train.sources import default_sources
 
 
 def main() -> None:

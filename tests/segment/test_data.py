@@ -18,7 +18,7 @@ from blockrag.segment.train.data import (
     split_by_source,
     write_jsonl,
 )
-from blockrag.segment.sources import (
+from blockrag.segment.train.sources import (
     HELD_OUT_SOURCES,
     TRAIN_SOURCES,
     CorpusSource,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blockrag.segment.sources import TRAIN_SOURCES
+from blockrag.segment.train.sources import TRAIN_SOURCES
 from blockrag.segment.train.prose import (
     ProseDoc,
     choi_instances,

@@ -35,7 +35,7 @@ def build_data(
     """Labelled instances (documents cut at their own structure, and concatenations of segments
     of different documents) from a corpus of text, Markdown, HTML and code files."""
     from blockrag.segment.train.data import build_instances, write_jsonl
-    from blockrag.segment.sources import default_sources
+    from blockrag.segment.train.sources import default_sources
     from blockrag.segment.train.prose import forbidden
 
     sources = corpus or default_sources(split)

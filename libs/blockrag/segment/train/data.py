@@ -3,7 +3,7 @@
 Two kinds of Instance, both 2K-32K tokens by default (tokens estimated as characters / 4):
 
 - "structure": one document cut at its own structure (sections of Markdown/RST/HTML/man pages,
-  top-level functions and classes of code, FAQ entries; see blockrag.segment.sources). A long
+  top-level functions and classes of code, FAQ entries; see blockrag.segment.train.sources). A long
   document gives several windows of consecutive segments; a document without structure gives none.
 - "concat": segments of DIFFERENT documents of one category joined with a blank line; the cuts are
   the joins (neighbouring segments always come from different documents). A segment is a
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blockrag.errors import BlockRAGError
-from blockrag.segment.sources import (
+from blockrag.segment.train.sources import (
     CATEGORIES,
     MAX_FILE_BYTES,
     CorpusSource,

@@ -1,7 +1,7 @@
 """Dialogue that only content can segment (issue 10): conversations joined where the speaker
 pattern gives nothing away.
 
-Nothing on this machine is an openly licensed conversation (segment/sources.py), so the
+Nothing on this machine is an openly licensed conversation (segment/train/sources/corpus.py), so the
 conversations are synthetic, made from prose the project already uses: a conversation is a run
 of consecutive paragraphs of one section of one document, cut into turns of 1-3 sentences that
 two speakers take in alternation, one turn a line (`Ann: ...` / `Ben: ...`). An instance joins
@@ -13,7 +13,7 @@ Sources, by split (never a `forbidden` document: the Debian FAQ, licence texts, 
 - train: the prose sources of train/prose.py (Python language reference topics and standard-
   library docstrings, PSF-2.0; /usr/share/doc, per package copyright, Debian main);
 - held_out: the Rust toolchain's books (HTML; MIT OR Apache-2.0), a held-out source of
-  segment/sources.py that no shipped head trained on.
+  segment/train/sources/corpus.py that no shipped head trained on.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def dialogue_instances(docs: Sequence[ProseDoc], n: int, seed: int, segments: tu
 def rust_book_docs() -> Iterator[ProseDoc]:
     """The Rust toolchain's books (held out from every shipped head), one document per HTML page,
     its sections cut at its headings."""
-    from blockrag.segment.sources import HELD_OUT_SOURCES, iter_files, read_document
+    from blockrag.segment.train.sources import HELD_OUT_SOURCES, iter_files, read_document
 
     for source in HELD_OUT_SOURCES:
         if source.license != RUST_LICENSE or not source.path.exists():

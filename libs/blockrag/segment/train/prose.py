@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blockrag.segment.train.data import CONCAT_PREFIX, SOURCE_SEPARATOR, Instance
-from blockrag.segment.sources import CorpusSource, iter_files, read_document
+from blockrag.segment.train.sources import CorpusSource, iter_files, read_document
 
 PSF = "PSF-2.0"
 DEBIAN_DOC = "per package: /usr/share/doc/<package>/copyright (Debian main, DFSG-free)"
@@ -138,7 +138,7 @@ def debian_docs(root: Path = Path("/usr/share/doc"), limit: int | None = None,
                 seed: int = 0) -> Iterator[ProseDoc]:
     """Prose and markup documents under /usr/share/doc (not code, not changelogs, nothing
     `forbidden`), in a seeded random order, at most `limit`."""
-    from blockrag.segment.sources import TRAIN_SOURCES
+    from blockrag.segment.train.sources import TRAIN_SOURCES
 
     excludes = next((s.exclude for s in TRAIN_SOURCES if s.path == Path("/usr/share/doc")), ())
     files = [p for p in iter_files(CorpusSource(root, None, DEBIAN_DOC, exclude=excludes)) if not forbidden(str(p))]
