@@ -8,6 +8,9 @@ names it" with the snapshot its statement started with, so an intent committed w
 on the block's row was not seen, and the block went from under Y. A third transaction holding
 the block's row makes that interleaving certain: X's DELETE reads, then waits on the row; Y's
 intent commits meanwhile; the holder lets go.
+
+Before its intent, Y's plan claims the blocks it registers (register_blocks' plan), so X's forget
+keeps them between Y's plan and Y's intents, however the two interleave.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.index import CacheIndex, KVEntry
 from blockrag.kvcache.index_engine import IndexConfig, create_index_engine, writer
 
-TABLES = ("kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
+TABLES = ("block_claims", "kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
 TEXT = "The ferry to Skarvholm leaves the eastern pier twice a day."
 WAIT_S = 20.0
 
@@ -110,16 +113,64 @@ def test_an_intent_recorded_while_a_failed_write_forgets_the_block_keeps_it(inde
         assert forgotten == [block_id] and index.named([entry.location]) == set()
 
 
-@pytest.mark.xfail(strict=True, raises=InvalidRequestError, reason=(
-    "the writer's plan registers its blocks (resolve/writer.py BlockWriter.plan) long before its "
-    "intents (EntryWriter, after encoding): a concurrent failed write forgets the block in between, "
-    "and begin_writes refuses the unregistered block. Fixing it needs the writer to claim its "
-    "blocks when it registers them (or begin_writes to register them again), outside kvcache/index.py"))
 def test_a_block_planned_by_another_writer_is_not_forgotten(index: CacheIndex) -> None:
-    index.register_blocks("t", [(TEXT, 12)])  # X's plan: the block is new
-    (block_id,) = index.register_blocks("t", [(TEXT, 12)])  # Y's plan, looked up before X registered
-    index.forget_blocks("t", [block_id])  # X's write failed
+    """Writer X's plan registers a new block, writer Y's plan the same one (Y looked it up before X
+    registered it, so both think it new); X's write fails before Y records its intent. Y's claim
+    (register_blocks' plan) keeps the block: unclaimed, forget_blocks deleted it and begin_writes
+    refused Y's write."""
+    index.register_blocks("t", [(TEXT, 12)], plan="pln_x")  # X's plan: the block is new
+    (block_id,) = index.register_blocks("t", [(TEXT, 12)], plan="pln_y")  # Y's plan
+    assert index.forget_blocks("t", [block_id], plan="pln_x") == []  # X's write failed: ends X's plan
     entry = KVEntry(block_id, "m1", "file:///kv/y", 10)
-    index.begin_writes("t", [entry])  # Y, after encoding: refused while the defect stands
+    index.begin_writes("t", [entry])  # Y, after encoding
     index.finish_writes("t", [entry])
+    index.end_plan("pln_y")
     assert index.lookup("t", [block_id], "m1")[0].hit
+    assert claims(index) == []
+
+
+def test_a_block_only_its_own_plan_claims_is_forgotten(index: CacheIndex, clock: Clock) -> None:
+    (block_id,) = index.register_blocks("t", [(TEXT, 12)], plan="pln_x")
+    assert index.forget_blocks("t", [block_id]) == []  # claimed by a plan not ended
+    assert index.forget_blocks("t", [block_id], plan="pln_x") == [block_id]  # X's own claim ends first
+    assert claims(index) == []
+    # a plan whose writer died: its claim keeps the block until the sweep expires the claim
+    (block_id,) = index.register_blocks("t", [(TEXT, 12)], plan="pln_dead")
+    clock.tick(10)
+    assert index.expire_writes(clock.now - 11) == [] and claims(index) == [("pln_dead", block_id)]
+    assert index.forget_blocks("t", [block_id]) == []
+    assert index.expire_writes(clock.now - 9) == [] and claims(index) == []
+    assert index.forget_blocks("t", [block_id]) == [block_id]
+
+
+@pytest.mark.parametrize("first", ["forget", "plan"])
+def test_a_plan_registered_while_a_failed_write_forgets_the_block_keeps_it(index: CacheIndex, url: str,
+                                                                           first: str) -> None:
+    """X's write failed and X forgets the block its plan registered, while Y's plan registers (and
+    claims) it; both wait on the block's row, and PostgreSQL lets the ``first`` to queue go first
+    (SQLite: either). Either way the block is there for Y's write: Y's claim commits with its
+    upsert of the row, so a forget after it sees the claim, and one before it is followed by Y's
+    upsert inserting the row again. (Unclaimed, "plan" first lost the block.)"""
+    (block_id,) = index.register_blocks("t", [(TEXT, 12)], plan="pln_x")
+    calls = {"forget": lambda: index.forget_blocks("t", [block_id], plan="pln_x"),
+             "plan": lambda: index.register_blocks("t", [(TEXT, 12)], plan="pln_y")}
+    started: dict[str, Call] = {}
+    with block_row_held(url, block_id) as waiting:
+        for n, name in enumerate(sorted(calls, key=lambda c: c != first), start=1):
+            started[name] = Call(calls[name])
+            waiting(n)
+    forget, plan = started["forget"], started["plan"]
+    _, error = forget.outcome()
+    assert error is None, error
+    registered, error = plan.outcome()
+    assert error is None and registered == [block_id], error
+    entry = KVEntry(block_id, "m1", "file:///kv/y", 10)
+    index.begin_writes("t", [entry])  # refused (unregistered block) if X's forget came second, unclaimed
+    index.finish_writes("t", [entry])
+    index.end_plan("pln_y")
+    assert index.lookup("t", [block_id], "m1")[0].hit and claims(index) == []
+
+
+def claims(index: CacheIndex) -> list[tuple[str, str]]:
+    with index.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text("SELECT plan, block_id FROM block_claims ORDER BY plan"))]
