@@ -10,6 +10,12 @@ On SIGTERM (`blockrag up`: Kubernetes, CI, kill) the platform
   3. waits until no Serve replica has a request in flight, at most a grace period;
   4. shuts Serve and Ray down.
 A stat per admitted call is the whole cost while running.
+
+Outside `blockrag up` (a Kubernetes pod of a KubeRay cluster: `ray start --block`, nothing of ours
+in the foreground) `blockrag drain` does steps 2 and 3 for the pod's own Ray node, as the pod's
+preStop hook: the container's environment must set $BLOCKRAG_DRAIN_FILE (Ray's workers on the
+node inherit it), and terminationGracePeriodSeconds must exceed the hook's grace period, as
+the kubelet sends SIGTERM (Ray stops, streams are cut) when the hook returns or the period ends.
 """
 
 from __future__ import annotations
@@ -43,28 +49,58 @@ def mark_draining(path: Path) -> None:
     path.touch()
 
 
-def requests_in_flight() -> int:
-    """Requests (from the port or between deployments) the Serve replicas are handling now.
+def requests_in_flight(node_id: str | None = None) -> int:
+    """Requests (from the port or between deployments) the Serve replicas are handling now;
+    ``node_id``: those of the replicas on that Ray node only (a pod's own), else all.
 
     Asks each replica actor (Serve names them SERVE_REPLICA::...) on the method Serve's own
     routers use, which runs outside the replica's request loop; a replica that does not answer
     within 2 s counts as one request in flight (busy, or failing: the grace period bounds the wait)."""
     import ray
-    from ray.serve._private.common import REPLICA_ID_FULL_ID_STR_PREFIX
-    from ray.util import list_named_actors
 
-    replicas = [ray.get_actor(a["name"], namespace=a["namespace"]) for a in list_named_actors(all_namespaces=True)
-                if a["name"].startswith(REPLICA_ID_FULL_ID_STR_PREFIX)]
+    replicas = list(serve_replicas(node_id).values())
     counts = [r.get_num_ongoing_requests.remote() for r in replicas]
     ready, silent = ray.wait(counts, num_returns=len(counts), timeout=2.0)
     return sum(ray.get(ready)) + len(silent)
 
 
-def wait_idle(grace_s: float, *, poll_s: float = POLL_S) -> int:
-    """Until no request is in flight, at most ``grace_s``; the requests still in flight then."""
+def serve_replicas(node_id: str | None = None) -> dict:
+    """The Serve replica actors by name; with ``node_id``, those on that node (asked of each
+    replica: a replica that does not say within 2 s is kept, as it may be this node's)."""
+    import ray
+    from ray.serve._private.common import REPLICA_ID_FULL_ID_STR_PREFIX
+    from ray.util import list_named_actors
+
+    replicas = {a["name"]: ray.get_actor(a["name"], namespace=a["namespace"])
+                for a in list_named_actors(all_namespaces=True) if a["name"].startswith(REPLICA_ID_FULL_ID_STR_PREFIX)}
+    if node_id is None:
+        return replicas
+    facts = replica_facts(replicas)
+    return {name: r for name, r in replicas.items() if name not in facts or facts[name][0] == node_id}
+
+
+def replica_facts(replicas: dict) -> dict[str, tuple[str, str | None]]:
+    """name -> (Ray node id, $BLOCKRAG_DRAIN_FILE) of each replica that answers within 2 s."""
+    import ray
+
+    refs = {r.__ray_call__.remote(_facts): name for name, r in replicas.items()}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=2.0)
+    return {refs[ref]: ray.get(ref) for ref in ready}
+
+
+def _facts(_actor) -> tuple[str, str | None]:
+    """Run inside a replica (Ray's __ray_call__): its node and the drain file it watches."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), os.environ.get(DRAIN_ENV)
+
+
+def wait_idle(grace_s: float, *, poll_s: float = POLL_S, node_id: str | None = None) -> int:
+    """Until no request is in flight (on ``node_id``'s replicas, or all), at most ``grace_s``;
+    the requests still in flight then."""
     deadline = time.monotonic() + grace_s
     while True:
-        left = requests_in_flight()
+        left = requests_in_flight() if node_id is None else requests_in_flight(node_id)
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from blockrag.cli import keys, metrics, model, segment
 from blockrag.cli.ask import ask
+from blockrag.cli.drain import drain
 from blockrag.cli.ingest import ingest
 from blockrag.cli.local_ask import local_ask
 from blockrag.cli.up import up
@@ -17,6 +18,7 @@ from blockrag.errors import BlockRAGError
 app = typer.Typer(help="BlockRAG: retrieval-augmented generation with block attention.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.command()(up)
+app.command()(drain)
 app.command()(ingest)
 app.command()(ask)
 app.command("local-ask")(local_ask)
