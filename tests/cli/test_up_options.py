@@ -107,3 +107,11 @@ def test_tls_flags_become_the_platforms_tls(up, tmp_path):
         # raised before the platform is built; the CLI's entry (`run`) prints it as its error line
         assert options is None and result.exit_code != 0
         assert str(result.exception).startswith("TLS needs --tls-cert and --tls-key together"), result.exception
+
+
+def test_replica_cache_bytes_sets_the_memory_tier_bound_alone(up):
+    result, options = up("--replica-cache-bytes", str(32 << 20))
+    assert result.exit_code == 0, result.output
+    assert options.config == PlatformConfig(replica_cache_bytes=32 << 20)  # nothing else changes
+    result, options = up("--replica-cache-bytes", "-1")
+    assert result.exit_code == 2 and options is None

@@ -68,6 +68,7 @@ def up(
     tls_client_ca: Annotated[Path | None, typer.Option(help="With TLS, require client certificates signed by this CA (PEM).")] = None,
     internal_grpc_port: Annotated[int, typer.Option(min=0, help="With TLS, Ray's plaintext gRPC port (0: any free port).")] = 0,
     cache_maintenance_interval: Annotated[float, typer.Option(min=0, help="Seconds between the cache maintenance passes (eviction within the configured bounds, then the sweep of orphan objects), the first one interval after start; 0: off.")] = defaults.CACHE_MAINTENANCE_INTERVAL_S,
+    replica_cache_bytes: Annotated[int | None, typer.Option(min=0, help="Bytes of decoded blocks each generation replica keeps in memory (0: none); default: the config's (512 MiB).")] = None,
 ) -> None:
     """Start a local Ray and every service (segmentation, precompute, cache index, generation,
     admin) behind one gRPC address; stay in the foreground until Ctrl-C or SIGTERM, then remove
@@ -91,7 +92,8 @@ def up(
                             quotas=Quotas(max_stored_bytes=quota_stored_bytes,
                                           max_precompute_tokens_per_minute=quota_precompute_tokens),
                             scheduler=SchedulerSettings(slots=answer_slots),
-                            cache_maintenance=CacheMaintenance(interval_s=cache_maintenance_interval))
+                            cache_maintenance=CacheMaintenance(interval_s=cache_maintenance_interval),
+                            **({} if replica_cache_bytes is None else {"replica_cache_bytes": replica_cache_bytes}))
     platform = LocalPlatform(PlatformOptions(host=host, grpc_port=grpc_port, http_port=http_port,
                                              metrics_port=metrics_port, num_cpus=num_cpus, config=config,
                                              metrics_dir=state_dir / "metrics" if state_dir else None,
