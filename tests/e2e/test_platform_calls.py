@@ -5,7 +5,9 @@ every servicer method counts its calls, those through deployment handles include
 - a question over 8 cached blocks of a collection: 1 call (Search); at most 3 is the target;
 - the same blocks by id: 0 calls;
 - a cold question (8 blocks of a collection whose KV was evicted, never seen by the replica):
-  2 calls (Search, then one Precompute whose answer carries the KV).
+  2 calls (Search, then one Precompute whose answer carries the KV);
+- an ingest of N short documents: one Segment call each, one Precompute call (they fit one
+  precompute_batch_tokens) and ONE RegisterBlocks for every document written (was one each).
 """
 
 from __future__ import annotations
@@ -82,3 +84,17 @@ def test_calls_between_deployments_per_question(platform, generation, channel, a
                                                        model_version=usage.model_version),
                          metadata=with_key(CACHE_INDEX, admin_key))
     assert all(r.hit for r in found.results)
+
+
+def test_calls_between_deployments_per_ingest(platform, generation):
+    for n, word in ((3, "grey"), (8, "blue")):
+        documents = [pb.Document(id=town, text=f"The {word} ferry of {town} leaves at {9 + i}.")
+                     for i, town in enumerate(TOWNS[:n])]
+        before = calls(platform)
+        reply = generation.Ingest(pb.IngestRequest(collection=f"ferries-{word}", tenant=TENANT, documents=documents),
+                                  metadata=GENERATION)
+        made = +(calls(platform) - before)
+        assert [d.document_id for d in reply.documents] == TOWNS[:n] and not reply.failed_documents
+        assert all(len(d.block_ids) == 1 for d in reply.documents)
+        assert made == Counter({("segmentation", "Segment"): n, ("precompute", "Precompute"): 1,
+                                ("cache_index", "RegisterBlocks"): 1}), (n, made)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62lockrag/v1/cache_index.proto\x12\x0b\x62lockrag.v1\"I\n\rLookupRequest\x12\x11\n\tblock_ids\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"s\n\x0cLookupResult\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x0b\n\x03hit\x18\x02 \x01(\x08\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\x12\r\n\x05known\x18\x05 \x01(\x08\x12\x13\n\x0btoken_count\x18\x06 \x01(\x05\"<\n\x0eLookupResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.blockrag.v1.LookupResult\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"J\n\x11ModelVersionStats\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\xa1\x01\n\rStatsResponse\x12\x0e\n\x06\x62locks\x18\x01 \x01(\x03\x12\x11\n\tdocuments\x18\x02 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x03\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12\x38\n\x10\x62y_model_version\x18\x05 \x03(\x0b\x32\x1e.blockrag.v1.ModelVersionStats\x12\x13\n\x0b\x63ollections\x18\x06 \x01(\x03\"[\n\x0c\x45victRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x11\n\tmax_bytes\x18\x04 \x01(\x03\"/\n\rEvictResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\".\n\tBlockText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\"x\n\x15RegisterBlocksRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12&\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x16.blockrag.v1.BlockText\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x04 \x01(\t\"+\n\x16RegisterBlocksResponse\x12\x11\n\tblock_ids\x18\x01 \x03(\t\"5\n\x10GetBlocksRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\"B\n\x0bStoredBlock\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\"=\n\x11GetBlocksResponse\x12(\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x18.blockrag.v1.StoredBlock\"T\n\x07KVEntry\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"M\n\x14\x43ommitEntriesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x14.blockrag.v1.KVEntry\"*\n\x15\x43ommitEntriesResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x05\"J\n\x15ListCollectionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"B\n\x16ListCollectionResponse\x12(\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x18.blockrag.v1.StoredBlock\"M\n\rSearchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\"O\n\tSearchHit\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\"6\n\x0eSearchResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.blockrag.v1.SearchHit2\xf3\x04\n\x11\x43\x61\x63heIndexService\x12\x41\n\x06Lookup\x12\x1a.blockrag.v1.LookupRequest\x1a\x1b.blockrag.v1.LookupResponse\x12>\n\x05Stats\x12\x19.blockrag.v1.StatsRequest\x1a\x1a.blockrag.v1.StatsResponse\x12>\n\x05\x45vict\x12\x19.blockrag.v1.EvictRequest\x1a\x1a.blockrag.v1.EvictResponse\x12Y\n\x0eRegisterBlocks\x12\".blockrag.v1.RegisterBlocksRequest\x1a#.blockrag.v1.RegisterBlocksResponse\x12J\n\tGetBlocks\x12\x1d.blockrag.v1.GetBlocksRequest\x1a\x1e.blockrag.v1.GetBlocksResponse\x12V\n\rCommitEntries\x12!.blockrag.v1.CommitEntriesRequest\x1a\".blockrag.v1.CommitEntriesResponse\x12Y\n\x0eListCollection\x12\".blockrag.v1.ListCollectionRequest\x1a#.blockrag.v1.ListCollectionResponse\x12\x41\n\x06Search\x12\x1a.blockrag.v1.SearchRequest\x1a\x1b.blockrag.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62lockrag/v1/cache_index.proto\x12\x0b\x62lockrag.v1\"I\n\rLookupRequest\x12\x11\n\tblock_ids\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"s\n\x0cLookupResult\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x0b\n\x03hit\x18\x02 \x01(\x08\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\x12\r\n\x05known\x18\x05 \x01(\x08\x12\x13\n\x0btoken_count\x18\x06 \x01(\x05\"<\n\x0eLookupResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.blockrag.v1.LookupResult\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"J\n\x11ModelVersionStats\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\"\xa1\x01\n\rStatsResponse\x12\x0e\n\x06\x62locks\x18\x01 \x01(\x03\x12\x11\n\tdocuments\x18\x02 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x03\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12\x38\n\x10\x62y_model_version\x18\x05 \x03(\x0b\x32\x1e.blockrag.v1.ModelVersionStats\x12\x13\n\x0b\x63ollections\x18\x06 \x01(\x03\"[\n\x0c\x45victRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x11\n\tmax_bytes\x18\x04 \x01(\x03\"/\n\rEvictResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\".\n\tBlockText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\x05\"\xa8\x01\n\x15RegisterBlocksRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12&\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x16.blockrag.v1.BlockText\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x04 \x01(\t\x12.\n\tdocuments\x18\x05 \x03(\x0b\x32\x1b.blockrag.v1.DocumentBlocks\"M\n\x0e\x44ocumentBlocks\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12&\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x16.blockrag.v1.BlockText\"_\n\x16RegisterBlocksResponse\x12\x11\n\tblock_ids\x18\x01 \x03(\t\x12\x32\n\tdocuments\x18\x02 \x03(\x0b\x32\x1f.blockrag.v1.RegisteredDocument\"<\n\x12RegisteredDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\"5\n\x10GetBlocksRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\t\"B\n\x0bStoredBlock\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\"=\n\x11GetBlocksResponse\x12(\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x18.blockrag.v1.StoredBlock\"T\n\x07KVEntry\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\"M\n\x14\x43ommitEntriesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x14.blockrag.v1.KVEntry\"*\n\x15\x43ommitEntriesResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x05\"J\n\x15ListCollectionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"B\n\x16ListCollectionResponse\x12(\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x18.blockrag.v1.StoredBlock\"M\n\rSearchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\"O\n\tSearchHit\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\"6\n\x0eSearchResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.blockrag.v1.SearchHit2\xf3\x04\n\x11\x43\x61\x63heIndexService\x12\x41\n\x06Lookup\x12\x1a.blockrag.v1.LookupRequest\x1a\x1b.blockrag.v1.LookupResponse\x12>\n\x05Stats\x12\x19.blockrag.v1.StatsRequest\x1a\x1a.blockrag.v1.StatsResponse\x12>\n\x05\x45vict\x12\x19.blockrag.v1.EvictRequest\x1a\x1a.blockrag.v1.EvictResponse\x12Y\n\x0eRegisterBlocks\x12\".blockrag.v1.RegisterBlocksRequest\x1a#.blockrag.v1.RegisterBlocksResponse\x12J\n\tGetBlocks\x12\x1d.blockrag.v1.GetBlocksRequest\x1a\x1e.blockrag.v1.GetBlocksResponse\x12V\n\rCommitEntries\x12!.blockrag.v1.CommitEntriesRequest\x1a\".blockrag.v1.CommitEntriesResponse\x12Y\n\x0eListCollection\x12\".blockrag.v1.ListCollectionRequest\x1a#.blockrag.v1.ListCollectionResponse\x12\x41\n\x06Search\x12\x1a.blockrag.v1.SearchRequest\x1a\x1b.blockrag.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,32 +49,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVICTRESPONSE']._serialized_end=712
   _globals['_BLOCKTEXT']._serialized_start=714
   _globals['_BLOCKTEXT']._serialized_end=760
-  _globals['_REGISTERBLOCKSREQUEST']._serialized_start=762
-  _globals['_REGISTERBLOCKSREQUEST']._serialized_end=882
-  _globals['_REGISTERBLOCKSRESPONSE']._serialized_start=884
-  _globals['_REGISTERBLOCKSRESPONSE']._serialized_end=927
-  _globals['_GETBLOCKSREQUEST']._serialized_start=929
-  _globals['_GETBLOCKSREQUEST']._serialized_end=982
-  _globals['_STOREDBLOCK']._serialized_start=984
-  _globals['_STOREDBLOCK']._serialized_end=1050
-  _globals['_GETBLOCKSRESPONSE']._serialized_start=1052
-  _globals['_GETBLOCKSRESPONSE']._serialized_end=1113
-  _globals['_KVENTRY']._serialized_start=1115
-  _globals['_KVENTRY']._serialized_end=1199
-  _globals['_COMMITENTRIESREQUEST']._serialized_start=1201
-  _globals['_COMMITENTRIESREQUEST']._serialized_end=1278
-  _globals['_COMMITENTRIESRESPONSE']._serialized_start=1280
-  _globals['_COMMITENTRIESRESPONSE']._serialized_end=1322
-  _globals['_LISTCOLLECTIONREQUEST']._serialized_start=1324
-  _globals['_LISTCOLLECTIONREQUEST']._serialized_end=1398
-  _globals['_LISTCOLLECTIONRESPONSE']._serialized_start=1400
-  _globals['_LISTCOLLECTIONRESPONSE']._serialized_end=1466
-  _globals['_SEARCHREQUEST']._serialized_start=1468
-  _globals['_SEARCHREQUEST']._serialized_end=1545
-  _globals['_SEARCHHIT']._serialized_start=1547
-  _globals['_SEARCHHIT']._serialized_end=1626
-  _globals['_SEARCHRESPONSE']._serialized_start=1628
-  _globals['_SEARCHRESPONSE']._serialized_end=1682
-  _globals['_CACHEINDEXSERVICE']._serialized_start=1685
-  _globals['_CACHEINDEXSERVICE']._serialized_end=2312
+  _globals['_REGISTERBLOCKSREQUEST']._serialized_start=763
+  _globals['_REGISTERBLOCKSREQUEST']._serialized_end=931
+  _globals['_DOCUMENTBLOCKS']._serialized_start=933
+  _globals['_DOCUMENTBLOCKS']._serialized_end=1010
+  _globals['_REGISTERBLOCKSRESPONSE']._serialized_start=1012
+  _globals['_REGISTERBLOCKSRESPONSE']._serialized_end=1107
+  _globals['_REGISTEREDDOCUMENT']._serialized_start=1109
+  _globals['_REGISTEREDDOCUMENT']._serialized_end=1169
+  _globals['_GETBLOCKSREQUEST']._serialized_start=1171
+  _globals['_GETBLOCKSREQUEST']._serialized_end=1224
+  _globals['_STOREDBLOCK']._serialized_start=1226
+  _globals['_STOREDBLOCK']._serialized_end=1292
+  _globals['_GETBLOCKSRESPONSE']._serialized_start=1294
+  _globals['_GETBLOCKSRESPONSE']._serialized_end=1355
+  _globals['_KVENTRY']._serialized_start=1357
+  _globals['_KVENTRY']._serialized_end=1441
+  _globals['_COMMITENTRIESREQUEST']._serialized_start=1443
+  _globals['_COMMITENTRIESREQUEST']._serialized_end=1520
+  _globals['_COMMITENTRIESRESPONSE']._serialized_start=1522
+  _globals['_COMMITENTRIESRESPONSE']._serialized_end=1564
+  _globals['_LISTCOLLECTIONREQUEST']._serialized_start=1566
+  _globals['_LISTCOLLECTIONREQUEST']._serialized_end=1640
+  _globals['_LISTCOLLECTIONRESPONSE']._serialized_start=1642
+  _globals['_LISTCOLLECTIONRESPONSE']._serialized_end=1708
+  _globals['_SEARCHREQUEST']._serialized_start=1710
+  _globals['_SEARCHREQUEST']._serialized_end=1787
+  _globals['_SEARCHHIT']._serialized_start=1789
+  _globals['_SEARCHHIT']._serialized_end=1868
+  _globals['_SEARCHRESPONSE']._serialized_start=1870
+  _globals['_SEARCHRESPONSE']._serialized_end=1924
+  _globals['_CACHEINDEXSERVICE']._serialized_start=1927
+  _globals['_CACHEINDEXSERVICE']._serialized_end=2554
 # @@protoc_insertion_point(module_scope)

@@ -99,22 +99,42 @@ class BlockText(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token_count: _Optional[int] = ...) -> None: ...
 
 class RegisterBlocksRequest(_message.Message):
-    __slots__ = ("tenant", "blocks", "collection", "document_id")
+    __slots__ = ("tenant", "blocks", "collection", "document_id", "documents")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     blocks: _containers.RepeatedCompositeFieldContainer[BlockText]
     collection: str
     document_id: str
-    def __init__(self, tenant: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[BlockText, _Mapping]]] = ..., collection: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentBlocks]
+    def __init__(self, tenant: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[BlockText, _Mapping]]] = ..., collection: _Optional[str] = ..., document_id: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[DocumentBlocks, _Mapping]]] = ...) -> None: ...
+
+class DocumentBlocks(_message.Message):
+    __slots__ = ("document_id", "blocks")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    blocks: _containers.RepeatedCompositeFieldContainer[BlockText]
+    def __init__(self, document_id: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[BlockText, _Mapping]]] = ...) -> None: ...
 
 class RegisterBlocksResponse(_message.Message):
-    __slots__ = ("block_ids",)
+    __slots__ = ("block_ids", "documents")
     BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     block_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, block_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    documents: _containers.RepeatedCompositeFieldContainer[RegisteredDocument]
+    def __init__(self, block_ids: _Optional[_Iterable[str]] = ..., documents: _Optional[_Iterable[_Union[RegisteredDocument, _Mapping]]] = ...) -> None: ...
+
+class RegisteredDocument(_message.Message):
+    __slots__ = ("document_id", "block_ids")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    block_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetBlocksRequest(_message.Message):
     __slots__ = ("tenant", "block_ids")

@@ -107,7 +107,8 @@ class CacheIndexServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterBlocks(self, request, context):
-        """Record block texts (and optionally a document made of them); returns their ids.
+        """Record block texts (and optionally a document made of them, or several documents of one
+        collection at once); returns their ids.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -68,12 +68,26 @@ class CacheIndexService(OneApplication):
 
     @unary(SERVICE, pb.RegisterBlocksResponse, INTERNAL)
     async def RegisterBlocks(self, request: pb.RegisterBlocksRequest) -> pb.RegisterBlocksResponse:
+        if request.documents:
+            return await self._register_documents(request)
         if bool(request.collection) != bool(request.document_id):
             raise InvalidRequestError("collection and document_id go together: set both or neither")
         ids = await asyncio.to_thread(
             self.index.register_blocks, tenant_of(request), [(b.text, b.token_count) for b in request.blocks],
             request.collection or None, request.document_id or None)
         return pb.RegisterBlocksResponse(block_ids=ids)
+
+    async def _register_documents(self, request: pb.RegisterBlocksRequest) -> pb.RegisterBlocksResponse:
+        """RegisterBlocks' form for several documents of one collection (CacheIndex.register_documents)."""
+        if not request.collection:
+            raise InvalidRequestError("documents need their collection: set collection")
+        if request.blocks or request.document_id:
+            raise InvalidRequestError("give either documents, or blocks (with one document_id), not both")
+        ids = await asyncio.to_thread(
+            self.index.register_documents, tenant_of(request), request.collection,
+            [(d.document_id, [(b.text, b.token_count) for b in d.blocks]) for d in request.documents])
+        return pb.RegisterBlocksResponse(documents=[
+            pb.RegisteredDocument(document_id=d.document_id, block_ids=i) for d, i in zip(request.documents, ids)])
 
     @unary(SERVICE, pb.GetBlocksResponse, INTERNAL)
     async def GetBlocks(self, request: pb.GetBlocksRequest) -> pb.GetBlocksResponse:

@@ -126,13 +126,15 @@ class Generation(OneApplication):
                                        self.config.precompute_batch_tokens, write)
         failed = [pb.FailedDocument(document_id=i, reason=r) for i, r in outcome.failed]
         documents = []
-        for i in outcome.written:
-            document, blocks = request.documents[i], segmented[i]
+        if outcome.written:  # one call for every written document, one transaction in the index
             registered = await self.handles[CACHE_INDEX].RegisterBlocks.remote(index_pb.RegisterBlocksRequest(
-                tenant=tenant, collection=request.collection, document_id=document.id,
-                blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in blocks.blocks]))
-            documents.append(pb.IngestedDocument(document_id=document.id, block_ids=registered.block_ids,
-                                                 block_tokens=[s.token_count for s in blocks.blocks]))
+                tenant=tenant, collection=request.collection, documents=[index_pb.DocumentBlocks(
+                    document_id=request.documents[i].id,
+                    blocks=[index_pb.BlockText(text=s.text, token_count=s.token_count) for s in segmented[i].blocks])
+                    for i in outcome.written]))
+            for i, ids in zip(outcome.written, registered.documents, strict=True):
+                documents.append(pb.IngestedDocument(document_id=request.documents[i].id, block_ids=ids.block_ids,
+                                                     block_tokens=[s.token_count for s in segmented[i].blocks]))
         if documents:
             learn_tenant(tenant)  # its first ask is labelled by name (TenantLabels.learn)
         if failed:
