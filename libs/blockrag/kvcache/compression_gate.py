@@ -20,9 +20,11 @@ those a deployment serving from its store and host tiers would get.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -34,6 +36,10 @@ from blockrag.prompt import PromptTemplate
 
 MAX_KL = 0.02  # nats per answer token (issue 11's target)
 MAX_ACCURACY_DROP = 0.01  # one point
+
+log = logging.getLogger("blockrag.kvcache.compression_gate")
+Version = TypeVar("Version")  # a registry ModelVersion (version_id)
+Runtime = TypeVar("Runtime")  # a ModelRuntime (engine, template)
 
 
 class DriftQuestion(Protocol):
@@ -203,6 +209,50 @@ def check_compression(engine: BlockAttentionEngine, template: PromptTemplate, co
     if compression is KVCompression.NONE:
         return DriftReport(compression.value, 0, 0, 0.0, 0.0, 0, 0, 0, 0)
     return gate.check(DriftProbe(engine, template, questions, progress=progress).score(compression))
+
+
+def gate_runtime(runtime: Runtime, compression: KVCompression | str, questions: int,
+                 max_kl: float) -> DriftReport | None:
+    """The gate a server runs before it writes ``runtime``'s KV under ``compression`` (Precompute
+    at start, each model version it loads, `blockrag local-ask --kv-compression`): the mean
+    answer-token KL over ``questions`` held-out QA questions against ``max_kl``, or
+    CompressionDriftError. KL alone: an accuracy over a start's few questions moves by whole
+    answers (`blockrag model check --kv-compression` checks both on 60). None when nothing is
+    measured: no compression, or 0 questions. ``runtime``: a ModelRuntime (engine, template)."""
+    compression = KVCompression.parse(compression)
+    if compression is KVCompression.NONE or not questions:
+        return None
+    from blockrag.distill.fidelity import qa_questions
+
+    return check_compression(runtime.engine, runtime.template, compression, qa_questions(questions),
+                             CompressionGate(max_kl=max_kl, max_accuracy_drop=math.inf))
+
+
+def gated_loader(load: Callable[[Version], Runtime], compression: KVCompression | str, questions: int,
+                 max_kl: float) -> Callable[[Version], Runtime]:
+    """``load`` (a model version -> its runtime, blockrag.served_models.VersionLoader) with
+    ``gate_runtime`` after it: a promoted version (a distilled adapter merged into the base)
+    changes the KV the setting compresses, so the gate passed by the configured model at start
+    says nothing of it. A version past the gate raises CompressionDriftError naming it and is
+    not served (the replica records the failed load; its tenants stay on the version they had).
+    No compression or no questions: ``load`` itself. The cost, on every load of a version: per
+    question, its blocks' encode, two greedy answers and two prefills."""
+    if KVCompression.parse(compression) is KVCompression.NONE or not questions:
+        return load
+
+    def gated(version: Version) -> Runtime:
+        runtime = load(version)
+        try:
+            report = gate_runtime(runtime, compression, questions, max_kl)
+        except CompressionDriftError as e:
+            raise CompressionDriftError(
+                f"model version {version.version_id} is not served: {e}. Roll the promotion back "
+                f"(RollbackModelVersion) or promote another version") from None
+        log.info("model version %s passed the kv_compression %s gate: mean answer-token KL %.5f over %d questions",
+                 version.version_id, compression, report.kl, report.questions)
+        return runtime
+
+    return gated
 
 
 def _identity(kv: BlockKV) -> BlockKV:

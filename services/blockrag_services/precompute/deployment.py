@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 
 from ray import serve
 
 from blockrag.engine_lock import to_thread_to_the_end
 from blockrag.errors import ServiceUnavailableError
+from blockrag.host_allocator import unpool_large_allocations
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
 from blockrag.registry import ModelRegistry
 from blockrag.resolve import BlockWriter, ResolveLimits, TenantQuotas
-from blockrag.served_models import ServedModels
+from blockrag.served_models import ServedModels, VersionLoader, version_loader
 from blockrag.v1 import precompute_pb2 as pb
 from blockrag_services.access import INTERNAL, authorizer
 from blockrag_services.config import PlatformConfig
@@ -42,13 +42,15 @@ class Precompute(OneApplication):
     application = SERVICE
 
     def __init__(self, args: dict | None = None, *, handles: Handles | None = None):
+        unpool_large_allocations()  # freed KV goes back to the system (blockrag.host_allocator)
         self.config = PlatformConfig.from_args(args)
         replica_logs()
         self.store = open_object_store(self.config.object_store)
         self.database = open_index_engine(self.config.database)
         self.models = ServedModels(self.config.model, self.config.resources_of("precompute").threads(), ModelRegistry(self.database),
                                    self.store, refresh_s=self.config.model_refresh_s,
-                                   max_loaded=self.config.max_loaded_models, follow_promotions=True)
+                                   max_loaded=self.config.max_loaded_models, follow_promotions=True,
+                                   load_version=gated_versions(self.config, self.store))
         self.handles = handles or Handles()  # the other applications: none is called on the request path
         self.authorizer = authorizer(self.config, self.database)
         # limits and the tenant's quotas are checked by the writer's plan, before it writes anything
@@ -106,20 +108,24 @@ class Precompute(OneApplication):
 
 
 def gate_compression(config: PlatformConfig, runtime: ModelRuntime) -> None:
-    """The compression gate before this replica writes a compressed frame: CompressionDriftError
-    (the replica, hence the platform, does not start) when answers over the configured model's KV
-    under ``config.kv_compression`` drift past ``kv_compression_max_kl`` on held-out QA questions.
-    KL alone: an accuracy over a start's few questions moves by whole answers (the CLI's gate,
-    `blockrag model check --kv-compression`, checks both on 60)."""
-    from blockrag.kvcache.compression import KVCompression
+    """The compression gate before this replica writes a compressed frame (compression_gate.
+    gate_runtime): CompressionDriftError (the replica, hence the platform, does not start) when
+    answers over the configured model's KV under ``config.kv_compression`` drift past
+    ``kv_compression_max_kl`` on held-out QA questions."""
+    from blockrag.kvcache.compression_gate import gate_runtime
 
-    if config.kv_compression is KVCompression.NONE or not config.kv_compression_gate_questions:
-        return
-    from blockrag.distill.fidelity import qa_questions
-    from blockrag.kvcache.compression_gate import CompressionGate, check_compression
+    report = gate_runtime(runtime, config.kv_compression, config.kv_compression_gate_questions,
+                          config.kv_compression_max_kl)
+    if report is not None:
+        log.info("kv_compression %s passed its gate: mean answer-token KL %.5f over %d questions",
+                 config.kv_compression, report.kl, report.questions)
 
-    report = check_compression(runtime.engine, runtime.template, config.kv_compression,
-                               qa_questions(config.kv_compression_gate_questions),
-                               CompressionGate(max_kl=config.kv_compression_max_kl, max_accuracy_drop=math.inf))
-    log.info("kv_compression %s passed its gate: mean answer-token KL %.5f over %d questions",
-             config.kv_compression, report.kl, report.questions)
+
+def gated_versions(config: PlatformConfig, store) -> VersionLoader:
+    """How this replica loads a model version (a promoted one, one a request names): with
+    gate_compression's gate after each load, since a version's adapter changes the KV the
+    setting compresses; a version past it is not served here (its tenants stay on theirs)."""
+    from blockrag.kvcache.compression_gate import gated_loader
+
+    return gated_loader(version_loader(config.model, store), config.kv_compression,
+                        config.kv_compression_gate_questions, config.kv_compression_max_kl)
