@@ -568,12 +568,12 @@ class CacheIndex:
         with self._transaction("admit a write under the quotas", write=True) as conn:
             admit(conn, tenant, charge, check)
 
-    def prune_usage(self, before: float) -> int:
-        """Delete every tenant's quota rows (tokens per second, lapsed holds) older than
-        ``before`` (unix seconds); how many. Admissions prune their own tenant's: this takes
-        those of tenants gone quiet."""
+    def prune_usage(self, now: float) -> int:
+        """Delete every tenant's quota rows that no admission reads any more at ``now`` (unix
+        seconds): tokens older than index_usage.KEPT_S, lapsed holds; how many. Admissions prune
+        their own tenant's: this takes those of tenants gone quiet."""
         with self._transaction("prune quota usage", write=True) as conn:
-            return prune(conn, before)
+            return prune(conn, now)
 
     def abandon_writes(self, locations: Sequence[str]) -> None:
         """Forget the intents (``begin_writes``) of a write that failed before ``finish_writes``:

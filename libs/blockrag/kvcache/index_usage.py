@@ -92,11 +92,11 @@ def release_hold(conn: sa.Connection, plan: str) -> None:
     conn.execute(sa.delete(quota_holds).where(quota_holds.c.plan == plan))
 
 
-def prune(conn: sa.Connection, before: float) -> int:
-    """Delete every tenant's token rows and holds that ended before ``before``; how many."""
+def prune(conn: sa.Connection, now: float) -> int:
+    """Delete every tenant's token rows older than KEPT_S and its lapsed holds, at ``now``; how many."""
     q, h = quota_tokens.c, quota_holds.c
-    gone = conn.execute(sa.delete(quota_tokens).where(q.second < before)).rowcount
-    return gone + conn.execute(sa.delete(quota_holds).where(h.expires_at < before)).rowcount
+    gone = conn.execute(sa.delete(quota_tokens).where(q.second < now - KEPT_S)).rowcount
+    return gone + conn.execute(sa.delete(quota_holds).where(h.expires_at <= now)).rowcount
 
 
 def _add_tokens(conn: sa.Connection, tenant: str, second: int, tokens: int) -> None:

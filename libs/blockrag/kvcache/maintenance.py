@@ -25,7 +25,6 @@ from blockrag.defaults import CACHE_MAINTENANCE_INTERVAL_S as DEFAULT_INTERVAL_S
 from blockrag.errors import BlockRAGError, InvalidRequestError
 from blockrag.kvcache.eviction import DEFAULT_READER_GRACE_S, EvictionPolicy, EvictionReport, Watermarks, evict
 from blockrag.kvcache.index import CacheIndex
-from blockrag.kvcache.index_usage import KEPT_S as USAGE_KEPT_S
 from blockrag.kvcache.object_store import ObjectStore
 from blockrag.kvcache.sweeper import SweepReport, sweep_orphans
 
@@ -123,7 +122,7 @@ def run_pass(index: CacheIndex, store: ObjectStore, settings: CacheMaintenance, 
                      sleep=sleep)
     # after eviction: objects of a pass that died between rows and objects are swept once old
     sweep = sweep_orphans(index, store, grace_s=settings.sweep_grace_s, clock=clock)
-    index.prune_usage(clock() - USAGE_KEPT_S)
+    index.prune_usage(clock())
     return MaintenanceReport(eviction, sweep, time.monotonic() - started)
 
 
