@@ -21,7 +21,8 @@ from torch import nn
 from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import Backbone
 from blockrag.segment.candidates import KINDS, Candidate, find_candidates, units
-from blockrag.segment.similarity import PER_WIDTH, unit_similarity_features, window_similarity_features
+from blockrag.segment.similarity import (PER_WIDTH, unit_similarity_features, window_similarity_features,
+                                         window_texts)
 
 FORMAT = 5  # 2: pooled context, cosine and layout features; 3: + wide-window similarity (similarity.py);
 # 4: + unit similarity (each unit embedded alone, similarity.py) and suppression of non-maximal cuts;
@@ -140,17 +141,37 @@ def unit_features(backbone: Backbone, text: str, candidates: list[Candidate],
     """[len(candidates), PER_WIDTH * (len(widths) + len(window_units))]: the unit similarity
     features (similarity.py) of each candidate, every unit between two candidates embedded alone,
     then the window similarity features, the units either side embedded together."""
+    return unit_features_many(backbone, [text], [candidates], widths, window_units)[0]
+
+
+def unit_features_many(backbone: Backbone, texts: list[str], candidates: list[list[Candidate]],
+                       widths: list[int] | tuple[int, ...],
+                       window_units: list[int] | tuple[int, ...] = ()) -> list[torch.Tensor]:
+    """`unit_features` of each text; the units (and the windows) of every text are embedded in
+    one run of the encoder, batched across the texts."""
     columns = PER_WIDTH * (len(widths) + len(window_units))
-    if not columns or not candidates:
-        return torch.zeros(len(candidates), columns)
-    spans = units(text, candidates)
-    texts = [text[s:e].strip() for s, e in spans]
-    parts = []
+    unit_texts = [[text[s:e].strip() for s, e in units(text, found)] if found and columns else []
+                  for text, found in zip(texts, candidates)]
+    parts: list[list[torch.Tensor]] = [[] for _ in texts]
     if widths:
-        parts.append(unit_similarity_features(backbone.unit_vectors(texts), [len(t.split()) for t in texts], widths))
+        vectors = backbone.unit_vectors([t for ts in unit_texts for t in ts])  # [all units, hidden]
+        start = 0
+        for k, ts in enumerate(unit_texts):
+            mine, start = vectors[start:start + len(ts)], start + len(ts)
+            if ts:
+                parts[k].append(unit_similarity_features(mine, [len(t.split()) for t in ts], widths))
     if window_units:
-        parts.append(window_similarity_features(backbone.embed, texts, window_units))
-    return torch.cat(parts, dim=1)
+        needed = list(dict.fromkeys(w for ts in unit_texts for w in window_texts(ts, window_units)))
+        embedded = backbone.embed(needed)  # [windows, hidden]
+        row = {w: i for i, w in enumerate(needed)}
+
+        def lookup(windows: list[str]):
+            return embedded[[row[w] for w in windows]]
+
+        for k, ts in enumerate(unit_texts):
+            if ts:
+                parts[k].append(window_similarity_features(lookup, ts, window_units))
+    return [torch.cat(p, dim=1) if p else torch.zeros(len(found), columns) for p, found in zip(parts, candidates)]
 
 
 def head_inputs(backbone: Backbone, text: str, candidates: list[Candidate], widths: list[int] | tuple[int, ...] = (),
@@ -159,9 +180,17 @@ def head_inputs(backbone: Backbone, text: str, candidates: list[Candidate], widt
     """The head's input rows for the candidates of one text: backbone features, kind and layout,
     then the wide-window similarity features, the unit and the window similarity features the
     head has (the last two read by its fusion term)."""
-    features, similarity = backbone.read(text, [c.offset for c in candidates], widths)
-    return torch.cat([features, kind_one_hot(candidates, text), similarity,
-                      unit_features(backbone, text, candidates, unit_widths, window_units)], dim=1)
+    return head_inputs_many(backbone, [text], [candidates], widths, unit_widths, window_units)[0]
+
+
+def head_inputs_many(backbone: Backbone, texts: list[str], candidates: list[list[Candidate]],
+                     widths: list[int] | tuple[int, ...] = (), unit_widths: list[int] | tuple[int, ...] = (),
+                     window_units: list[int] | tuple[int, ...] = ()) -> list[torch.Tensor]:
+    """`head_inputs` of each text, every encoder pass batched across the texts."""
+    read = backbone.read_many(texts, [[c.offset for c in found] for found in candidates], widths)
+    unit = unit_features_many(backbone, texts, candidates, unit_widths, window_units)
+    return [torch.cat([features, kind_one_hot(found, text), similarity, u], dim=1)
+            for text, found, (features, similarity), u in zip(texts, candidates, read, unit)]
 
 
 class BoundaryModel:
@@ -174,13 +203,25 @@ class BoundaryModel:
         return head_inputs(self.backbone, text, candidates, self.config.similarity_widths, self.config.unit_widths,
                            self.config.window_units)
 
-    @torch.inference_mode()
     def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:
         """The candidates of the text and the probability of a cut at each ([n] float32)."""
-        candidates = find_candidates(text)
-        if not candidates:
-            return [], torch.zeros(0)
-        return candidates, torch.sigmoid(self.head(self.inputs(text, candidates)))
+        return self.probabilities_many([text])[0]
+
+    @torch.inference_mode()
+    def probabilities_many(self, texts: list[str]) -> list[tuple[list[Candidate], torch.Tensor]]:
+        """`probabilities` of each text, the encoder's passes batched across the texts (one
+        padded batch per chunk of windows or units, whichever text they come from)."""
+        candidates = [find_candidates(text) for text in texts]
+        kept = [k for k, found in enumerate(candidates) if found]
+        out: list[tuple[list[Candidate], torch.Tensor]] = [([], torch.zeros(0)) for _ in texts]
+        if not kept:
+            return out
+        c = self.config
+        rows = head_inputs_many(self.backbone, [texts[k] for k in kept], [candidates[k] for k in kept],
+                                c.similarity_widths, c.unit_widths, c.window_units)
+        for k, x in zip(kept, rows):
+            out[k] = (candidates[k], torch.sigmoid(self.head(x)))  # the head per text: rows as one text alone
+        return out
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -40,6 +40,7 @@ from blockrag.segment.candidates import Candidate
 from blockrag.segment.spans import SegmentOptions, Span, hard_cut, make_span
 
 SPREAD = 3.0  # logits between granularity 0.5 and either end
+MANY_CHARS = 2_000_000  # texts read together by segment_many (~0.5M tokens: ~0.8 GB of MiniLM states)
 
 
 def threshold_for(base: float, granularity: float) -> float:
@@ -53,6 +54,12 @@ class LearnedSegmenter:
     def __init__(self, model: BoundaryModel, count_tokens: Callable[[str], int]):
         self.model, self.count_tokens = model, count_tokens
 
+    def to(self, device: torch.device | str) -> LearnedSegmenter:
+        """Run the backbone on `device` (the head stays on the CPU: it reads a few features per
+        candidate, and the size rules run there)."""
+        self.model.backbone.to(device)
+        return self
+
     def cut_offsets(self, text: str, granularity: float = 0.5) -> list[int]:
         """Where the model cuts, before any size rule (what the segmentation metrics score)."""
         candidates, probs = self.model.probabilities(text)
@@ -63,6 +70,19 @@ class LearnedSegmenter:
         """Blocks of the text at options.granularity within its size bounds (module docstring)."""
         candidates, probs = self.model.probabilities(text)
         return self.blocks(text, candidates, probs, options)
+
+    def segment_many(self, texts: Sequence[str], options: Sequence[SegmentOptions]) -> list[list[Span]]:
+        """`segment` of each text with its options. The boundary model reads the texts together
+        (every encoder pass one padded batch per chunk, across the texts: a request of many short
+        documents fills the batches a GPU needs), in groups of at most MANY_CHARS characters so
+        that the token states held at once stay bounded."""
+        if len(texts) != len(options):
+            raise ValueError(f"{len(texts)} texts but {len(options)} options")
+        out: list[list[Span]] = []
+        for group in _groups(texts, MANY_CHARS):
+            read = self.model.probabilities_many([texts[k] for k in group])
+            out.extend(self.blocks(texts[k], found, probs, options[k]) for k, (found, probs) in zip(group, read))
+        return out
 
     def blocks(self, text: str, candidates: list[Candidate], probs: torch.Tensor,
                options: SegmentOptions) -> list[Span]:
@@ -168,3 +188,17 @@ def decide(candidates: list[Candidate], probs: torch.Tensor, threshold: float, s
     (a higher granularity) only adds cuts."""
     keep = local_maxima(probs, suppress).tolist()
     return [c.offset for c, p, k in zip(candidates, probs.tolist(), keep) if k and p > threshold]
+
+
+def _groups(texts: Sequence[str], max_chars: int) -> list[list[int]]:
+    """Consecutive indices of the texts, in groups of at most max_chars characters (a longer text
+    alone)."""
+    groups: list[list[int]] = []
+    size = 0
+    for k, text in enumerate(texts):
+        if not groups or size + len(text) > max_chars:
+            groups.append([])
+            size = 0
+        groups[-1].append(k)
+        size += len(text)
+    return groups

@@ -126,7 +126,7 @@ def window_similarity_features(embed, texts: list[str], widths: tuple[int, ...] 
     if m == 0:
         return out
     for k, w in enumerate(widths):
-        windows = [(" ".join(texts[max(0, g - w):g]), " ".join(texts[g:min(n, g + w)])) for g in range(1, n)]
+        windows = _windows(texts, w)
         row: dict[str, int] = {}
         for pair in windows:
             for window in pair:
@@ -137,3 +137,19 @@ def window_similarity_features(embed, texts: list[str], widths: tuple[int, ...] 
         right = vectors[[row[b] for _, b in windows]]
         _put_width(out, k, (left * right).sum(1))  # cosines [m] of normalised rows
     return out
+
+
+def window_texts(texts: list[str], widths: tuple[int, ...] | list[int]) -> list[str]:
+    """Every window text `window_similarity_features` embeds for these unit texts, in order of
+    first use (so that the windows of many texts can be embedded in one batch beforehand)."""
+    seen: dict[str, None] = {}
+    for w in widths:
+        for pair in _windows(texts, w):
+            seen.update(dict.fromkeys(pair))
+    return list(seen)
+
+
+def _windows(texts: list[str], w: int) -> list[tuple[str, str]]:
+    """Per gap g (1..n-1): the joined text of the w units before it and of the w units after it."""
+    n = len(texts)
+    return [(" ".join(texts[max(0, g - w):g]), " ".join(texts[g:min(n, g + w)])) for g in range(1, n)]

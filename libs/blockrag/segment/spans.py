@@ -10,7 +10,7 @@ block), so `max_block_tokens` bounds exactly what precompute will encode.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from blockrag.errors import InvalidRequestError
@@ -64,6 +64,12 @@ class ParagraphSegmenter:
         for start, end in _paragraphs(text):
             spans.extend(self._bounded(text, start, end, options.max_block_tokens))
         return self._merged(text, spans, options)
+
+    def segment_many(self, texts: Sequence[str], options: Sequence[SegmentOptions]) -> list[list[Span]]:
+        """`segment` of each text with its options (the same verb as LearnedSegmenter's)."""
+        if len(texts) != len(options):
+            raise ValueError(f"{len(texts)} texts but {len(options)} options")
+        return [self.segment(text, o) for text, o in zip(texts, options)]
 
     def _span(self, text: str, start: int, end: int) -> Span:
         return Span(start, end, text[start:end], self.count_tokens(text[start:end]))
