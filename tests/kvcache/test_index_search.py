@@ -135,7 +135,7 @@ def test_migration_indexes_existing_blocks(tmp_path: Path, which: str) -> None:
             ids = old.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
             assert migrations.current_revision(engine) == "0002"
             old.migrate()
-            assert migrations.current_revision(engine) == "0006"
+            assert migrations.current_revision(engine) == "0007"
             hits = old.search("t", "port", "cod", 5)
             assert [ids.index(h.block_id) for h in hits] == RANKINGS["cod"][which]
             # and blocks registered after the migration are indexed as they come
@@ -279,7 +279,7 @@ def test_migration_0006_keeps_blocks_and_their_search(tmp_path: Path, which: str
             ids = old.register_blocks("t", [(text, 9) for text in CORPUS], "port", "d1")
             before = {q: [h.block_id for h in old.search("t", "port", q, 5)] for q in RANKINGS}
             old.migrate()
-            assert migrations.current_revision(engine) == "0006"
+            assert migrations.current_revision(engine) == "0007"
             assert [b.block_id for b in old.list_collection("t", "port")] == ids
             assert {q: [h.block_id for h in old.search("t", "port", q, 5)] for q in RANKINGS} == before
             if which == "postgres":
