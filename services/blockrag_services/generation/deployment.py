@@ -24,6 +24,7 @@ from ray import serve
 
 from blockrag import names
 from blockrag.errors import InvalidRequestError, LimitExceededError, NotFoundError
+from blockrag.host_allocator import unpool_large_allocations
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.tiers import replica_tiers
 from blockrag.kvcache.object_store import open_object_store
@@ -60,6 +61,7 @@ class Generation(OneApplication):
     application = SERVICE
 
     def __init__(self, args: dict | None = None, *, handles: Handles | None = None):
+        unpool_large_allocations()  # freed KV goes back to the system (blockrag.host_allocator)
         self.config = PlatformConfig.from_args(args)
         replica_logs()
         self.limits = self.config.limits
