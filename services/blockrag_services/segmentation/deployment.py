@@ -1,13 +1,22 @@
-"""Segmentation: text -> blocks with offsets and token counts (paragraph segmenter for now)."""
+"""Segmentation: text -> blocks with offsets and token counts.
+
+The learned segmenter's backbone runs on the replica's GPU when Ray gave it one (`num_gpus` of
+the segmentation service in the Serve config; a fractional share lets it sit beside other replicas), else on
+its CPU threads. Concurrent Segment calls (an Ingest request sends one per document, all at once)
+are gathered into one `segment_many` (blockrag.segment.batcher): the boundary model reads the
+documents together, every encoder pass one padded batch per chunk across them.
+"""
 
 from __future__ import annotations
 
+import ray
 from ray import serve
 
 from blockrag.errors import InvalidRequestError
 from blockrag.models import load_tokenizer
 from blockrag.prompt import PromptTemplate
 from blockrag.segment import ParagraphSegmenter, SegmentOptions
+from blockrag.segment.batcher import SegmentBatcher
 from blockrag.telemetry import observe_segments, time_segmentation
 from blockrag.v1 import segmentation_pb2 as pb
 from blockrag_services.access import SEGMENT, authorizer
@@ -25,11 +34,15 @@ def _segmenter(config: PlatformConfig, count_tokens):
         raise InvalidRequestError(f"segmenter must be 'learned' or 'paragraph', got {config.segmenter!r}")
     from pathlib import Path
 
+    from blockrag.segment.backbone import choose_device
     from blockrag.segment.default import load_default_segmenter, load_segmenter
 
     if config.segmenter_path:
-        return load_segmenter(Path(config.segmenter_path), count_tokens)
-    return load_default_segmenter(count_tokens)
+        segmenter = load_segmenter(Path(config.segmenter_path), count_tokens)
+    else:
+        segmenter = load_default_segmenter(count_tokens)
+    # the GPU Ray gave this replica, if any (ray.get_gpu_ids() is empty without a GPU share)
+    return segmenter.to(choose_device(ray.get_gpu_ids() if ray.is_initialized() else []))
 
 
 @serve.deployment
@@ -49,6 +62,7 @@ class Segmentation(OneApplication):
             return len(template.block_ids(text))
 
         self.segmenter = _segmenter(self.config, count_tokens)
+        self.batcher = SegmentBatcher(self.segmenter)
 
     def _options(self, request: pb.SegmentOptions) -> SegmentOptions:
         c = self.config
@@ -70,7 +84,7 @@ class Segmentation(OneApplication):
             raise InvalidRequestError("text is empty: there is nothing to segment")
         options = self._options(request.options)
         with time_segmentation():
-            spans = self.segmenter.segment(request.text, options)
+            spans = await self.batcher.segment(request.text, options)
         observe_segments([s.token_count for s in spans])
         return pb.SegmentResponse(blocks=[
             pb.Segment(start=s.start, end=s.end, text=s.text, token_count=s.token_count) for s in spans])
