@@ -1,8 +1,8 @@
 """Segmentation: text -> blocks with offsets and token counts.
 
 The learned segmenter's backbone runs on the replica's GPU when Ray gave it one (`num_gpus` of
-the segmentation service in the Serve config; a fractional share lets it sit beside other replicas), else on
-its CPU threads. Concurrent Segment calls (an Ingest request sends one per document, all at once)
+the segmentation service in the Serve config; a fractional share lets it sit beside other
+replicas), else on its CPU threads. Concurrent Segment calls (an Ingest request sends one per document, all at once)
 are gathered into one `segment_many` (blockrag.segment.batcher): the boundary model reads the
 documents together, every encoder pass one padded batch per chunk across them.
 """
