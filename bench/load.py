@@ -17,14 +17,23 @@ every worker it started) is read. Reported (and written to --out as JSON):
               RSS; the PSS growth after --warmup seconds (target: flat), as the change from the
               first post-warm-up sample to the last and a least-squares slope (MB/min), and by
               process; the generation replicas' block caches (AdminService.CacheStats) at each
-              sample, which fill up to their capacity by design, and the growth outside them.
+              sample, in all and by tier, which fill up to their capacity by design, and the
+              growth outside them; the same figures again from the first sample at which the
+              caches are full (their last tier has evicted: `after_cache_full`), the verdict a
+              bounded cache cannot blur. --replica-cache-mb 32 fills them within seconds;
+  probe       with --probe, what the generation and precompute replicas hold, read from inside
+              them after warm-up and at the end (bench/replica_probe.py: live tensors, malloc's
+              bytes in use and free in its arenas, the engine's buffer pool, the KV slots, the
+              object types that grew), then what malloc_trim(0) gives back: a growth it gives
+              back was freed memory the allocator kept, not a leak.
 The platform is then stopped with SIGTERM (the drain path: new requests refused, requests in
 flight finish) and its exit code recorded.
 
     .venv/bin/python bench/load.py --clients 6 --duration 240 --warmup 120 --sample-every 5 --out bench/load-results.json
 
 (bench/load-results.json: that command on the 2-core machine, its note says how to read it; a
-shorter run: --duration 60 --warmup 20.)
+shorter run: --duration 60 --warmup 20. Issue 14's before/after pair:
+load-tier32-before-results.json and load-tier32-after-results.json, bench/README.md.)
 """
 
 from __future__ import annotations
@@ -166,10 +175,56 @@ def slope_mb_per_min(samples: list[tuple[float, int]]) -> float | None:
     return sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var * 60 if var else None
 
 
+def malloc_env(args: argparse.Namespace) -> dict[str, str]:
+    """glibc's allocator settings for every process of the platform (Ray's workers inherit them)."""
+    return {"MALLOC_ARENA_MAX": str(args.malloc_arena_max)} if args.malloc_arena_max else {}
+
+
+def join_ray(pid: int) -> str:
+    """Join the platform's own Ray cluster as a driver (for --probe); its GCS address, read from
+    the platform's raylet's command line: other Ray clusters may run on the machine."""
+    import ray
+
+    for p in psutil.Process(pid).children(recursive=True):
+        address = next((a.split("=", 1)[1] for a in p.cmdline() if a.startswith("--gcs-address=")), None)
+        if address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+            return address
+    raise RuntimeError("no Ray process with --gcs-address among the platform's processes")
+
+
+def probe_replicas(what: str) -> dict[str, dict]:
+    """replica_probe.<what> in every Generation and Precompute replica, by replica name."""
+    try:
+        from ray import cloudpickle
+
+        import replica_probe
+
+        cloudpickle.register_pickle_by_value(replica_probe)  # the workers cannot import bench/
+        return _probe_all(getattr(replica_probe, what))
+    except Exception as e:  # noqa: BLE001 - a diagnostic: the load's own figures still count
+        return {"error": {"what": what, "error": f"{type(e).__name__}: {e}"}}
+
+
+def _probe_all(fn) -> dict[str, dict]:
+    import ray
+    from ray.util import list_named_actors
+
+    names = sorted(a["name"] for a in list_named_actors(all_namespaces=True)
+                   if a["name"].startswith("SERVE_REPLICA::") and a["name"].split("::")[1].split("#")[0]
+                   in ("generation", "precompute"))
+    actors = {a["name"]: ray.get_actor(a["name"], namespace=a["namespace"])
+              for a in list_named_actors(all_namespaces=True) if a["name"] in names}
+    return {name.split("::")[1]: ray.get(actor.__ray_call__.remote(fn), timeout=120) for name, actor in actors.items()}
+
+
 def run(args: argparse.Namespace) -> dict:
     state = Path(tempfile.mkdtemp(prefix="blockrag-load-"))
     started = time.monotonic()
-    platform = start_platform(state, "--answer-slots", str(args.answer_slots))
+    extra = ["--answer-slots", str(args.answer_slots)]
+    if args.replica_cache_mb is not None:
+        extra += ["--replica-cache-bytes", str(args.replica_cache_mb << 20)]
+    platform = start_platform(state, *extra, env=malloc_env(args))
     start_s = time.monotonic() - started
     words = " ".join(sample_documents().values()).split()
     with grpc.insecure_channel(platform.grpc) as channel:  # the collection every ask searches
@@ -193,6 +248,10 @@ def run(args: argparse.Namespace) -> dict:
 
     memory: list[tuple[float, dict[str, tuple[int, int, int]]]] = []  # (seconds, name -> (RSS, PSS, USS))
     cache: list[int] = []  # the generation replicas' block caches (bytes), at each sample
+    tiers: list[dict[str, int]] = []  # the same by tier name (host; device, pinned on a GPU), at each sample
+    evictions: list[int] = []
+    probes: dict[str, dict] = {}  # "warm" / "end" -> replica -> ReplicaProbe figures (--probe)
+    ray_cluster = join_ray(platform.process.pid) if args.probe else None
     done = threading.Event()
 
     def sampler() -> None:
@@ -203,6 +262,15 @@ def run(args: argparse.Namespace) -> dict:
                 stats = admin.CacheStats(admin_pb2.CacheStatsRequest(), metadata=ADMIN, timeout=60)
                 cache.append(sum(r.bytes for r in stats.replicas))
                 capacity.append(sum(r.capacity_bytes for r in stats.replicas))
+                by_tier: dict[str, int] = {}
+                for r in stats.replicas:
+                    for t in r.tiers:
+                        by_tier[t.tier] = by_tier.get(t.tier, 0) + t.bytes
+                tiers.append(by_tier)
+                # blocks the replicas' last tiers dropped for room so far: > 0 once a cache is full
+                evictions.append(sum(r.tiers[-1].evictions for r in stats.replicas if r.tiers))
+                if ray_cluster is not None and "warm" not in probes and memory[-1][0] >= args.warmup:
+                    probes["warm"] = probe_replicas("probe")
                 if done.wait(args.sample_every):
                     return
 
@@ -218,6 +286,12 @@ def run(args: argparse.Namespace) -> dict:
     elapsed = time.perf_counter() - begin  # the last calls may end after the deadline
     done.set()
     watcher.join()
+    if ray_cluster is not None:  # the load is over: what the replicas hold, then what malloc_trim gives back
+        probes["end"] = probe_replicas("probe")
+        probes["trim"] = probe_replicas("trim")
+        import ray
+
+        ray.shutdown()
 
     platform.process.send_signal(signal.SIGTERM)
     try:
@@ -230,21 +304,32 @@ def run(args: argparse.Namespace) -> dict:
     ok = [c for c in calls if c.code == "OK"]
     ttft = [c.ttft_ms for c in asks if c.ttft_ms is not None]
     server_ttft = [c.server_ttft_ms for c in asks if c.server_ttft_ms is not None]
-    pss = [(t, sum(p for _, p, _ in m.values())) for t, m in memory]
-    after = [(t, b) for t, b in pss if t >= args.warmup]
-    first_after = next((i for i, (t, _) in enumerate(memory) if t >= args.warmup), len(memory) - 1)
-    warm = memory[first_after][1] if memory else {}
-    last = memory[-1][1] if memory else {}
-    # what the platform may hold by design: the generation replicas' block caches fill up to their capacity
-    cache_growth = cache[-1] - cache[first_after] if cache else 0
-    # the rest of the PSS growth: what no bounded cache explains (target: about 0)
-    other_growth = (after[-1][1] - after[0][1] - cache_growth) if after else None
     mb = 2**20
+    first_after = next((i for i, (t, _) in enumerate(memory) if t >= args.warmup), len(memory) - 1)
+    # the memory verdict once the replicas' caches are full (their last tier has evicted) and
+    # after warm-up: from then on a bounded cache cannot explain any growth
+    full = next((i for i, e in enumerate(evictions) if e > 0), None)
+    memory_section = {
+        # [seconds, PSS MB, RSS MB] of all the platform's processes
+        "total_mb": [[t, round(sum(p for _, p, _ in m.values()) / mb, 1),
+                      round(sum(r for r, _, _ in m.values()) / mb, 1)] for t, m in memory],
+        "replica_cache_mb": [round(b / mb, 1) for b in cache],  # at each sample, all tiers
+        "replica_cache_tiers_mb": {name: [round(t.get(name, 0) / mb, 1) for t in tiers]
+                                   for name in sorted({n for t in tiers for n in t})},
+        "replica_cache_evictions": evictions,
+        "replica_cache_capacity_mb": round(capacity[-1] / mb, 1) if capacity else None,
+        "after_warmup": memory_window(memory, cache, first_after),
+        "cache_full_at_s": memory[full][0] if full is not None else None,
+        "after_cache_full": (memory_window(memory, cache, max(full, first_after)) if full is not None else None),
+    }
+    if probes:
+        memory_section["probe"] = summarize_probes(probes)
     return {
         "benchmark": "load",
         "command": " ".join([".venv/bin/python bench/load.py", *sys.argv[1:]]),
         "settings": {k: getattr(args, k) for k in ("clients", "duration", "ingest_share", "max_new_tokens", "warmup",
-                                                   "sample_every", "seed", "answer_slots")},
+                                                   "sample_every", "seed", "answer_slots", "replica_cache_mb",
+                                                   "malloc_arena_max")},
         "machine": {"cpus": os.cpu_count(), "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "platform_start_s": round(start_s, 1),
         "elapsed_s": round(elapsed, 1),
@@ -258,27 +343,60 @@ def run(args: argparse.Namespace) -> dict:
                              "p99": _r(percentile([c.seconds for c in calls if c.kind == kind and c.code == "OK"], 99))}
                       for kind in ("ask", "ingest")},
         "errors_by_code": dict(Counter(c.code for c in calls if c.code != "OK")),
-        "memory": {
-            # [seconds, PSS MB, RSS MB] of all the platform's processes
-            "total_mb": [[t, round(sum(p for _, p, _ in m.values()) / mb, 1),
-                          round(sum(r for r, _, _ in m.values()) / mb, 1)] for t, m in memory],
-            "after_warmup_first_pss_mb": round(after[0][1] / mb, 1) if after else None,
-            "after_warmup_last_pss_mb": round(after[-1][1] / mb, 1) if after else None,
-            "after_warmup_max_pss_mb": round(max(b for _, b in after) / mb, 1) if after else None,
-            "after_warmup_slope_pss_mb_per_min": _r(slope_mb_per_min(after)),
-            "replica_cache_mb": [round(b / mb, 1) for b in cache],  # at each sample
-            "replica_cache_capacity_mb": round(capacity[-1] / mb, 1) if capacity else None,
-            "after_warmup_growth_in_replica_cache_mb": round(cache_growth / mb, 1),
-            "after_warmup_growth_outside_replica_cache_mb": None if other_growth is None else round(other_growth / mb, 1),
-            # name -> [PSS MB at the first sample after warm-up, at the last, USS MB at both], largest
-            # PSS growth first
-            "by_process_pss_uss_mb": dict(sorted(
-                ((name, [round(warm.get(name, (0, 0, 0))[i] / mb, 1) if j == 0 else round(last[name][i] / mb, 1)
-                         for i in (1, 2) for j in (0, 1)]) for name in last),
-                key=lambda kv: kv[1][0] - kv[1][1])),
-        },
+        "memory": memory_section,
         "sigterm_exit_code": exit_code,
     }
+
+
+def memory_window(memory: list[tuple[float, dict[str, tuple[int, int, int]]]], cache: list[int], start: int) -> dict:
+    """The platform's PSS from sample ``start`` to the last: first, last, max, least-squares slope,
+    the growth inside the replicas' caches and outside them (target: about 0), and by process."""
+    mb = 2**20
+    pss = [(t, sum(p for _, p, _ in m.values())) for t, m in memory[start:]]
+    if not pss:
+        return {}
+    cache_growth = cache[-1] - cache[start] if cache else 0
+    first, last = memory[start][1], memory[-1][1]
+    return {
+        "from_s": pss[0][0], "first_pss_mb": round(pss[0][1] / mb, 1), "last_pss_mb": round(pss[-1][1] / mb, 1),
+        "max_pss_mb": round(max(b for _, b in pss) / mb, 1), "slope_pss_mb_per_min": _r(slope_mb_per_min(pss)),
+        "growth_in_replica_cache_mb": round(cache_growth / mb, 1),
+        "growth_outside_replica_cache_mb": round((pss[-1][1] - pss[0][1] - cache_growth) / mb, 1),
+        # name -> [PSS MB first, last, USS MB first, last], largest PSS growth first
+        "by_process_pss_uss_mb": dict(sorted(
+            ((name, [round(first.get(name, (0, 0, 0))[i] / mb, 1) if j == 0 else round(last[name][i] / mb, 1)
+                     for i in (1, 2) for j in (0, 1)]) for name in last),
+            key=lambda kv: kv[1][0] - kv[1][1])),
+    }
+
+
+def summarize_probes(probes: dict[str, dict]) -> dict:
+    """Per replica: the probe's figures in MB after warm-up and at the end, the object types whose
+    count grew most between them, and malloc_trim's effect."""
+    mb = 2**20
+    out = {}
+    errors = [p["error"] for p in probes.values() if "error" in p]
+    if errors:
+        out["errors"] = errors
+    for replica, end in probes.get("end", {}).items():
+        if replica == "error":
+            continue
+        warm = probes.get("warm", {}).get(replica)
+        figures = {}
+        for key in ("uss", "tensors", "engine_pool", "kv_slots", "memory_tier"):
+            figures[key] = [round(p[key] / mb, 1) for p in (warm, end) if p is not None]
+        for key in ("in_use", "free_in_arenas", "mmapped", "arenas"):
+            figures[f"malloc_{key}"] = [round(p["malloc"][key] / mb, 1) for p in (warm, end) if p is not None]
+        figures["tensor_storages"] = [p["tensor_storages"] for p in (warm, end) if p is not None]
+        if warm is not None:
+            grew = {t: end["types"].get(t, 0) - warm["types"].get(t, 0) for t in end["types"]}
+            figures["types_grown"] = dict(sorted(((t, g) for t, g in grew.items() if g > 0),
+                                                 key=lambda kv: -kv[1])[:12])
+        trim = probes.get("trim", {}).get(replica)
+        if trim is not None:
+            figures["malloc_trim_uss_mb"] = [round(trim["uss_before"] / mb, 1), round(trim["uss_after"] / mb, 1)]
+        out[replica] = figures
+    return out
 
 
 def _r(x: float | None) -> float | None:
@@ -296,6 +414,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--answer-slots", type=int, default=4,
                         help="answers each generation replica decodes together (blockrag up --answer-slots; 1: one at a time)")
+    parser.add_argument("--replica-cache-mb", type=int, default=None,
+                        help="each generation replica's memory tier bound (blockrag up --replica-cache-bytes); "
+                             "default the platform's (512 MiB): a small one fills during the run")
+    parser.add_argument("--malloc-arena-max", type=int, default=0,
+                        help="MALLOC_ARENA_MAX for the platform's processes (0: glibc's default, 8 per core)")
+    parser.add_argument("--probe", action="store_true",
+                        help="read the generation and precompute replicas' memory from inside "
+                             "(bench/replica_probe.py) after warm-up and at the end, then malloc_trim")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.clients < 1 or args.duration <= 0 or not 0 <= args.ingest_share <= 1:
@@ -303,7 +429,8 @@ def main() -> None:
     result = run(args)
     text = json.dumps(result, indent=2)
     print(json.dumps({k: v for k, v in result.items() if k != "memory"} | {"memory": {
-        k: v for k, v in result["memory"].items() if k not in ("total_mb", "replica_cache_mb")}}, indent=2))
+        k: v for k, v in result["memory"].items() if k not in ("total_mb", "replica_cache_mb", "replica_cache_tiers_mb",
+                                                               "replica_cache_evictions")}}, indent=2))
     if args.out is not None:
         args.out.write_text(text + "\n")
 
