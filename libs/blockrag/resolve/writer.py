@@ -119,9 +119,12 @@ class BlockWriter:
         try:
             registered = self.index.register_blocks(tenant, [(t, len(i)) for t, i in zip(distinct, ids)],
                                                     plan=plan_id)
-        except BaseException:
-            if plan_id is not None:  # the bytes the admission held (else they lapse)
-                self.index.end_plan(plan_id)
+        except Exception as e:
+            if plan_id is not None:  # the bytes the admission held; an index that cannot: they lapse
+                try:
+                    self.index.end_plan(plan_id)
+                except CacheIndexError as cleanup:
+                    e.add_note(f"the bytes its quota held were not released (they lapse): {cleanup}")
             raise
         if registered != block_ids:  # one derivation of ids (kvcache.index.block_id_for): never expected
             raise RuntimeError("the cache index registered other block ids than block_id_for derives")
@@ -161,7 +164,8 @@ class BlockWriter:
         try:
             self.index.forget_blocks(tenant, plan.registered, plan=plan.plan_id)
         except CacheIndexError as cleanup:
-            error.add_note(f"the {len(plan.registered)} block(s) it registered were not forgotten: {cleanup}")
+            error.add_note(f"the {len(plan.registered)} block(s) it registered were not forgotten, nor its plan's "
+                           f"claims and quota hold released (they expire): {cleanup}")
 
     def _encode(self, runtime: Runtime, tenant: str, plan: WritePlan, progress: Progress | None) -> list[WrittenBlock]:
         version, todo = runtime.version, plan.to_encode
