@@ -29,7 +29,7 @@ every worker it started) is read. Reported (and written to --out as JSON):
 The platform is then stopped with SIGTERM (the drain path: new requests refused, requests in
 flight finish) and its exit code recorded.
 
-    .venv/bin/python bench/load.py --clients 6 --duration 240 --warmup 120 --sample-every 5 --out bench/load-results.json
+    .venv/bin/python bench/load.py --clients 6 --duration 180 --warmup 60 --sample-every 5 --probe --out bench/load-results.json
 
 (bench/load-results.json: that command on the 2-core machine, its note says how to read it; a
 shorter run: --duration 60 --warmup 20. Issue 14's before/after pair:
