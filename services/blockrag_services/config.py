@@ -64,7 +64,8 @@ class Limits:
 @dataclass(frozen=True)
 class Quotas:
     """Per-tenant quotas (blockrag.resolve.TenantQuotas), 0 for none: KV bytes a tenant may
-    store, and block tokens Precompute may encode for it in any minute (per Precompute replica).
+    store, and block tokens Precompute may encode for it in any minute (counted once for all
+    Precompute replicas, in the cache index).
     ``tenants`` overrides either for named tenants: {"acme": {"max_stored_bytes": 1000000000}}.
     A request over one gets RESOURCE_EXHAUSTED before anything is computed or written."""
 

@@ -148,6 +148,16 @@ class BlockWriter:
             self._end(plan.plan_id)
         return written
 
+    def abandon(self, tenant: str, plan: WritePlan) -> None:
+        """A plan that will not be encoded (its caller went away before its turn on the device):
+        the blocks it registered are forgotten and its claims and bytes hold released now, as after
+        a failed write, instead of holding the tenant's quota until they expire."""
+        if plan.registered or plan.plan_id is not None:
+            error = RuntimeError(f"write plan {plan.plan_id} abandoned")
+            self._forget(tenant, plan, error)
+            for note in getattr(error, "__notes__", ()):
+                log.warning("write plan %s, abandoned by its caller: %s", plan.plan_id, note)
+
     def _end(self, plan_id: str) -> None:
         # The write committed: an index that cannot release the claims and hold now must not turn
         # it into a failure the client would retry. What stays lapses (the hold) or is expired by

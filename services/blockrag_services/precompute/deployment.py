@@ -68,10 +68,18 @@ class Precompute(OneApplication):
         tenant = request.tenant or "default"
         runtime = await self._runtime(request.model_version, tenant)
         with self.models.lease(runtime):
-            plan = await asyncio.to_thread(self.writer.plan, runtime, tenant, list(request.texts),
-                                           recompute=request.return_kv)
-            with self.queue["waiting"].track_inprogress():
-                await self.device_lock.acquire()
+            planning = asyncio.ensure_future(asyncio.to_thread(
+                self.writer.plan, runtime, tenant, list(request.texts), recompute=request.return_kv))
+            try:
+                plan = await asyncio.shield(planning)
+                with self.queue["waiting"].track_inprogress():
+                    await self.device_lock.acquire()
+            except asyncio.CancelledError:
+                # the caller went away before its turn on the device: nothing will be encoded, so
+                # the plan (done now or later in its thread) gives back its blocks, claims and
+                # quota bytes now rather than when they expire
+                planning.add_done_callback(lambda done: self._abandon(tenant, done))
+                raise
             try:
                 with self.queue["encoding"].track_inprogress():
                     # held until the encode ends, even for a caller gone meanwhile (engine_lock.py)
@@ -83,6 +91,10 @@ class Precompute(OneApplication):
                                     kv=w.frame if request.return_kv else b"")
                    for t, w in zip(plan.texts, written)}
         return pb.PrecomputeResponse(blocks=[by_text[t.strip()] for t in request.texts], model_version=runtime.version)
+
+    def _abandon(self, tenant: str, planning: asyncio.Future) -> None:
+        if not planning.cancelled() and planning.exception() is None:  # a refused plan holds nothing
+            asyncio.get_running_loop().run_in_executor(None, self.writer.abandon, tenant, planning.result())
 
     async def _runtime(self, model_version: str, tenant: str) -> ModelRuntime:
         """The named version (NotFoundError if unknown to the tenant, ServiceUnavailableError while
