@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from blockrag.attention import BlockAttentionEngine, BlockKV
+from blockrag.kvcache.compression import KVCompression
 from blockrag.kvcache.index import CacheIndex
 from blockrag.kvcache.local_store import LocalDirectoryStore
 from blockrag.kvcache.object_store import LocalObjectStore
@@ -75,10 +76,12 @@ class LocalPipeline:
 
     def __init__(self, engine: BlockAttentionEngine, tokenizer: PreTrainedTokenizerBase,
                  store: LocalDirectoryStore | None = None, namespace: str = "default",
-                 limits: ResolveLimits | None = None):
+                 limits: ResolveLimits | None = None, compression: KVCompression = KVCompression.NONE):
         """``store``: the cache directory (its objects, and the cache index in INDEX_FILE there);
         None encodes every block and keeps nothing. ``namespace``: the tenant blocks belong to.
-        ``limits``: none by default (the user's own documents, on the user's machine)."""
+        ``limits``: none by default (the user's own documents, on the user's machine).
+        ``compression``: how the cache directory holds KV (the platform's kv_compression); entries
+        of another setting there are misses, recomputed and replaced."""
         limits = limits or ResolveLimits.unbounded()
         self.engine, self.tokenizer, self.namespace = engine, tokenizer, namespace
         self.template = PromptTemplate(tokenizer)
@@ -88,8 +91,9 @@ class LocalPipeline:
         if store is not None:
             index = CacheIndex.open(f"sqlite:///{store.root / INDEX_FILE}")
             objects = LocalObjectStore(store.root)
-            tier = StoreTier(index, objects)
-            writer = BlockWriter(index, objects, limits, batch_tokens=engine.max_batch_tokens // 2)
+            tier = StoreTier(index, objects, compression=compression)
+            writer = BlockWriter(index, objects, limits, batch_tokens=engine.max_batch_tokens // 2,
+                                 compression=compression)
         self.resolver = BlockResolver(LocalEncoder(writer, lock), store=tier, limits=limits, engine_lock=lock)
 
     def context_blocks(self, passages: Sequence[str],

@@ -31,15 +31,29 @@ def local_ask(
     cache_dir: Annotated[Path | None, typer.Option(help="Where block KV is kept between runs; default: $BLOCKRAG_HOME/kv.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Encode every block now; keep nothing.")] = False,
     compare_full: Annotated[bool, typer.Option(help="Also time a full-attention prefill of the same prompt.")] = True,
+    kv_compression: Annotated[str, typer.Option(
+        help="How the KV cache holds blocks: none, int8_head, int8_token or fp8_head (the platform's "
+             "kv_compression). Gated first as the platform's Precompute gates it at start: answers over "
+             "compressed KV of a few held-out questions must not drift past its KL bound.")] = "none",
 ) -> None:
     """Answer QUESTION over documents: blocks are encoded once (or read from the KV cache),
     only the question is prefilled, the answer streams."""
+    from blockrag.kvcache.compression import KVCompression
+    from blockrag.kvcache.compression_gate import gate_runtime
     from blockrag.kvcache.local_store import LocalDirectoryStore
     from blockrag.model_runtime import ModelRuntime, ModelSpec
     from blockrag.models.default import model_home
     from blockrag.pipeline import LocalPipeline
     from blockrag.samples import sample_paths
+    from blockrag_services.config import PlatformConfig
 
+    # the platform's setting and gate (PlatformConfig: kv_compression, kv_compression_gate_questions,
+    # kv_compression_max_kl), checked as a deployment checks them; a bad name is an InvalidRequestError
+    settings = PlatformConfig.from_args({"kv_compression": kv_compression})
+    compression = settings.kv_compression
+    if compression is not KVCompression.NONE and no_cache:
+        raise typer.BadParameter("compresses the KV kept in the cache directory; --no-cache keeps none",
+                                 param_hint="--kv-compression")
     documents = read_documents(docs or [Path(p) for p in sample_paths()])
     passages = [p for text in documents.values() for p in split_paragraphs(text)]
     if not question.strip():
@@ -52,8 +66,17 @@ def local_ask(
     console.print(f"[dim]model {model or 'smollm2-135m-instruct'} ({dtype}, {device}, adapter {adapter}) ready in {loaded:.1f} s; "
                   f"correctness gate passed (key error {gate.key_error:.1e}, logit error {gate.logit_error:.1e})[/dim]")
 
+    if compression is not KVCompression.NONE:
+        with console.status(f"Gating kv_compression {compression} on {settings.kv_compression_gate_questions} "
+                            f"held-out questions..."):
+            report = gate_runtime(runtime, compression, settings.kv_compression_gate_questions,
+                                  settings.kv_compression_max_kl)
+        if report is not None:  # None: the platform's default gates no questions
+            console.print(f"[dim]kv_compression {compression} passed its gate: mean answer-token KL {report.kl:.5f} "
+                          f"(bound {settings.kv_compression_max_kl:g}) over {report.questions} questions[/dim]")
+
     store = None if no_cache else LocalDirectoryStore(cache_dir or model_home().parent / "kv")
-    pipeline = LocalPipeline(engine, tokenizer, store)
+    pipeline = LocalPipeline(engine, tokenizer, store, compression=compression)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task(f"Encoding blocks of {len(documents)} documents", total=None)
