@@ -16,6 +16,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from blockrag.attention.kv_slots import KVSlots
+from blockrag.attention.mask import to_additive
 
 
 class SlotLayer(DynamicLayer):
@@ -58,7 +59,8 @@ class BatchCache(Cache):
 
     def prepare(self, first: int, lengths: Sequence[int], new_tokens: int) -> torch.Tensor:
         """Point every layer's writes at row i's positions lengths[i]..+new_tokens; returns the
-        attention mask: bool [B, 1, new_tokens, N], True where a query may read a key.
+        attention mask: additive [B, 1, new_tokens, N] in the pool's dtype, 0 where a query may
+        read a key, the dtype's minimum elsewhere.
 
         Pad positions past the slot's end are written to its last position instead (a row's
         real tokens never reach it while it still has answer tokens to come: the batch
@@ -74,4 +76,5 @@ class BatchCache(Cache):
             layer.rows, layer.row_index, layer.positions, layer.kv_length = (
                 slice(first, first + rows), row_index, positions, kv_length)
         keys = torch.arange(kv_length, device=device)[None, None, :]  # [1, 1, N]
-        return (keys <= (starts + steps)[:, :, None])[:, None]  # [B, 1, M, N]
+        # additive, made once here: SDPA would convert a bool mask again in every layer
+        return to_additive((keys <= (starts + steps)[:, :, None])[:, None], self.pool.keys.dtype)  # [B, 1, M, N]

@@ -25,6 +25,13 @@ def block_mask(block_lengths: Sequence[int], final_length: int, device: torch.de
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Bool [N, N] -> float [1, 1, N, N]: 0 where allowed, the dtype's minimum elsewhere. Both the
     eager and the SDPA attention of transformers take this form as a ready 4D mask."""
+    return to_additive(allowed, dtype)[None, None]
+
+
+def to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool of any shape -> float of the same shape: 0 where allowed, the dtype's minimum elsewhere
+    (finite: a row with no allowed key gives a uniform average, not NaN; none of ours has one).
+    SDPA adds a float mask as it is, where a bool mask is first converted to this form inside
+    the call, again in every layer."""
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[None, None]
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)

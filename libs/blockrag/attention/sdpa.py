@@ -22,6 +22,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from blockrag.attention.mask import to_additive
 from blockrag.attention.placement import triton_available
 
 NAME = "block_sdpa"
@@ -30,7 +31,8 @@ NAME = "block_sdpa"
 def block_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                        is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
-    """query [B, Hq, M, D], key/value [B, Hkv, N, D], attention_mask [B, 1, M, N] additive or bool."""
+    """query [B, Hq, M, D], key/value [B, Hkv, N, D], attention_mask [B, 1, M, N] additive (as
+    block_sdpa_mask and BatchCache.prepare give it) or bool."""
     final_block = kwargs.pop("blockrag_final_block", False)
     kv_length = kwargs.pop("blockrag_kv_length", None)  # set by CUDA-graph prefill (graphs.py)
     grouped = query.shape[1] != key.shape[1]
@@ -72,5 +74,14 @@ def stacked_gqa_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     return out.reshape(b, heads, m, d)
 
 
+def block_sdpa_mask(*args, dtype: torch.dtype = torch.float32, **kwargs) -> torch.Tensor | None:
+    """transformers' SDPA mask ([B, 1, M, N] bool, or None where plain causal attention needs
+    none), made additive in the model's dtype once per forward. Given a bool mask, SDPA converts
+    it inside every call: 30 conversions of the [1, 1, 24, 2072] final-block mask per cached
+    prefill on the default model (bench/serving_cpu.py)."""
+    mask = sdpa_mask(*args, **kwargs)
+    return to_additive(mask, dtype) if mask is not None and mask.dtype == torch.bool else mask
+
+
 AttentionInterface.register(NAME, block_sdpa_forward)
-AttentionMaskInterface.register(NAME, sdpa_mask)
+AttentionMaskInterface.register(NAME, block_sdpa_mask)
