@@ -1,7 +1,8 @@
 """Precompute gates each model version it loads under the deployment's KV compression, as it gates
 the configured model at start: a promoted version whose adapter makes answers over compressed KV
 drift past kv_compression_max_kl is not served (the load fails naming the version and the gate;
-the replica keeps serving what it had), one within it is served and written compressed.
+the replica keeps serving what it had, and `prepare`, which a generation replica's switch asks
+first, raises the gate's error), one within it is served and written compressed.
 
 On a tiny random Llama with a sharp final norm (tests/services/test_precompute_compression_gate.py)
 under fp8_head over 2 questions, mean answer-token KL: the configured model 6.7e-6, a version with
@@ -20,6 +21,7 @@ from tiny_versions import random_adapter, register, save_tiny_llama
 from blockrag.errors import ServiceUnavailableError
 from blockrag.kvcache import KVCodec
 from blockrag.kvcache.compression import KVCompression
+from blockrag.kvcache.compression_gate import CompressionDriftError
 from blockrag.registry import ModelRegistry
 from blockrag.v1 import precompute_pb2 as pb
 from blockrag_services.precompute.deployment import Precompute
@@ -84,6 +86,9 @@ def test_a_version_past_the_gate_is_not_served(precompute, sharp_dir):
     assert f"above the gate's {MAX_KL:g}" in failed and "RollbackModelVersion" in failed
     with pytest.raises(ServiceUnavailableError, match=f"{version.version_id} failed to load on this replica"):
         precompute.models.for_version(version.fingerprint, TENANT)
+    # a generation replica's switch asks prepare first: the gate's reason now, not a wait for a load
+    with pytest.raises(CompressionDriftError, match=f"model version {version.version_id} is not served"):
+        asyncio.run(precompute.prepare(version.fingerprint, TENANT))
     # the configured model still serves the tenant's requests that name no version
     reply = precompute_with(precompute, "")
     assert reply.model_version == precompute.models.configured.version
@@ -94,6 +99,7 @@ def test_a_version_within_the_gate_is_served_compressed(precompute, sharp_dir):
     with pytest.raises(ServiceUnavailableError, match="is loading"):
         precompute.models.for_version(version.fingerprint, TENANT)
     assert version.version_id not in loaded_or_failed(precompute, version.version_id)["failed"]
+    assert asyncio.run(precompute.prepare(version.fingerprint, TENANT)) is True
     reply = precompute_with(precompute, version.fingerprint)
     assert reply.model_version == version.fingerprint != precompute.models.configured.version
     assert KVCodec.read_header(reply.blocks[0].kv).compression is KVCompression.FP8_HEAD

@@ -19,10 +19,11 @@ from ray import serve
 from blockrag.engine_lock import to_thread_to_the_end
 from blockrag.errors import ServiceUnavailableError
 from blockrag.host_allocator import unpool_large_allocations
+from blockrag.kvcache.compression_gate import CompressionDriftError, gated_loader
 from blockrag.kvcache.index import CacheIndex, open_index_engine
 from blockrag.kvcache.object_store import open_object_store
 from blockrag.model_runtime import ModelRuntime
-from blockrag.registry import ModelRegistry
+from blockrag.registry import ModelRegistry, ModelVersion
 from blockrag.resolve import BlockWriter, ResolveLimits, TenantQuotas
 from blockrag.served_models import ServedModels, VersionLoader, version_loader
 from blockrag.v1 import precompute_pb2 as pb
@@ -47,10 +48,12 @@ class Precompute(OneApplication):
         replica_logs()
         self.store = open_object_store(self.config.object_store)
         self.database = open_index_engine(self.config.database)
+        # model versions (fingerprints) the compression gate refused on load here, with its error
+        self.refused: dict[str, CompressionDriftError] = {}
         self.models = ServedModels(self.config.model, self.config.resources_of("precompute").threads(), ModelRegistry(self.database),
                                    self.store, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models, follow_promotions=True,
-                                   load_version=gated_versions(self.config, self.store))
+                                   load_version=gated_versions(self.config, self.store, self.refused))
         self.handles = handles or Handles()  # the other applications: none is called on the request path
         self.authorizer = authorizer(self.config, self.database)
         # limits and the tenant's quotas are checked by the writer's plan, before it writes anything
@@ -105,7 +108,11 @@ class Precompute(OneApplication):
 
     async def prepare(self, model_version: str, tenant: str) -> bool:
         """Whether this replica serves the version now; starts loading it if not (generation asks
-        before switching a tenant to it). NotFoundError for a version unknown to the tenant."""
+        before switching a tenant to it). NotFoundError for a version unknown to the tenant;
+        CompressionDriftError for one the compression gate refused here (no wait changes that: the
+        switch fails now, with the gate's reason, instead of after the warm-up's timeout)."""
+        if model_version in self.refused:
+            raise self.refused[model_version]
         try:
             await self._runtime(model_version, tenant)
         except ServiceUnavailableError:
@@ -133,11 +140,20 @@ def gate_compression(config: PlatformConfig, runtime: ModelRuntime) -> None:
                  config.kv_compression, report.kl, report.questions)
 
 
-def gated_versions(config: PlatformConfig, store) -> VersionLoader:
+def gated_versions(config: PlatformConfig, store, refused: dict[str, CompressionDriftError]) -> VersionLoader:
     """How this replica loads a model version (a promoted one, one a request names): with
     gate_compression's gate after each load, since a version's adapter changes the KV the
-    setting compresses; a version past it is not served here (its tenants stay on theirs)."""
-    from blockrag.kvcache.compression_gate import gated_loader
+    setting compresses; a version past it is not served here (its tenants stay on theirs) and
+    lands in ``refused`` by its fingerprint."""
+    gated = gated_loader(version_loader(config.model, store), config.kv_compression,
+                         config.kv_compression_gate_questions, config.kv_compression_max_kl)
 
-    return gated_loader(version_loader(config.model, store), config.kv_compression,
-                        config.kv_compression_gate_questions, config.kv_compression_max_kl)
+    def load(version: ModelVersion) -> ModelRuntime:
+        try:
+            return gated(version)
+        except CompressionDriftError as e:
+            if version.fingerprint:
+                refused[version.fingerprint] = e
+            raise
+
+    return load
