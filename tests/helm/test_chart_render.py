@@ -248,6 +248,35 @@ def test_grpc_service_reaches_the_workers_proxies_and_probes_ask_grpc_health():
             assert ray[probe]["grpc"] == {"port": GRPC_PORT, "service": ""}
 
 
+def test_worker_pods_drain_before_they_stop():
+    """Each worker pod's preStop hook runs `blockrag drain` on the drain file its Ray processes
+    watch, within a termination grace period that leaves the hook its whole wait; the head (no
+    replicas: num-cpus 0) is not drained. Off, none of it is rendered."""
+    import typer
+
+    from blockrag.cli.app import app
+    from blockrag_services.drain import DRAIN_ENV
+
+    pods = _pods({"serve": {"drain": {"enabled": True, "gracePeriodSeconds": 45, "terminationMarginSeconds": 10}}})
+    for group in ("cpu-workers", "gpu-workers"):
+        spec = pods[group]["spec"]
+        ray = spec["containers"][0]
+        command = ray["lifecycle"]["preStop"]["exec"]["command"]
+        assert command == ["blockrag", "drain", "--grace-period", "45"]
+        assert spec["terminationGracePeriodSeconds"] == 55
+        assert {"name": DRAIN_ENV, "value": "/var/run/blockrag/drain/draining"} in ray["env"]
+        group_command = typer.main.get_command(app)
+        ctx = group_command.make_context("blockrag", command[1:], resilient_parsing=False)
+        drain = group_command.get_command(ctx, "drain")
+        assert drain.make_context("drain", command[2:], parent=ctx).params["grace_period"] == 45.0
+    head = pods["head"]["spec"]
+    assert "lifecycle" not in head["containers"][0] and "terminationGracePeriodSeconds" not in head
+    for spec in (t["spec"] for t in _pods({"serve": {"drain": {"enabled": False, "gracePeriodSeconds": 20,
+                                                                    "terminationMarginSeconds": 15}}}).values()):
+        assert "terminationGracePeriodSeconds" not in spec and "lifecycle" not in spec["containers"][0]
+        assert all(e["name"] != DRAIN_ENV for e in spec["containers"][0]["env"])
+
+
 def test_gpu_workers_request_gpus_on_gpu_nodes():
     gpu = _pods({})["gpu-workers"]["spec"]
     resources = gpu["containers"][0]["resources"]

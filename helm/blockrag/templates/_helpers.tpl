@@ -218,6 +218,11 @@ blockrag.io/job: blockrag
 {{- define "blockrag.rayEnv" -}}
 - name: PROMETHEUS_MULTIPROC_DIR
   value: /var/run/blockrag/metrics
+{{- if .Values.serve.drain.enabled }}
+{{- /* before Ray starts: its workers inherit it, and watch the file `blockrag drain` marks */}}
+- name: BLOCKRAG_DRAIN_FILE
+  value: /var/run/blockrag/drain/draining
+{{- end }}
 {{ include "blockrag.storageEnv" . }}
 {{- with .Values.ray.env }}
 {{ toYaml . }}
@@ -313,6 +318,9 @@ livenessProbe:
       {{- with $w.affinity }}
       affinity: {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- if $.Values.serve.drain.enabled }}
+      terminationGracePeriodSeconds: {{ add $.Values.serve.drain.gracePeriodSeconds $.Values.serve.drain.terminationMarginSeconds }}
+      {{- end }}
       containers:
         - name: ray-worker
           image: {{ include "blockrag.image" $ }}
@@ -320,6 +328,12 @@ livenessProbe:
           env: {{- include "blockrag.rayEnv" $ | nindent 12 }}
           ports: {{- include "blockrag.rayPorts" $ | nindent 12 }}
           {{- include "blockrag.grpcProbes" $ | nindent 10 }}
+          {{- if $.Values.serve.drain.enabled }}
+          lifecycle:
+            preStop:
+              exec:
+                command: ["blockrag", "drain", "--grace-period", "{{ $.Values.serve.drain.gracePeriodSeconds }}"]
+          {{- end }}
           resources:
             {{- $res := deepCopy $w.resources }}
             {{- if $gpus }}
