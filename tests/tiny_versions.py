@@ -34,6 +34,19 @@ def save_tiny_llama(path: Path) -> Path:
     return path
 
 
+def save_sharp_tiny_llama(path: Path) -> Path:
+    """save_tiny_llama with its final norm scaled up 30x: peaked next-token distributions, on which
+    a change of KV (compression, an adapter) shows in the answer-token KL."""
+    from transformers import AutoModelForCausalLM
+
+    save_tiny_llama(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(30.0)
+    model.save_pretrained(path)
+    return path
+
+
 def random_adapter(model_dir: Path | None, seed: int, sink_token_id: int | None = None,
                    scale: float = 0.05, opening=None) -> tuple[Adapter, str]:
     """An adapter of the model in `model_dir` (None: the embedded default) with random LoRA

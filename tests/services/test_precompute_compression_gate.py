@@ -5,8 +5,7 @@ within it starts and writes compressed frames; none measures nothing."""
 from __future__ import annotations
 
 import pytest
-import torch
-from tiny_versions import save_tiny_llama
+from tiny_versions import save_sharp_tiny_llama
 
 from blockrag.kvcache import KVCodec
 from blockrag.kvcache.compression import KVCompression
@@ -17,16 +16,7 @@ from blockrag_services.precompute.deployment import Precompute
 
 @pytest.fixture(scope="module")
 def sharp_dir(tmp_path_factory):
-    """A tiny random Llama with its final norm scaled up: peaked next-token distributions, on which
-    a change of KV shows."""
-    from transformers import AutoModelForCausalLM
-
-    path = save_tiny_llama(tmp_path_factory.mktemp("tiny"))
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(30.0)
-    model.save_pretrained(path)
-    return path
+    return save_sharp_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 def args(tmp_path, model_dir, **settings) -> dict:

@@ -15,8 +15,7 @@ import asyncio
 import time
 
 import pytest
-import torch
-from tiny_versions import random_adapter, register, save_tiny_llama
+from tiny_versions import random_adapter, register, save_sharp_tiny_llama
 
 from blockrag.errors import ServiceUnavailableError
 from blockrag.kvcache import KVCodec
@@ -32,14 +31,7 @@ MAX_KL = 3e-5
 
 @pytest.fixture(scope="module")
 def sharp_dir(tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
-    path = save_tiny_llama(tmp_path_factory.mktemp("tiny"))
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(30.0)
-    model.save_pretrained(path)
-    return path
+    return save_sharp_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
