@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import sqlalchemy as sa
+from fixtures.index_db import empty_index_tables
 
 from blockrag.kvcache.entry_writer import ENTRY_NAME, EntryFrame, EntryWriter
 from blockrag.kvcache.index import CacheIndex, block_id_for
@@ -20,11 +21,7 @@ FRAME_BYTES = 64 << 10
 
 def clean(url: str) -> None:
     """Empty the index tables (the PostgreSQL database is shared by the session's tests)."""
-    if url.startswith("postgresql"):
-        engine = create_index_engine(IndexConfig(url))
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
-        engine.dispose()
+    empty_index_tables(url)
 
 
 def frame(writer: int, text: str = TEXT) -> EntryFrame:

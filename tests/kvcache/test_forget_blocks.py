@@ -5,28 +5,10 @@ write's intents, and only those."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
-import pytest
-import sqlalchemy as sa
-from fixtures.index_db import Clock
 
 from blockrag.kvcache.index import CacheIndex, KVEntry, block_id_for
-from blockrag.kvcache.index_engine import IndexConfig, create_index_engine
 
-TABLES = ("kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
-
-
-@pytest.fixture
-def index(url: str, clock: Clock) -> Iterator[CacheIndex]:
-    index = CacheIndex.open(url, clock=clock)
-    if url.startswith("postgresql"):  # the session's database, shared: start empty
-        engine = create_index_engine(IndexConfig(url))
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
-        engine.dispose()
-    yield index
-    index.close()
 
 
 def test_forgets_only_the_blocks_nothing_uses(index: CacheIndex) -> None:

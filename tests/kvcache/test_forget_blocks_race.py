@@ -28,19 +28,8 @@ from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.index import CacheIndex, KVEntry
 from blockrag.kvcache.index_engine import IndexConfig, create_index_engine, writer
 
-TABLES = ("block_claims", "kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
 TEXT = "The ferry to Skarvholm leaves the eastern pier twice a day."
 WAIT_S = 20.0
-
-
-@pytest.fixture
-def index(url: str, clock: Clock) -> Iterator[CacheIndex]:
-    index = CacheIndex.open(url, clock=clock)
-    if url.startswith("postgresql"):  # the session's database, shared: start empty
-        with index.engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
-    yield index
-    index.close()
 
 
 class Call(threading.Thread):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,17 +28,6 @@ from fixtures.index_db import Clock
 from fixtures.postgres import fresh_database
 
 ITERATIONS = 15  # per thread; raise it to stress the locking
-TABLES = ("kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
-
-
-@pytest.fixture
-def index(url: str, clock: Clock) -> Iterator[CacheIndex]:
-    index = CacheIndex.open(url, clock=clock)
-    if url.startswith("postgresql"):
-        # The session's database is shared by the PostgreSQL cases: start each one empty.
-        run(url, f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
-    yield index
-    index.close()
 
 
 def run(url: str, statement: str) -> list[sa.Row]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from fixtures.index_db import Clock
+from fixtures.index_db import Clock, empty_index_tables
 
 from blockrag.errors import QuotaExceededError
 from blockrag.kvcache.index import CacheIndex
@@ -16,15 +16,10 @@ from blockrag.kvcache.index_usage import KEPT_S, Charge, Usage
 from blockrag.kvcache.maintenance import CacheMaintenance, run_pass
 from blockrag.kvcache.object_store import LocalObjectStore
 
-TABLES = ("quota_tokens", "quota_holds")
-
-
 @pytest.fixture
 def index(url: str) -> Iterator[CacheIndex]:
-    index = CacheIndex.open(url)
-    if url.startswith("postgresql"):  # the session's database, shared: start empty
-        with index.engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
+    index = CacheIndex.open(url)  # on the real clock
+    empty_index_tables(url)
     yield index
     index.close()
 

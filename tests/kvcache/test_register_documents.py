@@ -3,34 +3,17 @@ register_blocks calls with a document record (ids, collection order, replacement
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
-from fixtures.index_db import Clock
 
 from blockrag.errors import InvalidRequestError
 from blockrag.kvcache.index import CacheIndex, IndexStats, block_id_for
-from blockrag.kvcache.index_engine import IndexConfig, create_index_engine
 
-TABLES = ("kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
 DOCUMENTS = [
     ("d1", [("Tolvik's harbour opens at seven.", 7), ("Its ferry leaves at nine.", 6)]),
     ("d2", [("Orsa has no harbour.", 5)]),
     ("d3", [("Its ferry leaves at nine.", 6), ("Brennholt's harbour opens at eight.", 7)]),  # a block of d1 again
 ]
-
-
-@pytest.fixture
-def index(url: str, clock: Clock) -> Iterator[CacheIndex]:
-    index = CacheIndex.open(url, clock=clock)
-    if url.startswith("postgresql"):  # the session's database, shared: start empty
-        engine = create_index_engine(IndexConfig(url))
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
-        engine.dispose()
-    yield index
-    index.close()
 
 
 def test_one_call_records_what_one_call_per_document_does(index: CacheIndex) -> None:
