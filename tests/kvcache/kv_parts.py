@@ -15,7 +15,6 @@ from blockrag.kvcache.key import CacheKey
 from blockrag.kvcache.object_store import LocalObjectStore, ObjectStore
 
 TENANT, VERSION, TEXT = "acme", "m1", "Ferries to Skarvholm leave twice a day."
-TABLES = ("kv_writes", "kv_entries", "document_blocks", "documents", "blocks")
 FRAME_BYTES = 64 << 10
 
 
