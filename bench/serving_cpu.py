@@ -7,7 +7,10 @@ Default model (SmolLM2-135M-Instruct, float32), 2K tokens of context in blocks o
   KV, prefill the question, choose the first token), both through engine.generate; runs
   alternate between the two so that load from elsewhere on the machine hits both alike. The
   cached path is split into placing the blocks and the question's forward, to show where its
-  time goes. Target: full / cached >= 40x.
+  time goes. Target: full / cached >= 40x. Both are also timed on one thread, in turn with the
+  rest: with other jobs on the cores, each of the cached path's ~1000 small two-thread ops
+  waits for whichever of its threads was descheduled (cached 2575 ms on 2 threads against
+  191 ms on 1 at load ~4, 2026-12-05); one thread waits for none.
 - Batching: 4 requests (each its own 2K context and question, --answer-tokens greedy tokens,
   no stop ids) through one GenerationBatch, against one request alone through engine.generate,
   prefill included: aggregate generated tokens/s. Also one request through the batch (its own
@@ -15,6 +18,15 @@ Default model (SmolLM2-135M-Instruct, float32), 2K tokens of context in blocks o
   lone ones token for token (checked). Target: 4 batched >= 2x one alone.
 
 Medians of --runs runs after a warm-up; ratios are against baselines measured in the same run.
+
+Ceilings: both cached paths are bound by memory, not arithmetic. Per cached prefill the weights
+are read once (the tied 49152 x 576 embedding too, as lm_head for the last position), the
+blocks' KV is read and written once by placement and read once by attention; per decode step
+the weights and every sequence's KV are read once. Those bytes at the read bandwidth of a
+512 MB sum, timed in turn with the other runs, give the least time each can take (writes
+counted at the read rate: a lower bound), so full / cached floor is the best TTFT ratio this
+machine allows at float32, and 4 x (weights + KV) / (weights + 4 x KV) the best ratio of 4
+sequences' decode steps to one's.
 
     python bench/serving_cpu.py [--runs 7] [--threads 2] [--out bench/results/serving_cpu.json]
 """
@@ -68,7 +80,7 @@ def question_ids(template: PromptTemplate, text: str) -> list[int]:
     return (ids * 2)[:QUESTION_TOKENS] if len(ids) < QUESTION_TOKENS else ids[-QUESTION_TOKENS:]
 
 
-def ttft(engine: BlockAttentionEngine, kvs, blocks, question, runs: int) -> dict:
+def ttft(engine: BlockAttentionEngine, kvs, blocks, question, runs: int, probe) -> dict:
     prompt = [t for b in blocks for t in b] + question
     laid, offsets, context = engine.layout(kvs)
 
@@ -85,17 +97,55 @@ def ttft(engine: BlockAttentionEngine, kvs, blocks, question, runs: int) -> dict
         with torch.inference_mode():
             engine._forward(tuple(question), context, cache, 1)
 
-    s = medians({"full": lambda: next(engine.generate([], prompt, max_new_tokens=1)),
-                 "cached": lambda: next(engine.generate(kvs, question, max_new_tokens=1)),
-                 "place": place, "place_and_forward": question_forward}, runs)
+    def one_thread(fn):
+        def run() -> None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                fn()
+            finally:
+                torch.set_num_threads(threads)
+        return run
+
+    full = lambda: next(engine.generate([], prompt, max_new_tokens=1))  # noqa: E731
+    cached = lambda: next(engine.generate(kvs, question, max_new_tokens=1))  # noqa: E731
+    s = medians({"full": full, "cached": cached, "full_1": one_thread(full), "cached_1": one_thread(cached),
+                 "place": place, "place_and_forward": question_forward, "read": probe[0]}, runs)
+    nbytes = memory_bytes(engine, context, len(question))
+    floor = floor_ms(nbytes["cached_prefill"], probe[1], s["read"])
     return {"context_tokens": context, "blocks": len(kvs), "question_tokens": len(question),
             "full_prefill_ms": round(1000 * s["full"], 1), "cached_ms": round(1000 * s["cached"], 2),
             "speedup": round(s["full"] / s["cached"], 1), "target_speedup": 40,
             "cached_place_ms": round(1000 * s["place"], 2),
-            "cached_forward_ms": round(1000 * (s["place_and_forward"] - s["place"]), 2)}
+            "cached_forward_ms": round(1000 * (s["place_and_forward"] - s["place"]), 2),
+            "read_gb_per_s": round(probe[1] / s["read"] / 1e9, 2), "cached_bytes_mb": round(nbytes["cached_prefill"] / 1e6),
+            "cached_floor_ms": floor, "ceiling_speedup": round(1000 * s["full"] / floor, 1),
+            "one_thread": {"full_prefill_ms": round(1000 * s["full_1"], 1), "cached_ms": round(1000 * s["cached_1"], 2),
+                           "speedup": round(s["full_1"] / s["cached_1"], 1)}}
 
 
-def batching(engine: BlockAttentionEngine, requests, runs: int) -> dict:
+def memory_bytes(engine: BlockAttentionEngine, context: int, question: int) -> dict[str, int]:
+    """Bytes the cached paths read or write at least (module docstring): weights (the tied lm_head
+    counted once), one sequence's KV, a cached prefill (weights, placement's read and write of the
+    context's KV, attention's read of all of it)."""
+    weights = sum(p.nbytes for p in engine.model.parameters())
+    kv_per_token = 2 * engine.num_layers * engine.num_kv_heads * engine.head_dim * engine.dtype.itemsize
+    kv = kv_per_token * (context + question)
+    return {"weights": weights, "kv": kv, "cached_prefill": weights + 2 * kv_per_token * context + kv}
+
+
+def bandwidth_probe() -> tuple:
+    """A 512 MB float32 sum (larger than any cache), timed among the other runs so that load hits
+    it alike, and its size in bytes: the machine's read bandwidth at that moment."""
+    data = torch.ones(128 << 20)
+    return (lambda: data.sum()), data.nbytes
+
+
+def floor_ms(nbytes: int, probe_bytes: int, probe_seconds: float) -> float:
+    return round(1000 * nbytes * probe_seconds / probe_bytes, 1)
+
+
+def batching(engine: BlockAttentionEngine, requests, runs: int, probe) -> dict:
     n = requests[0].max_new_tokens
     slot_tokens = max(engine.layout(r.kvs)[2] + len(r.final_ids) for r in requests) + n
     alone = [list(engine._generate(r)) for r in requests]
@@ -128,7 +178,9 @@ def batching(engine: BlockAttentionEngine, requests, runs: int) -> dict:
     s = medians({"one_alone": lambda: list(engine._generate(requests[0])),
                  "one_batched": lambda: batched(requests[:1]),
                  "all_batched": lambda: batched(requests),
-                 "decode_one": step_one, "decode_all": step_all}, runs)
+                 "decode_one": step_one, "decode_all": step_all, "read": probe[0]}, runs)
+    nbytes = memory_bytes(engine, slot_tokens - n - QUESTION_TOKENS, QUESTION_TOKENS)
+    weights, kv = nbytes["weights"], nbytes["kv"]
     one_tps = n / s["one_alone"]
     all_tps = CONCURRENT * n / s["all_batched"]
     return {"concurrent": CONCURRENT, "answer_tokens": n, "context_tokens": slot_tokens - n - QUESTION_TOKENS,
@@ -136,6 +188,10 @@ def batching(engine: BlockAttentionEngine, requests, runs: int) -> dict:
             "batched_tokens_per_s": round(all_tps, 2), "speedup": round(all_tps / one_tps, 2), "target_speedup": 2,
             "decode_step_ms_1": round(1000 * statistics.median(one_times[1:]), 2),
             f"decode_step_ms_{CONCURRENT}": round(1000 * statistics.median(all_times[1:]), 2),
+            "read_gb_per_s": round(probe[1] / s["read"] / 1e9, 2),
+            "decode_floor_ms_1": floor_ms(weights + kv, probe[1], s["read"]),
+            f"decode_floor_ms_{CONCURRENT}": floor_ms(weights + CONCURRENT * kv, probe[1], s["read"]),
+            "decode_ceiling_speedup": round(CONCURRENT * (weights + kv) / (weights + CONCURRENT * kv), 2),
             "batched_equals_alone": True}
 
 
@@ -162,20 +218,25 @@ def main() -> None:
               "threads": torch.get_num_threads(), "runs": args.runs,
               "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "torch": torch.__version__, "load_average_at_start": round(os.getloadavg()[0], 2)}
+    probe = bandwidth_probe()
     if args.skip != "ttft":
-        result["ttft"] = ttft(engine, kvs[0], contexts[0], questions[0], args.runs)
+        result["ttft"] = ttft(engine, kvs[0], contexts[0], questions[0], args.runs, probe)
         t = result["ttft"]
         print(f"TTFT at {t['context_tokens']} tokens: full {t['full_prefill_ms']} ms, cached {t['cached_ms']} ms "
               f"({t['speedup']}x, target >= 40x); cached = place {t['cached_place_ms']} ms + question forward "
-              f"{t['cached_forward_ms']} ms")
+              f"{t['cached_forward_ms']} ms; memory floor {t['cached_floor_ms']} ms ({t['cached_bytes_mb']} MB at "
+              f"{t['read_gb_per_s']} GB/s), so at most {t['ceiling_speedup']}x; on one thread full "
+              f"{t['one_thread']['full_prefill_ms']} ms, cached {t['one_thread']['cached_ms']} ms "
+              f"({t['one_thread']['speedup']}x)")
     if args.skip != "batching":
         requests = [engine.request(kv, q, args.answer_tokens, stop_ids=[]) for kv, q in zip(kvs, questions)]
-        result["batching"] = b = batching(engine, requests, args.runs)
+        result["batching"] = b = batching(engine, requests, args.runs, probe)
         print(f"{CONCURRENT} answers of {b['answer_tokens']} tokens over ~2K-token contexts: batched "
               f"{b['batched_tokens_per_s']} tokens/s against {b['one_alone_tokens_per_s']} for one alone "
               f"({b['speedup']}x, target >= 2x); one through the batch {b['one_batched_tokens_per_s']}; "
               f"decode step {b['decode_step_ms_1']} ms (1 sequence), {b[f'decode_step_ms_{CONCURRENT}']} ms "
-              f"({CONCURRENT})")
+              f"({CONCURRENT}); memory floors {b['decode_floor_ms_1']} and {b[f'decode_floor_ms_{CONCURRENT}']} ms "
+              f"({b['read_gb_per_s']} GB/s): decode steps allow at most {b['decode_ceiling_speedup']}x")
     # other work on the machine inflates the small ops of the cached path most (a thread of a
     # 2-thread op waits for a core): read the figures with the load beside them
     result["load_average_at_end"] = round(os.getloadavg()[0], 2)
