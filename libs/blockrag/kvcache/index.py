@@ -280,13 +280,8 @@ class CacheIndex:
                 f"or neither; got collection={collection!r}, document_id={document_id!r}"
             )
         now = self._clock()
-        ids: list[str] = []
         rows: dict[str, dict[str, object]] = {}
-        for i, item in enumerate(blocks):
-            text, token_count = _block(item, i)
-            ids.append(block_id_for(tenant, text))
-            rows[ids[-1]] = dict(tenant=tenant, block_id=ids[-1], text=text,
-                                 token_count=token_count, created_at=now)
+        ids = _block_rows(tenant, blocks, now, rows)
         with self._transaction("register blocks", write=True) as conn:
             if rows:
                 upsert(conn, db.blocks, [rows[k] for k in sorted(rows)],
@@ -314,12 +309,7 @@ class CacheIndex:
             document_id = _name(document_id, f"document_id of document {d}")
             if document_id in named:  # the second would silently replace the first
                 raise InvalidRequestError(f"document {document_id!r} is given twice: give each document once")
-            ids = named[document_id] = []
-            for i, item in enumerate(blocks):
-                text, token_count = _block(item, i)
-                ids.append(block_id_for(tenant, text))
-                rows[ids[-1]] = dict(tenant=tenant, block_id=ids[-1], text=text,
-                                     token_count=token_count, created_at=now)
+            named[document_id] = _block_rows(tenant, blocks, now, rows)
         with self._transaction("register documents", write=True) as conn:
             if rows:
                 upsert(conn, db.blocks, [rows[k] for k in sorted(rows)],
@@ -742,6 +732,17 @@ def _check_text(text: object, what: str) -> None:
         raise InvalidRequestError(
             f"{what} must be a non-empty string without NUL; got {text!r:.80}"
         )
+
+
+def _block_rows(tenant: str, blocks: Sequence, now: float, rows: dict[str, dict[str, object]]) -> list[str]:
+    """The blocks' ids, in the given order; each block's row is added to ``rows`` under its id (a
+    text given twice is one row)."""
+    ids = []
+    for i, item in enumerate(blocks):
+        text, token_count = _block(item, i)
+        ids.append(block_id_for(tenant, text))
+        rows[ids[-1]] = dict(tenant=tenant, block_id=ids[-1], text=text, token_count=token_count, created_at=now)
+    return ids
 
 
 def _block(item: object, i: int) -> tuple[str, int]:
