@@ -1,6 +1,6 @@
 """The GPU suite collects on the GPU image, which has torch, transformers, triton, peft, grpcio,
-protobuf and prometheus-client but neither psycopg nor Ray. Not marked gpu: it runs in the
-default suite, so a top-level `import psycopg` (or ray) in the fixture plugins or in a GPU test
+protobuf and prometheus-client but not psycopg, Ray or SQLAlchemy. Not marked gpu: it runs in the
+default suite, so a top-level `import psycopg` (or ray, sqlalchemy) in the fixture plugins or in a GPU test
 module fails here and not only on the device."""
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
 # what the GPU image lacks: importing any of these there raises ImportError
-MISSING_ON_GPU_IMAGE = ("psycopg", "ray")
+MISSING_ON_GPU_IMAGE = ("psycopg", "ray", "sqlalchemy")
 
 
 def test_gpu_suite_collects_without_psycopg_and_ray(tmp_path):
