@@ -8,3 +8,6 @@ OUT=${OUT:-bench/results}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia-smi.txt"
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu tests/attention/test_sdpa.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -n 15
 python3 bench/gpu/run.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
+if [ -n "${PROFILE_DECODE:-}" ]; then  # where a graphed decode step's time goes (bench/gpu/decode_profile.py)
+  (cd bench/gpu && python3 decode_profile.py --out "$OUT" 2>&1 | tee "$OUT/decode_profile.log")
+fi

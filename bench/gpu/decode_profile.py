@@ -1,0 +1,84 @@
+"""Where a graphed decode step's time goes (issue 12): the 2026-12-05 H200 run measured ~3.2 ms a
+token for the SmolLM2 shape at every context (floor 0.1-0.25 ms) and 7.9-8.2 ms for the 8B shape
+(floor 4.0-4.9 ms), so a few milliseconds of each step do not scale with the bytes read.
+
+For each shape, one lone answer of --tokens tokens through engine.generate (graphed decode) at
+--context tokens of cached blocks, under torch.profiler: wall ms per token, the device time per
+token (sum of CUDA kernel time) and the top operations by device and by host time. If device time
+per token is near the wall time, the graph itself is slow (a kernel sized by the workspace, not
+by the context?); if far below, the host is (the per-token sync, sampling, Python).
+
+    PYTHONPATH=libs python3 bench/gpu/decode_profile.py --out DIR [--context 4096] [--tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from run import BLOCK, QUESTION, SHAPES, random_ids
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from blockrag.attention import BlockAttentionEngine
+
+
+def profile(name: str, context: int, tokens: int, g: torch.Generator) -> dict:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**SHAPES[name]), dtype=torch.bfloat16,
+                                                 attn_implementation="block_sdpa").eval()
+    engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024)
+    vocab = model.config.vocab_size
+    kvs = engine.encode_blocks([random_ids(vocab, BLOCK, g) for _ in range(context // BLOCK)])
+    question = random_ids(vocab, QUESTION, g)
+
+    def answer() -> float:
+        stream = engine.generate(kvs, question, tokens, stop_ids=[])
+        next(stream)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        rest = sum(1 for _ in stream)
+        return (time.perf_counter() - started) * 1e3 / rest
+
+    answer()  # captures the graphs
+    plain = [answer() for _ in range(3)]
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        profiled = answer()
+    events = prof.key_averages()
+    device_us = sum(e.self_device_time_total for e in events)  # every kernel of the profiled answer
+    row = {"shape": name, "context": context, "tokens": tokens, "wall_ms_per_token": sorted(plain)[1],
+           "wall_ms_per_token_profiled": profiled,
+           "device_ms_per_token": device_us / 1e3 / tokens,  # prefill's kernels included: an upper bound
+           "top_device": events.table(sort_by="self_device_time_total", row_limit=15),
+           "top_host": events.table(sort_by="self_cpu_time_total", row_limit=15)}
+    return row  # the model and its blocks go with this frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    args = parser.parse_args()
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for name in args.models:
+        rows.append(profile(name, args.context, args.tokens, g))
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "decode_profile.json").write_text(json.dumps(rows, indent=2))
+    for row in rows:
+        print({k: v for k, v in row.items() if not k.startswith("top_")})
+        print(row["top_device"])
+        print(row["top_host"])
+
+
+if __name__ == "__main__":
+    main()
