@@ -98,6 +98,7 @@ class TenantQuotas:
         if tokens <= 0 or quota == Quota():
             return
         limit = quota.max_precompute_tokens_per_minute
+        now = self.clock()  # the charge's time, and what check's retry hint counts from
 
         def check(usage: Usage) -> None:
             if quota.max_stored_bytes and usage.stored_bytes + new_bytes > quota.max_stored_bytes:
@@ -124,7 +125,6 @@ class TenantQuotas:
                     f"tenant {tenant!r} had {used} tokens precomputed in the last minute and these blocks need "
                     f"{tokens} more, over its quota of {limit} tokens per minute; retry in {max(wait, 0.1):.0f} s")
 
-        now = self.clock()
         held = new_bytes if quota.max_stored_bytes and plan is not None else 0
         index.admit_usage(tenant, Charge(now, WINDOW_S, tokens=tokens if limit else 0,
                                          count_bytes=bool(quota.max_stored_bytes), nbytes=held, plan=plan), check)
