@@ -4,7 +4,9 @@ A version is the base model plus a LoRA adapter trained by block distillation. I
 (``tenant``) is the tenant whose data trained it, or SHARED ("") for shared data: a scoped
 version serves its own tenant only; a shared one serves every tenant without an active version
 of its own. Statuses: candidate (registered, not served) -> active (served in its scope, at
-most one per scope) -> retired (replaced); failed (never served again).
+most one per scope) -> retired (replaced); failed (never served again): marked by an operator
+(``mark_failed``), or by a server that refused to serve it (``refuse``: Precompute's KV-compression
+gate), which also rolls its scope back when it was active.
 
 ``promote`` and ``rollback`` change a scope's active version in one transaction, serialized
 per scope, and append to model_promotions: the history that rollback walks back, so that each
@@ -26,6 +28,9 @@ from blockrag.kvcache.index_schema import model_promotions, model_versions
 from blockrag.registry import _database as d
 
 _V, _P = model_versions.c, model_promotions.c
+# The evaluation key of a refusal, {"reason": .., "at": ..}: a key of the JSON column rather than
+# a column or a status of its own, which would need a migration; status is "failed" with it.
+REFUSAL = "refusal"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,12 @@ class ModelVersion:
     status: str  # candidate | active | retired | failed
     created_at: float
     promoted_at: float | None  # when it last became active
+
+    @property
+    def refusal(self) -> str | None:
+        """Why a server refused to serve it (``ModelRegistry.refuse``); None if none did."""
+        refusal = self.evaluation.get(REFUSAL)
+        return refusal.get("reason") if isinstance(refusal, dict) else None
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,36 @@ class ModelRegistry:
 
         return self._update(version_id, "mark version failed", change)
 
+    def refuse(self, version_id: str, reason: str) -> ModelVersion:
+        """Record that a server refused to serve the version, ``reason`` saying why (Precompute's
+        KV-compression gate: the KL it measured, the bound, the setting): in one transaction the
+        version is marked failed with ``evaluation["refusal"] = {"reason", "at"}`` and, when it is
+        active, its scope (every tenant it serves) is rolled back to the version active before it,
+        as ``rollback`` does; the history's entry is that rollback (previous_version: the refused
+        version). A version whose refusal is recorded already is returned unchanged: every replica
+        that runs the gate reports it. The refusal is final: serving the same weights under another
+        setting takes a new version."""
+        version_id, reason = _id(version_id), d.text(reason, "reason")
+        with transaction(self._engine, "refuse model version", write=True) as conn:
+            tenant = _get(conn, version_id).tenant  # the scope is fixed at registration
+            d.lock_scope(conn, d.VERSIONS_LOCK, tenant)  # against a concurrent promote or rollback
+            version = _get(conn, version_id, lock=True)
+            if version.refusal is not None:
+                return version
+            rolled_back, target = version.status == "active", None
+            if rolled_back:
+                stack = [v for v in _promotion_stack(conn, tenant) if v != version_id]
+                target = _rollback_target(conn, stack)
+                self._activate(conn, tenant, target, version_id, "rollback")  # retires it first
+            evaluation = {**version.evaluation, REFUSAL: {"reason": reason, "at": self._clock()}}
+            conn.execute(sa.update(model_versions).where(_V.version_id == version_id).values(
+                status="failed", evaluation=d.dump_json(evaluation, "evaluation")))
+            version = _get(conn, version_id)
+            since = None if target is None else _get(conn, target).promoted_at
+        if rolled_back:
+            self._metrics.observe_version_change(tenant, "rollback", since)
+        return version
+
     def active(self, tenant: str) -> ModelVersion | None:
         """The version serving ``tenant``: its own active one, else the shared active one,
         else None (serve the base model)."""
@@ -203,11 +244,7 @@ class ModelRegistry:
             current = _active_id(conn, tenant)
             if not stack or current is None:
                 raise ConflictError(f"scope {tenant!r} has no promotion to roll back")
-            target = None
-            for candidate in reversed(stack[:-1]):
-                if _get(conn, candidate, lock=True).status != "failed":
-                    target = candidate
-                    break
+            target = _rollback_target(conn, stack[:-1])
             self._activate(conn, tenant, target, current, "rollback")
             version = None if target is None else _get(conn, target)
         self._metrics.observe_version_change(tenant, "rollback", None if version is None else version.promoted_at)
@@ -259,6 +296,15 @@ def _promotion_stack(conn: sa.Connection, tenant: str) -> list[str]:
         while stack and stack[-1] != version_id:
             stack.pop()
     return stack
+
+
+def _rollback_target(conn: sa.Connection, stack: list[str]) -> str | None:
+    """The latest version of ``stack`` (a promotion stack without the version rolled back) not
+    marked failed since; None: the base model."""
+    for candidate in reversed(stack):
+        if _get(conn, candidate, lock=True).status != "failed":
+            return candidate
+    return None
 
 
 def _active_id(conn: sa.Connection, tenant: str) -> str | None:
