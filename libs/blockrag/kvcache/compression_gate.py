@@ -234,7 +234,8 @@ def gated_loader(load: Callable[[Version], Runtime], compression: KVCompression 
     ``gate_runtime`` after it: a promoted version (a distilled adapter merged into the base)
     changes the KV the setting compresses, so the gate passed by the configured model at start
     says nothing of it. A version past the gate raises CompressionDriftError naming it and is
-    not served (the replica records the failed load; its tenants stay on the version they had).
+    not served (the replica records the failed load; its tenants stay on the version they had,
+    and Precompute reports it to the registry: ModelRegistry.refuse).
     No compression or no questions: ``load`` itself. The cost, on every load of a version: per
     question, its blocks' encode, two greedy answers and two prefills."""
     if KVCompression.parse(compression) is KVCompression.NONE or not questions:
@@ -246,8 +247,8 @@ def gated_loader(load: Callable[[Version], Runtime], compression: KVCompression 
             report = gate_runtime(runtime, compression, questions, max_kl)
         except CompressionDriftError as e:
             raise CompressionDriftError(
-                f"model version {version.version_id} is not served: {e}. Roll the promotion back "
-                f"(RollbackModelVersion) or promote another version") from None
+                f"model version {version.version_id} is not served: {e}. The replica reports it to the "
+                f"model registry, which marks it failed and rolls its promotion back") from None
         log.info("model version %s passed the kv_compression %s gate: mean answer-token KL %.5f over %d questions",
                  version.version_id, compression, report.kl, report.questions)
         return runtime

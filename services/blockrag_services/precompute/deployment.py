@@ -6,7 +6,9 @@ text and answers with the frames.
 
 A request names the model version (its fingerprint) to encode for, or none for the tenant's
 active one; versions from the registry are loaded in the background (ServedModels), and a request
-for one still loading is refused as UNAVAILABLE, to be retried.
+for one still loading is refused as UNAVAILABLE, to be retried. Each is gated under the deployment's
+KV compression: one past the gate is not served, and is reported to the registry, which marks it
+failed and rolls its scope back to the version before it (gated_versions).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 from ray import serve
 
 from blockrag.engine_lock import to_thread_to_the_end
-from blockrag.errors import ServiceUnavailableError
+from blockrag.errors import CacheIndexError, ServiceUnavailableError
 from blockrag.host_allocator import unpool_large_allocations
 from blockrag.kvcache.compression_gate import CompressionDriftError, gated_loader
 from blockrag.kvcache.index import CacheIndex, open_index_engine
@@ -48,12 +50,13 @@ class Precompute(OneApplication):
         replica_logs()
         self.store = open_object_store(self.config.object_store)
         self.database = open_index_engine(self.config.database)
+        self.registry = ModelRegistry(self.database)
         # model versions (fingerprints) the compression gate refused on load here, with its error
         self.refused: dict[str, CompressionDriftError] = {}
-        self.models = ServedModels(self.config.model, self.config.resources_of("precompute").threads(), ModelRegistry(self.database),
+        self.models = ServedModels(self.config.model, self.config.resources_of("precompute").threads(), self.registry,
                                    self.store, refresh_s=self.config.model_refresh_s,
                                    max_loaded=self.config.max_loaded_models, follow_promotions=True,
-                                   load_version=gated_versions(self.config, self.store, self.refused))
+                                   load_version=gated_versions(self.config, self.store, self.registry, self.refused))
         self.handles = handles or Handles()  # the other applications: none is called on the request path
         self.authorizer = authorizer(self.config, self.database)
         # limits and the tenant's quotas are checked by the writer's plan, before it writes anything
@@ -140,20 +143,41 @@ def gate_compression(config: PlatformConfig, runtime: ModelRuntime) -> None:
                  config.kv_compression, report.kl, report.questions)
 
 
-def gated_versions(config: PlatformConfig, store, refused: dict[str, CompressionDriftError]) -> VersionLoader:
+def gated_versions(config: PlatformConfig, store, registry: ModelRegistry,
+                   refused: dict[str, CompressionDriftError]) -> VersionLoader:
     """How this replica loads a model version (a promoted one, one a request names): with
     gate_compression's gate after each load, since a version's adapter changes the KV the
-    setting compresses; a version past it is not served here (its tenants stay on theirs) and
-    lands in ``refused`` by its fingerprint."""
+    setting compresses. A version past it is not served here, lands in ``refused`` by its
+    fingerprint, and is reported to the registry (``ModelRegistry.refuse``: marked failed, its
+    scope rolled back to the version before it, so that no replica or operator goes on calling it
+    active). It is never loaded again here: the same weights fail the same gate, and ServedModels
+    retries a failed load every RETRY_FAILED_S while the registry still names the version; such a
+    retry raises the gate's error at once, and reports it again until the registry has recorded it
+    (unreachable the first time)."""
     gated = gated_loader(version_loader(config.model, store), config.kv_compression,
                          config.kv_compression_gate_questions, config.kv_compression_max_kl)
+    errors: dict[str, CompressionDriftError] = {}  # by version id: fingerprints may be unknown
+    reported: set[str] = set()  # version ids whose refusal the registry recorded
+    # ServedModels runs every load in its one loader thread: these are not shared between threads
 
     def load(version: ModelVersion) -> ModelRuntime:
-        try:
-            return gated(version)
-        except CompressionDriftError as e:
-            if version.fingerprint:
-                refused[version.fingerprint] = e
-            raise
+        error = errors.get(version.version_id)
+        if error is None:
+            try:
+                return gated(version)
+            except CompressionDriftError as e:
+                error = errors[version.version_id] = e
+                if version.fingerprint:
+                    refused[version.fingerprint] = e
+        if version.version_id not in reported:
+            try:
+                registry.refuse(version.version_id, str(error))
+            except CacheIndexError as e:
+                log.warning("could not report the refusal of %s to the model registry (%s); reported again at "
+                            "its next load", version.version_id, e)
+            else:
+                reported.add(version.version_id)
+                log.warning("%s (the model registry has it failed now, and no longer active)", error)
+        raise CompressionDriftError(str(error))
 
     return load
