@@ -90,10 +90,14 @@ def model_list(ctx: typer.Context, address: Address = None) -> None:
                      title="Registry", title_justify="left")
     for v in reply.registered:
         e = v.evaluation
-        registry.add_row(v.version_id, _scope(v.tenant), v.status, v.parent_version or "base",
+        registry.add_row(v.version_id, _scope(v.tenant), _version_status(v), v.parent_version or "base",
                          _pair(e, "kl", "active_kl", "{:.3f}"), _pair(e, "accuracy", "active_accuracy", "{:.0%}"),
                          _time(v.created_at))
     console.print(registry if reply.registered else "Registry: no distilled versions yet.")
+    # after the table, not in it: the gate's reason is a sentence or two
+    for v in reply.registered:
+        if v.refusal:
+            console.print(f"[red]{v.version_id} refused[/red]: {v.refusal}", soft_wrap=True)
 
 
 @model.command("promote")
@@ -175,7 +179,9 @@ def distill_status(ctx: typer.Context, run_id: Annotated[str, typer.Argument(hel
         table.add_row("error", r.error)
     if reply.HasField("version"):
         v = reply.version
-        table.add_row("version", f"{v.version_id} ({v.status})")
+        table.add_row("version", f"{v.version_id} ({_version_status(v)})")
+        if v.refusal:
+            table.add_row("  refusal", v.refusal)
         for key in ("kl", "active_kl", "base_kl", "accuracy", "active_accuracy", "base_accuracy", "full_accuracy",
                     "heldout_kl", "heldout_kl_start"):
             if key in v.evaluation:
@@ -283,6 +289,11 @@ def _scope(tenant: str) -> str:
 def _status(status: str) -> str:
     color = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status)
     return f"[{color}]{status}[/{color}]" if color else status
+
+
+def _version_status(version) -> str:
+    """A RegisteredVersion's status, "failed (refused)" for one a replica refused to serve."""
+    return f"{version.status} (refused)" if version.refusal else version.status
 
 
 def _pair(evaluation, key: str, active: str, fmt: str) -> str:

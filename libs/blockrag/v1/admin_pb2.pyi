@@ -72,7 +72,7 @@ class ListModelVersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., registered: _Optional[_Iterable[_Union[RegisteredVersion, _Mapping]]] = ...) -> None: ...
 
 class RegisteredVersion(_message.Message):
-    __slots__ = ("version_id", "tenant", "status", "parent_version", "base_model", "fingerprint", "adapter_key", "evaluation", "training_json", "created_at", "promoted_at")
+    __slots__ = ("version_id", "tenant", "status", "parent_version", "base_model", "fingerprint", "adapter_key", "evaluation", "training_json", "created_at", "promoted_at", "refusal")
     class EvaluationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class RegisteredVersion(_message.Message):
     TRAINING_JSON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_AT_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     version_id: str
     tenant: str
     status: str
@@ -102,7 +103,8 @@ class RegisteredVersion(_message.Message):
     training_json: str
     created_at: float
     promoted_at: float
-    def __init__(self, version_id: _Optional[str] = ..., tenant: _Optional[str] = ..., status: _Optional[str] = ..., parent_version: _Optional[str] = ..., base_model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., adapter_key: _Optional[str] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., training_json: _Optional[str] = ..., created_at: _Optional[float] = ..., promoted_at: _Optional[float] = ...) -> None: ...
+    refusal: str
+    def __init__(self, version_id: _Optional[str] = ..., tenant: _Optional[str] = ..., status: _Optional[str] = ..., parent_version: _Optional[str] = ..., base_model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., adapter_key: _Optional[str] = ..., evaluation: _Optional[_Mapping[str, float]] = ..., training_json: _Optional[str] = ..., created_at: _Optional[float] = ..., promoted_at: _Optional[float] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class CacheStatsRequest(_message.Message):
     __slots__ = ("tenant",)

@@ -31,7 +31,7 @@ def version_message(version: ModelVersion) -> pb.RegisteredVersion:
         fingerprint=version.fingerprint or "", adapter_key=version.adapter_key,
         evaluation={k: float(v) for k, v in version.evaluation.items() if isinstance(v, int | float)},
         training_json=json.dumps(version.training, sort_keys=True), created_at=version.created_at,
-        promoted_at=version.promoted_at or 0.0)
+        promoted_at=version.promoted_at or 0.0, refusal=version.refusal or "")
 
 
 def run_request(request: pb.StartDistillationRequest) -> RunRequest:
