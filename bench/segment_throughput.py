@@ -8,7 +8,11 @@ Texts: a JSONL from `blockrag segment build-data` (--data), or instances built f
 held-out sources of this machine (--texts of them).
 
     .venv/bin/python bench/segment_throughput.py [--data held.jsonl] [--texts 20] [--runs 3]
-        [--threads 2] [--device cpu|cuda] [--out bench/segment_throughput-results.json]
+        [--threads 2] [--device cpu|cuda] [--model DIR ...] [--tokenizer DIR]
+        [--out bench/segment_throughput-results.json]
+
+--model times another segmenter directory beside the shipped one, in the same run (the previous
+format against the new, say).
 
 --device cuda runs the backbone on the first GPU (a replica given one does so: segmentation
 deployment), with a GPU-sized batch (backbone.GPU_BATCH windows) unless --batch says otherwise.
@@ -31,7 +35,7 @@ from rich.table import Table
 from blockrag.models import load_tokenizer
 from blockrag.prompt import PromptTemplate
 from blockrag.segment import ParagraphSegmenter, SegmentOptions
-from blockrag.segment.default import load_default_segmenter
+from blockrag.segment.default import load_default_segmenter, load_segmenter
 from blockrag.segment.train.data import build_instances, read_jsonl
 from blockrag.segment.train.sources import default_sources
 
@@ -44,6 +48,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, help="windows a padded encoder batch (default: the backbone's)")
+    parser.add_argument("--model", type=Path, action="append", default=[],
+                        help="a segmenter directory to time beside the shipped one (repeatable)")
+    parser.add_argument("--tokenizer", type=Path, help="the served model's tokenizer (default: the default model's)")
     parser.add_argument("--out", type=Path, default=Path("bench/segment_throughput-results.json"))
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -52,14 +59,17 @@ def main() -> None:
     load_before = os.getloadavg()
     texts = [i.text for i in (read_jsonl(args.data) if args.data else build_instances(
         default_sources("held_out"), seed=1, max_instances=args.texts, max_tokens=6000))]
-    template = PromptTemplate(load_tokenizer())
+    template = PromptTemplate(load_tokenizer(args.tokenizer))
 
     def count(text: str) -> int:
         return len(template.block_ids(text))
 
     tokens = sum(count(t) for t in texts)
-    learned = load_default_segmenter(count)
-    learned.model.backbone.to(args.device, batch=args.batch)
+    models = {"shipped": load_default_segmenter(count)}
+    for directory in args.model:
+        models[directory.name] = load_segmenter(directory, count)
+    for learned in models.values():
+        learned.model.backbone.to(args.device, batch=args.batch)
     paragraph = ParagraphSegmenter(count)
     options = SegmentOptions(max_block_tokens=256, min_block_tokens=32, granularity=0.5)
 
@@ -70,14 +80,15 @@ def main() -> None:
                 torch.cuda.synchronize()
         return timed
 
-    methods = {
-        "learned: boundary model, one text at a time": synchronized(
-            lambda batch: [learned.model.probabilities(t) for t in batch]),
-        "learned: segment_many, texts read together (the service's path, sizes 32-256)": synchronized(
-            lambda batch: learned.segment_many(batch, [options] * len(batch))),
-        "paragraph segmenter (sizes up to 256)": lambda batch: [
-            paragraph.segment(t, SegmentOptions(max_block_tokens=256)) for t in batch],
-    }
+    methods = {}
+    for name, learned in models.items():
+        label = f"{name} (format {learned.model.config.format})"
+        methods[f"{label}: boundary model, one text at a time"] = synchronized(
+            lambda batch, learned=learned: [learned.model.probabilities(t) for t in batch])
+        methods[f"{label}: segment_many, texts read together (the service's path, sizes 32-256)"] = synchronized(
+            lambda batch, learned=learned: learned.segment_many(batch, [options] * len(batch)))
+    methods["paragraph segmenter (sizes up to 256)"] = lambda batch: [
+        paragraph.segment(t, SegmentOptions(max_block_tokens=256)) for t in batch]
     times: dict[str, list[float]] = {name: [] for name in methods}
     for method in methods.values():
         method(texts[:1])  # warm-up
@@ -100,7 +111,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": " ".join(["bench/segment_throughput.py", *sys.argv[1:]]), "device": args.device,
-        "backbone_batch": learned.model.backbone.batch, "texts": len(texts), "tokens": tokens,
+        "backbone_batch": models["shipped"].model.backbone.batch, "texts": len(texts), "tokens": tokens,
         "threads": args.threads, "cpu_count": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": load_after, "rows": rows}, indent=2) + "\n")
 

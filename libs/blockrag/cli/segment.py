@@ -147,6 +147,72 @@ def train(
                   f"WindowDiff {scores.window_diff:.3f}, F1 {scores.f1:.3f}. Saved to {out}")
 
 
+@app.command("train-sequence")
+def train_sequence(
+    data: Annotated[list[Path], typer.Option(help="Training JSONL (build-data, build-prose, build-dialogue); repeat for several.")],
+    out: Annotated[Path, typer.Option(help="Directory for the trained head (head.safetensors, config.json).")],
+    validation: Annotated[float, typer.Option(min=0.01, max=0.5, help="Fraction of instances held out to choose the threshold and suppression.")] = 0.125,
+    epochs: Annotated[int, typer.Option(min=1)] = 12,
+    hidden: Annotated[int, typer.Option(min=4, help="GRU width per direction.")] = 128,
+    layers: Annotated[int, typer.Option(min=1, max=4)] = 2,
+    lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    pos_power: Annotated[float, typer.Option(min=0.0, max=1.0, help="Cuts weigh (non-cuts / cuts) to this power in the loss.")] = 0.5,
+    seed: Annotated[int, typer.Option()] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Directory to keep the unit embeddings of each data file in (reused when the file is unchanged).")] = None,
+) -> None:
+    """Train the unit sequence head (format 6, segment/sequence.py): every unit embedded once by
+    the frozen MiniLM, a bidirectional GRU over the units; the threshold and suppression radius
+    are chosen on a validation part (lowest Pk + WindowDiff)."""
+    import torch
+
+    from blockrag.segment.backbone import Backbone
+    from blockrag.segment.sequence import SequenceConfig, UnitSequenceModel
+    from blockrag.segment.train.data import read_jsonl
+    from blockrag.segment.train.prose import forbidden
+    from blockrag.segment.train.sequence_training import (as_feature_set, featurize_units, predict,
+                                                          train_sequence_head)
+    from blockrag.segment.train.training import choose_decision
+
+    config = SequenceConfig(hidden=hidden, layers=layers)
+    model = Backbone.load(config.backbone, window=config.window)
+    config.hidden_size = model.hidden_size
+    reads = None
+    with _progress() as progress:
+        for path in data:
+            instances = read_jsonl(path)
+            refused = [s for i in instances for s in i.sources if forbidden(s)]
+            if refused:  # the hidden prose acceptance set's sources (segment/train/prose.py)
+                raise typer.BadParameter(f"{path} holds text from {refused[0]}, which may not be training data")
+            key = cache / f"{path.name}.{path.stat().st_size}.{int(path.stat().st_mtime)}.pt" if cache else None
+            if key is not None and key.is_file():
+                part = torch.load(key, weights_only=False)
+            else:
+                task = progress.add_task(f"Embedding the units of {path.name}", total=len(instances))
+                part = featurize_units(model, instances, config.unit_widths,
+                                       progress=lambda d, t, task=task: progress.update(task, completed=d))
+                if key is not None:
+                    key.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(part, key)
+            reads = part if reads is None else reads + part
+        order = list(range(len(reads.reads)))
+        random.Random(seed).shuffle(order)
+        n_val = max(1, round(len(order) * validation))
+        val, fit = reads.subset(sorted(order[:n_val])), reads.subset(sorted(order[n_val:]))
+        task = progress.add_task("Training the head", total=epochs)
+        head = train_sequence_head(fit, config, epochs=epochs, lr=lr, seed=seed, pos_power=pos_power,
+                                   progress=lambda d, t: progress.update(task, completed=d))
+    threshold, radius, scores = choose_decision(*as_feature_set(val, predict(head, val)))
+    cuts = int(sum(float(y.sum()) for y in fit.labels))
+    config.threshold, config.suppress = threshold, radius
+    config.training = {"data": " ".join(map(str, data)), "instances": len(fit.reads), "validation_instances": len(val.reads),
+                       "candidates": sum(len(y) for y in fit.labels), "cuts": cuts, "epochs": epochs, "lr": lr,
+                       "pos_power": pos_power, "seed": seed, "validation": scores.__dict__}
+    UnitSequenceModel(model, head, config).save(out)
+    console.print(f"trained on {len(fit.reads)} instances ({cuts} cuts); threshold {threshold:.4f}, suppression {radius} "
+                  f"on {len(val.reads)} validation instances: Pk {scores.pk:.3f}, WindowDiff {scores.window_diff:.3f}, "
+                  f"F1 {scores.f1:.3f}. Saved to {out}")
+
+
 @app.command()
 def fuse(
     data: Annotated[list[Path], typer.Option(help="JSONL instances the model's net never trained on; repeat for several.")],

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from blockrag.segment.boundary import BoundaryModel
+from blockrag.segment.sequence import UnitSequenceModel
 from blockrag.segment.candidates import Candidate
 from blockrag.segment.spans import SegmentOptions, Span, hard_cut, make_span
 
@@ -51,7 +52,7 @@ def threshold_for(base: float, granularity: float) -> float:
 
 
 class LearnedSegmenter:
-    def __init__(self, model: BoundaryModel, count_tokens: Callable[[str], int]):
+    def __init__(self, model: BoundaryModel | UnitSequenceModel, count_tokens: Callable[[str], int]):
         self.model, self.count_tokens = model, count_tokens
 
     def to(self, device: torch.device | str) -> LearnedSegmenter:
