@@ -14,7 +14,8 @@ from blockrag.errors import ModelLoadError
 from blockrag.segment.candidates import find_candidates
 from blockrag.segment.default import load_model, load_segmenter
 from blockrag.segment.learned import LearnedSegmenter
-from blockrag.segment.sequence import LAYOUT, SequenceConfig, UnitSequenceModel, new_head, read_units
+from blockrag.segment.sequence import (LAYOUT, HeadEnsemble, SequenceConfig, UnitSequenceModel, ensemble, new_head,
+                                       read_units)
 from blockrag.segment.train.data import Instance
 from blockrag.segment.train.sequence_training import (as_feature_set, featurize_units, predict,
                                                       train_sequence_head)
@@ -138,3 +139,21 @@ def test_learned_segmenter_runs_a_sequence_model(backbone):
     text = TEXTS[0] + "\n\n" + TEXTS[2]
     coarse, fine = set(segmenter.cut_offsets(text, 0.0)), set(segmenter.cut_offsets(text, 1.0))
     assert coarse <= fine <= {c.offset for c in find_candidates(text)}
+
+
+def test_an_ensemble_averages_its_members_and_round_trips(backbone, tmp_path):
+    cfg = config(backbone)
+    torch.manual_seed(4)
+    members = [new_head(cfg), new_head(cfg)]
+    joint = ensemble(members)
+    reads = read_units(backbone, [TEXTS[0], TEXTS[2]], WIDTHS)
+    with torch.no_grad():
+        expected = [(a + b) / 2 for a, b in zip(members[0](reads), members[1](reads))]
+        for got, want in zip(joint(reads), expected):
+            assert torch.allclose(got, want, atol=1e-6)
+    cfg.members = 2
+    UnitSequenceModel(backbone, joint, cfg).save(tmp_path)
+    loaded = UnitSequenceModel.load(tmp_path, backbone)
+    assert isinstance(loaded.head, HeadEnsemble) and len(loaded.head) == 2
+    for (_, p), want in zip(loaded.probabilities_many([TEXTS[0], TEXTS[2]]), expected):
+        assert torch.allclose(p, torch.sigmoid(want), atol=1e-6)

@@ -158,31 +158,35 @@ def train_sequence(
     lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
     pos_power: Annotated[float, typer.Option(min=0.0, max=1.0, help="Cuts weigh (non-cuts / cuts) to this power in the loss.")] = 0.5,
     seed: Annotated[int, typer.Option()] = 0,
+    members: Annotated[int, typer.Option(min=1, max=8, help="Heads trained from seeds seed, seed+1, ...; their logits averaged.")] = 1,
     cache: Annotated[Path | None, typer.Option(help="Directory to keep the unit embeddings of each data file in (reused when the file is unchanged).")] = None,
 ) -> None:
     """Train the unit sequence head (format 6, segment/sequence.py): every unit embedded once by
     the frozen MiniLM, a bidirectional GRU over the units; the threshold and suppression radius
     are chosen on a validation part (lowest Pk + WindowDiff)."""
+    import dataclasses
+
     import torch
 
     from blockrag.segment.backbone import Backbone
-    from blockrag.segment.sequence import SequenceConfig, UnitSequenceModel
+    from blockrag.segment.sequence import SequenceConfig, UnitSequenceModel, ensemble
     from blockrag.segment.train.data import read_jsonl
     from blockrag.segment.train.prose import forbidden
     from blockrag.segment.train.sequence_training import (as_feature_set, featurize_units, predict,
                                                           train_sequence_head)
     from blockrag.segment.train.training import choose_decision
 
-    config = SequenceConfig(hidden=hidden, layers=layers)
+    files = {path: read_jsonl(path) for path in data}
+    for path, instances in files.items():
+        refused = [s for i in instances for s in i.sources if forbidden(s)]
+        if refused:  # the hidden prose acceptance set's sources (segment/train/prose.py)
+            raise typer.BadParameter(f"{path} holds text from {refused[0]}, which may not be training data")
+    config = SequenceConfig(hidden=hidden, layers=layers, members=members)
     model = Backbone.load(config.backbone, window=config.window)
     config.hidden_size = model.hidden_size
     reads = None
     with _progress() as progress:
-        for path in data:
-            instances = read_jsonl(path)
-            refused = [s for i in instances for s in i.sources if forbidden(s)]
-            if refused:  # the hidden prose acceptance set's sources (segment/train/prose.py)
-                raise typer.BadParameter(f"{path} holds text from {refused[0]}, which may not be training data")
+        for path, instances in files.items():
             key = cache / f"{path.name}.{path.stat().st_size}.{int(path.stat().st_mtime)}.pt" if cache else None
             if key is not None and key.is_file():
                 part = torch.load(key, weights_only=False)
@@ -198,9 +202,13 @@ def train_sequence(
         random.Random(seed).shuffle(order)
         n_val = max(1, round(len(order) * validation))
         val, fit = reads.subset(sorted(order[:n_val])), reads.subset(sorted(order[n_val:]))
-        task = progress.add_task("Training the head", total=epochs)
-        head = train_sequence_head(fit, config, epochs=epochs, lr=lr, seed=seed, pos_power=pos_power,
-                                   progress=lambda d, t: progress.update(task, completed=d))
+        heads = []
+        for k in range(members):
+            task = progress.add_task(f"Training head {k + 1} of {members}", total=epochs)
+            heads.append(train_sequence_head(fit, dataclasses.replace(config, members=1), epochs=epochs, lr=lr,
+                                             seed=seed + k, pos_power=pos_power,
+                                             progress=lambda d, t, task=task: progress.update(task, completed=d)))
+        head = ensemble(heads) if members > 1 else heads[0]
     threshold, radius, scores = choose_decision(*as_feature_set(val, predict(head, val)))
     cuts = int(sum(float(y.sum()) for y in fit.labels))
     config.threshold, config.suppress = threshold, radius

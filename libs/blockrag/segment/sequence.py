@@ -21,7 +21,6 @@ unit vectors within W words either side: cos, z, depth), all from the one pass.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +54,7 @@ class SequenceConfig:
     unit_widths: list[int] = field(default_factory=lambda: list(DEFAULT_WIDTHS))
     threshold: float = 0.5  # the cut probability at granularity 0.5, chosen on validation data
     suppress: int = 1  # a cut must be the most likely within this many candidates either side
+    members: int = 1  # heads trained alike from other seeds, their logits averaged (HeadEnsemble)
     format: int = FORMAT
     training: dict = field(default_factory=dict)
 
@@ -128,7 +128,7 @@ def read_units(backbone: Backbone, texts: Sequence[str], widths: Sequence[int]) 
 
 
 class UnitSequenceModel:
-    def __init__(self, backbone: Backbone, head: SequenceHead, config: SequenceConfig):
+    def __init__(self, backbone: Backbone, head: SequenceHead | HeadEnsemble, config: SequenceConfig):
         self.backbone, self.head, self.config = backbone, head.eval(), config
 
     def probabilities(self, text: str) -> tuple[list[Candidate], torch.Tensor]:
@@ -173,10 +173,25 @@ class UnitSequenceModel:
         return cls(backbone, head, config)
 
 
-def new_head(config: SequenceConfig) -> SequenceHead:
+class HeadEnsemble(nn.ModuleList):
+    """Heads of one config trained from different seeds; logits averaged per cut. The GRU heads
+    cost little beside the encoder pass, and a mean of a few of them ranks cuts more steadily
+    than any one of them (TRAINING.md)."""
+
+    def forward(self, reads: Sequence[UnitRead]) -> list[torch.Tensor]:
+        runs = [member(reads) for member in self]
+        return [torch.stack(per_text).mean(0) for per_text in zip(*runs)]
+
+
+def new_head(config: SequenceConfig) -> SequenceHead | HeadEnsemble:
+    if config.members > 1:
+        return HeadEnsemble([SequenceHead(config.hidden_size, config.gap_size, config.hidden, config.layers)
+                             for _ in range(config.members)])
     return SequenceHead(config.hidden_size, config.gap_size, config.hidden, config.layers)
 
 
-def logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
+def ensemble(heads: Sequence[SequenceHead]) -> HeadEnsemble:
+    """The heads (trained alike) as one ensemble head, each in eval mode."""
+    return HeadEnsemble([h.eval() for h in heads]).eval()
+
+
