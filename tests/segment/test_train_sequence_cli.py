@@ -16,6 +16,7 @@ from blockrag.segment.default import load_segmenter
 from blockrag.segment.sequence import FORMAT, HeadEnsemble
 from blockrag.segment.train.data import Instance, write_jsonl
 from blockrag.segment.train.training import SUPPRESS_GRID, THRESHOLD_GRID
+from blockrag.segment.train.word_scores import score_words
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,23 @@ def test_trains_a_loadable_ensemble_and_reuses_its_cache(tmp_path, data, monkeyp
     text = instance(random.Random(7))
     found = set(segmenter.cut_offsets(text.text))
     assert len(found & set(text.boundaries)) >= 2
+    # score-words scores it as prose-dev is scored (in words), beside the baselines
+    reference = tmp_path / "dev.jsonl"
+    held = [instance(random.Random(k)) for k in (11, 12, 13)]
+    reference.write_text("".join(json.dumps({"text": i.text, "boundaries": i.boundaries}) + "\n" for i in held))
+    scored = CliRunner().invoke(app, ["score-words", "--data", str(reference), "--model", str(tmp_path / "model"),
+                                      "--out", str(tmp_path / "rows.json")])
+    assert scored.exit_code == 0, scored.output
+    rows = {r["method"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
+    assert len(rows) == 8 and rows["no split"]["recall"] == 0.0 and rows["paragraph split"]["recall"] == 0.0
+    direct = score_words([(i.text, i.boundaries) for i in held], lambda t: segmenter.cut_offsets(t, 0.5))
+    assert rows["learned, granularity 0.5"]["pk"] == pytest.approx(direct.pk)
+    assert rows["learned, granularity 0.5"]["f1"] == pytest.approx(direct.f1)
+    (tmp_path / "bad.jsonl").write_text('{"text": "no boundaries"}\n')
+    bad = CliRunner().invoke(app, ["score-words", "--data", str(tmp_path / "bad.jsonl"), "--model",
+                                   str(tmp_path / "model")], env={"COLUMNS": "400"})
+    assert bad.exit_code != 0 and "not a JSONL of objects with text and boundaries" in bad.output
+
     # a second run reads the embeddings from the cache: it embeds nothing
     def no_embedding(*args, **kwargs):
         raise AssertionError("embedded again despite the cache")

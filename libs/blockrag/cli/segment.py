@@ -320,6 +320,51 @@ def evaluate(
         out.write_text(json.dumps(report, indent=2))
 
 
+@app.command("score-words")
+def score_words_command(
+    data: Annotated[Path, typer.Option(help="A prose-dev style JSONL (text, boundaries as character offsets).")],
+    model: Annotated[Path | None, typer.Option(help="Trained head directory; default: the shipped segmenter.")] = None,
+    baselines: Annotated[bool, typer.Option(help="Also score no split, paragraph split and embedding similarity.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Also write the rows as JSON here.")] = None,
+) -> None:
+    """Pk, WindowDiff (macro) and boundary F1 (micro, within 10 words) in WORDS, as
+    /work/shared/segmentation/README.md scores prose-dev: the segmenter at granularity 0, 0.25,
+    0.5, 0.75 and 1, then the baselines, on the same instances."""
+    from blockrag.segment.default import load_default_segmenter, load_segmenter
+    from blockrag.segment.learned import decide, threshold_for
+    from blockrag.segment.train.baselines import EmbeddingSimilarity, no_split, paragraph_split
+    from blockrag.segment.train.evaluation import GRANULARITIES
+    from blockrag.segment.train.word_scores import read_reference, score_words
+
+    try:
+        instances = read_reference(data)
+    except (OSError, ValueError, KeyError) as e:
+        raise typer.BadParameter(f"{data}: not a JSONL of objects with text and boundaries ({e})") from e
+    segmenter = load_segmenter(model, len) if model else load_default_segmenter(len)
+    probabilities = {}
+    with console.status("Reading the texts..."):
+        texts = [text for text, _ in instances]
+        for text, read in zip(texts, segmenter.model.probabilities_many(texts)):
+            probabilities[text] = read
+    config = segmenter.model.config
+    methods = [(f"learned, granularity {g}", lambda text, g=g: decide(
+        *probabilities[text], threshold_for(config.threshold, g), config.suppress)) for g in GRANULARITIES]
+    if baselines:
+        methods += [("no split", no_split), ("paragraph split", paragraph_split),
+                    ("embedding similarity", EmbeddingSimilarity(segmenter.model.backbone.embed))]
+    table = Table("method", "Pk", "WindowDiff", "precision", "recall", "F1",
+                  title=f"{len(instances)} instances of {data}, scored in words (lower Pk/WindowDiff is better)")
+    rows = []
+    for name, method in methods:
+        with console.status(f"Scoring {name}..."):
+            scores = score_words(instances, method)
+        rows.append({"method": name, **scores.__dict__})
+        table.add_row(name, *(f"{v:.3f}" for v in scores.__dict__.values()))
+    console.print(table)
+    if out:
+        out.write_text(json.dumps(rows, indent=2))
+
+
 def _family(instance) -> str:
     from blockrag.segment.train.evaluation import family
 
