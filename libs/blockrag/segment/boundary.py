@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import safetensors.torch
 from safetensors import SafetensorError
@@ -28,6 +29,7 @@ FORMAT = 5  # 2: pooled context, cosine and layout features; 3: + wide-window si
 # 4: + unit similarity (each unit embedded alone, similarity.py) and suppression of non-maximal cuts;
 # 5: + window similarity (the text of a few units either side embedded as one, similarity.py)
 READABLE_FORMATS = (2, 3, 4, 5)
+C = TypeVar("C")
 
 
 @dataclass
@@ -224,18 +226,11 @@ class BoundaryModel:
         return out
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                                    str(directory / "head.safetensors"))
-        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_head_files(directory, self.head, self.config)
 
     @classmethod
     def load(cls, directory: Path, backbone: Backbone | None = None) -> BoundaryModel:
-        try:
-            config = BoundaryConfig(**json.loads((directory / "config.json").read_text()))
-            state = safetensors.torch.load_file(str(directory / "head.safetensors"))
-        except (OSError, TypeError, ValueError, SafetensorError) as e:
-            raise ModelLoadError(f"no usable segmenter in {directory}: {e}") from e
+        config, state = read_head_files(directory, BoundaryConfig)
         if config.format not in READABLE_FORMATS:
             raise ModelLoadError(f"segmenter format {config.format} in {directory}; this build reads "
                                  f"{READABLE_FORMATS}")
@@ -252,3 +247,22 @@ class BoundaryModel:
         except RuntimeError as e:
             raise ModelLoadError(f"the segmenter head in {directory} does not match its config.json: {e}") from e
         return cls(backbone, head, config)
+
+
+def save_head_files(directory: Path, head: nn.Module, config) -> None:
+    """A segmenter directory: the head's weights (head.safetensors) and its config dataclass
+    (config.json), as every head format stores them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in head.state_dict().items()},
+                                str(directory / "head.safetensors"))
+    (directory / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+
+def read_head_files(directory: Path, config_type: type[C]) -> tuple[C, dict[str, torch.Tensor]]:
+    """(config, weights) of a segmenter directory; ModelLoadError when either is missing or unreadable."""
+    try:
+        config = config_type(**json.loads((directory / "config.json").read_text()))
+        state = safetensors.torch.load_file(str(directory / "head.safetensors"))
+    except (OSError, TypeError, ValueError, SafetensorError) as e:
+        raise ModelLoadError(f"no usable segmenter in {directory}: {e}") from e
+    return config, state

@@ -20,19 +20,16 @@ unit vectors within W words either side: cos, z, depth), all from the one pass.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import safetensors.torch
 import torch
-from safetensors import SafetensorError
 from torch import nn
 
 from blockrag.errors import ModelLoadError
 from blockrag.segment.backbone import DEFAULT_ENCODER, ENCODER, Backbone
-from blockrag.segment.boundary import kind_one_hot
+from blockrag.segment.boundary import kind_one_hot, read_head_files, save_head_files
 from blockrag.segment.candidates import Candidate, find_candidates, units
 from blockrag.segment.similarity import PER_WIDTH, unit_similarity_features
 
@@ -147,18 +144,11 @@ class UnitSequenceModel:
         return out
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_file({k: v.contiguous() for k, v in self.head.state_dict().items()},
-                                    str(directory / "head.safetensors"))
-        (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_head_files(directory, self.head, self.config)
 
     @classmethod
     def load(cls, directory: Path, backbone: Backbone | None = None) -> UnitSequenceModel:
-        try:
-            config = SequenceConfig(**json.loads((directory / "config.json").read_text()))
-            state = safetensors.torch.load_file(str(directory / "head.safetensors"))
-        except (OSError, TypeError, ValueError, SafetensorError) as e:
-            raise ModelLoadError(f"no usable segmenter in {directory}: {e}") from e
+        config, state = read_head_files(directory, SequenceConfig)
         if config.format != FORMAT:
             raise ModelLoadError(f"segmenter format {config.format} in {directory} is not a sequence head ({FORMAT})")
         backbone = backbone or Backbone.load(config.backbone, config.backbone_kind, window=config.window)
