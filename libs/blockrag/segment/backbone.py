@@ -228,6 +228,12 @@ class Backbone:
             out[kept] = torch.from_numpy(self.embed([texts[i] for i in kept]))
         return out
 
+    def unit_vectors_many(self, texts: list[list[str]]) -> list[torch.Tensor]:
+        """`unit_vectors` of each list of texts ([len(texts[k]), hidden] each), all of them
+        embedded in one run of the encoder (its batches span the lists)."""
+        flat = self.unit_vectors([t for ts in texts for t in ts])  # [all units, hidden]
+        return list(flat.split([len(ts) for ts in texts]))
+
     @torch.inference_mode()
     def states(self, sequences: list[list[int]]) -> list[torch.Tensor]:
         """Last hidden states [len(sequence), hidden] float32 (CPU) of each token-id sequence."""

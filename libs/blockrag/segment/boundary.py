@@ -156,10 +156,7 @@ def unit_features_many(backbone: Backbone, texts: list[str], candidates: list[li
                   for text, found in zip(texts, candidates)]
     parts: list[list[torch.Tensor]] = [[] for _ in texts]
     if widths:
-        vectors = backbone.unit_vectors([t for ts in unit_texts for t in ts])  # [all units, hidden]
-        start = 0
-        for k, ts in enumerate(unit_texts):
-            mine, start = vectors[start:start + len(ts)], start + len(ts)
+        for k, (ts, mine) in enumerate(zip(unit_texts, backbone.unit_vectors_many(unit_texts))):
             if ts:
                 parts[k].append(unit_similarity_features(mine, [len(t.split()) for t in ts], widths))
     if window_units:

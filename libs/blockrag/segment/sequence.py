@@ -112,10 +112,8 @@ def read_units(backbone: Backbone, texts: Sequence[str], widths: Sequence[int]) 
     """UnitRead of each text; the units of every text embedded in one run of the encoder."""
     found = [find_candidates(t) for t in texts]
     unit_texts = [[t[s:e].strip() for s, e in units(t, c)] for t, c in zip(texts, found)]
-    vectors = backbone.unit_vectors([u for us in unit_texts for u in us])  # [all units, hidden]
-    out, start = [], 0
-    for text, candidates, us in zip(texts, found, unit_texts):
-        mine, start = vectors[start:start + len(us)], start + len(us)
+    out = []
+    for text, candidates, us, mine in zip(texts, found, unit_texts, backbone.unit_vectors_many(unit_texts)):
         words = torch.tensor([len(u.split()) for u in us])
         adjacent = (mine[:-1] * mine[1:]).sum(1, keepdim=True)  # [n - 1, 1]: the rows are normalised
         gaps = torch.cat([kind_one_hot(candidates, text), adjacent,
