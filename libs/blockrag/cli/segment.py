@@ -164,17 +164,11 @@ def train_sequence(
     """Train the unit sequence head (format 6, segment/sequence.py): every unit embedded once by
     the frozen MiniLM, a bidirectional GRU over the units; the threshold and suppression radius
     are chosen on a validation part (lowest Pk + WindowDiff)."""
-    import dataclasses
-
-    import torch
-
     from blockrag.segment.backbone import Backbone
-    from blockrag.segment.sequence import SequenceConfig, UnitSequenceModel, ensemble
+    from blockrag.segment.sequence import SequenceConfig, UnitSequenceModel
     from blockrag.segment.train.data import read_jsonl
     from blockrag.segment.train.prose import forbidden
-    from blockrag.segment.train.sequence_training import (as_feature_set, featurize_units, predict,
-                                                          train_sequence_head)
-    from blockrag.segment.train.training import choose_decision
+    from blockrag.segment.train.sequence_training import featurize_file, train_model
 
     files = {path: read_jsonl(path) for path in data}
     for path, instances in files.items():
@@ -187,35 +181,22 @@ def train_sequence(
     reads = None
     with _progress() as progress:
         for path, instances in files.items():
-            key = cache / f"{path.name}.{path.stat().st_size}.{int(path.stat().st_mtime)}.pt" if cache else None
-            if key is not None and key.is_file():
-                part = torch.load(key, weights_only=False)
-            else:
-                task = progress.add_task(f"Embedding the units of {path.name}", total=len(instances))
-                part = featurize_units(model, instances, config.unit_widths,
-                                       progress=lambda d, t, task=task: progress.update(task, completed=d))
-                if key is not None:
-                    key.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save(part, key)
+            task = progress.add_task(f"Embedding the units of {path.name}", total=len(instances))
+            part = featurize_file(model, path, instances, config.unit_widths, cache,
+                                  progress=lambda d, t, task=task: progress.update(task, completed=d))
             reads = part if reads is None else reads + part
-        order = list(range(len(reads.reads)))
-        random.Random(seed).shuffle(order)
-        n_val = max(1, round(len(order) * validation))
-        val, fit = reads.subset(sorted(order[:n_val])), reads.subset(sorted(order[n_val:]))
-        heads = []
-        for k in range(members):
-            task = progress.add_task(f"Training head {k + 1} of {members}", total=epochs)
-            heads.append(train_sequence_head(fit, dataclasses.replace(config, members=1), epochs=epochs, lr=lr,
-                                             seed=seed + k, pos_power=pos_power,
-                                             progress=lambda d, t, task=task: progress.update(task, completed=d)))
-        head = ensemble(heads) if members > 1 else heads[0]
-    threshold, radius, scores = choose_decision(*as_feature_set(val, predict(head, val)))
+        tasks = [progress.add_task(f"Training head {k + 1} of {members}", total=epochs) for k in range(members)]
+        trained = train_model(reads, config, validation=validation, members=members, seed=seed, epochs=epochs, lr=lr,
+                              pos_power=pos_power,
+                              progress=lambda k: lambda d, t: progress.update(tasks[k], completed=d))
+    fit, val, scores = trained.fit, trained.validation, trained.scores
+    threshold, radius = trained.threshold, trained.radius
     cuts = int(sum(float(y.sum()) for y in fit.labels))
     config.threshold, config.suppress = threshold, radius
     config.training = {"data": " ".join(map(str, data)), "instances": len(fit.reads), "validation_instances": len(val.reads),
                        "candidates": sum(len(y) for y in fit.labels), "cuts": cuts, "epochs": epochs, "lr": lr,
                        "pos_power": pos_power, "seed": seed, "validation": scores.__dict__}
-    UnitSequenceModel(model, head, config).save(out)
+    UnitSequenceModel(model, trained.head, config).save(out)
     console.print(f"trained on {len(fit.reads)} instances ({cuts} cuts); threshold {threshold:.4f}, suppression {radius} "
                   f"on {len(val.reads)} validation instances: Pk {scores.pk:.3f}, WindowDiff {scores.window_diff:.3f}, "
                   f"F1 {scores.f1:.3f}. Saved to {out}")

@@ -8,16 +8,18 @@ Labels: a candidate is a cut when its offset is one of the instance's true bound
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from blockrag.segment.backbone import Backbone
-from blockrag.segment.sequence import SequenceConfig, SequenceHead, UnitRead, new_head, read_units
-from blockrag.segment.train.training import FeatureSet
+from blockrag.segment.sequence import HeadEnsemble, SequenceConfig, SequenceHead, UnitRead, ensemble, new_head, read_units
+from blockrag.segment.train.training import FeatureSet, Scores, choose_decision
 
 Progress = Callable[[int, int], None]
 
@@ -50,6 +52,22 @@ def featurize_units(backbone: Backbone, instances: Sequence, widths: Sequence[in
         if progress:
             progress(min(start + chunk, len(instances)), len(instances))
     return UnitData(reads, labels)
+
+
+def featurize_file(backbone: Backbone, path: Path, instances: Sequence, widths: Sequence[int],
+                   cache: Path | None = None, progress: Progress | None = None) -> UnitData:
+    """`featurize_units` of the instances read from `path`, kept in `cache` (a directory) under
+    the file's name, size and modification time, and read back from there while the file is
+    unchanged."""
+    stat = path.stat()
+    key = cache / f"{path.name}.{stat.st_size}.{int(stat.st_mtime)}.pt" if cache else None
+    if key is not None and key.is_file():
+        return torch.load(key, weights_only=False)
+    data = featurize_units(backbone, instances, widths, progress=progress)
+    if key is not None:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, key)
+    return data
 
 
 def train_sequence_head(data: UnitData, config: SequenceConfig, *, epochs: int = 20, lr: float = 2e-3,
@@ -113,3 +131,35 @@ def as_feature_set(data: UnitData, probs: Sequence[torch.Tensor]) -> tuple[torch
     owner = torch.cat([torch.full((len(p),), i, dtype=torch.int64) for i, p in enumerate(probs)])
     return torch.cat(list(probs)), FeatureSet(torch.zeros(len(owner), 0), torch.cat(data.labels), owner,
                                               [r.candidates for r in data.reads])
+
+
+@dataclass
+class Trained:
+    """What `train_model` made: the head (an ensemble for several members), the decision chosen
+    on the validation part and its scores there, and the parts it split the data into."""
+
+    head: SequenceHead | HeadEnsemble
+    threshold: float
+    radius: int
+    scores: Scores
+    fit: UnitData
+    validation: UnitData
+
+
+def train_model(data: UnitData, config: SequenceConfig, *, validation: float = 0.125, members: int = 1,
+                seed: int = 0, epochs: int = 12, lr: float = 2e-3, pos_power: float = 0.5,
+                progress: Callable[[int], Progress] | None = None) -> Trained:
+    """A shuffled `validation` fraction of the texts (seeded) held out; `members` heads trained on
+    the rest from seeds seed, seed + 1, ... (averaged when several); the threshold and suppression
+    radius with the lowest Pk + WindowDiff on the held-out texts. progress(k) gives head k's
+    per-epoch callback."""
+    order = list(range(len(data.reads)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * validation))
+    val, fit = data.subset(sorted(order[:n_val])), data.subset(sorted(order[n_val:]))
+    heads = [train_sequence_head(fit, dataclasses.replace(config, members=1), epochs=epochs, lr=lr, seed=seed + k,
+                                 pos_power=pos_power, progress=progress(k) if progress else None)
+             for k in range(members)]
+    head = ensemble(heads) if members > 1 else heads[0]
+    threshold, radius, scores = choose_decision(*as_feature_set(val, predict(head, val)))
+    return Trained(head, threshold, radius, scores, fit, val)
