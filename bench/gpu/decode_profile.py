@@ -8,7 +8,14 @@ token (sum of CUDA kernel time) and the top operations by device and by host tim
 per token is near the wall time, the graph itself is slow (a kernel sized by the workspace, not
 by the context?); if far below, the host is (the per-token sync, sampling, Python).
 
-    PYTHONPATH=libs python3 bench/gpu/decode_profile.py --out DIR [--context 4096] [--tokens 64]
+Variants (--variants), each on a fresh model, so that their ratios come from one run:
+  plain        fuse=False: eager module forwards inside the graph, separate projections
+               (the decode path before 2026-12-06);
+  projections  q/k/v and gate/up as one matmul each (fusion.fuse_projections), modules eager;
+  fused        the engine's default: projections fused, RMSNorm and MLP compiled in the graph.
+Only the last variant at the first context is profiled.
+
+    PYTHONPATH=libs python3 bench/gpu/decode_profile.py --out DIR [--contexts 4096 32768] [--tokens 64]
 """
 
 from __future__ import annotations
@@ -25,15 +32,22 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from blockrag.attention import BlockAttentionEngine
 
 
-def profile(name: str, context: int, tokens: int, g: torch.Generator) -> dict:
+VARIANTS = ("plain", "projections", "fused")
+
+
+def profile(name: str, variant: str, context: int, tokens: int, g: torch.Generator, profiled: bool) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
+
+    from blockrag.attention.fusion import fuse_projections
 
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(LlamaConfig(**SHAPES[name]), dtype=torch.bfloat16,
                                                  attn_implementation="block_sdpa").eval()
-    engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024)
+    if variant == "projections":
+        fuse_projections(model)
+    engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024, fuse=variant == "fused")
     vocab = model.config.vocab_size
     kvs = engine.encode_blocks([random_ids(vocab, BLOCK, g) for _ in range(context // BLOCK)])
     question = random_ids(vocab, QUESTION, g)
@@ -47,37 +61,45 @@ def profile(name: str, context: int, tokens: int, g: torch.Generator) -> dict:
         return (time.perf_counter() - started) * 1e3 / rest
 
     answer()  # captures the graphs
-    plain = [answer() for _ in range(3)]
-    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        profiled = answer()
-    events = prof.key_averages()
-    device_us = sum(e.self_device_time_total for e in events)  # every kernel of the profiled answer
-    row = {"shape": name, "context": context, "tokens": tokens, "wall_ms_per_token": sorted(plain)[1],
-           "wall_ms_per_token_profiled": profiled,
-           "device_ms_per_token": device_us / 1e3 / tokens,  # prefill's kernels included: an upper bound
-           "top_device": events.table(sort_by="self_device_time_total", row_limit=15),
-           "top_host": events.table(sort_by="self_cpu_time_total", row_limit=15)}
+    plain = [answer() for _ in range(5)]
+    row = {"shape": name, "variant": variant, "context": context, "tokens": tokens,
+           "wall_ms_per_token": sorted(plain)[2]}
+    if profiled:
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            row["wall_ms_per_token_profiled"] = answer()
+        events = prof.key_averages()
+        device_us = sum(e.self_device_time_total for e in events)  # every kernel of the profiled answer
+        row.update({"device_ms_per_token": device_us / 1e3 / tokens,  # prefill's kernels included: an upper bound
+                    "kernels_per_token": sum(e.count for e in events if e.self_device_time_total > 0) / tokens,
+                    "top_device": events.table(sort_by="self_device_time_total", row_limit=25),
+                    "top_host": events.table(sort_by="self_cpu_time_total", row_limit=15)})
     return row  # the model and its blocks go with this frame
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--contexts", type=int, nargs="+", default=[4096])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     rows = []
     for name in args.models:
-        rows.append(profile(name, args.context, args.tokens, g))
-        torch.cuda.empty_cache()
+        for variant in args.variants:
+            for context in args.contexts:
+                profiled = variant == args.variants[-1] and context == args.contexts[0]
+                rows.append(profile(name, variant, context, args.tokens, g, profiled))
+                print({k: v for k, v in rows[-1].items() if not k.startswith("top_")}, flush=True)
+                torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "decode_profile.json").write_text(json.dumps(rows, indent=2))
     for row in rows:
-        print({k: v for k, v in row.items() if not k.startswith("top_")})
-        print(row["top_device"])
-        print(row["top_host"])
+        if "top_device" in row:
+            print(row["shape"], row["variant"], row["context"])
+            print(row["top_device"])
+            print(row["top_host"])
 
 
 if __name__ == "__main__":

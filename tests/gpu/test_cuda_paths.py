@@ -96,17 +96,21 @@ def test_final_block_kernel_equals_sdpa(dtype, heads, kv_heads, m, n, dim):
 
 
 def test_fused_modules_keep_the_outputs():
-    from blockrag.attention.fusion import fuse_elementwise
+    from blockrag.attention.fusion import fuse_elementwise, fuse_projections, graphed
 
     model = tiny_model("llama31").cuda()
     ids = torch.randint(97, (1, 40), generator=torch.Generator().manual_seed(0)).cuda()
     with torch.inference_mode():
         before = model(input_ids=ids).logits
+        assert fuse_projections(model) == 2 * 3
         assert fuse_elementwise(model, min_tokens=16) == 3 * 3 + 1  # 2 norms + MLP a layer, final norm
         assert fuse_elementwise(model, min_tokens=16) == 0  # idempotent
         after_large, after_small = model(input_ids=ids).logits, model(input_ids=ids[:, :8]).logits
+        with graphed():  # the compiled forwards at every size, as inside a CUDA graph
+            after_small_fused = model(input_ids=ids[:, :1]).logits
     torch.testing.assert_close(after_large, before, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(after_small, before[:, :8], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after_small_fused, before[:, :1], rtol=1e-4, atol=1e-4)
 
 
 def test_graphed_prefill_equals_eager():

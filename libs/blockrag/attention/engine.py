@@ -13,7 +13,7 @@ from transformers import DynamicCache, PreTrainedModel
 from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.cache import BlockCache, BufferPool
 from blockrag.attention.final_block_kernel_support import graphs_supported
-from blockrag.attention.fusion import fuse_elementwise
+from blockrag.attention.fusion import fuse_elementwise, fuse_projections
 from blockrag.attention.gate import GateReport, check_engine
 from blockrag.attention.layout import Opening
 from blockrag.attention.placement import triton_available
@@ -45,14 +45,14 @@ class BlockAttentionEngine:
 
     The engine inserts no token of its own: the caller's blocks are the prompt.
 
-    fuse: compile the model's RMSNorm and MLP modules for large inputs (precompute), in place;
-    default: on CUDA where Triton exists (fusion.py says why and what it buys).
+    fuse: make q/k/v and gate/up one matmul each and compile the model's RMSNorm and MLP modules
+    for large inputs (precompute) and inside CUDA graphs, in place; default: on CUDA where Triton
+    exists (fusion.py says why and what it buys).
     cuda_graphs: replay the final block's forward from CUDA graphs for contexts up to
     graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
     exists and the attention is block_sdpa. graph_decode_tokens > 0: a lone answer of up to that
-    many tokens also replays its decode steps from a graph, in the workspace it holds; 0 (the
-    default until tests/gpu/test_decode_graphs.py has passed on a GPU: written without one) keeps
-    decoding eager. The workspace takes (graph_context_tokens + 256 + graph_decode_tokens) x the
+    many tokens (default 1024) also replays its decode steps from a graph, in the workspace it
+    holds (tests/gpu/test_decode_graphs.py); 0 keeps decoding eager. The workspace takes (graph_context_tokens + 256 + graph_decode_tokens) x the
     KV bytes of a token of GPU memory (4.3 GB at 32K on an 8B model), allocated at first use.
     sink_token_id: block sink tokens (block distillation): every context block is preceded by
     this token, which only that block's tokens see. Its KV depends on nothing but the model (it
@@ -71,7 +71,7 @@ class BlockAttentionEngine:
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
-                 graph_decode_tokens: int = 0,
+                 graph_decode_tokens: int = 1024,
                  sink_token_id: int | None = None, opening: Opening | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
@@ -81,6 +81,7 @@ class BlockAttentionEngine:
         self.model = model.eval()
         self.reencoder = RotaryReencoder.from_model(model)
         if fuse if fuse is not None else (self.device.type == "cuda" and triton_available()):
+            fuse_projections(model)  # first: fuse_elementwise wraps the gated MLP's new forward
             fuse_elementwise(model)
         config = model.config.get_text_config()
         self.num_layers = config.num_hidden_layers

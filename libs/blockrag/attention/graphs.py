@@ -13,8 +13,8 @@ one launch. A graph is tied to the addresses and shapes it was captured with, so
 After the replay of `prefill` the prompt's KV (context + question) is copied into a cache of
 its own, so decoding and the next prompt never share the workspace.
 
-With decode_tokens > 0 (engine: graph_decode_tokens; off by default until the GPU tests of
-tests/gpu/test_decode_graphs.py have run), a lone answer (`engine.generate`) instead holds the
+With decode_tokens > 0 (engine: graph_decode_tokens, 1024 by default; the GPU tests of
+tests/gpu/test_decode_graphs.py passed on an H100 on 2026-12-06), a lone answer (`engine.generate`) instead holds the
 workspace for its whole length (`hold`): its prompt stays where the prefill put it (no copy out:
 ~2 ms at 32K on an 8B model) and every decode step replays a one-token graph over it (`decode`).
 Eagerly a decode step is ~1000 kernel launches of Python (41.5 ms a token at 32K on an 8B model,
@@ -32,6 +32,7 @@ import torch
 
 from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.cache import BlockCache, BufferLayer, BufferPool
+from blockrag.attention.fusion import graphed
 from blockrag.attention.rotary import RotaryReencoder
 
 BUCKETS = (16, 32, 64, 128, 256)
@@ -186,13 +187,14 @@ class PrefillGraphs:
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # compiles Triton kernels, settles allocations
-                forward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            logits = forward()
+        with graphed():  # the fused (compiled) module forwards at this size too: fusion.py
+            with torch.cuda.stream(side):
+                for _ in range(2):  # compiles Triton kernels, settles allocations
+                    forward()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                logits = forward()
         entry = _Graph(graph, input_ids, positions, index, logits)
         self.graphs[bucket] = entry
         return entry
