@@ -15,7 +15,11 @@ For a Llama-3.1-8B-shaped model and a SmolLM2-135M-shaped one (random initialisa
 - decoding: a lone answer through engine.generate (wall clock, every token read back as the
   server does), ms per token after the first, with CUDA graphs (the held workspace) and without,
   against the floor of reading the weights and the prompt's KV once per token at the measured
-  copy bandwidth; and the first token through generate (no copy out of the workspace).
+  copy bandwidth; and the first token through generate (no copy out of the workspace);
+- concurrency (--parts batch): --requests answers of --batch-tokens tokens, each over its own
+  --batch-context tokens of cached blocks, added at once to one GenerationBatch (continuous
+  batching) and stepped to the end: aggregate generated tokens/s and the time to each answer's
+  first token, against one lone answer through generate in the same run (wall clock, median).
 
     PYTHONPATH=libs python bench/gpu/run.py --out DIR      (bench/gpu/device_run.sh on the device)
 """
@@ -213,14 +217,64 @@ def decode(model, engine, vocab: int, context: int, runs: int, copy_gbs: float, 
     return row
 
 
+def concurrency(engine, vocab: int, context: int, requests: int, new_tokens: int, runs: int,
+                g: torch.Generator) -> dict:
+    """`requests` answers at once through engine.batch against one alone through generate."""
+    question = random_ids(vocab, QUESTION, g)
+    kvs = [engine.encode_blocks([random_ids(vocab, BLOCK, g) for _ in range(context // BLOCK)])
+           for _ in range(requests)]
+
+    def lone() -> tuple[float, float]:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        tokens = engine.generate(kvs[0], question, new_tokens, stop_ids=[])
+        next(tokens)
+        first = time.perf_counter()
+        n = 1 + sum(1 for _ in tokens)
+        return (first - started) * 1e3, n / (time.perf_counter() - started)
+
+    batch = engine.batch(slots=requests, slot_tokens=context + QUESTION + new_tokens)
+
+    def together() -> tuple[list[float], float]:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        ids = [batch.add(engine.request(kv, question, new_tokens, stop_ids=[])) for kv in kvs]
+        first: dict[int, float] = {}
+        emitted = 0
+        for out in batch.run():
+            now = time.perf_counter()
+            for seq in out.tokens:
+                first.setdefault(seq, (now - started) * 1e3)
+            emitted += len(out.tokens)
+        assert emitted == requests * new_tokens and sorted(first) == sorted(ids)
+        return sorted(first.values()), emitted / (time.perf_counter() - started)
+
+    lone(), together()  # warm-up
+    alone = [lone() for _ in range(runs)]
+    batched = [together() for _ in range(max(2, runs // 2))]
+    ttft_alone, rate_alone = statistics.median(a[0] for a in alone), statistics.median(a[1] for a in alone)
+    p99 = statistics.median(b[0][min(len(b[0]) - 1, int(0.99 * len(b[0])))] for b in batched)
+    rate = statistics.median(b[1] for b in batched)
+    del kvs, batch
+    torch.cuda.empty_cache()
+    return {"context": context, "requests": requests, "new_tokens": new_tokens,
+            "lone_ttft_ms": ttft_alone, "lone_tokens_per_s": rate_alone,
+            "batch_ttft_p50_ms": statistics.median(statistics.median(b[0]) for b in batched),
+            "batch_ttft_p99_ms": p99, "batch_tokens_per_s": rate,
+            "throughput_ratio": rate / rate_alone, "ttft_p99_ratio": p99 / ttft_alone}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(SHAPES))
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192, 16384, 32768])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--parts", nargs="+", default=["correctness", "precompute", "ttft", "decode"],
-                        choices=["correctness", "precompute", "ttft", "decode"])
+    parser.add_argument("--parts", nargs="+", default=["correctness", "precompute", "ttft", "decode", "batch"],
+                        choices=["correctness", "precompute", "ttft", "decode", "batch"])
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--batch-context", type=int, default=8192)
+    parser.add_argument("--batch-tokens", type=int, default=128)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     g = torch.Generator().manual_seed(0)
@@ -260,6 +314,11 @@ def main() -> int:
                 entry[part].append(row)
                 print(name, part, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
                       flush=True)
+        if "batch" in args.parts:
+            entry["batch"] = concurrency(engine, vocab, args.batch_context, args.requests, args.batch_tokens,
+                                         args.runs, g)
+            print(name, "batch", json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                             for k, v in entry["batch"].items()}), flush=True)
         result[name] = entry
         del model, engine
         torch.cuda.empty_cache()
@@ -317,6 +376,16 @@ def render(result: dict, models: list[str]) -> str:
                     f"| {r['decode_ms'] / r['decode_floor_ms']:.2f} | {r['generate_ttft_eager_ms']:.2f} "
                     f"| {r['decode_eager_ms']:.2f} | {r['decode_eager_ms'] / r['decode_ms']:.1f}x |")
             lines.append("")
+        if "batch" in e:
+            b = e["batch"]
+            lines += [f"{b['requests']} answers of {b['new_tokens']} tokens, each over its own {b['context']} tokens of "
+                      "cached blocks, added at once to one GenerationBatch, against one alone through generate "
+                      "(wall clock, median):", "",
+                      "| lone tokens/s | batch tokens/s | ratio (target >= 10x) | lone TTFT ms | batch TTFT p50 ms "
+                      "| batch TTFT p99 ms | p99 / lone (target <= 3x) |", "|---|---|---|---|---|---|---|",
+                      f"| {b['lone_tokens_per_s']:.1f} | {b['batch_tokens_per_s']:.1f} | {b['throughput_ratio']:.2f}x "
+                      f"| {b['lone_ttft_ms']:.2f} | {b['batch_ttft_p50_ms']:.2f} | {b['batch_ttft_p99_ms']:.2f} "
+                      f"| {b['ttft_p99_ratio']:.2f}x |", ""]
     return "\n".join(lines)
 
 
