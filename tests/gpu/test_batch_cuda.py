@@ -60,3 +60,27 @@ def test_cuda_batched_sampling_is_seeded_as_alone():
     alone = [list(engine.generate(r.kvs, r.final_ids, r.max_new_tokens, 1.0, stop_ids=[], seed=r.seed))
              for r in requests]
     assert _run(engine.batch(slots=4, slot_tokens=128), requests, [0, 1, 1, 2, 4, 4]) == alone
+
+
+def test_graphed_decode_steps_with_padded_buckets_equal_alone(monkeypatch):
+    """Five slots: buckets 1, 2, 4, 5, so three running rows replay the 4-row graph with a padded
+    free row; every decode step is a replay, and each sequence still gets its lone tokens."""
+    from blockrag.attention.batch_graphs import BatchDecodeGraphs, bucket_sizes
+
+    assert bucket_sizes(5) == [1, 2, 4, 5] and bucket_sizes(1) == [1] and bucket_sizes(16) == [1, 2, 4, 8, 16]
+    model = tiny_model("qwen2").cuda()
+    model.set_attn_implementation("block_sdpa")
+    engine = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=256)
+    g = torch.Generator().manual_seed(3)
+    requests = []
+    for lengths, m, n in SHAPES:
+        blocks = [torch.randint(97, (k,), generator=g).tolist() for k in lengths]
+        final = torch.randint(97, (m,), generator=g).tolist()
+        requests.append(engine.request(engine.encode_blocks(blocks) if blocks else [], final, n, stop_ids=[]))
+    alone = [list(engine.generate(r.kvs, r.final_ids, r.max_new_tokens, stop_ids=[])) for r in requests]
+    batch = engine.batch(slots=5, slot_tokens=128)
+    assert isinstance(batch.graphs, BatchDecodeGraphs) and sorted(batch.graphs.steps) == [1, 2, 4, 5]
+    replays, decode = [], batch.graphs.decode
+    monkeypatch.setattr(batch.graphs, "decode", lambda tokens, lengths: replays.append(len(tokens)) or decode(tokens, lengths))
+    assert _run(batch, requests, [0, 0, 0, 1, 4, 6]) == alone
+    assert 3 in replays and sum(replays) == sum(n - 1 for _, _, n in SHAPES)  # every token after the first

@@ -10,6 +10,9 @@ A request waits until a KV slot is free. Each step:
 A sequence leaves when it stops (a stop id, not emitted, or max_new_tokens) or is cancelled, and
 its slot is free for the same step's prefill.
 
+On an engine with CUDA graphs the decode step replays a graph per batch-size bucket, captured
+when the batch is made (batch_graphs.py); the prefill of joining requests stays eager.
+
 Exactness: each row's attention sees only its own positions (BatchCache's mask) and its
 sampling uses its own generator, seeded as generate() seeds it, so a sequence gets the tokens it
 gets alone, greedy (up to float summation order in batched matmuls; tests/attention/test_batch.py
@@ -68,6 +71,11 @@ class GenerationBatch:
         self.pool = KVSlots(slots, slot_tokens, engine.num_layers, engine.num_kv_heads, engine.head_dim,
                             engine.dtype, engine.device)
         self.cache = BatchCache(self.pool)
+        self.graphs = None
+        if engine.cuda_graphs:
+            from blockrag.attention.batch_graphs import BatchDecodeGraphs
+
+            self.graphs = BatchDecodeGraphs(engine.model, self.cache)  # captured now, while no slot is in use
         self.waiting: deque[tuple[int, GenerationRequest, tuple[int, ...]]] = deque()
         self.running: list[_Sequence] = []  # running[i].row == i
         self._ids = itertools.count()
@@ -121,11 +129,14 @@ class GenerationBatch:
 
     def _decode(self, out: StepOutput) -> None:
         lengths = [s.length for s in self.running]
-        mask = self.cache.prepare(0, lengths, 1)
-        device = self.engine.device
-        ids = torch.tensor([[s.pending] for s in self.running], device=device)  # [B, 1]
-        positions = torch.tensor(lengths, device=device)[:, None]
-        logits = self._forward(ids, positions, mask, 1)[:, -1]  # [B, vocab]
+        if self.graphs is not None:
+            logits = self.graphs.decode([s.pending for s in self.running], lengths)  # [B, vocab]
+        else:
+            mask = self.cache.prepare(0, lengths, 1)
+            device = self.engine.device
+            ids = torch.tensor([[s.pending] for s in self.running], device=device)  # [B, 1]
+            positions = torch.tensor(lengths, device=device)[:, None]
+            logits = self._forward(ids, positions, mask, 1)[:, -1]  # [B, vocab]
         batch = list(self.running)
         for seq in batch:  # every length first: a sequence that leaves moves the last row's KV
             seq.length += 1

@@ -72,9 +72,14 @@ class BatchCache(Cache):
         positions = (starts + steps).clamp_max(last)  # [B, M]
         row_index = torch.arange(rows, device=device)[:, None].expand(rows, new_tokens)
         kv_length = min(max(lengths) + new_tokens, last + 1)
-        for layer in self.layers:
-            layer.rows, layer.row_index, layer.positions, layer.kv_length = (
-                slice(first, first + rows), row_index, positions, kv_length)
+        self.point(rows, row_index, positions, kv_length, first)
         keys = torch.arange(kv_length, device=device)[None, None, :]  # [1, 1, N]
         # additive, made once here: SDPA would convert a bool mask again in every layer
         return to_additive((keys <= (starts + steps)[:, :, None])[:, None], self.pool.keys.dtype)  # [B, 1, M, N]
+
+    def point(self, rows: int, row_index: torch.Tensor, positions: torch.Tensor, kv_length: int, first: int = 0) -> None:
+        """Every layer writes row first + i's new tokens at positions[i] ([B, M] device tensors;
+        row_index [B, M] = i) and reads keys 0..kv_length-1 of rows first..first+rows-1."""
+        for layer in self.layers:
+            layer.rows, layer.row_index, layer.positions, layer.kv_length = (
+                slice(first, first + rows), row_index, positions, kv_length)
