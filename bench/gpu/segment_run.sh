@@ -7,5 +7,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD/.gpu-seg/site:$PWD/libs PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results}
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
+python3 bench/gpu/segment_kit.py --expand || exit 1
 python3 bench/segment_throughput.py --data .gpu-seg/texts.jsonl --device cuda --runs 5 --threads 8 \
   --tokenizer .gpu-seg/tok --out "$OUT/segment_throughput-gpu.json" "$@" 2>&1 | tee "$OUT/segment.log"
