@@ -51,3 +51,45 @@ def test_a_bad_document_records_none_of_them(index: CacheIndex, documents, messa
     with pytest.raises(InvalidRequestError, match=message):
         index.register_documents("t", "port", documents)
     assert index.stats("t").blocks == 0 and index.list_collection("t", "port") == []
+
+
+def test_two_ingests_of_the_same_documents_in_opposite_orders_both_land(index: CacheIndex, monkeypatch) -> None:
+    """Two clients re-ingest documents a and b with new texts each (so their blocks differ and
+    never make one wait for the other), in opposite orders. Each waits, after writing its first
+    document, until the other has written its own first one too (or 2 s). Without one lock order
+    for every ingest, each then holds the document the other needs next: PostgreSQL detects the
+    deadlock and refuses one ingest."""
+    import threading
+
+    replace, arrived, both = CacheIndex._replace_document, [0], threading.Event()
+    count_lock, local = threading.Lock(), threading.local()
+
+    def first_then_wait(conn, document, block_ids, now):
+        replace(conn, document, block_ids, now)
+        if not getattr(local, "waited", False):
+            local.waited = True
+            with count_lock:
+                arrived[0] += 1
+                if arrived[0] == 2:
+                    both.set()
+            both.wait(2.0)  # with the lock order the other ingest waits on our lock, never arrives
+
+    monkeypatch.setattr(CacheIndex, "_replace_document", staticmethod(first_then_wait))
+    first = [("a", [("Vell's mill grinds rye.", 5)]), ("b", [("Osk's mill grinds oats.", 5)])]
+    second = [("b", [("Osk's mill is shut.", 4)]), ("a", [("Vell's mill is shut.", 4)])]
+    errors: list[Exception] = []
+
+    def ingest(documents):
+        try:
+            index.register_documents("t", "mills", documents)
+        except Exception as e:  # noqa: BLE001 - the test asserts there is none
+            errors.append(e)
+
+    threads = [threading.Thread(target=ingest, args=(docs,)) for docs in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    texts = sorted(b.text for b in index.list_collection("t", "mills"))
+    assert texts in (["Osk's mill grinds oats.", "Vell's mill grinds rye."], ["Osk's mill is shut.", "Vell's mill is shut."])

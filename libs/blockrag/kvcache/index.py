@@ -314,6 +314,7 @@ class CacheIndex:
             if rows:
                 upsert(conn, db.blocks, [rows[k] for k in sorted(rows)],
                        keys=("tenant", "block_id"), update=("token_count",))
+            _lock_documents(conn, tenant, collection, list(named))
             for document_id, ids in named.items():
                 self._replace_document(conn, dict(tenant=tenant, collection=collection, document_id=document_id),
                                        ids, now)
@@ -732,6 +733,25 @@ def _check_text(text: object, what: str) -> None:
         raise InvalidRequestError(
             f"{what} must be a non-empty string without NUL; got {text!r:.80}"
         )
+
+
+# pg_advisory_xact_lock(class, key) for one document of a multi-document ingest
+_DOCUMENT_LOCK_CLASS = 0x626C646F  # b"bldo"
+
+
+def _lock_documents(conn: sa.Connection, tenant: str, collection: str, document_ids: Sequence[str]) -> None:
+    """On PostgreSQL, lock the documents an ingest writes in one order for every transaction (the
+    keys sorted), before any of their rows. The rows themselves are written in the ingest's order
+    (which sets the collection's order), and two ingests that name the same documents in other
+    orders would each hold one row the other waits for: a deadlock, one of them refused. SQLite
+    writes under one database lock and needs none."""
+    if conn.dialect.name != "postgresql" or len(document_ids) < 2:
+        return
+    keys = sorted({int.from_bytes(hashlib.sha256(f"{tenant}\0{collection}\0{d}".encode()).digest()[:4], "big",
+                                  signed=True) for d in document_ids})
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS integer), k) "
+                         "FROM unnest(CAST(:keys AS integer[])) AS t(k)"),
+                 {"lock_class": _DOCUMENT_LOCK_CLASS, "keys": keys})
 
 
 def _block_rows(tenant: str, blocks: Sequence, now: float, rows: dict[str, dict[str, object]]) -> list[str]:
