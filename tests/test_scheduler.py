@@ -196,6 +196,29 @@ def test_an_idle_engine_with_cuda_graphs_answers_alone_and_batches_the_rest(engi
     assert scheduler._batch is not None
 
 
+def test_a_batch_that_cannot_be_made_fails_its_answers_and_the_next_try_makes_it(engine, monkeypatch):
+    """engine.batch (the KV pool; on a GPU the decode graphs) failing reaches every answer waiting
+    for it, instead of leaving them to wait forever; a later answer tries again."""
+    first, second = _requests(engine, seed=9, shapes=[([4], 2, 3), ([6], 3, 2)])
+    real = type(engine).batch
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory (the KV pool)")
+
+    async def main():
+        scheduler = AnswerScheduler(engine, asyncio.Lock(), SchedulerSettings(slots=2, slot_tokens=64))
+        monkeypatch.setattr(type(engine), "batch", broken)
+        failed = await asyncio.wait_for(asyncio.gather(_collect(scheduler, first), _collect(scheduler, second),
+                                                       return_exceptions=True), 30)
+        monkeypatch.setattr(type(engine), "batch", real)
+        again = await asyncio.wait_for(_collect(scheduler, first), 30)
+        return failed, again, scheduler
+
+    failed, again, scheduler = asyncio.run(main())
+    assert [str(e) for e in failed] == ["CUDA out of memory (the KV pool)"] * 2
+    assert again == _alone(engine, first) and scheduler.idle()
+
+
 async def _drain(stream):
     return [t async for t in stream]
 

@@ -12,7 +12,7 @@ Variants (--variants), each on a fresh model, so that their ratios come from one
   plain        fuse=False: eager module forwards inside the graph, separate projections
                (the decode path before 2026-12-06);
   projections  q/k/v and gate/up as one matmul each (fusion.fuse_projections), modules eager;
-  fused        the engine's default: projections fused, RMSNorm and MLP compiled in the graph.
+  fused        decode_fusion=True: projections fused, RMSNorm and MLP compiled in the graph.
 Only the last variant at the first context is profiled.
 
     PYTHONPATH=libs python3 bench/gpu/decode_profile.py --out DIR [--contexts 4096 32768] [--tokens 64]
@@ -47,7 +47,8 @@ def profile(name: str, variant: str, context: int, tokens: int, g: torch.Generat
                                                  attn_implementation="block_sdpa").eval()
     if variant == "projections":
         fuse_projections(model)
-    engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024, fuse=variant == "fused")
+    engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024, fuse=variant == "fused",
+                                              decode_fusion=variant == "fused")
     vocab = model.config.vocab_size
     kvs = engine.encode_blocks([random_ids(vocab, BLOCK, g) for _ in range(context // BLOCK)])
     question = random_ids(vocab, QUESTION, g)

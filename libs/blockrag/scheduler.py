@@ -212,6 +212,8 @@ class AnswerScheduler:
     async def _drive(self) -> None:
         """Steps while anything waits or runs; adds and cancels are applied between steps."""
         while True:
+            if self._batch is None and self._adds:
+                await self._make_batch()
             self._apply()
             if self._batch is None or not len(self._batch):
                 return
@@ -240,9 +242,6 @@ class AnswerScheduler:
                 self._batch.cancel(ticket.seq_id)
         adds, self._adds = self._adds, []
         for ticket in adds:
-            if self._batch is None:
-                s = self.settings
-                self._batch = self.engine.batch(s.slots, s.slot_tokens)
             try:
                 ticket.seq_id = self._batch.add(ticket.request)
             except Exception as e:  # noqa: BLE001 - the request's own error, to its consumer
@@ -250,6 +249,19 @@ class AnswerScheduler:
                 continue
             self._tickets[ticket.seq_id] = ticket
         self._report()
+
+    async def _make_batch(self) -> None:
+        """The batch, made on first use in a thread under the engine lock: it allocates the KV
+        pool and, on a GPU, captures its decode graphs (batch_graphs.py), which no other use of
+        the engine may overlap. If it cannot be made, every waiting answer gets the error."""
+        s = self.settings
+        try:
+            self._batch = await locked_in_thread(self.lock, self.engine.batch, s.slots, s.slot_tokens)
+        except Exception as e:  # noqa: BLE001 - to every answer waiting for it
+            adds, self._adds = self._adds, []
+            for ticket in adds:
+                ticket.queue.put_nowait(e)
+            self._report()
 
     def _fail_all(self, error: BaseException) -> None:
         tickets, self._tickets = list(self._tickets.items()), {}

@@ -62,7 +62,8 @@ def test_cuda_batched_sampling_is_seeded_as_alone():
     assert _run(engine.batch(slots=4, slot_tokens=128), requests, [0, 1, 1, 2, 4, 4]) == alone
 
 
-def test_graphed_decode_steps_with_padded_buckets_equal_alone(monkeypatch):
+@pytest.mark.parametrize("fused", [False, True], ids=["modules-eager", "decode-fusion"])
+def test_graphed_decode_steps_with_padded_buckets_equal_alone(fused, monkeypatch):
     """Five slots: buckets 1, 2, 4, 5, so three running rows replay the 4-row graph with a padded
     free row; every decode step is a replay, and each sequence still gets its lone tokens."""
     from blockrag.attention.batch_graphs import BatchDecodeGraphs, bucket_sizes
@@ -70,7 +71,8 @@ def test_graphed_decode_steps_with_padded_buckets_equal_alone(monkeypatch):
     assert bucket_sizes(5) == [1, 2, 4, 5] and bucket_sizes(1) == [1] and bucket_sizes(16) == [1, 2, 4, 8, 16]
     model = tiny_model("qwen2").cuda()
     model.set_attn_implementation("block_sdpa")
-    engine = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=256)
+    engine = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=256, graph_batch_decode=True,
+                                  decode_fusion=fused)
     g = torch.Generator().manual_seed(3)
     requests = []
     for lengths, m, n in SHAPES:

@@ -15,11 +15,15 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 SHAPES = [([5, 1, 40], 7, 40), ([100, 3], 20, 12), ([], 9, 30), ([120], 3, 64), ([60, 60], 200, 50)]
 
 
-@pytest.fixture(scope="module")
-def engines():
+@pytest.fixture(scope="module", params=[False, True], ids=["modules-eager", "decode-fusion"])
+def engines(request):
+    """decode-fusion: q/k/v and gate/up as one matmul, compiled modules inside the graphs
+    (fusion.py); the eager engine shares the model, so it computes with the fused projections too."""
     model = tiny_model("llama31").cuda()
     model.set_attn_implementation("block_sdpa")
-    graphed = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=128, graph_decode_tokens=64)
+    graphed = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=128, graph_decode_tokens=64,
+                                   decode_fusion=request.param)
+    assert graphed.decode_fusion == request.param
     return graphed, BlockAttentionEngine(model, cuda_graphs=False)
 
 

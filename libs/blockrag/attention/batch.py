@@ -10,8 +10,9 @@ A request waits until a KV slot is free. Each step:
 A sequence leaves when it stops (a stop id, not emitted, or max_new_tokens) or is cancelled, and
 its slot is free for the same step's prefill.
 
-On an engine with CUDA graphs the decode step replays a graph per batch-size bucket, captured
-when the batch is made (batch_graphs.py); the prefill of joining requests stays eager.
+With engine.graph_batch_decode (CUDA graphs on a GPU) the decode step replays a graph per
+batch-size bucket, captured when the batch is made (batch_graphs.py); the prefill of joining
+requests stays eager.
 
 Exactness: each row's attention sees only its own positions (BatchCache's mask) and its
 sampling uses its own generator, seeded as generate() seeds it, so a sequence gets the tokens it
@@ -72,10 +73,10 @@ class GenerationBatch:
                             engine.dtype, engine.device)
         self.cache = BatchCache(self.pool)
         self.graphs = None
-        if engine.cuda_graphs:
+        if engine.graph_batch_decode and engine.cuda_graphs and engine.device.type == "cuda":
             from blockrag.attention.batch_graphs import BatchDecodeGraphs
 
-            self.graphs = BatchDecodeGraphs(engine.model, self.cache)  # captured now, while no slot is in use
+            self.graphs = BatchDecodeGraphs(engine.model, self.cache, engine.decode_fusion)  # captured now, while no slot is in use
         self.waiting: deque[tuple[int, GenerationRequest, tuple[int, ...]]] = deque()
         self.running: list[_Sequence] = []  # running[i].row == i
         self._ids = itertools.count()

@@ -16,6 +16,7 @@ Capture writes KV at position 0 of rows 0..b-1 too, hence capturing before any s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,8 +47,8 @@ def bucket_sizes(slots: int) -> list[int]:
 class BatchDecodeGraphs:
     """One decode-step graph per bucket of running sequences, over a batch's pool and cache."""
 
-    def __init__(self, model, cache: BatchCache):
-        self.model, self.cache = model, cache
+    def __init__(self, model, cache: BatchCache, fused: bool = False):
+        self.model, self.cache, self.fused = model, cache, fused
         pool = cache.pool
         self.device = pool.keys.device
         self.pool_handle = torch.cuda.graph_pool_handle()
@@ -86,7 +87,7 @@ class BatchDecodeGraphs:
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with graphed():  # the compiled module forwards at this size too (fusion.py)
+        with graphed() if self.fused else contextlib.nullcontext():  # fused: compiled modules (fusion.py)
             with torch.cuda.stream(side):
                 for _ in range(2):  # compiles Triton kernels, settles allocations
                     forward()

@@ -45,9 +45,13 @@ class BlockAttentionEngine:
 
     The engine inserts no token of its own: the caller's blocks are the prompt.
 
-    fuse: make q/k/v and gate/up one matmul each and compile the model's RMSNorm and MLP modules
-    for large inputs (precompute) and inside CUDA graphs, in place; default: on CUDA where Triton
-    exists (fusion.py says why and what it buys).
+    fuse: compile the model's RMSNorm and MLP modules for large inputs (precompute), in place;
+    default: on CUDA where Triton exists (fusion.py says why and what it buys).
+    decode_fusion (with fuse): also make q/k/v and gate/up one matmul each and take the compiled
+    module forwards inside CUDA graphs (decode steps, graphed prefills); graph_batch_decode: a
+    GenerationBatch replays its decode steps from CUDA graphs (batch_graphs.py). Both off by
+    default until tests/gpu (test_decode_graphs.py, test_batch_cuda.py) have passed on a GPU with
+    them: they were written on 2026-12-06 without one.
     cuda_graphs: replay the final block's forward from CUDA graphs for contexts up to
     graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
     exists and the attention is block_sdpa. graph_decode_tokens > 0: a lone answer of up to that
@@ -71,7 +75,7 @@ class BlockAttentionEngine:
 
     def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
-                 graph_decode_tokens: int = 1024,
+                 graph_decode_tokens: int = 1024, decode_fusion: bool = False, graph_batch_decode: bool = False,
                  sink_token_id: int | None = None, opening: Opening | None = None):
         if model.config._attn_implementation not in (BLOCK_SDPA, "sdpa", "eager"):
             raise UnsupportedModelError(
@@ -80,9 +84,13 @@ class BlockAttentionEngine:
             )
         self.model = model.eval()
         self.reencoder = RotaryReencoder.from_model(model)
-        if fuse if fuse is not None else (self.device.type == "cuda" and triton_available()):
+        fused = fuse if fuse is not None else (self.device.type == "cuda" and triton_available())
+        self.decode_fusion = bool(fused and decode_fusion)  # compiled modules inside CUDA graphs (graphs.py)
+        if self.decode_fusion:
             fuse_projections(model)  # first: fuse_elementwise wraps the gated MLP's new forward
+        if fused:
             fuse_elementwise(model)
+        self.graph_batch_decode = graph_batch_decode
         config = model.config.get_text_config()
         self.num_layers = config.num_hidden_layers
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -276,7 +284,7 @@ class BlockAttentionEngine:
 
             self._graphs = PrefillGraphs(self.model, self.num_layers, self.num_kv_heads, self.head_dim,
                                          self.graph_context_tokens, self.dtype, self.device,
-                                         self.graph_decode_tokens)
+                                         self.graph_decode_tokens, fused=self.decode_fusion)
         return self._graphs
 
     def full_prefill(self, token_ids: TokenIds, *, logits_to_keep: int = 0, reserve_tokens: int = 0) -> PrefillOutput:

@@ -25,6 +25,7 @@ two sequences ever share the workspace.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -79,8 +80,8 @@ class PrefillGraphs:
     may fill (context, question and answer)."""
 
     def __init__(self, model, num_layers: int, num_kv_heads: int, head_dim: int, context_tokens: int,
-                 dtype: torch.dtype, device: torch.device, decode_tokens: int = 0):
-        self.model, self.device, self.decode_tokens = model, device, decode_tokens
+                 dtype: torch.dtype, device: torch.device, decode_tokens: int = 0, fused: bool = False):
+        self.model, self.device, self.decode_tokens, self.fused = model, device, decode_tokens, fused
         self.capacity = context_tokens + BUCKETS[-1] + decode_tokens
         self.workspace = GraphWorkspace(num_layers, num_kv_heads, head_dim, self.capacity, dtype, device)
         self.kv_length = torch.zeros((), dtype=torch.int64, device=device)
@@ -187,7 +188,8 @@ class PrefillGraphs:
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with graphed():  # the fused (compiled) module forwards at this size too: fusion.py
+        # fused: the compiled module forwards at this size too (fusion.py)
+        with graphed() if self.fused else contextlib.nullcontext():
             with torch.cuda.stream(side):
                 for _ in range(2):  # compiles Triton kernels, settles allocations
                     forward()
