@@ -16,14 +16,13 @@ Capture writes KV at position 0 of rows 0..b-1 too, hence capturing before any s
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from blockrag.attention.batch_cache import BatchCache
-from blockrag.attention.fusion import graphed
+from blockrag.attention.graphs import capture
 from blockrag.attention.mask import to_additive
 
 
@@ -85,14 +84,5 @@ class BatchDecodeGraphs:
             return self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.cache,
                               use_cache=True, logits_to_keep=1).logits
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with graphed() if self.fused else contextlib.nullcontext():  # fused: compiled modules (fusion.py)
-            with torch.cuda.stream(side):
-                for _ in range(2):  # compiles Triton kernels, settles allocations
-                    forward()
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool_handle):
-                logits = forward()
+        graph, logits = capture(forward, device, self.pool_handle, self.fused)
         return _Step(graph, ids, lengths, logits)

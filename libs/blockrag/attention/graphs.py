@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -186,17 +187,25 @@ class PrefillGraphs:
                               attention_mask=self.dummy_mask, use_cache=True, logits_to_keep=0,
                               blockrag_final_block=True, blockrag_kv_length=self.kv_length).logits
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        # fused: the compiled module forwards at this size too (fusion.py)
-        with graphed() if self.fused else contextlib.nullcontext():
-            with torch.cuda.stream(side):
-                for _ in range(2):  # compiles Triton kernels, settles allocations
-                    forward()
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                logits = forward()
+        graph, logits = capture(forward, device, self.pool, self.fused)
         entry = _Graph(graph, input_ids, positions, index, logits)
         self.graphs[bucket] = entry
         return entry
+
+
+def capture(forward: Callable[[], torch.Tensor], device: torch.device, pool, fused: bool
+            ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """A CUDA graph of forward() and the output tensor its replays write. Two warm-up runs on a
+    side stream first (they compile Triton kernels and settle allocations); fused: the compiled
+    module forwards at every size, warm-up and capture alike (fusion.graphed)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with graphed() if fused else contextlib.nullcontext():
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                forward()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            out = forward()
+    return graph, out
