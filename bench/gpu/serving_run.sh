@@ -2,7 +2,8 @@
 # One device call for the serving-speed work (issue 12) and segmentation throughput (issue 10):
 # the GPU tests, the decode variants (bench/gpu/decode_profile.py), the concurrency part of
 # bench/gpu/run.py and, where .gpu-seg was carried, bench/gpu/segment_run.sh; each part
-# time-boxed so that one slow part cannot take the others' figures.
+# time-boxed so that one slow part cannot take the others' figures (TESTS_S, DECODE_S, BATCH_S,
+# SEGMENT_S seconds; 0 skips a part; DECODE_CONTEXTS).
 #   run(command="bash bench/gpu/serving_run.sh", carry=[".whl", ".gpu-seg"])
 set -uo pipefail
 OUT=${OUT:-bench/results}
@@ -11,10 +12,10 @@ export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/nvidia-smi.txt"
 timeout "${TESTS_S:-170}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu tests/attention/test_sdpa.py > "$OUT/gpu-tests.log" 2>&1
 tail -n 2 "$OUT/gpu-tests.log"; grep -E "^(FAILED|ERROR)" "$OUT/gpu-tests.log" | head
-(cd bench/gpu && timeout "${DECODE_S:-170}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
-  --variants plain fused --contexts 4096 32768 > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-220)
-(cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts batch --runs 3 --models llama-3.1-8b \
+[ "${DECODE_S:-170}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-170}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
+  --variants plain fused --contexts ${DECODE_CONTEXTS:-4096 32768} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-220)
+[ "${BATCH_S:-110}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts batch --runs 3 --models llama-3.1-8b \
   > "$OUT/batch.log" 2>&1; grep " batch " "$OUT/batch.log" | cut -c1-400; tail -n 1 "$OUT/batch.log" | cut -c1-300)
-if [ -d .gpu-seg ]; then
+if [ -d .gpu-seg ] && [ "${SEGMENT_S:-90}" != 0 ]; then
   timeout "${SEGMENT_S:-90}" bash bench/gpu/segment_run.sh --runs 3 > "$OUT/segment.log" 2>&1; tail -n 12 "$OUT/segment.log"
 fi
