@@ -32,6 +32,11 @@ class _Step:
     ids: torch.Tensor  # [b, 1] int64
     lengths: torch.Tensor  # [b] int64: each row's filled positions, where its token's KV goes
     logits: torch.Tensor  # [b, 1, vocab], written by every replay
+    # the other tensors made outside the capture that its kernels read (the key positions [N],
+    # the row index [b, 1]): the graph holds their addresses, not references, so they live here
+    # (freed, their memory went to other tensors and the replays wrote KV at garbage rows: the
+    # first GPU run, 2026-12-06, hit "index out of bounds")
+    constants: tuple[torch.Tensor, ...]
 
 
 def bucket_sizes(slots: int) -> list[int]:
@@ -85,4 +90,4 @@ class BatchDecodeGraphs:
                               use_cache=True, logits_to_keep=1).logits
 
         graph, logits = capture(forward, device, self.pool_handle, self.fused)
-        return _Step(graph, ids, lengths, logits)
+        return _Step(graph, ids, lengths, logits, (keys, row_index))
