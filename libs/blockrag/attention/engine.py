@@ -56,8 +56,9 @@ class BlockAttentionEngine:
     graph_context_tokens and questions up to 256 tokens (graphs.py); default: on CUDA where Triton
     exists and the attention is block_sdpa. graph_decode_tokens > 0: a lone answer of up to that
     many tokens (default 1024) also replays its decode steps from a graph, in the workspace it
-    holds (tests/gpu/test_decode_graphs.py); 0 keeps decoding eager. The workspace takes (graph_context_tokens + 256 + graph_decode_tokens) x the
-    KV bytes of a token of GPU memory (4.3 GB at 32K on an 8B model), allocated at first use.
+    holds (tests/gpu/test_decode_graphs.py); 0 keeps decoding eager. The workspace takes
+    (graph_context_tokens + 256 + graph_decode_tokens) x the KV bytes of a token of GPU memory
+    (4.3 GB at 32K on an 8B model), allocated at first use.
     sink_token_id: block sink tokens (block distillation): every context block is preceded by
     this token, which only that block's tokens see. Its KV depends on nothing but the model (it
     sits alone at the block's first position), so it is computed once (`sink`) and placed before

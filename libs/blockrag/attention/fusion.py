@@ -86,7 +86,8 @@ class SlicedLinear(nn.Linear):
             group.bias[group.starts[index]:group.starts[index + 1]], requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.group.take(x, self.index)
+        part = self.group.take(x, self.index)
+        return F.linear(x, self.weight, self.bias) if part is None else part
 
 
 class _ProjectionGroup:
@@ -97,20 +98,20 @@ class _ProjectionGroup:
     def __init__(self, linears: list[nn.Linear]):
         self.weight = torch.cat([m.weight.detach() for m in linears])
         self.bias = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
+        self.sizes = [m.out_features for m in linears]
         self.starts = [0]
-        for m in linears:
-            self.starts.append(self.starts[-1] + m.out_features)
+        for size in self.sizes:
+            self.starts.append(self.starts[-1] + size)
         self.local = threading.local()  # .input, .parts: the last fused output, split per member
 
-    def take(self, x: torch.Tensor, index: int) -> torch.Tensor:
+    def take(self, x: torch.Tensor, index: int) -> torch.Tensor | None:
+        """Member `index`'s output for x, or None when it is not the group's first call for x
+        and x's group output is gone (the member then does a matmul of its own)."""
         local = self.local
         if getattr(local, "input", None) is not x or local.parts[index] is None:
-            if index != 0:  # not the group's first call for this input: a matmul of its own
-                return F.linear(x, self.weight[self.starts[index]:self.starts[index + 1]],
-                                None if self.bias is None else self.bias[self.starts[index]:self.starts[index + 1]])
-            out = F.linear(x, self.weight, self.bias)  # [..., sum(out)]
-            sizes = [b - a for a, b in zip(self.starts, self.starts[1:])]
-            local.input, local.parts = x, list(out.split(sizes, dim=-1))
+            if index != 0:
+                return None
+            local.input, local.parts = x, list(F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1))
         part, local.parts[index] = local.parts[index], None
         if all(p is None for p in local.parts):
             local.input = None  # every member served: hold no activations between forwards
