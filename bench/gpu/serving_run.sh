@@ -15,7 +15,7 @@ timeout "${TESTS_S:-170}" bash -c 'for f in tests/gpu/test_*.py tests/attention/
   python3 -m pytest -q -m gpu -p no:cacheprovider "$f" 2>&1 | tail -n 1 | sed "s|^|$f: |"; done' > "$OUT/gpu-tests.log" 2>&1
 cat "$OUT/gpu-tests.log"
 [ "${DECODE_S:-170}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-170}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
-  --variants plain fused --contexts ${DECODE_CONTEXTS:-4096 32768} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-220)
+  --variants plain fused --contexts ${DECODE_CONTEXTS:-32768 4096} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-400)
 [ "${BATCH_S:-110}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts batch --runs 3 --models llama-3.1-8b \
   > "$OUT/batch.log" 2>&1; grep " batch " "$OUT/batch.log" | cut -c1-400; tail -n 1 "$OUT/batch.log" | cut -c1-300)
 if [ -d .gpu-seg ] && [ "${SEGMENT_S:-90}" != 0 ]; then
