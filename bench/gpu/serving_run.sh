@@ -6,13 +6,14 @@
 # SEGMENT_S seconds; 0 skips a part; DECODE_CONTEXTS).
 #   run(command="bash bench/gpu/serving_run.sh", carry=[".whl", ".gpu-seg"])
 set -uo pipefail
-OUT=${OUT:-bench/results}
+export OUT=${OUT:-bench/results}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/nvidia-smi.txt"
 # one process per file: a device-side assert (it poisons the CUDA context) fails its own file only
 timeout "${TESTS_S:-170}" bash -c 'for f in tests/gpu/test_*.py tests/attention/test_sdpa.py; do
-  python3 -m pytest -q -m gpu -p no:cacheprovider "$f" 2>&1 | tail -n 1 | sed "s|^|$f: |"; done' > "$OUT/gpu-tests.log" 2>&1
+  log="$OUT/test-$(basename "$f" .py).log"
+  python3 -m pytest -q -m gpu -p no:cacheprovider "$f" > "$log" 2>&1; tail -n 1 "$log" | sed "s|^|$f: |"; done' > "$OUT/gpu-tests.log" 2>&1
 cat "$OUT/gpu-tests.log"
 [ "${DECODE_S:-170}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-170}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
   --variants plain fused --contexts ${DECODE_CONTEXTS:-32768 4096} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-400)
