@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from blockrag.attention.cache import BlockCache, BufferPool
 from blockrag.attention.final_block_kernel_support import graphs_supported
 from blockrag.attention.fusion import fuse_elementwise, fuse_projections
 from blockrag.attention.gate import GateReport, check_engine
+from blockrag.attention.layer_feed import feed_for
 from blockrag.attention.layout import Opening
 from blockrag.attention.placement import triton_available
 from blockrag.attention.rotary import RotaryReencoder
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from blockrag.attention.batch import GenerationBatch
 
 TokenIds = Sequence[int] | torch.Tensor
+HOST_READS = ("staged", "direct", "layered")
 
 
 @dataclass
@@ -99,10 +102,11 @@ class BlockAttentionEngine:
         self.vocab_size = config.vocab_size
         self.max_batch_tokens = max_batch_tokens
         # how the GPU reads blocks kept in pinned host memory: "staged" (copied to the device by
-        # DMA first; 100 ms at 32K on an 8B model, H200) or "direct" (the placement kernel reads
-        # them over PCIe in place; 104 ms there). bench/gpu/RESULTS.md
-        if host_reads not in ("staged", "direct"):
-            raise InvalidRequestError(f"host_reads must be 'staged' or 'direct', got {host_reads!r}")
+        # DMA first; 100 ms at 32K on an 8B model, H200), "direct" (the placement kernel reads
+        # them over PCIe in place; 104 ms there; bench/gpu/RESULTS.md) or "layered" (copied layer
+        # by layer while the forward runs, which then runs eagerly: layer_feed.py)
+        if host_reads not in HOST_READS:
+            raise InvalidRequestError(f"host_reads must be one of {', '.join(HOST_READS)}; got {host_reads!r}")
         self.host_reads = host_reads
         self.buffers = BufferPool()
         self.graph_context_tokens, self.graph_decode_tokens = graph_context_tokens, graph_decode_tokens
@@ -274,9 +278,12 @@ class BlockAttentionEngine:
         cache = BlockCache(self.num_layers, self.num_kv_heads, self.head_dim,
                            context + len(final) + reserve_tokens, self.dtype, self.device, self.buffers)
         with torch.inference_mode():
-            cache.write_blocks(list(kvs), offsets, self.reencoder, self.host_reads)
+            placed, placed_at, feed = feed_for(kvs, offsets, self.reencoder, cache.key_buffer, cache.value_buffer,
+                                               self.model, self.host_reads)
+            cache.write_blocks(placed, placed_at, self.reencoder, self.host_reads)
             cache.set_length(context)
-            logits = self._forward(final, context, cache, logits_to_keep)
+            with feed or contextlib.nullcontext():
+                logits = self._forward(final, context, cache, logits_to_keep)
         return PrefillOutput(logits, cache, cached_tokens=context, computed_tokens=len(final))
 
     def _prefill_graphs(self):

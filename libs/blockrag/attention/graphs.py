@@ -35,6 +35,7 @@ import torch
 from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.cache import BlockCache, BufferLayer, BufferPool
 from blockrag.attention.fusion import graphed
+from blockrag.attention.layer_feed import feed_for
 from blockrag.attention.rotary import RotaryReencoder
 
 BUCKETS = (16, 32, 64, 128, 256)
@@ -164,15 +165,31 @@ class PrefillGraphs:
                  reencoder: RotaryReencoder, host_reads: str) -> torch.Tensor:
         bucket = self.bucket(len(final))
         graph = self.graphs.get(bucket) or self._capture(bucket)
-        self.workspace.write_blocks(kvs, offsets, reencoder, host_reads)
+        workspace = self.workspace
+        placed, placed_at, feed = feed_for(kvs, offsets, reencoder, workspace.key_buffer, workspace.value_buffer,
+                                           self.model, host_reads)
+        workspace.write_blocks(placed, placed_at, reencoder, host_reads)
         ids = torch.zeros(bucket, dtype=torch.int64)
         ids[: len(final)] = torch.tensor(final)
         graph.input_ids[0].copy_(ids)
         graph.positions[0].copy_(torch.arange(context, context + bucket))
         graph.index.copy_(graph.positions[0])
         self.kv_length.fill_(context + bucket)
-        graph.graph.replay()
-        return graph.logits[0, : len(final)].float()
+        if feed is None:
+            graph.graph.replay()
+            return graph.logits[0, : len(final)].float()
+        # blocks fed layer by layer: a replay cannot wait for a layer still in flight, so the
+        # bucket's forward runs eagerly over the same workspace and inputs
+        workspace.point_writes_at(graph.index)
+        with feed:
+            logits = self._forward(graph.input_ids, graph.positions)
+        return logits[0, : len(final)].float()
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The bucket's forward over the workspace (what a graph holds): logits [1, bucket, vocab]."""
+        return self.model(input_ids=input_ids, position_ids=positions, past_key_values=self.workspace,
+                          attention_mask=self.dummy_mask, use_cache=True, logits_to_keep=0,
+                          blockrag_final_block=True, blockrag_kv_length=self.kv_length).logits
 
     def _capture(self, bucket: int) -> _Graph:
         device = self.device
@@ -182,12 +199,7 @@ class PrefillGraphs:
         self.workspace.point_writes_at(index)
         self.kv_length.fill_(bucket)
 
-        def forward() -> torch.Tensor:
-            return self.model(input_ids=input_ids, position_ids=positions, past_key_values=self.workspace,
-                              attention_mask=self.dummy_mask, use_cache=True, logits_to_keep=0,
-                              blockrag_final_block=True, blockrag_kv_length=self.kv_length).logits
-
-        graph, logits = capture(forward, device, self.pool, self.fused)
+        graph, logits = capture(lambda: self._forward(input_ids, positions), device, self.pool, self.fused)
         entry = _Graph(graph, input_ids, positions, index, logits)
         self.graphs[bucket] = entry
         return entry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -44,11 +45,22 @@ def _place_kernel(key_ptrs, value_ptrs, lengths, offsets, cos, sin, dst_keys, ds
     tl.store(dst_values + dst + HALF, v2, mask=live)
 
 
-def launch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
-           key_buffer: torch.Tensor, value_buffer: torch.Tensor) -> None:
-    """One launch placing every block; see placement.py for the layouts."""
-    if not kvs:
-        return
+@dataclass(frozen=True)
+class Plan:
+    """What one launch needs besides the buffers: built once, launched any number of times over
+    sources that keep their addresses (the layer feed's staging slots, layer_feed.py)."""
+
+    table: torch.Tensor  # [4, n] int64 on the device: key pointers, value pointers, lengths, offsets
+    cos: torch.Tensor  # [n, D/2] fp32: each block's offset
+    sin: torch.Tensor
+    blocks: int
+    longest: int
+    half_dim: int
+
+
+def plan(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
+         key_buffer: torch.Tensor) -> Plan:
+    """Check the sources against key_buffer and build their table (one H2D copy)."""
     device, dtype = key_buffer.device, key_buffer.dtype
     for kv in kvs:
         if kv.dtype != dtype or not (kv.keys.is_contiguous() and kv.values.is_contiguous()):
@@ -61,12 +73,24 @@ def launch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReen
     table = torch.tensor([[kv.keys.data_ptr() for kv in kvs], [kv.values.data_ptr() for kv in kvs],
                           [kv.num_tokens for kv in kvs], list(offsets)], dtype=torch.int64, device=device)
     cos, sin = reencoder.cos_sin_on(table[3], device)
+    return Plan(table, cos, sin, len(kvs), max(kv.num_tokens for kv in kvs), reencoder.half_dim)
+
+
+def run(plan: Plan, key_buffer: torch.Tensor, value_buffer: torch.Tensor) -> None:
+    """Place the plan's sources into key_buffer/value_buffer [layers, 1, H, capacity, D]; each
+    source holds the same number of layers ([layers, H, L, D])."""
     layers_x_heads = key_buffer.shape[0] * key_buffer.shape[2]
-    longest = max(kv.num_tokens for kv in kvs)
-    grid = (len(kvs), layers_x_heads, triton.cdiv(longest, _BLOCK_T))
+    grid = (plan.blocks, layers_x_heads, triton.cdiv(plan.longest, _BLOCK_T))
     # Sources must stay alive until the stream has run the kernel: prefill holds the blocks
     # through the forward that follows on the same stream. The tables are stream-ordered by
     # PyTorch's caching allocators.
-    _place_kernel[grid](table[0], table[1], table[2], table[3], cos, sin, key_buffer, value_buffer,
-                        key_buffer.shape[3], DTYPE=_TL_DTYPES[dtype], HALF=reencoder.half_dim,
-                        BLOCK_T=_BLOCK_T, num_warps=4)
+    _place_kernel[grid](plan.table[0], plan.table[1], plan.table[2], plan.table[3], plan.cos, plan.sin,
+                        key_buffer, value_buffer, key_buffer.shape[3], DTYPE=_TL_DTYPES[key_buffer.dtype],
+                        HALF=plan.half_dim, BLOCK_T=_BLOCK_T, num_warps=4)
+
+
+def launch(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
+           key_buffer: torch.Tensor, value_buffer: torch.Tensor) -> None:
+    """One launch placing every block; see placement.py for the layouts."""
+    if kvs:
+        run(plan(kvs, offsets, reencoder, key_buffer), key_buffer, value_buffer)
