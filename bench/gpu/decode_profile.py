@@ -13,10 +13,10 @@ Variants (--variants), each on a fresh model, so that their ratios come from one
                (the decode path before 2026-12-06);
   projections  q/k/v and gate/up as one matmul each (fusion.fuse_projections), modules eager;
   fused        decode_fusion=True: projections fused, RMSNorm and MLP compiled in the graph.
-Only the last variant at the first context is profiled; there the cached prefill that gives the
-time to first token (engine.prefill + argmax, the TTFT of bench/gpu/run.py) is profiled too:
-its wall ms against its kernel ms, and the host operations that fill the difference (issue 12
-item 4: ~9 ms of the 32K TTFT was not accounted for by device work).
+Every variant also times the first token through engine.generate (the serving path), median of
+5. Only the last variant at the first context is profiled, its first token too: wall ms against
+kernel ms and the host operations that fill the difference (issue 12 item 4: ~9 ms of the 32K
+TTFT was not accounted for by device work).
 
     PYTHONPATH=libs python3 bench/gpu/decode_profile.py --out DIR [--contexts 4096 32768] [--tokens 64]
 """
@@ -67,7 +67,8 @@ def profile(name: str, variant: str, context: int, tokens: int, g: torch.Generat
     answer()  # captures the graphs
     plain = [answer() for _ in range(5)]
     row = {"shape": name, "variant": variant, "context": context, "tokens": tokens,
-           "wall_ms_per_token": sorted(plain)[2]}
+           "wall_ms_per_token": sorted(plain)[2],
+           "ttft_wall_ms": sorted(first_token_ms(engine, kvs, question) for _ in range(5))[2]}
     if profiled:
         row.update(ttft_profile(engine, kvs, question))
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -81,24 +82,27 @@ def profile(name: str, variant: str, context: int, tokens: int, g: torch.Generat
     return row  # the model and its blocks go with this frame
 
 
+def first_token_ms(engine: BlockAttentionEngine, kvs, question) -> float:
+    """Wall ms to the first token through engine.generate (the serving path: the held graphed
+    prefill, no copy of the prompt's KV out of the workspace), synchronised before."""
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    stream = engine.generate(kvs, question, 1, stop_ids=[])
+    next(stream)  # an int: the token is on the host
+    elapsed = (time.perf_counter() - started) * 1e3
+    stream.close()
+    return elapsed
+
+
 def ttft_profile(engine: BlockAttentionEngine, kvs, question) -> dict:
-    """The cached prefill's wall ms (median of 5, synchronised), then one under the profiler:
-    kernel ms, kernel count and the top host operations."""
+    """One first token under the profiler: kernel ms, kernel count and the top host operations."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    def first_token() -> float:
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        int(engine.prefill(kvs, question, logits_to_keep=1).logits[-1].argmax())
-        return (time.perf_counter() - started) * 1e3
-
-    first_token()
-    wall = sorted(first_token() for _ in range(5))[2]
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        profiled = first_token()
+        profiled = first_token_ms(engine, kvs, question)
     events = prof.key_averages()
-    return {"ttft_wall_ms": wall, "ttft_wall_ms_profiled": profiled,
+    return {"ttft_wall_ms_profiled": profiled,
             "ttft_device_ms": sum(e.self_device_time_total for e in events) / 1e3,
             "ttft_kernels": sum(e.count for e in events if e.self_device_time_total > 0),
             "top_ttft_device": events.table(sort_by="self_device_time_total", row_limit=15),
