@@ -11,16 +11,16 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/nvidia-smi.txt"
 # one process per file: a device-side assert (it poisons the CUDA context) fails its own file only
-timeout "${TESTS_S:-150}" bash -c 'for f in tests/gpu/test_*.py tests/attention/test_sdpa.py; do
+timeout "${TESTS_S:-140}" bash -c 'for f in tests/gpu/test_*.py tests/attention/test_sdpa.py; do
   log="$OUT/test-$(basename "$f" .py).log"
   python3 -m pytest -q -m gpu -p no:cacheprovider "$f" > "$log" 2>&1; tail -n 1 "$log" | sed "s|^|$f: |"; done' > "$OUT/gpu-tests.log" 2>&1
 cat "$OUT/gpu-tests.log"
-[ "${DECODE_S:-150}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-150}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
+[ "${DECODE_S:-140}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-140}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
   --variants plain fused --contexts ${DECODE_CONTEXTS:-32768 4096} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-400)
-[ "${BATCH_S:-100}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-100}" python3 run.py --out "$OUT" --parts batch --runs 3 --models llama-3.1-8b \
-  > "$OUT/batch.log" 2>&1; grep " batch " "$OUT/batch.log" | cut -c1-400; tail -n 1 "$OUT/batch.log" | cut -c1-300)
+[ "${BATCH_S:-110}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts precompute batch --decode-fusion --runs 3 --models llama-3.1-8b \
+  > "$OUT/batch.log" 2>&1; grep -E " (batch|precompute) " "$OUT/batch.log" | cut -c1-400; tail -n 1 "$OUT/batch.log" | cut -c1-300)
 [ "${HOST_S:-70}" != 0 ] && (cd bench/gpu && timeout "${HOST_S:-70}" python3 run.py --out "$OUT/host" --parts host --runs 5 --models llama-3.1-8b \
   --contexts 4096 32768 > "$OUT/host.log" 2>&1; grep " host " "$OUT/host.log" | cut -c1-500; tail -n 1 "$OUT/host.log" | cut -c1-300)
-if [ -d .gpu-seg ] && [ "${SEGMENT_S:-80}" != 0 ]; then
-  timeout "${SEGMENT_S:-80}" bash bench/gpu/segment_run.sh --runs 3 > "$OUT/segment.log" 2>&1; tail -n 12 "$OUT/segment.log"
+if [ -d .gpu-seg ] && [ "${SEGMENT_S:-85}" != 0 ]; then
+  timeout "${SEGMENT_S:-85}" bash bench/gpu/segment_run.sh --runs 3 > "$OUT/segment.log" 2>&1; tail -n 12 "$OUT/segment.log"
 fi
