@@ -298,8 +298,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--batch-context", type=int, default=8192)
     parser.add_argument("--batch-tokens", type=int, default=128)
-    parser.add_argument("--decode-fusion", action="store_true",
-                        help="the engine with decode_fusion=True (q/k/v and gate/up fused, compiled modules in graphs)")
+    parser.add_argument("--no-decode-fusion", action="store_true",
+                        help="the engine with decode_fusion=False (separate projections, eager modules in graphs)")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     g = torch.Generator().manual_seed(0)
@@ -318,7 +318,7 @@ def main() -> int:
                                                      attn_implementation="block_sdpa").eval()
         started = time.perf_counter()
         # fuses RMSNorm/MLP for large inputs on CUDA; decode graphs for answers of up to 1024 tokens
-        engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024, decode_fusion=args.decode_fusion)
+        engine = BlockAttentionEngine.for_serving(model, graph_decode_tokens=1024, decode_fusion=not args.no_decode_fusion)
         entry = {"gate_s": time.perf_counter() - started, "decode_fusion": engine.decode_fusion}
         vocab = model.config.vocab_size
         if "correctness" in args.parts:

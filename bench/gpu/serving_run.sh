@@ -3,7 +3,8 @@
 # the GPU tests, the decode variants (bench/gpu/decode_profile.py), the concurrency part of
 # bench/gpu/run.py and, where .gpu-seg was carried, bench/gpu/segment_run.sh; each part
 # time-boxed so that one slow part cannot take the others' figures (TESTS_S, DECODE_S, BATCH_S,
-# HOST_S, SEGMENT_S seconds; 0 skips a part; DECODE_CONTEXTS).
+# HOST_S, KERNEL_S (off by default: bench/gpu/attention_kernel.py), SEGMENT_S seconds; 0 skips a
+# part; DECODE_CONTEXTS, HOST_CONTEXTS).
 #   run(command="bash bench/gpu/serving_run.sh", carry=[".whl", ".gpu-seg"])
 set -uo pipefail
 export OUT=${OUT:-bench/results}
@@ -17,10 +18,11 @@ timeout "${TESTS_S:-140}" bash -c 'for f in tests/gpu/test_*.py tests/attention/
 cat "$OUT/gpu-tests.log"
 [ "${DECODE_S:-140}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-140}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
   --variants plain fused --contexts ${DECODE_CONTEXTS:-32768 4096} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-400)
-[ "${BATCH_S:-110}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts precompute batch --decode-fusion --runs 3 --models llama-3.1-8b \
+[ "${BATCH_S:-110}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts precompute batch --runs 3 --models llama-3.1-8b \
   > "$OUT/batch.log" 2>&1; grep -E " (batch|precompute) " "$OUT/batch.log" | cut -c1-400; tail -n 1 "$OUT/batch.log" | cut -c1-300)
 [ "${HOST_S:-70}" != 0 ] && (cd bench/gpu && timeout "${HOST_S:-70}" python3 run.py --out "$OUT/host" --parts host --runs 5 --models llama-3.1-8b \
-  --contexts 4096 32768 > "$OUT/host.log" 2>&1; grep " host " "$OUT/host.log" | cut -c1-500; tail -n 1 "$OUT/host.log" | cut -c1-300)
+  --contexts ${HOST_CONTEXTS:-4096 32768} > "$OUT/host.log" 2>&1; grep " host " "$OUT/host.log" | cut -c1-500; tail -n 1 "$OUT/host.log" | cut -c1-300)
+[ "${KERNEL_S:-0}" != 0 ] && (timeout "${KERNEL_S}" python3 bench/gpu/attention_kernel.py --out "$OUT" > "$OUT/kernel.log" 2>&1; cut -c1-260 "$OUT/kernel.log" | grep "^{")
 if [ -d .gpu-seg ] && [ "${SEGMENT_S:-85}" != 0 ]; then
   timeout "${SEGMENT_S:-85}" bash bench/gpu/segment_run.sh --runs 3 > "$OUT/segment.log" 2>&1; tail -n 12 "$OUT/segment.log"
 fi

@@ -29,16 +29,16 @@ def empty_cache(engine, context):
     return cache
 
 
-@pytest.mark.parametrize("slots", [1, 2, 3, 8])
+@pytest.mark.parametrize("slots, group", [(1, 1), (2, 1), (3, 1), (8, 1), (1, 2), (2, 2), (1, 3), (2, None)])
 @pytest.mark.parametrize("arch", ["llama31", "qwen3"])
-def test_fed_forward_equals_placing_every_block_first(arch, slots):
+def test_fed_forward_equals_placing_every_block_first(arch, slots, group):
     engine, kvs, offsets, context = setup(arch)
     with torch.inference_mode():
         expected = engine.prefill(kvs, QUESTION).logits
         cache = empty_cache(engine, context)
         cache.set_length(context)
         feed = LayerFeed(kvs, offsets, engine.reencoder, cache.key_buffer, cache.value_buffer,
-                         decoder_layers(engine.model), slots=slots)
+                         decoder_layers(engine.model), slots=slots, group=group)
         with feed:
             # nothing is placed before the forward reaches a layer: every row still NaN
             assert torch.isnan(cache.key_buffer[:, :, :, :context]).all()

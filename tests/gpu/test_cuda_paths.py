@@ -7,6 +7,7 @@ from tiny_models import tiny_model
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.attention.cache import BlockCache
+from blockrag.attention.graphs import DECODE
 from blockrag.attention.layout import Opening
 from blockrag.attention.reference import reference_logits
 
@@ -116,7 +117,8 @@ def test_fused_modules_keep_the_outputs():
 def test_graphed_prefill_equals_eager():
     model = tiny_model("llama31").cuda()
     model.set_attn_implementation("block_sdpa")  # graphs need the split-over-keys kernel on every layer
-    graphed = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=256)
+    # capacity 128 + 256 (largest bucket) + 64 (decode) = 448 positions
+    graphed = BlockAttentionEngine(model, cuda_graphs=True, graph_context_tokens=128, graph_decode_tokens=64)
     eager = BlockAttentionEngine(model, cuda_graphs=False)
     g = torch.Generator().manual_seed(2)
     for lengths, m in (([5, 1, 40], 7), ([100, 3], 20), ([], 9), ([60, 60], 16), ([480], 40)):  # the last exceeds the workspace: eager
@@ -129,4 +131,5 @@ def test_graphed_prefill_equals_eager():
         assert (fast.logits - reference_logits(model, blocks, final)).abs().max().item() <= 1e-4
         tokens = list(graphed.generate(kvs, final, max_new_tokens=6, stop_ids=[]))
         assert tokens == list(eager.generate(kvs, final, max_new_tokens=6, stop_ids=[]))
-    assert sorted(graphed._graphs.graphs) == [16, 32]  # one graph per question bucket, reused across contexts
+    # one graph per question bucket, reused across contexts, and the decode step's (generate)
+    assert sorted(graphed._graphs.graphs) == [DECODE, 16, 32]

@@ -52,8 +52,8 @@ def test_layered_held_answer_equals_device_blocks(model):
     assert not engine._graphs.held
 
 
-@pytest.mark.parametrize("slots", [1, 2])
-def test_one_slot_reused_layer_after_layer_on_streams(model, slots):
+@pytest.mark.parametrize("slots, group", [(1, 1), (2, 1), (1, 2), (2, None)])
+def test_slots_reused_group_after_group_on_streams(model, slots, group):
     engine = BlockAttentionEngine(model, cuda_graphs=False)
     device, host = _blocks(engine, seed=2)
     kvs, offsets, context = engine.layout(device)
@@ -66,7 +66,7 @@ def test_one_slot_reused_layer_after_layer_on_streams(model, slots):
         cache.key_buffer.fill_(float("nan"))
         cache.set_length(context)
         with LayerFeed(host, host_offsets, engine.reencoder, cache.key_buffer, cache.value_buffer,
-                       decoder_layers(model), slots=slots):
+                       decoder_layers(model), slots=slots, group=group):
             engine._forward(tuple(QUESTION), context, cache, 1)
         torch.cuda.synchronize()
     assert torch.equal(cache.key_buffer[:, :, :, :context], reference.key_buffer)

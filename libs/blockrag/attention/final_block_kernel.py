@@ -90,22 +90,30 @@ def _merge_kernel(O_part, L_part, Out, stride_om, stride_oh, m_len, groups, n_sp
     tl.store(Out + (row % m_len) * stride_om + q_head * stride_oh + d, out.to(Out.dtype.element_ty))
 
 
+def tiles(n_rows: int) -> tuple[int, int, int, int]:
+    """(rows a program, keys a step, warps, stages) for n_rows stacked query rows."""
+    return _BLOCK_R, _BLOCK_N, 4, 2
+
+
 def final_block_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                          scaling: float | None, kv_length: torch.Tensor | None = None) -> torch.Tensor:
+                          scaling: float | None, kv_length: torch.Tensor | None = None,
+                          config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """query [1, Hq, M, D], key/value [1, Hkv, N, D] (any strides over N, D contiguous)
     -> [1, M, Hq, D], the layout transformers' attention functions return.
 
     kv_length: a 0-d int64 device tensor holding how many of the N keys are valid (N is then the
-    capacity): the launch no longer depends on the length, so a CUDA graph can replay it."""
+    capacity): the launch no longer depends on the length, so a CUDA graph can replay it.
+    config: (rows a program, keys a step, warps, stages); default `tiles(rows)`."""
     _, heads, m_len, dim = query.shape
     kv_heads, n_keys = key.shape[1], key.shape[2]
     groups = heads // kv_heads
     n_rows = groups * m_len
-    row_tiles = triton.cdiv(n_rows, _BLOCK_R)
+    block_r, block_n, warps, stages = config or tiles(n_rows)
+    row_tiles = triton.cdiv(n_rows, block_r)
     # enough programs to cover the SMs twice, chunks a whole number of key tiles
     sms = torch.cuda.get_device_properties(query.device).multi_processor_count
-    want = max(1, min(triton.cdiv(2 * sms, kv_heads * row_tiles), triton.cdiv(n_keys, _BLOCK_N)))
-    chunk = triton.cdiv(triton.cdiv(n_keys, want), _BLOCK_N) * _BLOCK_N
+    want = max(1, min(triton.cdiv(2 * sms, kv_heads * row_tiles), triton.cdiv(n_keys, block_n)))
+    chunk = triton.cdiv(triton.cdiv(n_keys, want), block_n) * block_n
     n_splits = triton.cdiv(n_keys, chunk)
     o_part = torch.empty(kv_heads, n_rows, n_splits, dim, device=query.device, dtype=torch.float32)
     l_part = torch.empty(kv_heads, n_rows, n_splits, device=query.device, dtype=torch.float32)
@@ -114,10 +122,10 @@ def final_block_attention(query: torch.Tensor, key: torch.Tensor, value: torch.T
     _partial_kernel[(kv_heads, row_tiles, n_splits)](
         q, k, v, o_part, l_part, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         n_keys, l_part if kv_length is None else kv_length, m_len, groups, chunk, n_splits, scale,
-        D=dim, BLOCK_R=_BLOCK_R, BLOCK_N=_BLOCK_N,
+        D=dim, BLOCK_R=block_r, BLOCK_N=block_n,
         # fp32 inputs get true fp32 products (the exactness tests hold them to 1e-4); tf32 would not
         PRECISION="ieee" if query.dtype == torch.float32 else "tf32", LEN_FROM_PTR=kv_length is not None,
-        num_warps=4, num_stages=2)
+        num_warps=warps, num_stages=stages)
     out = torch.empty(1, m_len, heads, dim, device=query.device, dtype=query.dtype)
     _merge_kernel[(kv_heads, n_rows)](o_part, l_part, out, out.stride(1), out.stride(2), m_len, groups, n_splits,
                                       D=dim, S_PAD=max(2, triton.next_power_of_2(n_splits)), num_warps=1)

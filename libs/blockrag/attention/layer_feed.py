@@ -4,16 +4,17 @@ Staged host reads copy every block's KV to the device, then place it, then run t
 forward: at 32K context on an 8B model that is the 77.6 ms bare copy plus ~23 ms for the rest
 (1.29-1.31x the copy, H200 and H100, bench/gpu/RESULTS.md). But layer l's KV only has to be on
 the device when the forward reaches layer l, and the copy engines run beside the SMs. So the feed
-- copies layer l of every host block ([H, L, D], contiguous in a BlockKV: one DMA per block and
-  tensor) into one of `slots` device staging buffers, on a side stream, `slots` layers ahead of
-  the forward;
-- in a forward pre-hook of decoder layer l: makes the compute stream wait for layer l's copies,
-  places layer l from its slot into the cache (rotation to each block's offset and the value
-  copy: the placement kernel, one launch a layer) and hands the slot to the copy of layer
-  l + slots.
+- copies layers in groups (`group` consecutive layers of a block, [group, H, L, D], are contiguous
+  in a BlockKV: one DMA per block, tensor and group) into one of `slots` device staging buffers,
+  on a side stream, `slots` groups ahead of the forward;
+- in a forward pre-hook of a group's first decoder layer: makes the compute stream wait for the
+  group's copies, places its layers from the slot into the cache (rotation to each block's
+  offset and the value copy: the placement kernel, one launch a group) and hands the slot to the
+  copy of the group `slots` further on.
 The forward's own host work (eager: ~25 ms of launches for a 64-token question on an 8B model)
-is done while the copies run, so a prompt costs about the bare copy plus one layer's placement
-and compute, and the staging takes `slots` layers of the host blocks, not all of them.
+is done while the copies run, so a prompt costs about the bare copy plus one group's placement
+and compute, when the copy takes longer than that host work (long contexts); the staging takes
+`slots` groups of the host blocks, not all of them.
 
 On a CPU (tests) the same schedule runs synchronously: copy, place, compute, layer by layer.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from itertools import accumulate
 
@@ -32,7 +34,8 @@ from blockrag.attention.block_kv import BlockKV
 from blockrag.attention.placement import place_blocks_torch, triton_available
 from blockrag.attention.rotary import RotaryReencoder
 
-SLOTS = 4  # staging layers: 4 x 134 MB at 32K on an 8B model
+SLOTS = 3  # staging groups in flight
+COPY_BYTES = 4 << 20  # a block's copy: large enough that the host's cost per copy stays small
 
 
 def fed_by_layer(kv: BlockKV, key_buffer: torch.Tensor) -> bool:
@@ -66,50 +69,70 @@ class LayerFeed:
     """Context manager around one forward: while it runs, decoder layer l starts only after
     layer l of `kvs` is in key_buffer/value_buffer [layers, 1, H, capacity, D] at `offsets`.
 
+    Layers travel in groups of `group` consecutive layers (a block's [group, H, L, D] is one
+    contiguous DMA): one copy per block, tensor and group, so that the host's cost per copy
+    (~20-40 us of launches and bookkeeping; a copy per block and layer, 4096 at 32K on an 8B
+    model, made the first version host-bound: 102 ms against 101 staged, H100) stays small.
+    Default group: the layers that make a block's copy about COPY_BYTES, at most half the model.
     kvs: blocks on the host ([layers, H, L, D], fed_by_layer), held by the caller until the
     forward's work has run. The hooks go when the context exits, error or not.
     """
 
     def __init__(self, kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder,
-                 key_buffer: torch.Tensor, value_buffer: torch.Tensor, layers: nn.ModuleList, slots: int = SLOTS):
+                 key_buffer: torch.Tensor, value_buffer: torch.Tensor, layers: nn.ModuleList, slots: int = SLOTS,
+                 group: int | None = None):
         if not kvs:
             raise ValueError("a layer feed needs at least one block")
         if len(layers) != key_buffer.shape[0]:
             raise ValueError(f"the model has {len(layers)} decoder layers, the cache {key_buffer.shape[0]}")
         self.kvs, self.offsets, self.reencoder = list(kvs), list(offsets), reencoder
         self.key_buffer, self.value_buffer, self.layers = key_buffer, value_buffer, layers
-        self.num_layers = len(layers)
-        self.slots = max(1, min(slots, self.num_layers))
+        num_layers = len(layers)
+        heads, dim = key_buffer.shape[2], key_buffer.shape[4]
+        if group is None:
+            layer_bytes = sum(kv.keys[0].nbytes for kv in self.kvs) / len(self.kvs)
+            group = min(max(1, num_layers // 2), math.ceil(COPY_BYTES / layer_bytes))
+        self.group = max(1, min(group, num_layers))
+        self.groups = [(first, min(first + self.group, num_layers)) for first in range(0, num_layers, self.group)]
+        self.slots = max(1, min(slots, len(self.groups)))
         self.device = key_buffer.device
         self.cuda = self.device.type == "cuda"
-        heads, dim = key_buffer.shape[2], key_buffer.shape[4]
-        sizes = [kv.num_tokens * heads * dim for kv in self.kvs]
+        self.shape = (heads, dim)
+        sizes = [self.group * kv.num_tokens * heads * dim for kv in self.kvs]
         ends = list(accumulate(sizes))
         self.spans = [(end - size, end) for end, size in zip(ends, sizes)]
-        # [slots, keys/values, every host block's one layer end to end]
+        # [slots, keys/values, every host block's [group, H, L, D] end to end]
         self.staging = torch.empty(self.slots, 2, ends[-1], dtype=key_buffer.dtype, device=self.device)
-        self.views = [[BlockKV(kv.token_ids, self.staging[s, 0, a:b].view(1, heads, kv.num_tokens, dim),
-                               self.staging[s, 1, a:b].view(1, heads, kv.num_tokens, dim))
-                       for kv, (a, b) in zip(self.kvs, self.spans)] for s in range(self.slots)]
         self.plans = None
         if self.cuda and triton_available():
             from blockrag.attention import placement_kernel
 
-            # a slot's views keep their addresses, so its table is built once, not once a layer
-            self.plans = [placement_kernel.plan(views, self.offsets, reencoder, key_buffer[:1])
-                          for views in self.views]
+            # a slot's blocks keep their addresses, so its table is built once, not once a group;
+            # a shorter last group reads the first layers of each block's region
+            self.plans = [placement_kernel.plan(self._views(slot, self.group), self.offsets, reencoder,
+                                                key_buffer[:1]) for slot in range(self.slots)]
         self.side = torch.cuda.Stream(self.device) if self.cuda else None
         self.landed: dict[int, torch.cuda.Event] = {}
         self.placed = 0  # layers placed so far
         self.handles = []
 
+    def _views(self, slot: int, layers: int) -> list[BlockKV]:
+        """The blocks in `slot`, `layers` layers each: keys and values [layers, H, L, D]."""
+        heads, dim = self.shape
+        return [BlockKV(kv.token_ids, self.staging[slot, 0, a:b][: layers * heads * kv.num_tokens * dim]
+                        .view(layers, heads, kv.num_tokens, dim),
+                        self.staging[slot, 1, a:b][: layers * heads * kv.num_tokens * dim]
+                        .view(layers, heads, kv.num_tokens, dim))
+                for kv, (a, b) in zip(self.kvs, self.spans)]
+
     def __enter__(self) -> LayerFeed:
         if self.cuda:
             self.side.wait_stream(torch.cuda.current_stream(self.device))  # the staging was allocated there
-        for layer in range(self.slots):
-            self._copy(layer)
-        self.handles = [module.register_forward_pre_hook(functools.partial(self._arrive, layer))
-                        for layer, module in enumerate(self.layers)]
+        for index in range(self.slots):
+            self._copy(index)
+        firsts = {first: index for index, (first, _) in enumerate(self.groups)}
+        self.handles = [module.register_forward_pre_hook(functools.partial(self._arrive, firsts[layer]))
+                        for layer, module in enumerate(self.layers) if layer in firsts]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -121,36 +144,38 @@ class LayerFeed:
             # memory can go to anything else on the compute stream
             torch.cuda.current_stream(self.device).wait_stream(self.side)
 
-    def _copy(self, layer: int) -> None:
-        """Queue the copy of `layer` of every host block into its slot."""
-        slot = self.staging[layer % self.slots]
+    def _copy(self, index: int) -> None:
+        """Queue the copy of group `index` of every host block into its slot."""
+        first, last = self.groups[index]
+        slot = self.staging[index % self.slots]
         with torch.cuda.stream(self.side) if self.cuda else contextlib.nullcontext():
-            for kv, (a, b) in zip(self.kvs, self.spans):
-                slot[0, a:b].copy_(kv.keys[layer].reshape(-1), non_blocking=True)
-                slot[1, a:b].copy_(kv.values[layer].reshape(-1), non_blocking=True)
+            for kv, (a, _) in zip(self.kvs, self.spans):
+                n = kv.keys[first:last].numel()
+                slot[0, a : a + n].copy_(kv.keys[first:last].reshape(-1), non_blocking=True)
+                slot[1, a : a + n].copy_(kv.values[first:last].reshape(-1), non_blocking=True)
             if self.cuda:
-                self.landed[layer] = torch.cuda.Event()
-                self.landed[layer].record(self.side)
+                self.landed[index] = torch.cuda.Event()
+                self.landed[index].record(self.side)
 
-    def _arrive(self, layer: int, module: nn.Module, args) -> None:
-        """Forward pre-hook of decoder layer `layer`: its KV placed first."""
-        slot = layer % self.slots
-        keys, values = self.key_buffer[layer : layer + 1], self.value_buffer[layer : layer + 1]
+    def _arrive(self, index: int, module: nn.Module, args) -> None:
+        """Forward pre-hook of the first decoder layer of group `index`: the group placed first."""
+        first, last = self.groups[index]
+        slot = index % self.slots
+        keys, values = self.key_buffer[first:last], self.value_buffer[first:last]
         if self.cuda:
             current = torch.cuda.current_stream(self.device)
-            current.wait_event(self.landed.pop(layer))
+            current.wait_event(self.landed.pop(index))
         if self.plans is not None:
             from blockrag.attention import placement_kernel
 
             placement_kernel.run(self.plans[slot], keys, values)
         else:
-            place_blocks_torch(self.views[slot], self.offsets, self.reencoder, keys, values)
-        self.placed = layer + 1
-        following = layer + self.slots
-        if following < self.num_layers:
+            place_blocks_torch(self._views(slot, last - first), self.offsets, self.reencoder, keys, values)
+        self.placed = last
+        following = index + self.slots
+        if following < len(self.groups):
             if self.cuda:
                 done = torch.cuda.Event()
                 done.record(current)
-                self.side.wait_event(done)  # the slot is free once this layer's placement has run
+                self.side.wait_event(done)  # the slot is free once this group's placement has run
             self._copy(following)
-
