@@ -8,7 +8,7 @@ from tiny_models import tiny_model
 
 from blockrag.attention import BlockAttentionEngine
 from blockrag.attention.cache import BlockCache
-from blockrag.attention.layer_feed import LayerFeed, decoder_layers, feed_for
+from blockrag.attention.layer_feed import AUTO_BYTES, LayerFeed, decoder_layers, feed_for, feeds
 
 QUESTION = (5, 17, 33, 8, 61)
 
@@ -86,7 +86,8 @@ def test_engine_takes_layered_and_refuses_unknown_host_reads():
 
     engine = BlockAttentionEngine(tiny_model("llama31"), host_reads="layered")
     assert engine.host_reads == "layered"
-    with pytest.raises(InvalidRequestError, match="staged, direct, layered"):
+    assert BlockAttentionEngine(tiny_model("llama31")).host_reads == "auto"
+    with pytest.raises(InvalidRequestError, match="staged, direct, layered, auto"):
         BlockAttentionEngine(tiny_model("llama31"), host_reads="pcie")
 
 
@@ -95,3 +96,9 @@ def test_a_feed_checks_the_model_against_the_cache():
     cache = BlockCache(2, engine.num_kv_heads, engine.head_dim, context + 5, engine.dtype, engine.device)
     with pytest.raises(ValueError, match="3 decoder layers, the cache 2"):
         LayerFeed(kvs, offsets, engine.reencoder, cache.key_buffer, cache.value_buffer, decoder_layers(engine.model))
+
+
+def test_auto_feeds_large_host_prompts_only():
+    assert feeds("layered", 1) and not feeds("layered", 0)
+    assert not feeds("auto", AUTO_BYTES - 1) and feeds("auto", AUTO_BYTES)
+    assert not feeds("staged", 10 * AUTO_BYTES) and not feeds("direct", 10 * AUTO_BYTES)

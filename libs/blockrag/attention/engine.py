@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from blockrag.attention.batch import GenerationBatch
 
 TokenIds = Sequence[int] | torch.Tensor
-HOST_READS = ("staged", "direct", "layered")
+HOST_READS = ("staged", "direct", "layered", "auto")
 
 
 @dataclass
@@ -78,7 +78,7 @@ class BlockAttentionEngine:
     encoded for a context the prompt does not have).
     """
 
-    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "staged",
+    def __init__(self, model: PreTrainedModel, *, max_batch_tokens: int = 4096, host_reads: str = "auto",
                  fuse: bool | None = None, cuda_graphs: bool | None = None, graph_context_tokens: int = 32768,
                  graph_decode_tokens: int = 1024, decode_fusion: bool = True, graph_batch_decode: bool = True,
                  sink_token_id: int | None = None, opening: Opening | None = None):
@@ -104,8 +104,10 @@ class BlockAttentionEngine:
         self.max_batch_tokens = max_batch_tokens
         # how the GPU reads blocks kept in pinned host memory: "staged" (copied to the device by
         # DMA first; 100 ms at 32K on an 8B model, H200), "direct" (the placement kernel reads
-        # them over PCIe in place; 104 ms there; bench/gpu/RESULTS.md) or "layered" (copied layer
-        # by layer while the forward runs, which then runs eagerly: layer_feed.py)
+        # them over PCIe in place; 104 ms there; bench/gpu/RESULTS.md), "layered" (copied in
+        # groups of layers while the forward runs, which then runs eagerly: layer_feed.py; 92.5
+        # against 99.2 ms staged at 32K, H100) or "auto" (layered for 1.5 GB and more of host
+        # blocks, staged below: layer_feed.feeds)
         if host_reads not in HOST_READS:
             raise InvalidRequestError(f"host_reads must be one of {', '.join(HOST_READS)}; got {host_reads!r}")
         self.host_reads = host_reads

@@ -36,6 +36,7 @@ from blockrag.attention.rotary import RotaryReencoder
 
 SLOTS = 3  # staging groups in flight
 COPY_BYTES = 4 << 20  # a block's copy: large enough that the host's cost per copy stays small
+AUTO_BYTES = 1_500_000_000  # host_reads "auto": fed from here on (feeds)
 
 
 def fed_by_layer(kv: BlockKV, key_buffer: torch.Tensor) -> bool:
@@ -52,13 +53,21 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.get_decoder().layers
 
 
+def feeds(host_reads: str, host_bytes: int) -> bool:
+    """Whether blocks of host_bytes in pinned host memory go through a LayerFeed: always with
+    "layered"; with "auto" from AUTO_BYTES on, where the copy outlasts the eager forward's host
+    work (8B shape, H100, 2026-12-06, TTFT against the bare copy, staged -> layered: 0.54 GB
+    2.03x -> 2.35x, 2.15 GB 1.37x -> 1.20x, 4.3 GB 1.27x -> 1.18x)."""
+    return host_bytes > 0 and (host_reads == "layered" or (host_reads == "auto" and host_bytes >= AUTO_BYTES))
+
+
 def feed_for(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryReencoder, key_buffer: torch.Tensor,
              value_buffer: torch.Tensor, model: nn.Module, host_reads: str
              ) -> tuple[list[BlockKV], list[int], LayerFeed | None]:
-    """The blocks to place before the forward (and their offsets), and the feed of the rest: with
-    host_reads "layered", every block that fed_by_layer takes; otherwise none (feed None)."""
-    fed = [host_reads == "layered" and fed_by_layer(kv, key_buffer) for kv in kvs]
-    if not any(fed):
+    """The blocks to place before the forward (and their offsets), and the feed of the rest:
+    the blocks that fed_by_layer takes, when `feeds` says so; otherwise none (feed None)."""
+    fed = [host_reads in ("layered", "auto") and fed_by_layer(kv, key_buffer) for kv in kvs]
+    if not feeds(host_reads, sum(kv.nbytes for kv, f in zip(kvs, fed) if f)):
         return list(kvs), list(offsets), None
     feed = LayerFeed([kv for kv, f in zip(kvs, fed) if f], [o for o, f in zip(offsets, fed) if f], reencoder,
                      key_buffer, value_buffer, decoder_layers(model))
