@@ -7,7 +7,7 @@ and 4 query heads per KV head, each KV chunk is read by 4 row tiles. Each config
 launch the graphs replay (capacity N, valid length from a device tensor), bf16, median of
 --runs CUDA-event timings, and its output is checked against the default config's.
 
-    PYTHONPATH=libs python3 bench/gpu/attention_kernel.py --out DIR
+    cd bench/gpu && PYTHONPATH=../../libs python3 attention_kernel.py --out DIR
 """
 
 from __future__ import annotations
@@ -17,26 +17,13 @@ import json
 from pathlib import Path
 
 import torch
+from run import timed_ms
 
 from blockrag.attention.final_block_kernel import final_block_attention, tiles
 
 CONFIGS = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2),
            (128, 64, 4, 2)]
 SHAPES = {"llama-3.1-8b": (32, 8, 128), "smollm2-135m": (9, 3, 64)}  # query heads, KV heads, head dim
-
-
-def timed_us(fn, runs: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -61,8 +48,8 @@ def main() -> None:
                 try:
                     got = final_block_attention(query, key, value, None, length, config=config).float()
                     error = float((got - expected).abs().max())
-                    us = timed_us(lambda: final_block_attention(query, key, value, None, length, config=config),
-                                  args.runs)
+                    us = 1e3 * timed_ms(lambda: final_block_attention(query, key, value, None, length, config=config),
+                                        args.runs, warmup=3)
                 except Exception as e:  # a config the compiler refuses (registers, shared memory)
                     rows.append({"shape": name, "m": m, "config": config, "error": repr(e)[:200]})
                     print(rows[-1], flush=True)

@@ -22,7 +22,7 @@ cat "$OUT/gpu-tests.log"
   > "$OUT/batch.log" 2>&1; grep -E " (batch|precompute) " "$OUT/batch.log" | cut -c1-400; tail -n 1 "$OUT/batch.log" | cut -c1-300)
 [ "${HOST_S:-70}" != 0 ] && (cd bench/gpu && timeout "${HOST_S:-70}" python3 run.py --out "$OUT/host" --parts host --runs 5 --models llama-3.1-8b \
   --contexts ${HOST_CONTEXTS:-4096 32768} > "$OUT/host.log" 2>&1; grep " host " "$OUT/host.log" | cut -c1-500; tail -n 1 "$OUT/host.log" | cut -c1-300)
-[ "${KERNEL_S:-0}" != 0 ] && (timeout "${KERNEL_S}" python3 bench/gpu/attention_kernel.py --out "$OUT" > "$OUT/kernel.log" 2>&1; cut -c1-260 "$OUT/kernel.log" | grep "^{")
+[ "${KERNEL_S:-0}" != 0 ] && (cd bench/gpu && timeout "${KERNEL_S}" python3 attention_kernel.py --out "$OUT" > "$OUT/kernel.log" 2>&1; cut -c1-260 "$OUT/kernel.log" | grep "^{")
 if [ -d .gpu-seg ] && [ "${SEGMENT_S:-85}" != 0 ]; then
   timeout "${SEGMENT_S:-85}" bash bench/gpu/segment_run.sh --runs 3 > "$OUT/segment.log" 2>&1; tail -n 12 "$OUT/segment.log"
 fi
