@@ -16,6 +16,8 @@ timeout "${TESTS_S:-140}" bash -c 'for f in tests/gpu/test_*.py tests/attention/
   log="$OUT/test-$(basename "$f" .py).log"
   python3 -m pytest -q -m gpu -p no:cacheprovider "$f" > "$log" 2>&1; tail -n 1 "$log" | sed "s|^|$f: |"; done' > "$OUT/gpu-tests.log" 2>&1
 cat "$OUT/gpu-tests.log"
+# a call returns only a few files: the failures' names and first lines come back in the output
+grep -hE "^(FAILED|ERROR) |^E   " "$OUT"/test-*.log 2>/dev/null | head -n 30 | cut -c1-250
 [ "${DECODE_S:-140}" != 0 ] && (cd bench/gpu && timeout "${DECODE_S:-140}" python3 decode_profile.py --out "$OUT" --models llama-3.1-8b \
   --variants plain fused --contexts ${DECODE_CONTEXTS:-32768 4096} > "$OUT/decode.log" 2>&1; grep "^{" "$OUT/decode.log" | cut -c1-400)
 [ "${BATCH_S:-110}" != 0 ] && (cd bench/gpu && timeout "${BATCH_S:-110}" python3 run.py --out "$OUT" --parts precompute batch --runs 3 --models llama-3.1-8b \
