@@ -102,3 +102,10 @@ def test_auto_feeds_large_host_prompts_only():
     assert feeds("layered", 1) and not feeds("layered", 0)
     assert not feeds("auto", AUTO_BYTES - 1) and feeds("auto", AUTO_BYTES)
     assert not feeds("staged", 10 * AUTO_BYTES) and not feeds("direct", 10 * AUTO_BYTES)
+
+
+def test_a_model_without_a_layer_list_is_not_fed():
+    model = tiny_model("llama31")
+    assert len(decoder_layers(model)) == 3
+    model.get_decoder().layers = None  # decoder layers kept under another name
+    assert decoder_layers(model) is None

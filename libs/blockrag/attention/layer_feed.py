@@ -48,9 +48,11 @@ def fed_by_layer(kv: BlockKV, key_buffer: torch.Tensor) -> bool:
             and kv.keys.is_contiguous() and kv.values.is_contiguous())
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's decoder layers, in order (transformers: model.get_decoder().layers)."""
-    return model.get_decoder().layers
+def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """The model's decoder layers, in order (transformers: model.get_decoder().layers); None for
+    a model that keeps them elsewhere (its host blocks are then staged, not fed)."""
+    layers = getattr(model.get_decoder(), "layers", None)
+    return layers if isinstance(layers, nn.ModuleList) else None
 
 
 def feeds(host_reads: str, host_bytes: int) -> bool:
@@ -67,10 +69,12 @@ def feed_for(kvs: Sequence[BlockKV], offsets: Sequence[int], reencoder: RotaryRe
     """The blocks to place before the forward (and their offsets), and the feed of the rest:
     the blocks that fed_by_layer takes, when `feeds` says so; otherwise none (feed None)."""
     fed = [host_reads in ("layered", "auto") and fed_by_layer(kv, key_buffer) for kv in kvs]
-    if not feeds(host_reads, sum(kv.nbytes for kv, f in zip(kvs, fed) if f)):
+    layers = decoder_layers(model) if any(fed) else None
+    if (layers is None or len(layers) != key_buffer.shape[0]
+            or not feeds(host_reads, sum(kv.nbytes for kv, f in zip(kvs, fed) if f))):
         return list(kvs), list(offsets), None
     feed = LayerFeed([kv for kv, f in zip(kvs, fed) if f], [o for o, f in zip(offsets, fed) if f], reencoder,
-                     key_buffer, value_buffer, decoder_layers(model))
+                     key_buffer, value_buffer, layers)
     return [kv for kv, f in zip(kvs, fed) if not f], [o for o, f in zip(offsets, fed) if not f], feed
 
 
