@@ -162,12 +162,13 @@ def host_reads(engine, kvs, question, runs: int) -> dict:
     landing = torch.empty(kv_bytes // 2, dtype=torch.bfloat16, device="cuda")
     row = {"h2d_copy_ms": timed_ms(lambda: landing.copy_(flat, non_blocking=True), runs)}
     del flat, landing
-    mode = engine.host_reads
-    for engine.host_reads in ("direct", "staged", "layered"):
-        row[f"cached_host_{engine.host_reads}_ms"] = timed_ms(
+    default = engine.host_reads
+    for mode in ("direct", "staged", "layered"):
+        engine.host_reads = mode
+        row[f"cached_host_{mode}_ms"] = timed_ms(
             lambda: engine.prefill(host, question, logits_to_keep=1).logits[-1].argmax(), runs)
-        row[f"host_{engine.host_reads}_over_copy"] = row[f"cached_host_{engine.host_reads}_ms"] / row["h2d_copy_ms"]
-    engine.host_reads = mode
+        row[f"host_{mode}_over_copy"] = row[f"cached_host_{mode}_ms"] / row["h2d_copy_ms"]
+    engine.host_reads = default
     return row
 
 

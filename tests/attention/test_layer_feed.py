@@ -104,7 +104,7 @@ def test_auto_feeds_large_host_prompts_only():
     assert not feeds("staged", 10 * AUTO_BYTES) and not feeds("direct", 10 * AUTO_BYTES)
 
 
-def test_a_model_without_a_layer_list_is_not_fed():
+def test_decoder_layers_is_none_for_a_model_without_a_layer_list():
     model = tiny_model("llama31")
     assert len(decoder_layers(model)) == 3
     model.get_decoder().layers = None  # decoder layers kept under another name

@@ -15,8 +15,9 @@ its own, so decoding and the next prompt never share the workspace.
 
 With decode_tokens > 0 (engine: graph_decode_tokens, 1024 by default; the GPU tests of
 tests/gpu/test_decode_graphs.py passed on an H100 on 2026-12-06), a lone answer
-(`engine.generate`) instead holds the workspace for its whole length (`hold`): its prompt stays where the prefill put it (no copy out:
-~2 ms at 32K on an 8B model) and every decode step replays a one-token graph over it (`decode`).
+(`engine.generate`) instead holds the workspace for its whole length (`hold`): its prompt stays
+where the prefill put it (no copy out: ~2 ms at 32K on an 8B model) and every decode step
+replays a one-token graph over it (`decode`).
 Eagerly a decode step is ~1000 kernel launches of Python (41.5 ms a token at 32K on an 8B model,
 measured for issue 12, where reading the weights and the KV takes under 5); replayed it is one
 launch. While a hold lasts, other prompts take the eager path (`prefill` returns None), so no

@@ -83,9 +83,9 @@ class LayerFeed:
     layer l of `kvs` is in key_buffer/value_buffer [layers, 1, H, capacity, D] at `offsets`.
 
     Layers travel in groups of `group` consecutive layers (a block's [group, H, L, D] is one
-    contiguous DMA): one copy per block, tensor and group, so that the host's cost per copy
-    (~20-40 us of launches and bookkeeping; a copy per block and layer, 4096 at 32K on an 8B
-    model, made the first version host-bound: 102 ms against 101 staged, H100) stays small.
+    contiguous DMA): one copy per block, tensor and group, so that the host's cost of issuing
+    copies stays small (a copy per block and layer, 4096 at 32K on an 8B model, left the first
+    version no faster than staged: 102 against 101 ms, H100).
     Default group: the layers that make a block's copy about COPY_BYTES, at most half the model.
     kvs: blocks on the host ([layers, H, L, D], fed_by_layer), held by the caller until the
     forward's work has run. The hooks go when the context exits, error or not.
@@ -116,12 +116,13 @@ class LayerFeed:
         self.spans = [(end - size, end) for end, size in zip(ends, sizes)]
         # [slots, keys/values, every host block's [group, H, L, D] end to end]
         self.staging = torch.empty(self.slots, 2, ends[-1], dtype=key_buffer.dtype, device=self.device)
-        self.plans = None
+        self.kernel = self.plans = None
         if self.cuda and triton_available():
             from blockrag.attention import placement_kernel
 
             # a slot's blocks keep their addresses, so its table is built once, not once a group;
             # a shorter last group reads the first layers of each block's region
+            self.kernel = placement_kernel
             self.plans = [placement_kernel.plan(self._views(slot, self.group), self.offsets, reencoder,
                                                 key_buffer[:1]) for slot in range(self.slots)]
         self.side = torch.cuda.Stream(self.device) if self.cuda else None
@@ -178,10 +179,8 @@ class LayerFeed:
         if self.cuda:
             current = torch.cuda.current_stream(self.device)
             current.wait_event(self.landed.pop(index))
-        if self.plans is not None:
-            from blockrag.attention import placement_kernel
-
-            placement_kernel.run(self.plans[slot], keys, values)
+        if self.kernel is not None:
+            self.kernel.run(self.plans[slot], keys, values)
         else:
             place_blocks_torch(self._views(slot, last - first), self.offsets, self.reencoder, keys, values)
         self.placed = last
