@@ -11,7 +11,8 @@ the device when the forward reaches layer l, and the copy engines run beside the
   group's copies, places its layers from the slot into the cache (rotation to each block's
   offset and the value copy: the placement kernel, one launch a group) and hands the slot to the
   copy of the group `slots` further on.
-The forward's own host work (eager: ~25 ms of launches for a 64-token question on an 8B model)
+The forward's own host work (eager: a cached 64-token question on an 8B model took 28-30 ms
+without graphs, bench/gpu/RESULTS.md)
 is done while the copies run, so a prompt costs about the bare copy plus one group's placement
 and compute, when the copy takes longer than that host work (long contexts); the staging takes
 `slots` groups of the host blocks, not all of them.
